@@ -1,0 +1,237 @@
+//! Generalisation and redaction of single scalar values. Each function
+//! returns `None` when the value cannot be read as the action needs; the
+//! caller then removes the value (fail closed) and counts it as `invalid`.
+
+use std::borrow::Cow;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use globset::GlobSet;
+use regex::{NoExpand, Regex};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use url::Url;
+
+use crate::policy::{Buckets, TimeUnit};
+
+/// The network address of `text`'s prefix, without a prefix length
+/// (`203.0.113.0`, `2001:db8:85a3::`). IPv4-mapped IPv6 addresses use the v4 length.
+pub fn ip_prefix(text: &str, v4: u8, v6: u8) -> Option<String> {
+    let masked = match text.parse::<IpAddr>().ok()? {
+        IpAddr::V4(a) => IpAddr::V4(mask_v4(a, v4)),
+        IpAddr::V6(a) => match a.to_ipv4_mapped() {
+            Some(m) => IpAddr::V6(mask_v4(m, v4).to_ipv6_mapped()),
+            None => IpAddr::V6(mask_v6(a, v6)),
+        },
+    };
+    Some(masked.to_string())
+}
+
+fn mask_v4(a: Ipv4Addr, bits: u8) -> Ipv4Addr {
+    let mask = u32::MAX.checked_shl(32 - u32::from(bits)).unwrap_or(0);
+    Ipv4Addr::from(u32::from(a) & mask)
+}
+
+fn mask_v6(a: Ipv6Addr, bits: u8) -> Ipv6Addr {
+    let mask = u128::MAX.checked_shl(128 - u32::from(bits)).unwrap_or(0);
+    Ipv6Addr::from(u128::from(a) & mask)
+}
+
+/// Keep only query parameters whose (decoded) names match `keep`; `&`-joined,
+/// in their original encoding.
+fn filter_query(query: &str, keep: &GlobSet) -> String {
+    let mut out = String::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let name = url::form_urlencoded::parse(pair.as_bytes())
+            .next()
+            .map(|(n, _)| n)
+            .unwrap_or_default();
+        if keep.is_match(name.as_ref()) {
+            if !out.is_empty() {
+                out.push('&');
+            }
+            out.push_str(pair);
+        }
+    }
+    out
+}
+
+/// Strip the fragment, userinfo and every query parameter not allowlisted.
+///
+/// Absolute URLs must have a host (http, https, ...): `mailto:` or `data:`
+/// URLs carry their payload in the path and are removed. Relative references
+/// (`/shoes?x=1`, `?utm_source=a`) are filtered the same way.
+pub fn url(text: &str, keep: &GlobSet) -> Option<String> {
+    match Url::parse(text) {
+        Ok(mut u) => {
+            if !u.has_host() {
+                return None;
+            }
+            u.set_fragment(None);
+            u.set_username("").ok()?;
+            u.set_password(None).ok()?;
+            let query = u.query().map(|q| filter_query(q, keep));
+            u.set_query(query.as_deref().filter(|q| !q.is_empty()));
+            Some(u.into())
+        }
+        Err(url::ParseError::RelativeUrlWithoutBase) => {
+            if text.starts_with("//") {
+                // Scheme-relative: reuse the absolute path with a stand-in scheme.
+                let abs = url(&format!("https:{text}"), keep)?;
+                return Some(abs["https:".len()..].to_owned());
+            }
+            let without_fragment = text.split('#').next().unwrap_or_default();
+            let (path, query) = match without_fragment.split_once('?') {
+                Some((p, q)) => (p, Some(q)),
+                None => (without_fragment, None),
+            };
+            let mut out = path.to_owned();
+            if let Some(q) = query {
+                let q = filter_query(q, keep);
+                if !q.is_empty() {
+                    out.push('?');
+                    out.push_str(&q);
+                }
+            }
+            Some(out)
+        }
+        Err(_) => None,
+    }
+}
+
+/// Truncate an RFC 3339 timestamp to `unit`, in UTC, written as RFC 3339 with `Z`.
+pub fn truncate_time(text: &str, unit: TimeUnit) -> Option<String> {
+    let t = OffsetDateTime::parse(text, &Rfc3339)
+        .ok()?
+        .to_offset(time::UtcOffset::UTC);
+    let t = t.replace_nanosecond(0).ok()?;
+    let t = match unit {
+        TimeUnit::Second => t,
+        TimeUnit::Minute => t.replace_second(0).ok()?,
+        TimeUnit::Hour => t.replace_second(0).ok()?.replace_minute(0).ok()?,
+        TimeUnit::Day => t
+            .replace_second(0)
+            .ok()?
+            .replace_minute(0)
+            .ok()?
+            .replace_hour(0)
+            .ok()?,
+    };
+    t.format(&Rfc3339).ok()
+}
+
+/// The bucket of `value`: the largest edge not above it, or
+/// `floor(value / width) * width`. `None` below the first edge.
+pub fn bucket(value: f64, buckets: &Buckets) -> Option<f64> {
+    if !value.is_finite() {
+        return None;
+    }
+    match buckets {
+        Buckets::Edges(edges) => {
+            let i = edges.partition_point(|e| *e <= value);
+            (i > 0).then(|| edges[i - 1])
+        }
+        Buckets::Width(w) => {
+            let b = (value / w).floor() * w;
+            b.is_finite().then_some(b)
+        }
+    }
+}
+
+/// Write a finite number as JSON: integers without a fraction.
+pub fn write_number(value: f64, out: &mut Vec<u8>) {
+    if value.fract() == 0.0 && value.abs() < 9.0e15 {
+        out.extend_from_slice((value as i64).to_string().as_bytes());
+    } else {
+        out.extend_from_slice(value.to_string().as_bytes());
+    }
+}
+
+/// Replace every match of every pattern, in order.
+pub fn redact<'t>(text: &'t str, patterns: &[Regex], replacement: &str) -> Cow<'t, str> {
+    let mut current = Cow::Borrowed(text);
+    for p in patterns {
+        if let Cow::Owned(s) = p.replace_all(&current, NoExpand(replacement)) {
+            current = Cow::Owned(s);
+        }
+    }
+    current
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use globset::{Glob, GlobSetBuilder};
+
+    fn keep(globs: &[&str]) -> GlobSet {
+        let mut b = GlobSetBuilder::new();
+        for g in globs {
+            b.add(Glob::new(g).unwrap());
+        }
+        b.build().unwrap()
+    }
+
+    #[test]
+    fn ip_prefixes() {
+        assert_eq!(ip_prefix("203.0.113.77", 24, 48).unwrap(), "203.0.113.0");
+        assert_eq!(ip_prefix("203.0.113.77", 16, 48).unwrap(), "203.0.0.0");
+        assert_eq!(ip_prefix("203.0.113.77", 0, 48).unwrap(), "0.0.0.0");
+        assert_eq!(ip_prefix("203.0.113.77", 32, 48).unwrap(), "203.0.113.77");
+        assert_eq!(
+            ip_prefix("2001:db8:85a3:8d3:1319:8a2e:370:7348", 24, 48).unwrap(),
+            "2001:db8:85a3::"
+        );
+        assert_eq!(ip_prefix("::ffff:192.0.2.128", 24, 48).unwrap(), "::ffff:192.0.2.0");
+        assert_eq!(ip_prefix("not an ip", 24, 48), None);
+        assert_eq!(ip_prefix("fe80::1%eth0", 24, 48), None);
+    }
+
+    #[test]
+    fn urls_lose_fragment_userinfo_and_unlisted_parameters() {
+        let k = keep(&["utm_*"]);
+        assert_eq!(
+            url("https://ana:pw@shop.example.com/a?utm_source=x&email=ana%40x.com&utm_medium=y#frag", &k).unwrap(),
+            "https://shop.example.com/a?utm_source=x&utm_medium=y"
+        );
+        assert_eq!(url("https://shop.example.com/a?email=x", &k).unwrap(), "https://shop.example.com/a");
+        assert_eq!(url("/cart?utm_source=a&q=secret#x", &k).unwrap(), "/cart?utm_source=a");
+        assert_eq!(url("?utm_source=google&email=a", &k).unwrap(), "?utm_source=google");
+        assert_eq!(url("//cdn.example.com/x?e=1&utm_a=2", &k).unwrap(), "//cdn.example.com/x?utm_a=2");
+        assert_eq!(url("mailto:ana@example.com", &k), None);
+        // Names are matched decoded: utm%5Fsource is utm_source.
+        assert_eq!(url("https://a.example/?utm%5Fsource=1", &k).unwrap(), "https://a.example/?utm%5Fsource=1");
+    }
+
+    #[test]
+    fn times_truncate_in_utc() {
+        let t = "2026-11-05T23:47:12.345+02:00";
+        assert_eq!(truncate_time(t, TimeUnit::Second).unwrap(), "2026-11-05T21:47:12Z");
+        assert_eq!(truncate_time(t, TimeUnit::Minute).unwrap(), "2026-11-05T21:47:00Z");
+        assert_eq!(truncate_time(t, TimeUnit::Hour).unwrap(), "2026-11-05T21:00:00Z");
+        assert_eq!(truncate_time(t, TimeUnit::Day).unwrap(), "2026-11-05T00:00:00Z");
+        assert_eq!(truncate_time("yesterday", TimeUnit::Day), None);
+    }
+
+    #[test]
+    fn buckets() {
+        let edges = Buckets::Edges(vec![0.0, 18.0, 25.0, 35.0]);
+        assert_eq!(bucket(17.9, &edges), Some(0.0));
+        assert_eq!(bucket(18.0, &edges), Some(18.0));
+        assert_eq!(bucket(99.0, &edges), Some(35.0));
+        assert_eq!(bucket(-1.0, &edges), None);
+        assert_eq!(bucket(123.4, &Buckets::Width(10.0)), Some(120.0));
+        assert_eq!(bucket(-0.5, &Buckets::Width(10.0)), Some(-10.0));
+        let mut out = Vec::new();
+        write_number(120.0, &mut out);
+        out.push(b' ');
+        write_number(2.5, &mut out);
+        assert_eq!(out, b"120 2.5");
+    }
+
+    #[test]
+    fn redaction() {
+        let p = vec![Regex::new(r"\d{6,}").unwrap(), Regex::new(r"[^@\s]+@[^@\s]+").unwrap()];
+        assert_eq!(redact("call 0123456789 or mail a@b.c", &p, "[x]"), "call [x] or mail [x]");
+        assert!(matches!(redact("nothing here", &p, "[x]"), Cow::Borrowed(_)));
+        assert_eq!(redact("12345678", &p, "$1"), "$1");
+    }
+}

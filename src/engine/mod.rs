@@ -1,0 +1,341 @@
+//! The engine: a validated [`Policy`] plus a key, applied to one event's bytes
+//! at a time. Pure and synchronous: no I/O, no globals, no async.
+//!
+//! ```text
+//! bytes ─► size check ─► UTF-8 check ─► [probe walk] ─► consent / rule ─► walk + emit ─► fill pseudonyms
+//! ```
+//!
+//! Invariants:
+//! - On any outcome but `Forwarded`, the caller's buffer is left exactly as
+//!   it was: nothing of a dropped or rejected event is ever written.
+//! - The whole input is validated (grammar, UTF-8, depth, duplicate keys)
+//!   whatever the policy, so whether an event is rejected never depends on
+//!   which fields a policy happens to read.
+//! - Numbers are kept as their exact input text; `bucket` reads them as f64.
+
+mod generalise;
+mod scan;
+mod walk;
+
+use crate::keys::Key;
+use crate::outcome::{DropReason, FieldCounts, Outcome, Reject, RejectReason, Verdict};
+use crate::policy::trie::Node;
+use crate::policy::{Policy, Scalar};
+use crate::pseudonym::Pseudonymiser;
+
+pub use generalise::{bucket, ip_prefix, truncate_time, url};
+pub use walk::normalise_into;
+
+use scan::{Scanner, reject, unescape};
+use walk::{Buffers, Src, Walker};
+
+/// Input limits; inputs beyond them are rejected (`too_large`, `too_deep`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest accepted message, in bytes.
+    pub max_message_bytes: usize,
+    /// Deepest accepted nesting of objects and arrays (the event object is 1).
+    pub max_depth: u32,
+}
+
+impl Limits {
+    /// Upper bounds for configured limits: offsets are 32-bit, and the scan
+    /// recurses once per nesting level.
+    pub const MAX_MESSAGE_BYTES: usize = 1 << 30;
+    pub const MAX_DEPTH: u32 = 1024;
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_message_bytes: 1 << 20,
+            max_depth: 64,
+        }
+    }
+}
+
+/// Reusable buffers for [`CompiledPolicy::apply`]; keep one per worker thread.
+#[derive(Debug, Default)]
+pub struct Scratch(Buffers);
+
+/// A policy bound to a key: ready to apply.
+#[derive(Debug, Clone)]
+pub struct CompiledPolicy {
+    policy: Policy,
+    key_id: String,
+    pseudonymiser: Pseudonymiser,
+    limits: Limits,
+}
+
+/// Bind a validated policy to the active key.
+pub fn compile(policy: Policy, key: &Key, limits: Limits) -> CompiledPolicy {
+    let pseudonymiser = Pseudonymiser::new(key, &policy.purpose, &policy.pseudonyms);
+    let limits = Limits {
+        max_message_bytes: limits.max_message_bytes.min(Limits::MAX_MESSAGE_BYTES),
+        max_depth: limits.max_depth.clamp(1, Limits::MAX_DEPTH),
+    };
+    CompiledPolicy {
+        policy,
+        key_id: key.id.clone(),
+        pseudonymiser,
+        limits,
+    }
+}
+
+enum Route<'p> {
+    Emit(&'p Node),
+    Drop(DropReason),
+}
+
+impl CompiledPolicy {
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// The id of the key pseudonyms are made with.
+    pub fn key_id(&self) -> &str {
+        &self.key_id
+    }
+
+    /// `name@version`.
+    pub fn policy_id(&self) -> String {
+        self.policy.id()
+    }
+
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    pub fn pseudonymiser(&self) -> &Pseudonymiser {
+        &self.pseudonymiser
+    }
+
+    /// Apply the policy to one event. On `Forwarded`, the clean event is
+    /// appended to `out`; otherwise `out` is unchanged.
+    pub fn apply(&self, input: &[u8], out: &mut Vec<u8>, scratch: &mut Scratch) -> Verdict {
+        let mark = out.len();
+        match self.apply_inner(input, out, &mut scratch.0) {
+            Ok((Outcome::Forwarded, counts)) => Verdict {
+                outcome: Outcome::Forwarded,
+                counts,
+            },
+            Ok((outcome, _)) => {
+                out.truncate(mark);
+                Verdict {
+                    outcome,
+                    counts: FieldCounts::default(),
+                }
+            }
+            Err(r) => {
+                out.truncate(mark);
+                Verdict {
+                    outcome: Outcome::Rejected(r),
+                    counts: FieldCounts::default(),
+                }
+            }
+        }
+    }
+
+    fn apply_inner(
+        &self,
+        input: &[u8],
+        out: &mut Vec<u8>,
+        bufs: &mut Buffers,
+    ) -> Result<(Outcome, FieldCounts), Reject> {
+        if input.len() > self.limits.max_message_bytes {
+            return Err(reject(
+                RejectReason::TooLarge,
+                self.limits.max_message_bytes,
+                "message larger than the limit",
+            ));
+        }
+        let text = std::str::from_utf8(input).map_err(|e| {
+            reject(RejectReason::InvalidUtf8, e.valid_up_to(), "invalid UTF-8")
+        })?;
+        let start = top_level_start(input)?;
+        let plan = &self.policy.plan;
+        let max_depth = self.limits.max_depth;
+        let plen = self.pseudonymiser.len();
+        bufs.reset(plan.slots);
+
+        let mark = out.len();
+        let route = if let Some(probe) = &plan.probe {
+            let mut w = Walker::new(text, max_depth, bufs, out, plen);
+            w.sc.pos = start;
+            w.event(probe)?;
+            out.truncate(mark);
+            let route = self.route(text, bufs);
+            let captures = std::mem::take(&mut bufs.captures);
+            bufs.reset(0);
+            bufs.captures = captures;
+            route
+        } else {
+            match &plan.default {
+                Some(node) => Route::Emit(node),
+                None => Route::Drop(DropReason::NoRule),
+            }
+        };
+        let node = match route {
+            Route::Emit(node) => node,
+            Route::Drop(reason) => return Ok((Outcome::Dropped(reason), FieldCounts::default())),
+        };
+        let counts = {
+            let mut w = Walker::new(text, max_depth, bufs, out, plen);
+            w.sc.pos = start;
+            w.event(node)?;
+            w.counts
+        };
+        if plan.probe.is_none()
+            && let Some(reason) = self.consent(text, bufs)
+        {
+            return Ok((Outcome::Dropped(reason), counts));
+        }
+        for p in &bufs.pending {
+            let bytes = match p.src {
+                Src::Input(s, e) => &input[s as usize..e as usize],
+                Src::Values(s, e) => &bufs.values[s as usize..e as usize],
+            };
+            self.pseudonymiser.write(bytes, &mut out[p.at..p.at + plen]);
+        }
+        Ok((Outcome::Forwarded, counts))
+    }
+
+    /// After a probe walk: consent first, then the first matching rule.
+    fn route(&self, text: &str, bufs: &mut Buffers) -> Route<'_> {
+        if let Some(reason) = self.consent(text, bufs) {
+            return Route::Drop(reason);
+        }
+        let plan = &self.policy.plan;
+        for rule in &plan.rules {
+            let matches = rule.when.iter().all(|(slot, any_of)| {
+                bufs.captures[usize::from(*slot)]
+                    .is_some_and(|span| scalar_matches(text, span, any_of, &mut bufs.text))
+            });
+            if matches {
+                if rule.drop {
+                    return Route::Drop(DropReason::ByRule);
+                }
+                return match rule.fields.as_ref().or(plan.default.as_ref()) {
+                    Some(node) => Route::Emit(node),
+                    None => Route::Drop(DropReason::NoRule),
+                };
+            }
+        }
+        match &plan.default {
+            Some(node) => Route::Emit(node),
+            None => Route::Drop(DropReason::NoRule),
+        }
+    }
+
+    /// The consent decision from captured values; `None` means consented.
+    fn consent(&self, text: &str, bufs: &mut Buffers) -> Option<DropReason> {
+        let slots = self.policy.plan.consent?;
+        if let Some(slot) = slots.opt_out
+            && let Some((s, e)) = bufs.captures[usize::from(slot)]
+        {
+            // Fail closed: anything but false or null counts as an opt-out.
+            match &text[s as usize..e as usize] {
+                "false" | "null" => {}
+                _ => return Some(DropReason::OptedOut),
+            }
+        }
+        let Some((s, _)) = bufs.captures[usize::from(slots.purposes)] else {
+            return Some(DropReason::NoConsent);
+        };
+        let purpose = self.policy.purpose.as_bytes();
+        let mut sc = Scanner::new(text.as_bytes(), self.limits.max_depth, &mut bufs.scan);
+        sc.pos = s as usize;
+        if sc.peek() != b'[' {
+            return Some(DropReason::NoConsent);
+        }
+        sc.pos += 1;
+        loop {
+            sc.ws();
+            match sc.peek() {
+                b'"' => {
+                    let vs = sc.pos + 1;
+                    let escaped = sc.string().ok()?;
+                    let content = &text.as_bytes()[vs..sc.pos - 1];
+                    let granted = if escaped {
+                        bufs.text.clear();
+                        unescape(content, &mut bufs.text);
+                        bufs.text == purpose
+                    } else {
+                        content == purpose
+                    };
+                    if granted {
+                        return None;
+                    }
+                }
+                b']' => return Some(DropReason::NoConsent),
+                _ => {
+                    let mut ignored = 0;
+                    if sc.skip(&mut ignored).is_err() {
+                        return Some(DropReason::NoConsent);
+                    }
+                }
+            }
+            sc.ws();
+            if sc.peek() == b',' {
+                sc.pos += 1;
+            }
+        }
+    }
+}
+
+/// Find the top-level `{`, or say why the input is not an event object.
+fn top_level_start(input: &[u8]) -> Result<usize, Reject> {
+    if input.starts_with(b"\xEF\xBB\xBF") {
+        return Err(reject(
+            RejectReason::InvalidJson,
+            0,
+            "byte order mark before the JSON text",
+        ));
+    }
+    let start = input
+        .iter()
+        .position(|b| !matches!(b, b' ' | b'\n' | b'\r' | b'\t'))
+        .ok_or_else(|| reject(RejectReason::InvalidJson, input.len(), "empty input"))?;
+    match input[start] {
+        b'{' => Ok(start),
+        b'[' | b'"' | b'-' | b'0'..=b'9' | b't' | b'f' | b'n' => Err(reject(
+            RejectReason::NotObject,
+            start,
+            "the top-level value is not an object",
+        )),
+        _ => Err(reject(
+            RejectReason::InvalidJson,
+            start,
+            "unexpected character; expected a JSON object",
+        )),
+    }
+}
+
+fn scalar_matches(text: &str, (s, e): (u32, u32), any_of: &[Scalar], buf: &mut Vec<u8>) -> bool {
+    let raw = &text[s as usize..e as usize];
+    let first = raw.as_bytes().first().copied().unwrap_or(0);
+    any_of.iter().any(|want| match want {
+        Scalar::Null => raw == "null",
+        Scalar::Bool(true) => raw == "true",
+        Scalar::Bool(false) => raw == "false",
+        Scalar::Number(n) => {
+            (first == b'-' || first.is_ascii_digit()) && raw.parse::<f64>().is_ok_and(|v| v == *n)
+        }
+        Scalar::String(want) => {
+            if first != b'"' {
+                return false;
+            }
+            let content = &raw.as_bytes()[1..raw.len() - 1];
+            if content.contains(&b'\\') {
+                buf.clear();
+                unescape(content, buf);
+                buf.as_slice() == want.as_bytes()
+            } else {
+                content == want.as_bytes()
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,493 @@
+//! A validating JSON scanner over bytes that are already known to be UTF-8.
+//!
+//! It never builds values: it reports where strings, numbers and containers
+//! start and end, checks the grammar (RFC 8259), the nesting limit and
+//! duplicate keys, and counts scalar leaves of what it skips. The policy walk
+//! ([`super::walk`]) drives it and decides what to copy.
+
+use memchr::memchr2;
+
+use crate::outcome::{Reject, RejectReason};
+
+pub type Scan<T> = Result<T, Reject>;
+
+/// Where a key's unescaped bytes are: in the input (no escapes) or in the arena.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyRef {
+    start: u32,
+    len: u32,
+    in_arena: bool,
+}
+
+/// Reusable buffers of a scan.
+#[derive(Debug, Default)]
+pub struct ScanBuffers {
+    pub keys: Vec<KeyRef>,
+    pub arena: Vec<u8>,
+}
+
+impl ScanBuffers {
+    pub fn clear(&mut self) {
+        self.keys.clear();
+        self.arena.clear();
+    }
+}
+
+pub struct Scanner<'a, 'b> {
+    pub input: &'a [u8],
+    pub pos: usize,
+    depth: u32,
+    max_depth: u32,
+    pub bufs: &'b mut ScanBuffers,
+}
+
+pub fn reject(reason: RejectReason, offset: usize, what: &'static str) -> Reject {
+    Reject {
+        reason,
+        offset,
+        what,
+    }
+}
+
+fn invalid(offset: usize, what: &'static str) -> Reject {
+    reject(RejectReason::InvalidJson, offset, what)
+}
+
+/// Objects with more keys than this are checked for duplicates by sorting.
+const LINEAR_DUP_CHECK: usize = 16;
+
+impl<'a, 'b> Scanner<'a, 'b> {
+    pub fn new(input: &'a [u8], max_depth: u32, bufs: &'b mut ScanBuffers) -> Self {
+        Scanner {
+            input,
+            pos: 0,
+            depth: 0,
+            max_depth,
+            bufs,
+        }
+    }
+
+    /// The byte at the cursor, or 0 at the end (0 is never valid there).
+    #[inline(always)]
+    pub fn peek(&self) -> u8 {
+        self.input.get(self.pos).copied().unwrap_or(0)
+    }
+
+    #[inline(always)]
+    pub fn ws(&mut self) {
+        while let Some(b' ' | b'\n' | b'\r' | b'\t') = self.input.get(self.pos) {
+            self.pos += 1;
+        }
+    }
+
+    #[inline]
+    pub fn expect(&mut self, byte: u8, what: &'static str) -> Scan<()> {
+        if self.peek() == byte {
+            self.pos += 1;
+            Ok(())
+        } else {
+            Err(invalid(self.pos, what))
+        }
+    }
+
+    #[inline]
+    pub fn enter(&mut self) -> Scan<()> {
+        self.depth += 1;
+        if self.depth > self.max_depth {
+            return Err(reject(
+                RejectReason::TooDeep,
+                self.pos,
+                "nesting deeper than the limit",
+            ));
+        }
+        Ok(())
+    }
+
+    #[inline]
+    pub fn leave(&mut self) {
+        self.depth -= 1;
+    }
+
+    /// Scan a string whose opening quote is at the cursor; leaves the cursor
+    /// after the closing quote. Returns whether it contains escapes.
+    #[inline]
+    pub fn string(&mut self) -> Scan<bool> {
+        let input = self.input;
+        let mut i = self.pos + 1;
+        let mut escaped = false;
+        loop {
+            let Some(off) = memchr2(b'"', b'\\', &input[i..]) else {
+                return Err(invalid(self.pos, "unterminated string"));
+            };
+            let segment = &input[i..i + off];
+            if has_control(segment) {
+                let at = segment.iter().position(|b| *b < 0x20).unwrap_or(0);
+                return Err(invalid(i + at, "control character in a string"));
+            }
+            let j = i + off;
+            if input[j] == b'"' {
+                self.pos = j + 1;
+                return Ok(escaped);
+            }
+            escaped = true;
+            i = escape_end(input, j)?;
+        }
+    }
+
+    /// Scan an object key at the cursor, recording it for the duplicate check.
+    /// Returns the key's unescaped bytes' location.
+    #[inline]
+    pub fn key(&mut self) -> Scan<KeyRef> {
+        if self.peek() != b'"' {
+            return Err(invalid(self.pos, "expected a key (a string)"));
+        }
+        let start = self.pos + 1;
+        let escaped = self.string()?;
+        let end = self.pos - 1;
+        let key = if escaped {
+            let at = self.bufs.arena.len();
+            unescape(&self.input[start..end], &mut self.bufs.arena);
+            KeyRef {
+                start: at as u32,
+                len: (self.bufs.arena.len() - at) as u32,
+                in_arena: true,
+            }
+        } else {
+            KeyRef {
+                start: start as u32,
+                len: (end - start) as u32,
+                in_arena: false,
+            }
+        };
+        self.bufs.keys.push(key);
+        Ok(key)
+    }
+
+    #[inline(always)]
+    pub fn key_bytes(&self, k: KeyRef) -> &[u8] {
+        let (s, e) = (k.start as usize, (k.start + k.len) as usize);
+        if k.in_arena {
+            &self.bufs.arena[s..e]
+        } else {
+            &self.input[s..e]
+        }
+    }
+
+    /// Check the keys recorded since `base` (one object's) for duplicates,
+    /// then forget them. `at` is the offset reported on failure.
+    pub fn close_object(&mut self, base: usize, at: usize) -> Scan<()> {
+        let n = self.bufs.keys.len() - base;
+        let dup = if n <= LINEAR_DUP_CHECK {
+            let keys = &self.bufs.keys[base..];
+            (1..n).any(|i| {
+                let ki = self.key_bytes(keys[i]);
+                keys[..i].iter().any(|k| self.key_bytes(*k) == ki)
+            })
+        } else {
+            let mut all: Vec<&[u8]> = self.bufs.keys[base..]
+                .iter()
+                .map(|k| self.key_bytes(*k))
+                .collect();
+            all.sort_unstable();
+            all.windows(2).any(|w| w[0] == w[1])
+        };
+        if dup {
+            return Err(reject(
+                RejectReason::DuplicateKey,
+                at,
+                "the same key twice in one object",
+            ));
+        }
+        self.bufs.keys.truncate(base);
+        Ok(())
+    }
+
+    /// Scan a number at the cursor (RFC 8259 grammar).
+    #[inline]
+    pub fn number(&mut self) -> Scan<()> {
+        let input = self.input;
+        let start = self.pos;
+        let mut i = start;
+        if input.get(i) == Some(&b'-') {
+            i += 1;
+        }
+        match input.get(i) {
+            Some(b'0') => i += 1,
+            Some(b'1'..=b'9') => {
+                while let Some(b'0'..=b'9') = input.get(i) {
+                    i += 1;
+                }
+            }
+            _ => return Err(invalid(start, "malformed number")),
+        }
+        if input.get(i) == Some(&b'.') {
+            i += 1;
+            if !matches!(input.get(i), Some(b'0'..=b'9')) {
+                return Err(invalid(i, "malformed number: digits must follow `.`"));
+            }
+            while let Some(b'0'..=b'9') = input.get(i) {
+                i += 1;
+            }
+        }
+        if let Some(b'e' | b'E') = input.get(i) {
+            i += 1;
+            if let Some(b'+' | b'-') = input.get(i) {
+                i += 1;
+            }
+            if !matches!(input.get(i), Some(b'0'..=b'9')) {
+                return Err(invalid(i, "malformed number: digits must follow the exponent"));
+            }
+            while let Some(b'0'..=b'9') = input.get(i) {
+                i += 1;
+            }
+        }
+        self.pos = i;
+        Ok(())
+    }
+
+    /// Scan `true`, `false` or `null` at the cursor.
+    #[inline]
+    pub fn literal(&mut self) -> Scan<()> {
+        let rest = &self.input[self.pos..];
+        for lit in [&b"true"[..], b"false", b"null"] {
+            if rest.starts_with(lit) {
+                self.pos += lit.len();
+                return Ok(());
+            }
+        }
+        Err(invalid(self.pos, "unexpected character; expected a JSON value"))
+    }
+
+    /// Scan any value at the cursor (after white space), adding the number of
+    /// scalar leaves and empty containers in it to `leaves`.
+    pub fn skip(&mut self, leaves: &mut u32) -> Scan<()> {
+        match self.peek() {
+            b'"' => {
+                self.string()?;
+            }
+            b'{' => return self.skip_object(leaves),
+            b'[' => return self.skip_array(leaves),
+            b'-' | b'0'..=b'9' => self.number()?,
+            b't' | b'f' | b'n' => self.literal()?,
+            0 if self.pos >= self.input.len() => {
+                return Err(invalid(self.pos, "unexpected end of input"));
+            }
+            _ => return Err(invalid(self.pos, "unexpected character; expected a JSON value")),
+        }
+        *leaves += 1;
+        Ok(())
+    }
+
+    fn skip_object(&mut self, leaves: &mut u32) -> Scan<()> {
+        let open = self.pos;
+        self.enter()?;
+        self.pos += 1;
+        self.ws();
+        if self.peek() == b'}' {
+            self.pos += 1;
+            self.leave();
+            *leaves += 1;
+            return Ok(());
+        }
+        let base = self.bufs.keys.len();
+        loop {
+            self.key()?;
+            self.ws();
+            self.expect(b':', "expected `:` after a key")?;
+            self.ws();
+            self.skip(leaves)?;
+            self.ws();
+            match self.peek() {
+                b',' => {
+                    self.pos += 1;
+                    self.ws();
+                }
+                b'}' => {
+                    self.pos += 1;
+                    break;
+                }
+                _ => return Err(invalid(self.pos, "expected `,` or `}` in an object")),
+            }
+        }
+        self.close_object(base, open)?;
+        self.leave();
+        Ok(())
+    }
+
+    fn skip_array(&mut self, leaves: &mut u32) -> Scan<()> {
+        self.enter()?;
+        self.pos += 1;
+        self.ws();
+        if self.peek() == b']' {
+            self.pos += 1;
+            self.leave();
+            *leaves += 1;
+            return Ok(());
+        }
+        loop {
+            self.skip(leaves)?;
+            self.ws();
+            match self.peek() {
+                b',' => {
+                    self.pos += 1;
+                    self.ws();
+                }
+                b']' => {
+                    self.pos += 1;
+                    break;
+                }
+                _ => return Err(invalid(self.pos, "expected `,` or `]` in an array")),
+            }
+        }
+        self.leave();
+        Ok(())
+    }
+}
+
+#[inline(always)]
+fn has_control(segment: &[u8]) -> bool {
+    // Branch-free fold so the compiler vectorises it.
+    segment.iter().fold(false, |acc, &b| acc | (b < 0x20))
+}
+
+fn hex4(input: &[u8], at: usize) -> Scan<u16> {
+    let digits = input
+        .get(at..at + 4)
+        .ok_or_else(|| invalid(at, "truncated \\u escape"))?;
+    let mut v: u16 = 0;
+    for &d in digits {
+        let n = match d {
+            b'0'..=b'9' => d - b'0',
+            b'a'..=b'f' => d - b'a' + 10,
+            b'A'..=b'F' => d - b'A' + 10,
+            _ => return Err(invalid(at, "\\u must be followed by four hex digits")),
+        };
+        v = (v << 4) | u16::from(n);
+    }
+    Ok(v)
+}
+
+/// Validate the escape whose backslash is at `j`; return the index after it.
+fn escape_end(input: &[u8], j: usize) -> Scan<usize> {
+    match input.get(j + 1) {
+        Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => Ok(j + 2),
+        Some(b'u') => {
+            let cu = hex4(input, j + 2)?;
+            match cu {
+                0xD800..=0xDBFF => {
+                    if input.get(j + 6) == Some(&b'\\') && input.get(j + 7) == Some(&b'u') {
+                        let lo = hex4(input, j + 8)?;
+                        if (0xDC00..=0xDFFF).contains(&lo) {
+                            return Ok(j + 12);
+                        }
+                    }
+                    Err(invalid(j, "unpaired surrogate in a \\u escape"))
+                }
+                0xDC00..=0xDFFF => Err(invalid(j, "unpaired surrogate in a \\u escape")),
+                _ => Ok(j + 6),
+            }
+        }
+        _ => Err(invalid(j, "invalid escape in a string")),
+    }
+}
+
+/// Append the unescaped form of validated string content (no quotes) to `out`.
+pub fn unescape(content: &[u8], out: &mut Vec<u8>) {
+    let mut i = 0;
+    while i < content.len() {
+        let Some(off) = memchr::memchr(b'\\', &content[i..]) else {
+            out.extend_from_slice(&content[i..]);
+            return;
+        };
+        out.extend_from_slice(&content[i..i + off]);
+        let j = i + off;
+        let (ch, next) = match content[j + 1] {
+            b'"' => ('"', j + 2),
+            b'\\' => ('\\', j + 2),
+            b'/' => ('/', j + 2),
+            b'b' => ('\u{8}', j + 2),
+            b'f' => ('\u{c}', j + 2),
+            b'n' => ('\n', j + 2),
+            b'r' => ('\r', j + 2),
+            b't' => ('\t', j + 2),
+            _ => {
+                // `u`: validated by the scanner, including surrogate pairs.
+                let hi = u32::from(hex4(content, j + 2).unwrap_or(0xFFFD));
+                if (0xD800..=0xDBFF).contains(&hi) {
+                    let lo = u32::from(hex4(content, j + 8).unwrap_or(0xDC00));
+                    let c = 0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00);
+                    (char::from_u32(c).unwrap_or('\u{FFFD}'), j + 12)
+                } else {
+                    (char::from_u32(hi).unwrap_or('\u{FFFD}'), j + 6)
+                }
+            }
+        };
+        let mut buf = [0u8; 4];
+        out.extend_from_slice(ch.encode_utf8(&mut buf).as_bytes());
+        i = next;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn skip_all(input: &str) -> Scan<u32> {
+        let mut bufs = ScanBuffers::default();
+        let mut s = Scanner::new(input.as_bytes(), 64, &mut bufs);
+        let mut leaves = 0;
+        s.ws();
+        s.skip(&mut leaves)?;
+        s.ws();
+        if s.pos != input.len() {
+            return Err(invalid(s.pos, "trailing"));
+        }
+        Ok(leaves)
+    }
+
+    #[test]
+    fn accepts_valid_json_and_counts_leaves() {
+        assert_eq!(skip_all(r#"{"a":[1,2.5e-3,"x\u00e9\ud83d\ude00"],"b":{},"c":null}"#), Ok(6));
+        assert_eq!(skip_all(" [ true , false ] "), Ok(2));
+        assert_eq!(skip_all("-0"), Ok(1));
+    }
+
+    #[test]
+    fn rejects_invalid_json_with_reason() {
+        for bad in [
+            "{", "[1,]", "{\"a\" 1}", "01", "1.", "1e", "\"a", "\"\\x\"", "\"\\ud800\"",
+            "\"\\udc00x\"", "tru", "{\"a\":1,}", "\"tab\there\"", "{1:2}", "-",
+        ] {
+            let e = skip_all(bad).unwrap_err();
+            assert_eq!(e.reason, RejectReason::InvalidJson, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn duplicate_keys_are_found_after_unescaping() {
+        let e = skip_all(r#"{"userId":1,"user\u0049d":2}"#).unwrap_err();
+        assert_eq!(e.reason, RejectReason::DuplicateKey);
+        // Large objects take the sorting path.
+        let mut big: Vec<String> = (0..40).map(|i| format!("\"k{i}\":{i}")).collect();
+        big.push("\"k7\":0".into());
+        let e = skip_all(&format!("{{{}}}", big.join(","))).unwrap_err();
+        assert_eq!(e.reason, RejectReason::DuplicateKey);
+        // The same key in sibling objects is fine.
+        assert!(skip_all(r#"{"a":{"x":1},"b":{"x":2}}"#).is_ok());
+    }
+
+    #[test]
+    fn depth_limit() {
+        let deep = "[".repeat(65) + &"]".repeat(65);
+        assert_eq!(skip_all(&deep).unwrap_err().reason, RejectReason::TooDeep);
+        let ok = "[".repeat(64) + &"]".repeat(64);
+        assert!(skip_all(&ok).is_ok());
+    }
+
+    #[test]
+    fn unescape_handles_every_escape() {
+        let mut out = Vec::new();
+        unescape(br#"a\"\\\/\b\f\n\r\t\u00e9\ud83d\ude00z"#, &mut out);
+        assert_eq!(String::from_utf8(out).unwrap(), "a\"\\/\u{8}\u{c}\n\r\té😀z");
+    }
+}

@@ -1,0 +1,435 @@
+//! The policy walk: one pass over an event's bytes, guided by a compiled
+//! tree ([`Node`]), writing the clean event as it goes.
+//!
+//! Invariants:
+//! - Bytes reach `out` only from a node that allows them; an unlisted value
+//!   is scanned (validated) and never copied.
+//! - A container is written optimistically and truncated away if nothing in
+//!   it survives, so emptied objects and arrays disappear.
+//! - Pseudonyms are not computed here: a placeholder of the exact length is
+//!   written and recorded in `pending`, and the caller fills it in once the
+//!   event is known to be forwarded (dropped events cost no HMAC).
+
+use crate::outcome::{FieldCounts, RejectReason};
+use crate::policy::trie::{Mode, Node};
+use crate::policy::{Action, Normalise};
+
+use super::generalise;
+use super::scan::{Scan, ScanBuffers, Scanner, reject, unescape};
+
+/// Where the bytes to hash are.
+#[derive(Debug, Clone, Copy)]
+pub enum Src {
+    /// A span of the input (a string's content without escapes, or a number/literal).
+    Input(u32, u32),
+    /// A span of [`Buffers::values`] (unescaped and/or normalised).
+    Values(u32, u32),
+}
+
+/// A pseudonym to write at `out[at..at + len]`.
+#[derive(Debug, Clone, Copy)]
+pub struct Pending {
+    pub at: usize,
+    pub src: Src,
+}
+
+/// Reusable per-worker buffers, so steady-state applying allocates nothing.
+#[derive(Debug, Default)]
+pub struct Buffers {
+    pub scan: ScanBuffers,
+    pub captures: Vec<Option<(u32, u32)>>,
+    pub pending: Vec<Pending>,
+    pub values: Vec<u8>,
+    pub text: Vec<u8>,
+}
+
+impl Buffers {
+    pub fn reset(&mut self, slots: usize) {
+        self.scan.clear();
+        self.captures.clear();
+        self.captures.resize(slots, None);
+        self.pending.clear();
+        self.values.clear();
+    }
+}
+
+pub struct Walker<'a, 'b> {
+    pub sc: Scanner<'a, 'b>,
+    /// The input as text (validated UTF-8), for slicing strings.
+    text: &'a str,
+    pub out: &'b mut Vec<u8>,
+    captures: &'b mut Vec<Option<(u32, u32)>>,
+    pending: &'b mut Vec<Pending>,
+    values: &'b mut Vec<u8>,
+    scratch: &'b mut Vec<u8>,
+    pseudonym_len: usize,
+    pub counts: FieldCounts,
+}
+
+impl<'a, 'b> Walker<'a, 'b> {
+    pub fn new(
+        text: &'a str,
+        max_depth: u32,
+        bufs: &'b mut Buffers,
+        out: &'b mut Vec<u8>,
+        pseudonym_len: usize,
+    ) -> Self {
+        Walker {
+            sc: Scanner::new(text.as_bytes(), max_depth, &mut bufs.scan),
+            text,
+            out,
+            captures: &mut bufs.captures,
+            pending: &mut bufs.pending,
+            values: &mut bufs.values,
+            scratch: &mut bufs.text,
+            pseudonym_len,
+            counts: FieldCounts::default(),
+        }
+    }
+
+    /// Walk the top-level object (the cursor is on its `{`) and check that
+    /// nothing but white space follows it.
+    pub fn event(&mut self, root: &Node) -> Scan<()> {
+        let keep_rest = matches!(root.mode, Mode::Descend { keep_rest: true });
+        if !self.object(root, keep_rest)? {
+            self.out.extend_from_slice(b"{}");
+        }
+        self.sc.ws();
+        if self.sc.pos != self.sc.input.len() {
+            return Err(reject(
+                RejectReason::InvalidJson,
+                self.sc.pos,
+                "unexpected data after the event object",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Walk one value under `node`; returns whether anything was written.
+    fn value(&mut self, node: &Node) -> Scan<bool> {
+        let start = self.sc.pos;
+        let written = match &node.mode {
+            Mode::Keep => {
+                self.sc.skip(&mut self.counts.kept)?;
+                self.out.extend_from_slice(&self.sc.input[start..self.sc.pos]);
+                true
+            }
+            Mode::Drop => {
+                self.sc.skip(&mut self.counts.removed)?;
+                false
+            }
+            Mode::Transform(action) => self.transform(action)?,
+            Mode::Descend { keep_rest } => {
+                let keep_rest = *keep_rest;
+                match self.sc.peek() {
+                    b'{' => self.object(node, keep_rest)?,
+                    b'[' if node.each.is_some() => self.array(node, keep_rest)?,
+                    _ if keep_rest => {
+                        self.sc.skip(&mut self.counts.kept)?;
+                        self.out.extend_from_slice(&self.sc.input[start..self.sc.pos]);
+                        true
+                    }
+                    _ => {
+                        self.sc.skip(&mut self.counts.removed)?;
+                        false
+                    }
+                }
+            }
+        };
+        if let Some(slot) = node.capture {
+            self.captures[usize::from(slot)] = Some((start as u32, self.sc.pos as u32));
+        }
+        Ok(written)
+    }
+
+    fn object(&mut self, node: &Node, keep_rest: bool) -> Scan<bool> {
+        let open = self.sc.pos;
+        let input = self.sc.input;
+        self.sc.enter()?;
+        self.sc.pos += 1;
+        self.sc.ws();
+        let out_start = self.out.len();
+        if self.sc.peek() == b'}' {
+            self.sc.pos += 1;
+            self.sc.leave();
+            // An empty object is a value of its own: kept only where kept.
+            if keep_rest {
+                self.counts.kept += 1;
+                self.out.extend_from_slice(b"{}");
+            } else {
+                self.counts.removed += 1;
+            }
+            return Ok(keep_rest);
+        }
+        self.out.push(b'{');
+        let base = self.sc.bufs.keys.len();
+        let mut written = 0u32;
+        loop {
+            let key_start = self.sc.pos;
+            let key = self.sc.key()?;
+            let key_end = self.sc.pos;
+            self.sc.ws();
+            self.sc.expect(b':', "expected `:` after a key")?;
+            self.sc.ws();
+            let child = node.child(self.sc.key_bytes(key));
+            match child {
+                Some(child) => {
+                    let mark = self.out.len();
+                    if written > 0 {
+                        self.out.push(b',');
+                    }
+                    self.out.extend_from_slice(&input[key_start..key_end]);
+                    self.out.push(b':');
+                    if self.value(child)? {
+                        written += 1;
+                    } else {
+                        self.out.truncate(mark);
+                    }
+                }
+                None if keep_rest => {
+                    if written > 0 {
+                        self.out.push(b',');
+                    }
+                    self.out.extend_from_slice(&input[key_start..key_end]);
+                    self.out.push(b':');
+                    let value_start = self.sc.pos;
+                    self.sc.skip(&mut self.counts.kept)?;
+                    self.out.extend_from_slice(&input[value_start..self.sc.pos]);
+                    written += 1;
+                }
+                None => self.sc.skip(&mut self.counts.removed)?,
+            }
+            self.sc.ws();
+            match self.sc.peek() {
+                b',' => {
+                    self.sc.pos += 1;
+                    self.sc.ws();
+                }
+                b'}' => {
+                    self.sc.pos += 1;
+                    break;
+                }
+                _ => {
+                    return Err(reject(
+                        RejectReason::InvalidJson,
+                        self.sc.pos,
+                        "expected `,` or `}` in an object",
+                    ));
+                }
+            }
+        }
+        self.sc.close_object(base, open)?;
+        self.sc.leave();
+        if written == 0 {
+            self.out.truncate(out_start);
+            return Ok(false);
+        }
+        self.out.push(b'}');
+        Ok(true)
+    }
+
+    fn array(&mut self, node: &Node, keep_rest: bool) -> Scan<bool> {
+        let each = node.each.as_deref().expect("checked by caller");
+        self.sc.enter()?;
+        self.sc.pos += 1;
+        self.sc.ws();
+        let out_start = self.out.len();
+        if self.sc.peek() == b']' {
+            self.sc.pos += 1;
+            self.sc.leave();
+            if keep_rest {
+                self.counts.kept += 1;
+                self.out.extend_from_slice(b"[]");
+            } else {
+                self.counts.removed += 1;
+            }
+            return Ok(keep_rest);
+        }
+        self.out.push(b'[');
+        let mut written = 0u32;
+        loop {
+            let mark = self.out.len();
+            if written > 0 {
+                self.out.push(b',');
+            }
+            if self.value(each)? {
+                written += 1;
+            } else {
+                self.out.truncate(mark);
+            }
+            self.sc.ws();
+            match self.sc.peek() {
+                b',' => {
+                    self.sc.pos += 1;
+                    self.sc.ws();
+                }
+                b']' => {
+                    self.sc.pos += 1;
+                    break;
+                }
+                _ => {
+                    return Err(reject(
+                        RejectReason::InvalidJson,
+                        self.sc.pos,
+                        "expected `,` or `]` in an array",
+                    ));
+                }
+            }
+        }
+        self.sc.leave();
+        if written == 0 {
+            self.out.truncate(out_start);
+            return Ok(false);
+        }
+        self.out.push(b']');
+        Ok(true)
+    }
+
+    /// Apply a scalar action to the value at the cursor.
+    fn transform(&mut self, action: &Action) -> Scan<bool> {
+        let start = self.sc.pos;
+        match self.sc.peek() {
+            b'"' => {
+                let escaped = self.sc.string()?;
+                let (s, e) = (start + 1, self.sc.pos - 1);
+                match action {
+                    Action::Pseudonymise { normalise } => {
+                        self.pend_string(s, e, escaped, normalise);
+                        Ok(true)
+                    }
+                    _ => Ok(self.generalise_string(action, s, e, escaped)),
+                }
+            }
+            b'{' | b'[' => {
+                let mut ignored = 0;
+                self.sc.skip(&mut ignored)?;
+                self.counts.type_mismatch += 1;
+                Ok(false)
+            }
+            b'n' => {
+                self.sc.literal()?;
+                // `null` carries nothing: it stays `null` under every action.
+                self.out.extend_from_slice(b"null");
+                self.counts.kept += 1;
+                Ok(true)
+            }
+            first => {
+                if first == b't' || first == b'f' {
+                    self.sc.literal()?;
+                } else {
+                    self.sc.number()?;
+                }
+                let end = self.sc.pos;
+                match action {
+                    // Numbers and booleans are hashed as their JSON text.
+                    Action::Pseudonymise { .. } => {
+                        self.pend(Src::Input(start as u32, end as u32));
+                        Ok(true)
+                    }
+                    Action::Bucket(b) if first != b't' && first != b'f' => {
+                        let v: f64 = self.text[start..end].parse().unwrap_or(f64::NAN);
+                        match generalise::bucket(v, b) {
+                            Some(x) => {
+                                generalise::write_number(x, self.out);
+                                self.counts.generalised += 1;
+                                Ok(true)
+                            }
+                            None => {
+                                self.counts.invalid += 1;
+                                Ok(false)
+                            }
+                        }
+                    }
+                    _ => {
+                        self.counts.type_mismatch += 1;
+                        Ok(false)
+                    }
+                }
+            }
+        }
+    }
+
+    fn pend(&mut self, src: Src) {
+        self.out.push(b'"');
+        let at = self.out.len();
+        self.out.resize(at + self.pseudonym_len, b'0');
+        self.out.push(b'"');
+        self.pending.push(Pending { at, src });
+        self.counts.pseudonymised += 1;
+    }
+
+    fn pend_string(&mut self, s: usize, e: usize, escaped: bool, normalise: &[Normalise]) {
+        if !escaped && normalise.is_empty() {
+            return self.pend(Src::Input(s as u32, e as u32));
+        }
+        self.scratch.clear();
+        if escaped {
+            unescape(&self.sc.input[s..e], self.scratch);
+        } else {
+            self.scratch.extend_from_slice(&self.sc.input[s..e]);
+        }
+        let at = self.values.len();
+        let text = std::str::from_utf8(self.scratch).unwrap_or_default();
+        normalise_into(text, normalise, self.values);
+        self.pend(Src::Values(at as u32, self.values.len() as u32));
+    }
+
+    fn generalise_string(&mut self, action: &Action, s: usize, e: usize, escaped: bool) -> bool {
+        let text: &str = if escaped {
+            self.scratch.clear();
+            unescape(&self.sc.input[s..e], self.scratch);
+            std::str::from_utf8(self.scratch).unwrap_or_default()
+        } else {
+            &self.text[s..e]
+        };
+        let result: Option<std::borrow::Cow<str>> = match action {
+            Action::IpPrefix { v4, v6 } => generalise::ip_prefix(text, *v4, *v6).map(Into::into),
+            Action::Url { matcher, .. } => generalise::url(text, matcher).map(Into::into),
+            Action::TruncateTime(unit) => generalise::truncate_time(text, *unit).map(Into::into),
+            Action::Redact {
+                patterns,
+                replacement,
+            } => Some(generalise::redact(text, patterns, replacement)),
+            _ => {
+                self.counts.type_mismatch += 1;
+                return false;
+            }
+        };
+        match result {
+            Some(v) => {
+                serde_json::to_writer(&mut *self.out, v.as_ref()).expect("writing to a Vec");
+                if matches!(action, Action::Redact { .. }) {
+                    self.counts.redacted += 1;
+                } else {
+                    self.counts.generalised += 1;
+                }
+                true
+            }
+            None => {
+                self.counts.invalid += 1;
+                false
+            }
+        }
+    }
+}
+
+/// Apply normalisation steps in order, appending the result to `out`.
+pub fn normalise_into(text: &str, steps: &[Normalise], out: &mut Vec<u8>) {
+    let mut current = std::borrow::Cow::Borrowed(text);
+    for step in steps {
+        current = match step {
+            Normalise::Trim => match current {
+                std::borrow::Cow::Borrowed(t) => std::borrow::Cow::Borrowed(t.trim()),
+                std::borrow::Cow::Owned(t) => std::borrow::Cow::Owned(t.trim().to_owned()),
+            },
+            Normalise::Lowercase => {
+                if current.is_ascii() && !current.bytes().any(|b| b.is_ascii_uppercase()) {
+                    current
+                } else {
+                    std::borrow::Cow::Owned(current.to_lowercase())
+                }
+            }
+        };
+    }
+    out.extend_from_slice(current.as_bytes());
+}

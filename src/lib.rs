@@ -1,0 +1,36 @@
+//! veil: an event-stream pseudonymisation proxy.
+//!
+//! A small pure core surrounded by thin adapters:
+//!
+//! ```text
+//! bytes in ──► engine (policy apply) ──► bytes out + Verdict
+//!              (pure, synchronous: no I/O, no async, no globals)
+//! ```
+//!
+//! Modules, and what each owns:
+//! - [`policy`]: the policy language: YAML types, path syntax, validation
+//!   with file/line/column diagnostics, and the compiled lookup trees.
+//! - [`engine`]: applies a compiled policy to one JSON event's bytes in a
+//!   single validating pass, writing the clean event into a caller's buffer.
+//! - [`pseudonym`]: HKDF per-purpose keys and HMAC-SHA256 pseudonyms.
+//! - [`keys`]: secret key files, the key ring, key generation; secrets never
+//!   print.
+//! - [`outcome`]: verdicts, drop and reject reason codes, field tallies.
+//! - [`explain`]: the policy as a human-readable data inventory.
+//! - [`schema`]: the JSON Schema of the policy file.
+//!
+//! The command-line adapters (files, stdin/stdout) live in the binary.
+
+#![forbid(unsafe_code)]
+
+pub mod engine;
+pub mod explain;
+pub mod keys;
+pub mod outcome;
+pub mod policy;
+pub mod pseudonym;
+pub mod schema;
+
+pub use engine::{CompiledPolicy, Limits, Scratch, compile};
+pub use outcome::{DropReason, FieldCounts, Outcome, Reject, RejectReason, Verdict};
+pub use policy::Policy;

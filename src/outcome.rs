@@ -1,0 +1,151 @@
+//! What became of one event: forwarded, dropped by policy, or rejected as bad
+//! input. Reason codes are fixed strings: they are metric label values and
+//! dead-letter reasons, and never carry event content.
+
+use std::fmt;
+
+/// The verdict on one event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The clean event was written to the output buffer.
+    Forwarded,
+    /// The policy decided the event must not reach this purpose.
+    Dropped(DropReason),
+    /// The input is not an event veil can read; it belongs in the dead letters.
+    Rejected(Reject),
+}
+
+/// Why the policy dropped an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum DropReason {
+    /// `consent` is set and the purposes array lacks the purpose, is missing or malformed.
+    NoConsent,
+    /// The opt-out flag is `true` (or not a boolean: fail closed).
+    OptedOut,
+    /// `rules` exist, none matched, and there is no default `fields`.
+    NoRule,
+    /// The first matching rule says `drop: true`.
+    ByRule,
+}
+
+impl DropReason {
+    pub const ALL: [DropReason; 4] = [
+        DropReason::NoConsent,
+        DropReason::OptedOut,
+        DropReason::NoRule,
+        DropReason::ByRule,
+    ];
+
+    pub fn code(self) -> &'static str {
+        match self {
+            DropReason::NoConsent => "no_consent",
+            DropReason::OptedOut => "opted_out",
+            DropReason::NoRule => "no_rule",
+            DropReason::ByRule => "by_rule",
+        }
+    }
+}
+
+/// Why an input was rejected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RejectReason {
+    InvalidJson,
+    InvalidUtf8,
+    NotObject,
+    TooDeep,
+    TooLarge,
+    DuplicateKey,
+}
+
+impl RejectReason {
+    pub const ALL: [RejectReason; 6] = [
+        RejectReason::InvalidJson,
+        RejectReason::InvalidUtf8,
+        RejectReason::NotObject,
+        RejectReason::TooDeep,
+        RejectReason::TooLarge,
+        RejectReason::DuplicateKey,
+    ];
+
+    pub fn code(self) -> &'static str {
+        match self {
+            RejectReason::InvalidJson => "invalid_json",
+            RejectReason::InvalidUtf8 => "invalid_utf8",
+            RejectReason::NotObject => "not_object",
+            RejectReason::TooDeep => "too_deep",
+            RejectReason::TooLarge => "too_large",
+            RejectReason::DuplicateKey => "duplicate_key",
+        }
+    }
+}
+
+/// A rejection with where it happened. Its `Display` is the dead-letter
+/// `detail`: a byte offset and what was expected, never input content.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reject {
+    pub reason: RejectReason,
+    /// Byte offset in the input where the problem was found.
+    pub offset: usize,
+    pub what: &'static str,
+}
+
+impl fmt::Display for Reject {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} at byte {}", self.what, self.offset)
+    }
+}
+
+/// Per-event tallies of what happened to values. A "value" is a scalar
+/// (string, number, boolean, null) or an empty object/array.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FieldCounts {
+    /// Passed through unchanged.
+    pub kept: u32,
+    /// Replaced with a pseudonym.
+    pub pseudonymised: u32,
+    /// IP, URL, time or number coarsened.
+    pub generalised: u32,
+    /// Passed through with `redact` patterns replaced.
+    pub redacted: u32,
+    /// Not on the allowlist (or explicitly dropped): removed.
+    pub removed: u32,
+    /// Removed because the value's type does not fit the action
+    /// (e.g. an object where a pseudonym was asked for).
+    pub type_mismatch: u32,
+    /// Removed because the value could not be generalised: not an IP
+    /// address, URL with a host, or RFC 3339 timestamp; or a number below
+    /// the lowest bucket edge.
+    pub invalid: u32,
+}
+
+impl FieldCounts {
+    pub fn add(&mut self, other: &FieldCounts) {
+        self.kept += other.kept;
+        self.pseudonymised += other.pseudonymised;
+        self.generalised += other.generalised;
+        self.redacted += other.redacted;
+        self.removed += other.removed;
+        self.type_mismatch += other.type_mismatch;
+        self.invalid += other.invalid;
+    }
+
+    /// `(label, count)` pairs in a fixed order, for summaries and metrics.
+    pub fn labelled(&self) -> [(&'static str, u32); 7] {
+        [
+            ("kept", self.kept),
+            ("pseudonymised", self.pseudonymised),
+            ("generalised", self.generalised),
+            ("redacted", self.redacted),
+            ("removed", self.removed),
+            ("type_mismatch", self.type_mismatch),
+            ("invalid", self.invalid),
+        ]
+    }
+}
+
+/// The outcome and tallies of applying a policy to one event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verdict {
+    pub outcome: Outcome,
+    pub counts: FieldCounts,
+}

@@ -1,0 +1,411 @@
+//! The policy file as written: serde types that mirror the YAML exactly.
+//!
+//! Nothing here is validated beyond its shape; [`super::validate`] turns a
+//! [`RawPolicy`] into a [`super::Policy`] that cannot be invalid. Spans
+//! (`Spanned<T>`) are kept wherever a later check needs to point at a line.
+
+use indexmap::IndexMap;
+use schemars::JsonSchema;
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::{Deserialize, Serialize};
+use serde_saphyr::Spanned;
+use std::fmt;
+
+/// A field path as written in the policy (`context.page.url`, `products[].sku`),
+/// with its place in the file.
+pub type SpannedPath = Spanned<String>;
+
+/// The allowlist: field path -> what happens to the value found there.
+pub type RawFields = IndexMap<SpannedPath, Spanned<RawAction>>;
+
+/// A veil policy file.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "veil policy", description = "What veil lets through to one purpose, and how.")]
+pub struct RawPolicy {
+    /// Name of the policy, reported with every output as `name@version`.
+    #[schemars(with = "String", regex(pattern = r"^[A-Za-z0-9._-]+$"))]
+    pub name: Spanned<String>,
+    /// Integer version, bumped on every change; reported with every output.
+    #[schemars(with = "u64")]
+    pub version: Spanned<u64>,
+    /// The purpose the receiving system serves (`analytics`, `marketing`, ...).
+    /// Pseudonyms are derived per purpose, and consent is checked for it.
+    #[schemars(with = "String", regex(pattern = r"^[A-Za-z0-9._-]+$"))]
+    pub purpose: Spanned<String>,
+    /// When present, events must carry consent for `purpose`, or they are dropped.
+    #[serde(default)]
+    pub consent: Option<RawConsent>,
+    /// Paths of the identifiers of the data subject (for suppression and
+    /// erasure). veil refuses a policy that keeps any of them in clear.
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    pub subject: Vec<SpannedPath>,
+    /// How pseudonyms are written.
+    #[serde(default)]
+    pub pseudonyms: PseudonymOptions,
+    /// The default allowlist: anything not matched here is removed. Used for
+    /// events that match no rule; without it such events are dropped (`no_rule`).
+    #[serde(default)]
+    #[schemars(with = "Option<IndexMap<String, RawAction>>")]
+    pub fields: Option<RawFields>,
+    /// Per-event-type allowlists; the first rule whose `when` matches decides.
+    #[serde(default)]
+    pub rules: Vec<RawRule>,
+}
+
+/// Where consent lives in the event.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawConsent {
+    /// Path to an array of granted purpose strings.
+    #[schemars(with = "String")]
+    pub purposes: SpannedPath,
+    /// Optional path to a boolean; `true` means the subject opted out.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub opt_out: Option<SpannedPath>,
+}
+
+/// One per-event-type rule.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawRule {
+    /// Conditions, all of which must hold: path -> value, or a list of values (any of).
+    #[schemars(with = "IndexMap<String, serde_json::Value>")]
+    pub when: IndexMap<SpannedPath, serde_json::Value>,
+    /// The allowlist for matching events; defaults to the top-level `fields`.
+    #[serde(default)]
+    #[schemars(with = "Option<IndexMap<String, RawAction>>")]
+    pub fields: Option<RawFields>,
+    /// `true` drops matching events (reason `dropped_by_rule`).
+    #[serde(default)]
+    pub drop: bool,
+}
+
+/// How pseudonyms are encoded.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PseudonymOptions {
+    /// `hex` (lowercase) or `base64url` (no padding).
+    #[serde(default)]
+    pub encoding: Encoding,
+    /// Prefix each pseudonym with `<key_id>:` so rotated keys can be told apart.
+    #[serde(default)]
+    pub key_id_prefix: bool,
+    /// How many bytes of the 32-byte HMAC to keep (16 to 32).
+    #[serde(default = "default_truncate_bytes")]
+    #[schemars(range(min = 16, max = 32))]
+    pub truncate_bytes: u8,
+}
+
+fn default_truncate_bytes() -> u8 {
+    32
+}
+
+impl Default for PseudonymOptions {
+    fn default() -> Self {
+        PseudonymOptions {
+            encoding: Encoding::default(),
+            key_id_prefix: false,
+            truncate_bytes: default_truncate_bytes(),
+        }
+    }
+}
+
+/// Text encoding of pseudonym bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Encoding {
+    /// Lowercase hexadecimal.
+    #[default]
+    Hex,
+    /// URL-safe base64 without padding (RFC 4648 section 5).
+    Base64url,
+}
+
+/// What happens to the value at a path.
+///
+/// Written either as a bare name (`keep`, `pseudonymise`) or as a one-key
+/// map with options (`{ ip_prefix: { v4: 24, v6: 48 } }`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum RawAction {
+    /// Pass the value through unchanged, including anything nested in it.
+    Keep,
+    /// Remove the value (the default for anything unlisted; explicit to
+    /// document a decision or to override a wildcard).
+    Drop,
+    /// Replace the value with its keyed pseudonym.
+    Pseudonymise(PseudonymiseOptions),
+    /// Truncate an IP address to its network prefix.
+    IpPrefix(IpPrefixOptions),
+    /// Strip a URL's fragment, userinfo and non-allowlisted query parameters.
+    Url(UrlOptions),
+    /// Truncate an RFC 3339 timestamp.
+    TruncateTime(TimeUnit),
+    /// Coarsen a number into buckets.
+    Bucket(BucketOptions),
+    /// Replace regex matches inside a kept string.
+    Redact(RedactOptions),
+}
+
+/// Options of `pseudonymise`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PseudonymiseOptions {
+    /// Steps applied to a string before hashing, in order.
+    #[serde(default)]
+    pub normalise: Vec<Normalise>,
+}
+
+/// A normalisation step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Normalise {
+    /// Remove leading and trailing Unicode white space.
+    Trim,
+    /// Unicode lowercase mapping.
+    Lowercase,
+}
+
+/// Options of `ip_prefix`.
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IpPrefixOptions {
+    /// Prefix length kept for IPv4 addresses (0 to 32).
+    #[serde(default = "default_v4")]
+    pub v4: u8,
+    /// Prefix length kept for IPv6 addresses (0 to 128).
+    #[serde(default = "default_v6")]
+    pub v6: u8,
+}
+
+fn default_v4() -> u8 {
+    24
+}
+fn default_v6() -> u8 {
+    48
+}
+
+impl Default for IpPrefixOptions {
+    fn default() -> Self {
+        IpPrefixOptions {
+            v4: default_v4(),
+            v6: default_v6(),
+        }
+    }
+}
+
+/// Options of `url`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UrlOptions {
+    /// Glob patterns (`*`, `?`) of query parameter names to keep.
+    #[serde(default)]
+    pub keep_query: Vec<String>,
+}
+
+/// Unit for `truncate_time`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum TimeUnit {
+    Second,
+    Minute,
+    Hour,
+    Day,
+}
+
+/// Options of `bucket`: either `edges` or `width`.
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BucketOptions {
+    /// Ascending bucket edges; a value becomes the largest edge not above it.
+    #[serde(default)]
+    pub edges: Option<Vec<f64>>,
+    /// Bucket width; a value becomes `floor(value / width) * width`.
+    #[serde(default)]
+    pub width: Option<f64>,
+}
+
+/// Options of `redact`.
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RedactOptions {
+    /// Regular expressions (Rust `regex` syntax) whose matches are replaced.
+    pub patterns: Vec<String>,
+    /// Replacement text.
+    #[serde(default = "default_replacement")]
+    pub replacement: String,
+}
+
+fn default_replacement() -> String {
+    "[redacted]".to_owned()
+}
+
+/// The action names, as written; also the order of the list printed in errors.
+pub const ACTION_NAMES: &[&str] = &[
+    "keep",
+    "drop",
+    "pseudonymise",
+    "ip_prefix",
+    "url",
+    "truncate_time",
+    "bucket",
+    "redact",
+];
+
+impl<'de> Deserialize<'de> for RawAction {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(ActionVisitor)
+    }
+}
+
+struct ActionVisitor;
+
+fn unknown_action<E: de::Error>(name: &str) -> E {
+    let hint = match name {
+        "pseudonymize" | "hash" => " (did you mean `pseudonymise`?)",
+        "remove" | "delete" => " (did you mean `drop`?)",
+        "allow" | "pass" => " (did you mean `keep`?)",
+        _ => "",
+    };
+    E::custom(format!(
+        "unknown action `{name}`{hint}; expected one of: {}",
+        ACTION_NAMES.join(", ")
+    ))
+}
+
+impl<'de> Visitor<'de> for ActionVisitor {
+    type Value = RawAction;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(
+            f,
+            "an action: one of {} or a one-key map such as `{{ ip_prefix: {{ v4: 24 }} }}`",
+            ACTION_NAMES.join(", ")
+        )
+    }
+
+    fn visit_str<E: de::Error>(self, name: &str) -> Result<RawAction, E> {
+        Ok(match name {
+            "keep" => RawAction::Keep,
+            "drop" => RawAction::Drop,
+            "pseudonymise" => RawAction::Pseudonymise(PseudonymiseOptions::default()),
+            "ip_prefix" => RawAction::IpPrefix(IpPrefixOptions::default()),
+            "url" => RawAction::Url(UrlOptions::default()),
+            "truncate_time" => {
+                return Err(E::custom(
+                    "`truncate_time` needs a unit, e.g. `{ truncate_time: hour }` (second, minute, hour or day)",
+                ));
+            }
+            "bucket" => {
+                return Err(E::custom(
+                    "`bucket` needs options, e.g. `{ bucket: { edges: [0, 10, 100] } }` or `{ bucket: { width: 10 } }`",
+                ));
+            }
+            "redact" => {
+                return Err(E::custom(
+                    "`redact` needs patterns, e.g. `{ redact: { patterns: [\"\\\\d{6,}\"] } }`",
+                ));
+            }
+            other => return Err(unknown_action(other)),
+        })
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawAction, A::Error> {
+        let Some(name) = map.next_key::<String>()? else {
+            return Err(de::Error::custom(
+                "empty action map; write an action such as `keep` or `{ pseudonymise: {} }`",
+            ));
+        };
+        let action = match name.as_str() {
+            "keep" => {
+                map.next_value::<de::IgnoredAny>()?;
+                RawAction::Keep
+            }
+            "drop" => {
+                map.next_value::<de::IgnoredAny>()?;
+                RawAction::Drop
+            }
+            "pseudonymise" => RawAction::Pseudonymise(
+                map.next_value::<Option<PseudonymiseOptions>>()?
+                    .unwrap_or_default(),
+            ),
+            "ip_prefix" => {
+                RawAction::IpPrefix(map.next_value::<Option<IpPrefixOptions>>()?.unwrap_or_default())
+            }
+            "url" => RawAction::Url(map.next_value::<Option<UrlOptions>>()?.unwrap_or_default()),
+            "truncate_time" => RawAction::TruncateTime(map.next_value()?),
+            "bucket" => RawAction::Bucket(map.next_value()?),
+            "redact" => RawAction::Redact(map.next_value()?),
+            other => return Err(unknown_action(other)),
+        };
+        if let Some(extra) = map.next_key::<String>()? {
+            return Err(de::Error::custom(format!(
+                "an action map has exactly one key; found `{name}` and `{extra}`"
+            )));
+        }
+        Ok(action)
+    }
+}
+
+impl RawAction {
+    /// The action's name as written in a policy.
+    pub fn name(&self) -> &'static str {
+        match self {
+            RawAction::Keep => "keep",
+            RawAction::Drop => "drop",
+            RawAction::Pseudonymise(_) => "pseudonymise",
+            RawAction::IpPrefix(_) => "ip_prefix",
+            RawAction::Url(_) => "url",
+            RawAction::TruncateTime(_) => "truncate_time",
+            RawAction::Bucket(_) => "bucket",
+            RawAction::Redact(_) => "redact",
+        }
+    }
+}
+
+// The schema of an action, described with mirror types because the real
+// type has a hand-written `Deserialize` (for its error messages).
+#[allow(dead_code)]
+#[derive(JsonSchema)]
+#[serde(rename_all = "snake_case")]
+enum BareActionSchema {
+    Keep,
+    Drop,
+    Pseudonymise,
+    IpPrefix,
+    Url,
+}
+
+#[allow(dead_code)]
+#[derive(JsonSchema)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+enum ConfiguredActionSchema {
+    Keep(Option<()>),
+    Drop(Option<()>),
+    Pseudonymise(Option<PseudonymiseOptions>),
+    IpPrefix(Option<IpPrefixOptions>),
+    Url(Option<UrlOptions>),
+    TruncateTime(TimeUnit),
+    Bucket(BucketOptions),
+    Redact(RedactOptions),
+}
+
+#[allow(dead_code)]
+#[derive(JsonSchema)]
+#[serde(untagged)]
+enum ActionSchema {
+    Bare(BareActionSchema),
+    Configured(ConfiguredActionSchema),
+}
+
+impl JsonSchema for RawAction {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Action".into()
+    }
+
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        ActionSchema::json_schema(generator)
+    }
+}

@@ -1,0 +1,401 @@
+//! Raw policy -> [`Policy`]: every check that needs more than the YAML shape.
+//! All problems are collected, so one run of `veil check` shows them all.
+
+use globset::{GlobBuilder, GlobSetBuilder};
+use regex::Regex;
+use serde_saphyr::{Location, Spanned};
+
+use super::error::{Diagnostic, PolicyError};
+use super::path::FieldPath;
+use super::spec::{RawAction, RawFields, RawPolicy};
+use super::trie::{self, Mode};
+use super::{Action, Buckets, Condition, Consent, FieldRule, FieldSet, Policy, Rule, Scalar};
+
+struct Checker<'a> {
+    file: &'a str,
+    diagnostics: Vec<Diagnostic>,
+}
+
+impl Checker<'_> {
+    fn error(&mut self, at: &Location, message: impl Into<String>, hint: Option<&str>) {
+        self.diagnostics.push(Diagnostic {
+            file: self.file.to_owned(),
+            line: at.line(),
+            column: at.column(),
+            message: message.into(),
+            hint: hint.map(str::to_owned),
+        });
+    }
+
+    fn path(&mut self, raw: &Spanned<String>, what: &str) -> Option<FieldPath> {
+        match FieldPath::parse(&raw.value) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                self.error(
+                    &raw.referenced,
+                    format!("bad {what} path `{}`: {e}", raw.value),
+                    Some("paths are dot-separated keys, `*` for any one key, `[]` for every array element, and \"quotes\" around keys that contain a dot"),
+                );
+                None
+            }
+        }
+    }
+
+    fn exact_path(&mut self, raw: &Spanned<String>, what: &str) -> Option<FieldPath> {
+        let path = self.path(raw, what)?;
+        if !path.is_exact() {
+            self.error(
+                &raw.referenced,
+                format!("{what} path `{}` must name one place; `*` and `[]` are not allowed here", raw.value),
+                None,
+            );
+            return None;
+        }
+        Some(path)
+    }
+}
+
+pub(super) fn parse(text: &str, file: &str) -> Result<Policy, PolicyError> {
+    let raw: RawPolicy = serde_saphyr::from_str(text).map_err(|e| {
+        let (line, column) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
+        let message = e.without_snippet().to_string();
+        let message = strip_location_prefix(&message);
+        let hint = if message.contains("unknown field") {
+            Some("see docs/policy.md for every key a policy may have".to_owned())
+        } else {
+            None
+        };
+        PolicyError::Invalid {
+            diagnostics: vec![Diagnostic {
+                file: file.to_owned(),
+                line,
+                column,
+                message,
+                hint,
+            }],
+        }
+    })?;
+    let mut c = Checker {
+        file,
+        diagnostics: Vec::new(),
+    };
+    let policy = check(&mut c, raw, super::sha256_hex(text.as_bytes()));
+    match policy {
+        Some(p) if c.diagnostics.is_empty() => Ok(p),
+        _ => Err(PolicyError::Invalid {
+            diagnostics: c.diagnostics,
+        }),
+    }
+}
+
+/// serde-saphyr prefixes messages with `error: line L column C: `; we print
+/// the place ourselves, in `file:line:col` form.
+fn strip_location_prefix(message: &str) -> String {
+    let m = message.trim();
+    let m = m.strip_prefix("error: ").unwrap_or(m);
+    if let Some(rest) = m.strip_prefix("line ")
+        && let Some(idx) = rest.find(": ")
+        && rest[..idx].contains("column")
+    {
+        return rest[idx + 2..].to_owned();
+    }
+    m.to_owned()
+}
+
+fn name_ok(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
+fn check(c: &mut Checker, raw: RawPolicy, sha256: String) -> Option<Policy> {
+    for (field, value) in [("name", &raw.name), ("purpose", &raw.purpose)] {
+        if !name_ok(&value.value) {
+            c.error(
+                &value.referenced,
+                format!("`{field}` must be letters, digits, `.`, `_` or `-`; got `{}`", value.value),
+                None,
+            );
+        }
+    }
+    let p = &raw.pseudonyms;
+    if !(16..=32).contains(&p.truncate_bytes) {
+        c.error(
+            &raw.version.referenced,
+            format!("pseudonyms.truncate_bytes is {}; it must be between 16 and 32", p.truncate_bytes),
+            Some("fewer than 16 bytes (128 bits) makes pseudonyms collide and guessable"),
+        );
+    }
+
+    let consent = raw.consent.as_ref().and_then(|rc| {
+        let purposes = c.exact_path(&rc.purposes, "consent.purposes");
+        let opt_out = match &rc.opt_out {
+            Some(p) => Some(c.exact_path(p, "consent.opt_out")?),
+            None => None,
+        };
+        Some(Consent {
+            purposes: purposes?,
+            opt_out,
+        })
+    });
+
+    let subject: Vec<(FieldPath, Location)> = raw
+        .subject
+        .iter()
+        .filter_map(|s| Some((c.path(s, "subject")?, s.referenced)))
+        .collect();
+
+    let fields = raw.fields.as_ref().map(|f| field_set(c, f));
+    let mut rules = Vec::new();
+    for (i, rr) in raw.rules.iter().enumerate() {
+        let line = rr.when.keys().next().map_or(0, |k| k.referenced.line());
+        let mut when = Vec::new();
+        if rr.when.is_empty() {
+            c.error(
+                &Location::UNKNOWN,
+                format!("rule {} has an empty `when`; it would match every event", i + 1),
+                Some("put such a default in the top-level `fields` instead"),
+            );
+        }
+        for (k, v) in &rr.when {
+            let Some(path) = c.exact_path(k, "rule condition") else {
+                continue;
+            };
+            let any_of = match v {
+                serde_json::Value::Array(items) => items.iter().map(scalar).collect(),
+                other => vec![scalar(other)],
+            };
+            match any_of.into_iter().collect::<Option<Vec<_>>>() {
+                Some(any_of) => when.push(Condition { path, any_of }),
+                None => c.error(
+                    &k.referenced,
+                    format!("condition on `{}` must be a value or a list of values (strings, numbers, booleans, null)", k.value),
+                    None,
+                ),
+            }
+        }
+        let rule_fields = rr.fields.as_ref().map(|f| field_set(c, f));
+        if !rr.drop && rule_fields.is_none() && fields.is_none() {
+            let at = rr.when.keys().next().map_or(Location::UNKNOWN, |k| k.referenced);
+            c.error(
+                &at,
+                format!("rule {} has no `fields` and there is no top-level `fields` to fall back on", i + 1),
+                Some("give the rule `fields:`, or `drop: true`"),
+            );
+        }
+        if rr.drop && rr.fields.is_some() {
+            let at = rr.when.keys().next().map_or(Location::UNKNOWN, |k| k.referenced);
+            c.error(
+                &at,
+                format!("rule {} has `drop: true` and `fields`; a dropped event has no fields", i + 1),
+                None,
+            );
+        }
+        rules.push(Rule {
+            when,
+            fields: rule_fields,
+            drop: rr.drop,
+            line,
+        });
+    }
+    if raw.fields.is_none() && raw.rules.is_empty() {
+        c.error(
+            &raw.name.referenced,
+            "the policy has neither `fields` nor `rules`, so it would drop every event",
+            Some("add a `fields:` allowlist"),
+        );
+    }
+
+    let plan = trie::plan(fields.as_ref(), &rules, consent.as_ref());
+    // Subject identifiers must never pass in clear, under any rule.
+    let trees = plan
+        .default
+        .iter()
+        .map(|n| ("`fields`".to_owned(), n))
+        .chain(plan.rules.iter().enumerate().filter_map(|(i, r)| {
+            r.fields.as_ref().map(|n| (format!("rule {}", i + 1), n))
+        }));
+    for (where_, tree) in trees {
+        for (path, at) in &subject {
+            if matches!(trie::effective_mode(tree, path), Mode::Keep) {
+                c.error(
+                    at,
+                    format!("subject identifier `{path}` is kept in clear by {where_}"),
+                    Some("pseudonymise it (`pseudonymise`) or leave it out of the allowlist; keeping it would publish the raw identifier"),
+                );
+            }
+        }
+    }
+
+    Some(Policy {
+        name: raw.name.value,
+        version: raw.version.value,
+        purpose: raw.purpose.value,
+        consent,
+        subject: subject.into_iter().map(|(p, _)| p).collect(),
+        pseudonyms: raw.pseudonyms,
+        fields,
+        rules,
+        sha256,
+        plan,
+    })
+}
+
+fn scalar(v: &serde_json::Value) -> Option<Scalar> {
+    Some(match v {
+        serde_json::Value::Null => Scalar::Null,
+        serde_json::Value::Bool(b) => Scalar::Bool(*b),
+        serde_json::Value::Number(n) => Scalar::Number(n.as_f64()?),
+        serde_json::Value::String(s) => Scalar::String(s.clone()),
+        _ => return None,
+    })
+}
+
+fn field_set(c: &mut Checker, raw: &RawFields) -> FieldSet {
+    let mut entries: Vec<(FieldRule, Location)> = Vec::new();
+    for (key, action) in raw {
+        let Some(path) = c.path(key, "field") else {
+            continue;
+        };
+        let Some(action) = compile_action(c, &action.value, &action.referenced) else {
+            continue;
+        };
+        // Same place, two actions (`a.b` and `a."b"`).
+        if let Some((other, other_at)) = entries.iter().find(|(e, _)| e.path == path) {
+            let (message, hint) = match (other.action.name(), action.name()) {
+                ("keep", "pseudonymise") | ("pseudonymise", "keep") => (
+                    format!("`{path}` is both kept and pseudonymised (also at line {})", other_at.line()),
+                    "keeping it would publish the raw identifier; keep only the `pseudonymise` entry",
+                ),
+                (a, b) => (
+                    format!("conflicting actions for `{path}`: `{a}` (line {}) and `{b}`", other_at.line()),
+                    "give each path one action",
+                ),
+            };
+            c.error(&key.referenced, message, Some(hint));
+            continue;
+        }
+        entries.push((
+            FieldRule {
+                path,
+                action,
+                line: key.referenced.line(),
+            },
+            key.referenced,
+        ));
+    }
+    // A transform rewrites a scalar: nothing can be listed below it.
+    for (t, _) in entries.iter().filter(|(e, _)| e.action.is_transform()) {
+        for (e, at) in &entries {
+            if overlaps_below(&t.path, &e.path) {
+                c.error(
+                    at,
+                    format!(
+                        "`{}` lies inside `{}`, which is `{}` (a scalar action) at line {}",
+                        e.path,
+                        t.path,
+                        t.action.name(),
+                        t.line
+                    ),
+                    Some("a transformed value has no fields of its own; use `keep` on the parent with per-field entries instead"),
+                );
+            }
+        }
+    }
+    FieldSet {
+        entries: entries.into_iter().map(|(e, _)| e).collect(),
+    }
+}
+
+/// Whether some event place named by `upper` is a proper ancestor of one named by `lower`.
+fn overlaps_below(upper: &FieldPath, lower: &FieldPath) -> bool {
+    use super::path::Segment::*;
+    lower.0.len() > upper.0.len()
+        && upper.0.iter().zip(&lower.0).all(|(u, l)| match (u, l) {
+            (Key(a), Key(b)) => a == b,
+            (Any, Key(_)) | (Key(_), Any) | (Any, Any) => true,
+            (Each, Each) => true,
+            _ => false,
+        })
+}
+
+fn compile_action(c: &mut Checker, raw: &RawAction, at: &Location) -> Option<Action> {
+    Some(match raw {
+        RawAction::Keep => Action::Keep,
+        RawAction::Drop => Action::Drop,
+        RawAction::Pseudonymise(o) => Action::Pseudonymise {
+            normalise: o.normalise.clone(),
+        },
+        RawAction::IpPrefix(o) => {
+            if o.v4 > 32 || o.v6 > 128 {
+                c.error(
+                    at,
+                    format!("ip_prefix lengths out of range: v4 {} (0-32), v6 {} (0-128)", o.v4, o.v6),
+                    Some("typical values are v4: 24, v6: 48"),
+                );
+                return None;
+            }
+            Action::IpPrefix { v4: o.v4, v6: o.v6 }
+        }
+        RawAction::Url(o) => {
+            let mut set = GlobSetBuilder::new();
+            for g in &o.keep_query {
+                match GlobBuilder::new(g).literal_separator(false).build() {
+                    Ok(glob) => {
+                        set.add(glob);
+                    }
+                    Err(e) => {
+                        c.error(at, format!("bad keep_query pattern `{g}`: {}", e.kind()), Some("patterns use `*` and `?`, e.g. `utm_*`"));
+                        return None;
+                    }
+                }
+            }
+            let matcher = set.build().ok()?;
+            Action::Url {
+                keep_query: o.keep_query.clone(),
+                matcher,
+            }
+        }
+        RawAction::TruncateTime(unit) => Action::TruncateTime(*unit),
+        RawAction::Bucket(o) => match (&o.edges, o.width) {
+            (Some(edges), None) => {
+                let ascending = edges.windows(2).all(|w| w[0] < w[1]);
+                if edges.is_empty() || !ascending || edges.iter().any(|e| !e.is_finite()) {
+                    c.error(at, "bucket edges must be a non-empty list of finite numbers in ascending order", Some("e.g. `{ bucket: { edges: [0, 18, 25, 35, 50, 65] } }`"));
+                    return None;
+                }
+                Action::Bucket(Buckets::Edges(edges.clone()))
+            }
+            (None, Some(w)) if w.is_finite() && w > 0.0 => Action::Bucket(Buckets::Width(w)),
+            (None, Some(w)) => {
+                c.error(at, format!("bucket width must be a positive number; got {w}"), None);
+                return None;
+            }
+            _ => {
+                c.error(at, "bucket takes exactly one of `edges` and `width`", Some("e.g. `{ bucket: { width: 10 } }`"));
+                return None;
+            }
+        },
+        RawAction::Redact(o) => {
+            if o.patterns.is_empty() {
+                c.error(at, "redact needs at least one pattern", None);
+                return None;
+            }
+            let mut patterns = Vec::new();
+            for p in &o.patterns {
+                match Regex::new(p) {
+                    Ok(r) => patterns.push(r),
+                    Err(e) => {
+                        let first = e.to_string().lines().last().unwrap_or_default().to_owned();
+                        c.error(at, format!("bad redact pattern `{p}`: {first}"), Some("patterns use Rust regex syntax (https://docs.rs/regex)"));
+                        return None;
+                    }
+                }
+            }
+            Action::Redact {
+                patterns,
+                replacement: o.replacement.clone(),
+            }
+        }
+    })
+}
