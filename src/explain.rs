@@ -1,1 +1,234 @@
-pub fn placeholder() {}
+//! A policy explained to a human: the data inventory a privacy team
+//! publishes. For each field path, what happens to it and why; what is
+//! removed; the consent rule. Markdown for people, JSON for tools.
+
+use serde_json::{Value, json};
+
+use crate::policy::{Action, ActionClass, Buckets, FieldSet, Normalise, Policy, Scalar};
+
+/// One sentence on what an action does to a value.
+pub fn describe(action: &Action) -> String {
+    match action {
+        Action::Keep => "kept as sent (with everything nested in it)".to_owned(),
+        Action::Drop => "removed".to_owned(),
+        Action::Pseudonymise { normalise } => {
+            let mut s = "replaced by a keyed pseudonym (HMAC-SHA256 under a per-purpose key)".to_owned();
+            if !normalise.is_empty() {
+                let steps: Vec<&str> = normalise
+                    .iter()
+                    .map(|n| match n {
+                        Normalise::Trim => "trimmed",
+                        Normalise::Lowercase => "lowercased",
+                    })
+                    .collect();
+                s.push_str(&format!(", {} first", steps.join(" and ")));
+            }
+            s
+        }
+        Action::IpPrefix { v4, v6 } => {
+            format!("truncated to its network: /{v4} for IPv4, /{v6} for IPv6")
+        }
+        Action::Url { keep_query, .. } => {
+            if keep_query.is_empty() {
+                "URL kept without fragment, user info or any query parameter".to_owned()
+            } else {
+                format!(
+                    "URL kept without fragment, user info or query parameters other than {}",
+                    keep_query.iter().map(|g| format!("`{g}`")).collect::<Vec<_>>().join(", ")
+                )
+            }
+        }
+        Action::TruncateTime(unit) => format!("timestamp truncated to the {} (UTC)", unit_name(*unit)),
+        Action::Bucket(Buckets::Edges(edges)) => format!(
+            "number replaced by the lower edge of its bucket ({}); values below the first edge removed",
+            edges.iter().map(|e| e.to_string()).collect::<Vec<_>>().join(", ")
+        ),
+        Action::Bucket(Buckets::Width(w)) => format!("number rounded down to a multiple of {w}"),
+        Action::Redact {
+            patterns,
+            replacement,
+        } => format!(
+            "kept, with matches of {} pattern{} replaced by `{replacement}`",
+            patterns.len(),
+            if patterns.len() == 1 { "" } else { "s" }
+        ),
+    }
+}
+
+fn unit_name(unit: crate::policy::TimeUnit) -> &'static str {
+    use crate::policy::TimeUnit::*;
+    match unit {
+        Second => "second",
+        Minute => "minute",
+        Hour => "hour",
+        Day => "day",
+    }
+}
+
+pub fn class_name(class: ActionClass) -> &'static str {
+    match class {
+        ActionClass::Kept => "kept",
+        ActionClass::Pseudonymised => "pseudonymised",
+        ActionClass::Generalised => "generalised",
+        ActionClass::Redacted => "redacted",
+        ActionClass::Dropped => "dropped",
+    }
+}
+
+fn scalar_text(s: &Scalar) -> String {
+    match s {
+        Scalar::Null => "null".to_owned(),
+        Scalar::Bool(b) => b.to_string(),
+        Scalar::Number(n) => n.to_string(),
+        Scalar::String(s) => format!("`{s}`"),
+    }
+}
+
+fn consent_sentence(policy: &Policy) -> String {
+    match &policy.consent {
+        None => "No consent check: every event that passes the rules is forwarded.".to_owned(),
+        Some(c) => {
+            let mut s = format!(
+                "An event is forwarded only if the array at `{}` contains `{}`; events without it, or with a malformed one, are dropped.",
+                c.purposes, policy.purpose
+            );
+            if let Some(o) = &c.opt_out {
+                s.push_str(&format!(
+                    " Subjects who opted out (`{o}` is true, or anything but false/null) are suppressed."
+                ));
+            }
+            s
+        }
+    }
+}
+
+fn fields_table(out: &mut String, fields: &FieldSet) {
+    out.push_str("| Field | Treatment | What reaches the recipient |\n|---|---|---|\n");
+    for e in &fields.entries {
+        out.push_str(&format!(
+            "| `{}` | {} | {} |\n",
+            e.path.to_string().replace('|', "\\|"),
+            class_name(e.action.class()),
+            describe(&e.action).replace('|', "\\|")
+        ));
+    }
+    out.push_str("| *anything else* | removed | nothing: fields not listed are deleted |\n");
+}
+
+/// The inventory as Markdown.
+pub fn markdown(policy: &Policy) -> String {
+    let mut out = format!(
+        "# Data inventory: {} (version {})\n\nPurpose: **{}**. Policy file SHA-256: `{}`.\n\n",
+        policy.name, policy.version, policy.purpose, policy.sha256
+    );
+    out.push_str("## Consent\n\n");
+    out.push_str(&consent_sentence(policy));
+    out.push_str("\n\n## Identifiers\n\n");
+    if policy.subject.is_empty() {
+        out.push_str("No subject identifiers are declared.\n\n");
+    } else {
+        out.push_str(&format!(
+            "The data subject is identified by {}. None of these is ever forwarded in clear.\n\n",
+            policy.subject.iter().map(|p| format!("`{p}`")).collect::<Vec<_>>().join(", ")
+        ));
+    }
+    out.push_str(&format!(
+        "Pseudonyms are {} ({} bytes of HMAC-SHA256{}), derived with a key specific to the purpose `{}`: the same person gets unrelated pseudonyms for other purposes.\n\n",
+        match policy.pseudonyms.encoding {
+            crate::policy::Encoding::Hex => "hexadecimal",
+            crate::policy::Encoding::Base64url => "base64url",
+        },
+        policy.pseudonyms.truncate_bytes,
+        if policy.pseudonyms.key_id_prefix { ", prefixed with the key id" } else { "" },
+        policy.purpose
+    ));
+    if let Some(fields) = &policy.fields {
+        out.push_str(if policy.rules.is_empty() {
+            "## Fields\n\n"
+        } else {
+            "## Fields (events matching no rule)\n\n"
+        });
+        fields_table(&mut out, fields);
+        out.push('\n');
+    }
+    for (i, rule) in policy.rules.iter().enumerate() {
+        let when: Vec<String> = rule
+            .when
+            .iter()
+            .map(|c| {
+                let values: Vec<String> = c.any_of.iter().map(scalar_text).collect();
+                format!("`{}` is {}", c.path, values.join(" or "))
+            })
+            .collect();
+        out.push_str(&format!("## Rule {}: when {}\n\n", i + 1, when.join(" and ")));
+        if rule.drop {
+            out.push_str("Such events are dropped entirely.\n\n");
+        } else if let Some(f) = &rule.fields {
+            fields_table(&mut out, f);
+            out.push('\n');
+        } else {
+            out.push_str("Such events use the default fields above.\n\n");
+        }
+    }
+    if !policy.rules.is_empty() && policy.fields.is_none() {
+        out.push_str("Events matching no rule are dropped.\n\n");
+    }
+    out.push_str("Every forwarded event carries the header `veil-policy: ");
+    out.push_str(&policy.id());
+    out.push_str("`, so each row in the warehouse can be traced to this document.\n");
+    out
+}
+
+fn fields_json(fields: &FieldSet) -> Value {
+    Value::Array(
+        fields
+            .entries
+            .iter()
+            .map(|e| {
+                json!({
+                    "path": e.path.to_string(),
+                    "action": e.action.name(),
+                    "treatment": class_name(e.action.class()),
+                    "description": describe(&e.action),
+                    "line": e.line,
+                })
+            })
+            .collect(),
+    )
+}
+
+/// The inventory as JSON.
+pub fn json(policy: &Policy) -> Value {
+    json!({
+        "policy": {
+            "name": policy.name,
+            "version": policy.version,
+            "id": policy.id(),
+            "purpose": policy.purpose,
+            "sha256": policy.sha256,
+        },
+        "consent": policy.consent.as_ref().map(|c| json!({
+            "purposes": c.purposes.to_string(),
+            "opt_out": c.opt_out.as_ref().map(|p| p.to_string()),
+            "summary": consent_sentence(policy),
+        })),
+        "subject": policy.subject.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
+        "pseudonyms": policy.pseudonyms,
+        "fields": policy.fields.as_ref().map(fields_json),
+        "rules": policy.rules.iter().map(|r| json!({
+            "when": r.when.iter().map(|c| json!({
+                "path": c.path.to_string(),
+                "any_of": c.any_of.iter().map(|s| match s {
+                    Scalar::Null => Value::Null,
+                    Scalar::Bool(b) => json!(b),
+                    Scalar::Number(n) => json!(n),
+                    Scalar::String(s) => json!(s),
+                }).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>(),
+            "drop": r.drop,
+            "fields": r.fields.as_ref().map(fields_json),
+            "line": r.line,
+        })).collect::<Vec<_>>(),
+        "unlisted_fields": "removed",
+    })
+}

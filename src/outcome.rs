@@ -100,22 +100,22 @@ impl fmt::Display for Reject {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct FieldCounts {
     /// Passed through unchanged.
-    pub kept: u32,
+    pub kept: u64,
     /// Replaced with a pseudonym.
-    pub pseudonymised: u32,
+    pub pseudonymised: u64,
     /// IP, URL, time or number coarsened.
-    pub generalised: u32,
+    pub generalised: u64,
     /// Passed through with `redact` patterns replaced.
-    pub redacted: u32,
+    pub redacted: u64,
     /// Not on the allowlist (or explicitly dropped): removed.
-    pub removed: u32,
+    pub removed: u64,
     /// Removed because the value's type does not fit the action
     /// (e.g. an object where a pseudonym was asked for).
-    pub type_mismatch: u32,
+    pub type_mismatch: u64,
     /// Removed because the value could not be generalised: not an IP
     /// address, URL with a host, or RFC 3339 timestamp; or a number below
     /// the lowest bucket edge.
-    pub invalid: u32,
+    pub invalid: u64,
 }
 
 impl FieldCounts {
@@ -130,7 +130,7 @@ impl FieldCounts {
     }
 
     /// `(label, count)` pairs in a fixed order, for summaries and metrics.
-    pub fn labelled(&self) -> [(&'static str, u32); 7] {
+    pub fn labelled(&self) -> [(&'static str, u64); 7] {
         [
             ("kept", self.kept),
             ("pseudonymised", self.pseudonymised),

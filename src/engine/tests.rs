@@ -1,0 +1,315 @@
+use super::*;
+use crate::keys::parse_key;
+use std::path::Path;
+
+const KEY: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+
+fn engine(yaml: &str) -> CompiledPolicy {
+    let policy = Policy::parse(yaml, "test.yaml").unwrap_or_else(|e| panic!("{e}"));
+    let key = parse_key("k1", KEY.as_bytes(), Path::new("k1.key")).unwrap();
+    compile(policy, &key, Limits::default())
+}
+
+fn run(e: &CompiledPolicy, input: &str) -> Result<String, Outcome> {
+    let mut out = b"PREFIX".to_vec();
+    let v = e.apply(input.as_bytes(), &mut out, &mut Scratch::default());
+    match v.outcome {
+        Outcome::Forwarded => {
+            assert!(out.starts_with(b"PREFIX"));
+            let s = String::from_utf8(out[6..].to_vec()).unwrap();
+            serde_json::from_str::<serde_json::Value>(&s).expect("output is JSON");
+            Ok(s)
+        }
+        other => {
+            assert_eq!(out, b"PREFIX", "buffer untouched on {other:?}");
+            Err(other)
+        }
+    }
+}
+
+fn reason(r: Result<String, Outcome>) -> &'static str {
+    match r {
+        Err(Outcome::Rejected(r)) => r.reason.code(),
+        Err(Outcome::Dropped(d)) => d.code(),
+        other => panic!("expected a rejection or drop, got {other:?}"),
+    }
+}
+
+fn pseudonym(e: &CompiledPolicy, v: &str) -> String {
+    e.pseudonymiser().pseudonym(v.as_bytes())
+}
+
+const BASE: &str = "name: t\nversion: 1\npurpose: analytics\n";
+
+#[test]
+fn only_allowlisted_fields_pass() {
+    let e = engine(&format!("{BASE}fields:\n  type: keep\n  context.page.path: keep\n"));
+    let out = run(
+        &e,
+        r#"{"type":"track","secret":"x","context":{"page":{"path":"/a","title":"t"},"ip":"1.2.3.4"}}"#,
+    );
+    assert_eq!(out.unwrap(), r#"{"type":"track","context":{"page":{"path":"/a"}}}"#);
+}
+
+#[test]
+fn keep_keeps_nested_values_verbatim() {
+    let e = engine(&format!("{BASE}fields:\n  integrations: keep\n"));
+    let input = r#"{"integrations": {"All": true, "x": [1, {"y": null}]}, "z": 1}"#;
+    assert_eq!(
+        run(&e, input).unwrap(),
+        r#"{"integrations":{"All": true, "x": [1, {"y": null}]}}"#
+    );
+}
+
+#[test]
+fn emptied_objects_disappear_and_empty_event_is_an_empty_object() {
+    let e = engine(&format!("{BASE}fields:\n  a.b: keep\n  type: keep\n"));
+    assert_eq!(run(&e, r#"{"a":{"c":1},"type":"x"}"#).unwrap(), r#"{"type":"x"}"#);
+    assert_eq!(run(&e, r#"{"q":1}"#).unwrap(), "{}");
+}
+
+#[test]
+fn specific_path_wins_over_wildcard_and_wildcard_fills_the_rest() {
+    let e = engine(&format!(
+        "{BASE}fields:\n  context.campaign.*: keep\n  context.campaign.email: drop\n  context.*.id: keep\n  context.device.type: keep\n"
+    ));
+    let out = run(
+        &e,
+        r#"{"context":{"campaign":{"name":"a","email":"e@x"},"device":{"id":"d","type":"m","ad":"z"}}}"#,
+    );
+    assert_eq!(
+        out.unwrap(),
+        r#"{"context":{"campaign":{"name":"a"},"device":{"id":"d","type":"m"}}}"#
+    );
+}
+
+#[test]
+fn kept_parent_with_specific_overrides() {
+    let e = engine(&format!(
+        "{BASE}fields:\n  context: keep\n  context.traits.email: pseudonymise\n  context.ip: ip_prefix\n"
+    ));
+    let out = run(&e, r#"{"context":{"ip":"10.1.2.3","traits":{"email":"a@b","plan":"pro"}}}"#).unwrap();
+    assert_eq!(
+        out,
+        format!(
+            r#"{{"context":{{"ip":"10.1.2.0","traits":{{"email":"{}","plan":"pro"}}}}}}"#,
+            pseudonym(&e, "a@b")
+        )
+    );
+}
+
+#[test]
+fn array_elements() {
+    let e = engine(&format!("{BASE}fields:\n  properties.products[].sku: keep\n"));
+    let out = run(
+        &e,
+        r#"{"properties":{"products":[{"sku":"a","name":"n"},{"name":"only"},"str",{"sku":2}]}}"#,
+    );
+    assert_eq!(out.unwrap(), r#"{"properties":{"products":[{"sku":"a"},{"sku":2}]}}"#);
+    // An array where an object is expected, and vice versa, is removed.
+    assert_eq!(run(&e, r#"{"properties":{"products":{"sku":"a"}}}"#).unwrap(), "{}");
+}
+
+#[test]
+fn keys_match_after_unescaping_and_are_written_as_received() {
+    let e = engine(&format!("{BASE}fields:\n  userId: keep\n  context.\"a.b\": keep\n"));
+    let out = run(&e, r#"{"user\u0049d":"u1","context":{"a.b":1,"a":{"b":2}}}"#);
+    assert_eq!(out.unwrap(), r#"{"user\u0049d":"u1","context":{"a.b":1}}"#);
+}
+
+#[test]
+fn pseudonymise_types() {
+    let e = engine(&format!(
+        "{BASE}fields:\n  s: pseudonymise\n  n: pseudonymise\n  b: pseudonymise\n  z: pseudonymise\n  o: pseudonymise\n  a: pseudonymise\n  e: pseudonymise\n"
+    ));
+    let v = e.apply(
+        br#"{"s":"x","n":12345,"b":true,"z":null,"o":{"k":1},"a":[1],"e":"caf\u00e9"}"#,
+        &mut Vec::new(),
+        &mut Scratch::default(),
+    );
+    assert_eq!(v.counts.type_mismatch, 2);
+    assert_eq!(v.counts.pseudonymised, 4);
+    let out = run(
+        &e,
+        r#"{"s":"x","n":12345,"b":true,"z":null,"o":{"k":1},"a":[1],"e":"caf\u00e9"}"#,
+    )
+    .unwrap();
+    let expected = format!(
+        r#"{{"s":"{}","n":"{}","b":"{}","z":null,"e":"{}"}}"#,
+        pseudonym(&e, "x"),
+        pseudonym(&e, "12345"),
+        pseudonym(&e, "true"),
+        pseudonym(&e, "café")
+    );
+    assert_eq!(out, expected);
+}
+
+#[test]
+fn normalise_before_hashing() {
+    let e = engine(&format!(
+        "{BASE}fields:\n  email: {{ pseudonymise: {{ normalise: [trim, lowercase] }} }}\n"
+    ));
+    let a = run(&e, r#"{"email":"  Ana.Smith@Example.COM \n"}"#).unwrap();
+    let b = run(&e, r#"{"email":"ana.smith@example.com"}"#).unwrap();
+    assert_eq!(a, b);
+    assert!(a.contains(&pseudonym(&e, "ana.smith@example.com")));
+}
+
+#[test]
+fn generalisations() {
+    let e = engine(&format!(
+        "{BASE}fields:\n  ip: {{ ip_prefix: {{ v4: 24, v6: 48 }} }}\n  url: {{ url: {{ keep_query: [\"utm_*\"] }} }}\n  t: {{ truncate_time: hour }}\n  age: {{ bucket: {{ edges: [0, 18, 25, 35] }} }}\n  price: {{ bucket: {{ width: 10 }} }}\n  note: {{ redact: {{ patterns: ['\\d{{6,}}'] }} }}\n"
+    ));
+    let out = run(
+        &e,
+        r#"{"ip":"2001:db8:85a3:8d3::1","url":"https:\/\/a.example\/p?utm_source=x&email=a%40b#f","t":"2026-11-05T10:47:12.5Z","age":29,"price":123.45,"note":"card 4111111111111111 ok"}"#,
+    );
+    assert_eq!(
+        out.unwrap(),
+        r#"{"ip":"2001:db8:85a3::","url":"https://a.example/p?utm_source=x","t":"2026-11-05T10:00:00Z","age":25,"price":120,"note":"card [redacted] ok"}"#
+    );
+}
+
+#[test]
+fn unreadable_values_are_removed_not_passed() {
+    let e = engine(&format!(
+        "{BASE}fields:\n  ip: ip_prefix\n  url: url\n  t: {{ truncate_time: day }}\n  n: {{ bucket: {{ edges: [0] }} }}\n  keep: keep\n"
+    ));
+    let input = r#"{"ip":"not-an-ip","url":"mailto:a@b.c","t":"yesterday","n":-5,"keep":1}"#;
+    let v = e.apply(input.as_bytes(), &mut Vec::new(), &mut Scratch::default());
+    assert_eq!(v.counts.invalid, 4);
+    assert_eq!(run(&e, input).unwrap(), r#"{"keep":1}"#);
+}
+
+#[test]
+fn consent_and_opt_out_fail_closed() {
+    let e = engine(&format!(
+        "{BASE}consent:\n  purposes: context.consent.purposes\n  opt_out: context.consent.gpc\nfields:\n  type: keep\n"
+    ));
+    let ok = r#"{"type":"t","context":{"consent":{"purposes":["ads","analytics"],"gpc":false}}}"#;
+    assert_eq!(run(&e, ok).unwrap(), r#"{"type":"t"}"#);
+    for (input, why) in [
+        (r#"{"type":"t","context":{"consent":{"purposes":["ads"]}}}"#, "no_consent"),
+        (r#"{"type":"t"}"#, "no_consent"),
+        (r#"{"type":"t","context":{"consent":{"purposes":"analytics"}}}"#, "no_consent"),
+        (r#"{"type":"t","context":{"consent":{"purposes":[{"p":"analytics"}]}}}"#, "no_consent"),
+        (r#"{"context":{"consent":{"purposes":["analytics"],"gpc":true}}}"#, "opted_out"),
+        (r#"{"context":{"consent":{"purposes":["analytics"],"gpc":"no"}}}"#, "opted_out"),
+    ] {
+        assert_eq!(reason(run(&e, input)), why, "{input}");
+    }
+    // Escaped purpose strings are compared unescaped.
+    let esc = r#"{"type":"t","context":{"consent":{"purposes":["analytic\u0073"]}}}"#;
+    assert!(run(&e, esc).is_ok());
+}
+
+#[test]
+fn consent_is_read_even_under_a_transform() {
+    // The consent object is pseudonymised (a type mismatch): a probe pass
+    // still reads consent.
+    let e = engine(&format!(
+        "{BASE}consent:\n  purposes: c.purposes\nfields:\n  c: pseudonymise\n  type: keep\n"
+    ));
+    assert!(e.policy().plan.probe.is_some());
+    assert_eq!(run(&e, r#"{"type":"t","c":{"purposes":["analytics"]}}"#).unwrap(), r#"{"type":"t"}"#);
+    assert_eq!(reason(run(&e, r#"{"type":"t","c":{"purposes":[]}}"#)), "no_consent");
+}
+
+#[test]
+fn rules_first_match_wins_and_unmatched_is_no_rule() {
+    let e = engine(&format!(
+        "{BASE}rules:\n  - when: {{ type: identify }}\n    fields: {{ traits.plan: keep, type: keep }}\n  - when: {{ type: track, event: [A, B] }}\n    fields: {{ event: keep }}\n  - when: {{ type: track }}\n    drop: true\n"
+    ));
+    assert_eq!(
+        run(&e, r#"{"traits":{"plan":"p","email":"x"},"type":"identify"}"#).unwrap(),
+        r#"{"traits":{"plan":"p"},"type":"identify"}"#
+    );
+    assert_eq!(run(&e, r#"{"event":"B","type":"track"}"#).unwrap(), r#"{"event":"B"}"#);
+    assert_eq!(reason(run(&e, r#"{"event":"C","type":"track"}"#)), "by_rule");
+    assert_eq!(reason(run(&e, r#"{"type":"page"}"#)), "no_rule");
+}
+
+#[test]
+fn rules_fall_back_to_default_fields() {
+    let e = engine(&format!(
+        "{BASE}fields:\n  type: keep\nrules:\n  - when: {{ n: 1 }}\n    fields: {{ n: keep }}\n"
+    ));
+    assert_eq!(run(&e, r#"{"n":1.0,"type":"x"}"#).unwrap(), r#"{"n":1.0}"#);
+    assert_eq!(run(&e, r#"{"n":2,"type":"x"}"#).unwrap(), r#"{"type":"x"}"#);
+}
+
+#[test]
+fn bad_input_reasons() {
+    let e = engine(&format!("{BASE}fields:\n  a: keep\n"));
+    let deep = format!("{{\"a\":{}1{}}}", "[".repeat(70), "]".repeat(70));
+    let cases: Vec<(Vec<u8>, &str)> = vec![
+        (b"{\"a\":".to_vec(), "invalid_json"),
+        (b"".to_vec(), "invalid_json"),
+        (b"{} x".to_vec(), "invalid_json"),
+        (b"\xEF\xBB\xBF{}".to_vec(), "invalid_json"),
+        (b"{\"a\":\"\xff\"}".to_vec(), "invalid_utf8"),
+        (b"[1]".to_vec(), "not_object"),
+        (b"\"str\"".to_vec(), "not_object"),
+        (deep.into_bytes(), "too_deep"),
+        (br#"{"a":1,"b":{"x":1,"x":2}}"#.to_vec(), "duplicate_key"),
+        (br#"{"a":1,"\u0061":2}"#.to_vec(), "duplicate_key"),
+    ];
+    for (input, code) in cases {
+        let v = e.apply(&input, &mut Vec::new(), &mut Scratch::default());
+        match v.outcome {
+            Outcome::Rejected(r) => assert_eq!(r.reason.code(), code, "{:?}", String::from_utf8_lossy(&input)),
+            other => panic!("{:?}: {other:?}", String::from_utf8_lossy(&input)),
+        }
+    }
+}
+
+#[test]
+fn too_large_is_checked_before_anything_else() {
+    let policy = Policy::parse(&format!("{BASE}fields:\n  a: keep\n"), "t").unwrap();
+    let key = parse_key("k1", KEY.as_bytes(), Path::new("k1.key")).unwrap();
+    let e = compile(
+        policy,
+        &key,
+        Limits {
+            max_message_bytes: 10,
+            max_depth: 64,
+        },
+    );
+    let v = e.apply(b"{\"a\":\"0123456789\"}", &mut Vec::new(), &mut Scratch::default());
+    assert!(matches!(v.outcome, Outcome::Rejected(r) if r.reason == RejectReason::TooLarge));
+}
+
+#[test]
+fn reject_detail_never_contains_input() {
+    let e = engine(&format!("{BASE}fields:\n  a: keep\n"));
+    let v = e.apply(br#"{"secret@example.com" 1}"#, &mut Vec::new(), &mut Scratch::default());
+    let Outcome::Rejected(r) = v.outcome else { panic!() };
+    let detail = r.to_string();
+    assert!(detail.contains("byte 22"), "{detail}");
+    assert!(!detail.contains("secret"));
+}
+
+#[test]
+fn numbers_keep_their_exact_text() {
+    let e = engine(&format!("{BASE}fields:\n  n: keep\n  m: keep\n"));
+    let out = run(&e, r#"{"n":123456789012345678901234567890,"m":1.50e+3}"#).unwrap();
+    assert_eq!(out, r#"{"n":123456789012345678901234567890,"m":1.50e+3}"#);
+}
+
+#[test]
+fn scratch_reuse_across_events_of_different_shapes() {
+    let e = engine(&format!(
+        "{BASE}consent:\n  purposes: c\nfields:\n  u: pseudonymise\n"
+    ));
+    let mut scratch = Scratch::default();
+    let mut out = Vec::new();
+    for input in [r#"{"u":"a","c":["analytics"]}"#, "nope", r#"{"u":"b","c":[]}"#, r#"{"c":["analytics"],"u":"b"}"#] {
+        e.apply(input.as_bytes(), &mut out, &mut scratch);
+    }
+    let expected = format!(
+        r#"{{"u":"{}"}}{{"u":"{}"}}"#,
+        pseudonym(&e, "a"),
+        pseudonym(&e, "b")
+    );
+    assert_eq!(String::from_utf8(out).unwrap(), expected);
+}

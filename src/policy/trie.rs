@@ -103,25 +103,27 @@ pub(super) fn plan(
     rules: &[super::Rule],
     consent: Option<&super::Consent>,
 ) -> Plan {
+    // One slot per distinct path: a node records one capture.
     let mut captures: Vec<&FieldPath> = Vec::new();
-    let consent_slots = consent.map(|c| {
-        captures.push(&c.purposes);
-        let purposes = (captures.len() - 1) as u16;
-        let opt_out = c.opt_out.as_ref().map(|p| {
-            captures.push(p);
-            (captures.len() - 1) as u16
-        });
-        ConsentSlots { purposes, opt_out }
+    fn slot_for<'p>(captures: &mut Vec<&'p FieldPath>, path: &'p FieldPath) -> u16 {
+        match captures.iter().position(|c| *c == path) {
+            Some(i) => i as u16,
+            None => {
+                captures.push(path);
+                (captures.len() - 1) as u16
+            }
+        }
+    }
+    let consent_slots = consent.map(|c| ConsentSlots {
+        purposes: slot_for(&mut captures, &c.purposes),
+        opt_out: c.opt_out.as_ref().map(|p| slot_for(&mut captures, p)),
     });
     let mut rule_plans = Vec::new();
     for rule in rules {
         let when = rule
             .when
             .iter()
-            .map(|c| {
-                captures.push(&c.path);
-                ((captures.len() - 1) as u16, c.any_of.clone())
-            })
+            .map(|c| (slot_for(&mut captures, &c.path), c.any_of.clone()))
             .collect();
         rule_plans.push(RulePlan {
             when,

@@ -1,0 +1,272 @@
+//! `veil apply`: NDJSON in, NDJSON out, in input order; rejected lines to
+//! the dead-letter file; a summary to stderr.
+//!
+//! Invariant: a rejected or dropped line never reaches the output, and a
+//! dead-letter record carries the line number, the reason code and a detail
+//! without field values; the raw line only with `--dead-letter-payload`.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, BufWriter, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use base64::Engine as _;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde_json::json;
+use veil::outcome::Reject;
+use veil::{
+    CompiledPolicy, DropReason, FieldCounts, Limits, Outcome, RejectReason, Scratch, compile,
+};
+
+use super::lines::{Line, read_line};
+use super::{CliResult, EX_NOINPUT, Failure, io, usage};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Policy file (YAML).
+    #[arg(long, value_name = "FILE")]
+    policy: PathBuf,
+    /// Key directory (`<key_id>.key` files).
+    #[arg(long, value_name = "DIR", env = "VEIL_KEYS")]
+    keys: PathBuf,
+    /// Active key; default: the only key in the directory.
+    #[arg(long, value_name = "ID")]
+    key_id: Option<String>,
+    /// NDJSON input file, or `-` for stdin.
+    #[arg(long, value_name = "FILE", default_value = "-")]
+    input: PathBuf,
+    /// NDJSON output file, or `-` for stdout.
+    #[arg(long, value_name = "FILE", default_value = "-")]
+    output: PathBuf,
+    /// Where rejected lines are recorded (JSON lines with line, reason, detail).
+    #[arg(long, value_name = "FILE")]
+    dead_letter: Option<PathBuf>,
+    /// Also copy the raw rejected line into its dead-letter record (may hold personal data).
+    #[arg(long, requires = "dead_letter")]
+    dead_letter_payload: bool,
+    /// Reject lines larger than this many bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = Limits::default().max_message_bytes)]
+    max_message_bytes: usize,
+    /// Reject events nested deeper than this.
+    #[arg(long, value_name = "N", default_value_t = Limits::default().max_depth)]
+    max_depth: u32,
+    /// No summary on stderr.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+/// Totals of a run.
+#[derive(Default)]
+struct Totals {
+    lines: u64,
+    bytes: u64,
+    forwarded: u64,
+    dropped: BTreeMap<DropReason, u64>,
+    rejected: BTreeMap<RejectReason, u64>,
+    fields: FieldCounts,
+}
+
+fn open_input(path: &Path) -> Result<(Box<dyn BufRead>, Option<u64>), Failure> {
+    if path == Path::new("-") {
+        return Ok((Box::new(BufReader::with_capacity(1 << 16, io::stdin().lock())), None));
+    }
+    let file = File::open(path)
+        .with_context(|| format!("cannot open input {}", path.display()))
+        .map_err(|error| Failure {
+            code: EX_NOINPUT,
+            error,
+        })?;
+    let len = file.metadata().ok().map(|m| m.len());
+    Ok((Box::new(BufReader::with_capacity(1 << 16, file)), len))
+}
+
+fn create(path: &Path, what: &str) -> Result<Box<dyn Write>, Failure> {
+    if path == Path::new("-") {
+        return Ok(Box::new(io::stdout().lock()));
+    }
+    let file = File::create(path)
+        .with_context(|| format!("cannot create {what} {}", path.display()))
+        .map_err(io)?;
+    Ok(Box::new(file))
+}
+
+fn progress(len: Option<u64>) -> ProgressBar {
+    // Only on a terminal, and only where it is worth drawing.
+    if !io::stderr().is_terminal() || len.is_some_and(|l| l < 8 << 20) {
+        return ProgressBar::hidden();
+    }
+    let bar = match len {
+        Some(l) => ProgressBar::new(l).with_style(
+            ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {msg} eta {eta}")
+                .expect("static template"),
+        ),
+        None => ProgressBar::new_spinner().with_style(
+            ProgressStyle::with_template("{spinner} {bytes} {msg}").expect("static template"),
+        ),
+    };
+    bar.set_draw_target(ProgressDrawTarget::stderr_with_hz(4));
+    bar
+}
+
+pub fn run(args: Args) -> CliResult {
+    let policy = veil::policy::load(&args.policy).map_err(usage)?;
+    let ring = veil::keys::load_dir(&args.keys, args.key_id.as_deref()).map_err(usage)?;
+    if args.max_message_bytes == 0 || args.max_message_bytes > Limits::MAX_MESSAGE_BYTES {
+        return Err(usage(anyhow::anyhow!(
+            "--max-message-bytes must be between 1 and {}",
+            Limits::MAX_MESSAGE_BYTES
+        )));
+    }
+    if args.max_depth == 0 || args.max_depth > Limits::MAX_DEPTH {
+        return Err(usage(anyhow::anyhow!(
+            "--max-depth must be between 1 and {}",
+            Limits::MAX_DEPTH
+        )));
+    }
+    let limits = Limits {
+        max_message_bytes: args.max_message_bytes,
+        max_depth: args.max_depth,
+    };
+    let engine = compile(policy, ring.active(), limits);
+    let (mut input, len) = open_input(&args.input)?;
+    let mut output = BufWriter::with_capacity(1 << 16, create(&args.output, "output")?);
+    let mut dead = match &args.dead_letter {
+        Some(p) => Some(BufWriter::new(create(p, "dead-letter file")?)),
+        None => None,
+    };
+    let bar = progress(len);
+    let started = Instant::now();
+    let totals = process(&engine, &args, &mut input, &mut output, dead.as_mut(), &bar)?;
+    output.flush().context("cannot write output").map_err(io)?;
+    if let Some(d) = dead.as_mut() {
+        d.flush().context("cannot write dead-letter file").map_err(io)?;
+    }
+    bar.finish_and_clear();
+    if !args.quiet {
+        eprint!(
+            "{}",
+            summary(&engine, &totals, started.elapsed(), args.dead_letter.is_some())
+        );
+    }
+    Ok(())
+}
+
+fn process(
+    engine: &CompiledPolicy,
+    args: &Args,
+    input: &mut dyn BufRead,
+    output: &mut impl Write,
+    mut dead: Option<&mut BufWriter<Box<dyn Write>>>,
+    bar: &ProgressBar,
+) -> Result<Totals, Failure> {
+    let mut totals = Totals::default();
+    let mut line = Vec::new();
+    let mut out = Vec::with_capacity(4096);
+    let mut scratch = Scratch::default();
+    let limit = engine.limits().max_message_bytes;
+    let policy_id = engine.policy_id();
+    let mut input = input;
+    loop {
+        let read = read_line(&mut input, &mut line, limit)
+            .context("cannot read input")
+            .map_err(io)?;
+        let Some(read) = read else { break };
+        totals.lines += 1;
+        let (outcome, size) = match read {
+            Line::Complete => {
+                out.clear();
+                let v = engine.apply(&line, &mut out, &mut scratch);
+                if v.outcome == Outcome::Forwarded {
+                    out.push(b'\n');
+                    output.write_all(&out).context("cannot write output").map_err(io)?;
+                    totals.fields.add(&v.counts);
+                }
+                (v.outcome, line.len() + 1)
+            }
+            Line::TooLong { len } => (
+                Outcome::Rejected(Reject {
+                    reason: RejectReason::TooLarge,
+                    offset: limit,
+                    what: "message larger than the limit",
+                }),
+                len,
+            ),
+        };
+        totals.bytes += size as u64;
+        match outcome {
+            Outcome::Forwarded => totals.forwarded += 1,
+            Outcome::Dropped(r) => *totals.dropped.entry(r).or_default() += 1,
+            Outcome::Rejected(r) => {
+                *totals.rejected.entry(r.reason).or_default() += 1;
+                if let Some(d) = dead.as_deref_mut() {
+                    let mut record = json!({
+                        "line": totals.lines,
+                        "reason": r.reason.code(),
+                        "detail": r.to_string(),
+                        "policy": policy_id,
+                    });
+                    if args.dead_letter_payload && matches!(read, Line::Complete) {
+                        match std::str::from_utf8(&line) {
+                            Ok(s) => record["payload"] = json!(s),
+                            Err(_) => {
+                                record["payload_base64"] =
+                                    json!(base64::engine::general_purpose::STANDARD.encode(&line))
+                            }
+                        }
+                    }
+                    serde_json::to_writer(&mut *d, &record)
+                        .context("cannot write dead-letter file")
+                        .map_err(io)?;
+                    d.write_all(b"\n").context("cannot write dead-letter file").map_err(io)?;
+                }
+            }
+        }
+        if totals.lines % 4096 == 0 {
+            bar.set_position(totals.bytes);
+            let secs = bar.elapsed().as_secs_f64().max(1e-9);
+            bar.set_message(format!("{:.0} events/s", totals.lines as f64 / secs));
+        }
+    }
+    Ok(totals)
+}
+
+fn breakdown<K: Copy>(map: &BTreeMap<K, u64>, code: impl Fn(K) -> &'static str) -> String {
+    if map.is_empty() {
+        return String::new();
+    }
+    let parts: Vec<String> = map.iter().map(|(k, n)| format!("{} {n}", code(*k))).collect();
+    format!("  ({})", parts.join(", "))
+}
+
+fn summary(engine: &CompiledPolicy, t: &Totals, elapsed: Duration, has_dead_letter: bool) -> String {
+    let secs = elapsed.as_secs_f64().max(1e-9);
+    let dropped: u64 = t.dropped.values().sum();
+    let rejected: u64 = t.rejected.values().sum();
+    let mut s = format!(
+        "veil apply: policy {}, key {}\n  read        {:>9} events, {:.2} MB in {:.2} s ({:.0} events/s)\n  forwarded   {:>9}\n  dropped     {:>9}{}\n  rejected    {:>9}{}\n",
+        engine.policy_id(),
+        engine.key_id(),
+        t.lines,
+        t.bytes as f64 / 1e6,
+        secs,
+        t.lines as f64 / secs,
+        t.forwarded,
+        dropped,
+        breakdown(&t.dropped, DropReason::code),
+        rejected,
+        breakdown(&t.rejected, RejectReason::code),
+    );
+    let values: Vec<String> = t
+        .fields
+        .labelled()
+        .iter()
+        .map(|(k, n)| format!("{k} {n}"))
+        .collect();
+    s.push_str(&format!("  values      {}\n", values.join(", ")));
+    if rejected > 0 && !has_dead_letter {
+        s.push_str("  note: rejected lines were not recorded; pass --dead-letter FILE to keep them\n");
+    }
+    s
+}

@@ -1,0 +1,67 @@
+//! `veil check`: validate a policy and summarise it on one screen.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use veil::explain::class_name;
+use veil::policy::{self, FieldSet, Policy};
+
+use super::{CliResult, usage};
+
+pub fn run(path: &Path) -> CliResult {
+    let policy = policy::load(path).map_err(usage)?;
+    print!("{}", summary(&policy, &path.display().to_string()));
+    Ok(())
+}
+
+fn tally(fields: &FieldSet) -> String {
+    let mut by_class: BTreeMap<_, usize> = BTreeMap::new();
+    for e in &fields.entries {
+        *by_class.entry(e.action.class()).or_default() += 1;
+    }
+    let parts: Vec<String> = by_class
+        .iter()
+        .map(|(c, n)| format!("{n} {}", class_name(*c)))
+        .collect();
+    format!("{} entries: {}", fields.entries.len(), parts.join(", "))
+}
+
+pub fn summary(policy: &Policy, file: &str) -> String {
+    let mut out = format!(
+        "OK {file}: policy {} for purpose `{}` (sha256 {})\n",
+        policy.id(),
+        policy.purpose,
+        &policy.sha256[..16]
+    );
+    match &policy.fields {
+        Some(f) => out.push_str(&format!("  fields:   {}\n", tally(f))),
+        None => out.push_str("  fields:   none (events matching no rule are dropped)\n"),
+    }
+    for (i, r) in policy.rules.iter().enumerate() {
+        let what = match (&r.fields, r.drop) {
+            (_, true) => "drop".to_owned(),
+            (Some(f), _) => tally(f),
+            (None, _) => "default fields".to_owned(),
+        };
+        out.push_str(&format!("  rule {}:   line {}, {what}\n", i + 1, r.line));
+    }
+    match &policy.consent {
+        Some(c) => {
+            out.push_str(&format!(
+                "  consent:  `{}` must be in {}",
+                policy.purpose, c.purposes
+            ));
+            if let Some(o) = &c.opt_out {
+                out.push_str(&format!("; opted out when {o} is true"));
+            }
+            out.push('\n');
+        }
+        None => out.push_str("  consent:  not checked\n"),
+    }
+    if !policy.subject.is_empty() {
+        let s: Vec<String> = policy.subject.iter().map(|p| p.to_string()).collect();
+        out.push_str(&format!("  subject:  {} (never kept in clear)\n", s.join(", ")));
+    }
+    out.push_str("  anything not listed is removed\n");
+    out
+}
