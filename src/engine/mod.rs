@@ -296,19 +296,28 @@ fn top_level_start(input: &[u8]) -> Result<usize, Reject> {
         .iter()
         .position(|b| !matches!(b, b' ' | b'\n' | b'\r' | b'\t'))
         .ok_or_else(|| reject(RejectReason::InvalidJson, input.len(), "empty input"))?;
-    match input[start] {
-        b'{' => Ok(start),
-        b'[' | b'"' | b'-' | b'0'..=b'9' | b't' | b'f' | b'n' => Err(reject(
-            RejectReason::NotObject,
-            start,
-            "the top-level value is not an object",
-        )),
-        _ => Err(reject(
-            RejectReason::InvalidJson,
-            start,
-            "unexpected character; expected a JSON object",
-        )),
+    if input[start] == b'{' {
+        return Ok(start);
     }
+    // Valid JSON that is not an object is `not_object`; anything else is `invalid_json`.
+    let mut bufs = scan::ScanBuffers::default();
+    let mut sc = Scanner::new(input, Limits::default().max_depth, &mut bufs);
+    sc.pos = start;
+    let mut ignored = 0;
+    sc.skip(&mut ignored)?;
+    sc.ws();
+    if sc.pos != input.len() {
+        return Err(reject(
+            RejectReason::InvalidJson,
+            sc.pos,
+            "unexpected data after the JSON value",
+        ));
+    }
+    Err(reject(
+        RejectReason::NotObject,
+        start,
+        "the top-level value is not an object",
+    ))
 }
 
 fn scalar_matches(text: &str, (s, e): (u32, u32), any_of: &[Scalar], buf: &mut Vec<u8>) -> bool {

@@ -62,6 +62,8 @@ pub(super) fn parse(text: &str, file: &str) -> Result<Policy, PolicyError> {
         let message = strip_location_prefix(&message);
         let hint = if message.contains("unknown field") {
             Some("see docs/policy.md for every key a policy may have".to_owned())
+        } else if message.contains("duplicate mapping key") {
+            Some("each key may appear once in a mapping; merge the two entries".to_owned())
         } else {
             None
         };
@@ -92,6 +94,14 @@ pub(super) fn parse(text: &str, file: &str) -> Result<Policy, PolicyError> {
 /// the place ourselves, in `file:line:col` form.
 fn strip_location_prefix(message: &str) -> String {
     let m = message.trim();
+    // Some messages end with the place too.
+    let m = match m.rfind(" at line ") {
+        Some(i) if m[i..].contains(", column ") => &m[..i],
+        _ => m,
+    };
+    let m = m
+        .strip_suffix(", set DuplicateKeyPolicy in Options if acceptable")
+        .unwrap_or(m);
     let m = m.strip_prefix("error: ").unwrap_or(m);
     if let Some(rest) = m.strip_prefix("line ")
         && let Some(idx) = rest.find(": ")

@@ -1,0 +1,181 @@
+//! Bad policies get errors with file, line, column and a hint.
+
+use veil::policy::{Diagnostic, Policy};
+
+fn errors(yaml: &str) -> Vec<Diagnostic> {
+    match Policy::parse(yaml, "p.yaml") {
+        Ok(_) => panic!("policy unexpectedly valid:\n{yaml}"),
+        Err(e) => e.diagnostics().to_vec(),
+    }
+}
+
+/// Exactly one error, at `line:column`, whose message contains `needle`.
+fn one_error(yaml: &str, line: u64, column: u64, needle: &str) -> Diagnostic {
+    let d = errors(yaml);
+    assert_eq!(d.len(), 1, "{d:#?}");
+    let d = d.into_iter().next().unwrap();
+    assert_eq!((d.line, d.column), (line, column), "{d}");
+    assert!(d.message.contains(needle), "{d}");
+    assert_eq!(d.file, "p.yaml");
+    d
+}
+
+const HEAD: &str = "name: t\nversion: 1\npurpose: analytics\n";
+
+#[test]
+fn the_shipped_policy_is_valid() {
+    let text = std::fs::read_to_string("config/policy.yaml").unwrap();
+    let p = Policy::parse(&text, "config/policy.yaml").unwrap();
+    assert_eq!(p.id(), "web-analytics@3");
+}
+
+#[test]
+fn the_issue_example_is_accepted_as_written() {
+    let yaml = r#"
+name: web-analytics          # required
+version: 3                   # required, integer
+purpose: analytics           # required
+consent:
+  purposes: context.consent.purposes
+  opt_out: context.consent.gpc
+subject: [userId, anonymousId]
+fields:
+  type: keep
+  event: keep
+  timestamp: keep
+  userId: pseudonymise
+  anonymousId: pseudonymise
+  context.device.id: pseudonymise
+  context.traits.email: { pseudonymise: { normalise: [trim, lowercase] } }
+  context.ip: { ip_prefix: { v4: 24, v6: 48 } }
+  context.page.url: { url: { keep_query: ["utm_*"] } }
+  context.campaign.*: keep
+  properties.products[].sku: keep
+"#;
+    Policy::parse(yaml, "p.yaml").unwrap();
+}
+
+#[test]
+fn unknown_top_level_key() {
+    let d = one_error(&format!("{HEAD}fieldz:\n  a: keep\n"), 4, 1, "unknown field `fieldz`");
+    assert!(d.hint.is_some());
+}
+
+#[test]
+fn unknown_action_lists_the_valid_ones() {
+    let d = one_error(&format!("{HEAD}fields:\n  a: keep\n  b: hash\n"), 6, 6, "unknown action `hash`");
+    assert!(d.message.contains("pseudonymise"), "{d}");
+}
+
+#[test]
+fn unknown_option_key() {
+    one_error(
+        &format!("{HEAD}fields:\n  ip: {{ ip_prefix: {{ v4: 24, v5: 1 }} }}\n"),
+        5,
+        30,
+        "unknown field `v5`",
+    );
+}
+
+#[test]
+fn wrong_type() {
+    one_error("name: t\nversion: three\npurpose: a\nfields: {a: keep}\n", 2, 10, "");
+}
+
+#[test]
+fn bad_path_points_at_the_key() {
+    let d = one_error(&format!("{HEAD}fields:\n  a..b: keep\n"), 5, 3, "bad field path `a..b`");
+    assert!(d.message.contains("character 3"), "{d}");
+    assert!(d.hint.unwrap().contains("quotes"));
+}
+
+#[test]
+fn same_place_written_twice() {
+    one_error(
+        &format!("{HEAD}fields:\n  a.b: ip_prefix\n  a.\"b\": url\n"),
+        6,
+        3,
+        "conflicting actions for `a.b`",
+    );
+}
+
+#[test]
+fn kept_and_pseudonymised() {
+    let d = one_error(
+        &format!("{HEAD}fields:\n  userId: keep\n  '\"userId\"': pseudonymise\n"),
+        6,
+        3,
+        "both kept and pseudonymised",
+    );
+    assert!(d.hint.unwrap().contains("raw identifier"));
+}
+
+#[test]
+fn duplicate_yaml_key() {
+    one_error(&format!("{HEAD}fields:\n  a: keep\n  a: drop\n"), 6, 3, "duplicate mapping key");
+}
+
+#[test]
+fn entry_below_a_transform() {
+    one_error(
+        &format!("{HEAD}fields:\n  user: pseudonymise\n  user.id: keep\n"),
+        6,
+        3,
+        "lies inside `user`",
+    );
+}
+
+#[test]
+fn subject_kept_in_clear_directly_or_through_a_parent() {
+    one_error(
+        &format!("{HEAD}subject: [userId]\nfields:\n  userId: keep\n"),
+        4,
+        11,
+        "subject identifier `userId` is kept in clear",
+    );
+    one_error(
+        &format!("{HEAD}subject: [context.traits.email]\nfields:\n  context: keep\n"),
+        4,
+        11,
+        "kept in clear",
+    );
+    // Overridden beneath the kept parent: fine.
+    Policy::parse(
+        &format!("{HEAD}subject: [context.traits.email]\nfields:\n  context: keep\n  context.traits.email: pseudonymise\n"),
+        "p.yaml",
+    )
+    .unwrap();
+}
+
+#[test]
+fn option_values_are_checked() {
+    one_error(&format!("{HEAD}fields:\n  ip: {{ ip_prefix: {{ v4: 33 }} }}\n"), 5, 7, "out of range");
+    one_error(&format!("{HEAD}fields:\n  n: {{ bucket: {{ edges: [5, 1] }} }}\n"), 5, 6, "ascending");
+    one_error(&format!("{HEAD}fields:\n  n: {{ bucket: {{}} }}\n"), 5, 6, "exactly one of");
+    one_error(&format!("{HEAD}fields:\n  s: {{ redact: {{ patterns: ['('] }} }}\n"), 5, 6, "bad redact pattern");
+    one_error(&format!("{HEAD}fields:\n  t: truncate_time\n"), 5, 6, "needs a unit");
+    one_error(&format!("{HEAD}fields:\n  t: {{ truncate_time: week }}\n"), 5, 23, "");
+}
+
+#[test]
+fn consent_paths_must_be_exact() {
+    one_error(
+        &format!("{HEAD}consent:\n  purposes: a.*\nfields: {{a: keep}}\n"),
+        5,
+        13,
+        "must name one place",
+    );
+}
+
+#[test]
+fn a_policy_must_allow_something() {
+    one_error(HEAD, 1, 7, "neither `fields` nor `rules`");
+}
+
+#[test]
+fn several_problems_are_reported_together() {
+    let d = errors(&format!("{HEAD}fields:\n  a..b: keep\n  c: {{ ip_prefix: {{ v6: 200 }} }}\n"));
+    assert_eq!(d.len(), 2, "{d:#?}");
+    let text = veil::policy::PolicyError::Invalid { diagnostics: d }.to_string();
+    assert!(text.contains("p.yaml:5:3:") && text.contains("p.yaml:6:6:") && text.contains("2 errors"), "{text}");
+}
