@@ -5,9 +5,9 @@
 //! duplicate keys, and counts scalar leaves of what it skips. The policy walk
 //! ([`super::walk`]) drives it and decides what to copy.
 
-use memchr::memchr2;
 
 use crate::outcome::{Reject, RejectReason};
+use crate::policy::trie::fingerprint;
 
 pub type Scan<T> = Result<T, Reject>;
 
@@ -17,6 +17,8 @@ pub struct KeyRef {
     start: u32,
     len: u32,
     in_arena: bool,
+    /// [`fingerprint`] of the unescaped key.
+    pub fp: u64,
 }
 
 /// Reusable buffers of a scan.
@@ -116,21 +118,19 @@ impl<'a, 'b> Scanner<'a, 'b> {
         let mut i = self.pos + 1;
         let mut escaped = false;
         loop {
-            let Some(off) = memchr2(b'"', b'\\', &input[i..]) else {
-                return Err(invalid(self.pos, "unterminated string"));
-            };
-            let segment = &input[i..i + off];
-            if has_control(segment) {
-                let at = segment.iter().position(|b| *b < 0x20).unwrap_or(0);
-                return Err(invalid(i + at, "control character in a string"));
+            let j = find_special(input, i);
+            match input.get(j) {
+                Some(b'"') => {
+                    self.pos = j + 1;
+                    return Ok(escaped);
+                }
+                Some(b'\\') => {
+                    escaped = true;
+                    i = escape_end(input, j)?;
+                }
+                Some(_) => return Err(invalid(j, "control character in a string")),
+                None => return Err(invalid(self.pos, "unterminated string")),
             }
-            let j = i + off;
-            if input[j] == b'"' {
-                self.pos = j + 1;
-                return Ok(escaped);
-            }
-            escaped = true;
-            i = escape_end(input, j)?;
         }
     }
 
@@ -151,12 +151,14 @@ impl<'a, 'b> Scanner<'a, 'b> {
                 start: at as u32,
                 len: (self.bufs.arena.len() - at) as u32,
                 in_arena: true,
+                fp: fingerprint(&self.bufs.arena[at..]),
             }
         } else {
             KeyRef {
                 start: start as u32,
                 len: (end - start) as u32,
                 in_arena: false,
+                fp: fingerprint(&self.input[start..end]),
             }
         };
         self.bufs.keys.push(key);
@@ -180,8 +182,10 @@ impl<'a, 'b> Scanner<'a, 'b> {
         let dup = if n <= LINEAR_DUP_CHECK {
             let keys = &self.bufs.keys[base..];
             (1..n).any(|i| {
-                let ki = self.key_bytes(keys[i]);
-                keys[..i].iter().any(|k| self.key_bytes(*k) == ki)
+                let ki = keys[i];
+                keys[..i]
+                    .iter()
+                    .any(|k| k.fp == ki.fp && self.key_bytes(*k) == self.key_bytes(ki))
             })
         } else {
             let mut all: Vec<&[u8]> = self.bufs.keys[base..]
@@ -344,10 +348,35 @@ impl<'a, 'b> Scanner<'a, 'b> {
     }
 }
 
+const LO: u64 = 0x0101_0101_0101_0101;
+const HI: u64 = 0x8080_8080_8080_8080;
+
+/// Index of the first `"`, `\\` or control character at or after `i`
+/// (`input.len()` if none), eight bytes at a time. The lowest flagged byte of
+/// each word is exact; higher flags may be false and are never used.
 #[inline(always)]
-fn has_control(segment: &[u8]) -> bool {
-    // Branch-free fold so the compiler vectorises it.
-    segment.iter().fold(false, |acc, &b| acc | (b < 0x20))
+fn find_special(input: &[u8], mut i: usize) -> usize {
+    while i + 8 <= input.len() {
+        let w = u64::from_le_bytes(input[i..i + 8].try_into().expect("8 bytes"));
+        let quote = w ^ (LO * u64::from(b'"'));
+        let backslash = w ^ (LO * u64::from(b'\\'));
+        let mask = (quote.wrapping_sub(LO) & !quote)
+            | (backslash.wrapping_sub(LO) & !backslash)
+            | (w.wrapping_sub(LO * 0x20) & !w);
+        let mask = mask & HI;
+        if mask != 0 {
+            return i + (mask.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    while i < input.len() {
+        let b = input[i];
+        if b == b'"' || b == b'\\' || b < 0x20 {
+            return i;
+        }
+        i += 1;
+    }
+    i
 }
 
 fn hex4(input: &[u8], at: usize) -> Scan<u16> {
@@ -482,6 +511,24 @@ mod tests {
         assert_eq!(skip_all(&deep).unwrap_err().reason, RejectReason::TooDeep);
         let ok = "[".repeat(64) + &"]".repeat(64);
         assert!(skip_all(&ok).is_ok());
+    }
+
+    #[test]
+    fn find_special_agrees_with_a_byte_loop() {
+        let naive = |s: &[u8], i: usize| {
+            (i..s.len()).find(|&j| s[j] == b'"' || s[j] == b'\\' || s[j] < 0x20).unwrap_or(s.len())
+        };
+        // Every byte value at every offset of a 20-byte window, from every start.
+        for b in 0..=255u8 {
+            for pos in 0..20 {
+                let mut s = vec![b'a'; 20];
+                s[pos] = b;
+                s[(pos + 7) % 20] = 0xC3;
+                for start in 0..20 {
+                    assert_eq!(find_special(&s, start), naive(&s, start), "byte {b} at {pos} from {start}");
+                }
+            }
+        }
     }
 
     #[test]

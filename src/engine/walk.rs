@@ -171,7 +171,7 @@ impl<'a, 'b> Walker<'a, 'b> {
             self.sc.ws();
             self.sc.expect(b':', "expected `:` after a key")?;
             self.sc.ws();
-            let child = node.child(self.sc.key_bytes(key));
+            let child = node.child_fp(self.sc.key_bytes(key), key.fp);
             match child {
                 Some(child) => {
                     let mark = self.out.len();

@@ -35,8 +35,9 @@ pub enum Mode {
 #[derive(Debug, Clone)]
 pub struct Node {
     pub mode: Mode,
-    /// Exact keys (wildcard entries already merged in).
-    pub children: Vec<(Box<[u8]>, Node)>,
+    /// Exact keys (wildcard entries already merged in), with their
+    /// [`fingerprint`]s so most mismatches cost one integer compare.
+    pub children: Vec<(u64, Box<[u8]>, Node)>,
     /// `*`: any key not in `children`.
     pub any: Option<Box<Node>>,
     /// `[]`: every array element.
@@ -46,15 +47,20 @@ pub struct Node {
 }
 
 impl Node {
-    /// The node for object member `key`, if any entry reaches it.
+    /// The node for object member `key` (whose fingerprint is `fp`), if any entry reaches it.
     #[inline]
-    pub fn child(&self, key: &[u8]) -> Option<&Node> {
-        for (k, node) in &self.children {
-            if &**k == key {
+    pub fn child_fp(&self, key: &[u8], fp: u64) -> Option<&Node> {
+        for (f, k, node) in &self.children {
+            if *f == fp && &**k == key {
                 return Some(node);
             }
         }
         self.any.as_deref()
+    }
+
+    /// The node for object member `key`, if any entry reaches it.
+    pub fn child(&self, key: &[u8]) -> Option<&Node> {
+        self.child_fp(key, fingerprint(key))
     }
 
     /// A node that removes everything and captures nothing.
@@ -67,6 +73,16 @@ impl Node {
             capture: None,
         }
     }
+}
+
+/// A cheap summary of a key: its length and first eight bytes. Equal keys
+/// have equal fingerprints; most unequal keys do not.
+#[inline(always)]
+pub fn fingerprint(key: &[u8]) -> u64 {
+    let mut buf = [0u8; 8];
+    let n = key.len().min(8);
+    buf[..n].copy_from_slice(&key[..n]);
+    u64::from_le_bytes(buf).rotate_left(5) ^ (key.len() as u64)
 }
 
 /// The compiled form of a whole policy.
@@ -261,7 +277,10 @@ impl Draft {
             children: self
                 .children
                 .into_iter()
-                .map(|(k, d)| (k.into_bytes().into_boxed_slice(), d.finish(keep_rest)))
+                .map(|(k, d)| {
+                    let fp = fingerprint(k.as_bytes());
+                    (fp, k.into_bytes().into_boxed_slice(), d.finish(keep_rest))
+                })
                 .collect(),
             any: self.any.map(|d| Box::new(d.finish(keep_rest))),
             each: self.each.map(|d| Box::new(d.finish(keep_rest))),

@@ -1,0 +1,115 @@
+//! A straightforward serde_json::Value implementation of a veil policy:
+//! parse to a Value, check consent, build the output Value, serialise.
+//! It is the baseline of `benches/engine.rs` and the oracle of the
+//! differential test in `tests/properties.rs`. It shares the compiled trie,
+//! the generalisers and the pseudonymiser with the engine, but none of the
+//! streaming code. Handles rule-free policies only (like the shipped one).
+
+#![allow(dead_code)]
+
+use serde_json::{Map, Value};
+use veil::CompiledPolicy;
+use veil::engine::{bucket, ip_prefix, normalise_into, truncate_time, url};
+use veil::policy::trie::{Mode, Node};
+use veil::policy::{Action, FieldPath, Segment};
+
+fn at<'v>(v: &'v Value, path: &FieldPath) -> Option<&'v Value> {
+    path.0.iter().try_fold(v, |v, seg| match seg {
+        Segment::Key(k) => v.get(k.as_str()),
+        _ => None,
+    })
+}
+
+/// `None` when the event is dropped or not an object.
+pub fn apply(policy: &CompiledPolicy, input: &[u8]) -> Option<Vec<u8>> {
+    let event: Value = serde_json::from_slice(input).ok()?;
+    if !event.is_object() {
+        return None;
+    }
+    let p = policy.policy();
+    if let Some(c) = &p.consent {
+        if let Some(o) = c.opt_out.as_ref().and_then(|o| at(&event, o)) {
+            if !matches!(o, Value::Bool(false) | Value::Null) {
+                return None;
+            }
+        }
+        let granted = at(&event, &c.purposes)
+            .and_then(Value::as_array)
+            .is_some_and(|a| a.iter().any(|x| x.as_str() == Some(p.purpose.as_str())));
+        if !granted {
+            return None;
+        }
+    }
+    let root = p.plan.default.as_ref()?;
+    let out = walk(policy, root, &event).unwrap_or_else(|| Value::Object(Map::new()));
+    Some(serde_json::to_vec(&out).unwrap())
+}
+
+fn walk(policy: &CompiledPolicy, node: &Node, v: &Value) -> Option<Value> {
+    match &node.mode {
+        Mode::Keep => Some(v.clone()),
+        Mode::Drop => None,
+        Mode::Transform(a) => transform(policy, a, v),
+        Mode::Descend { keep_rest } => match v {
+            Value::Object(m) if m.is_empty() => keep_rest.then(|| v.clone()),
+            Value::Object(m) => {
+                let mut out = Map::new();
+                for (k, child) in m {
+                    let kept = match node.child(k.as_bytes()) {
+                        Some(n) => walk(policy, n, child),
+                        None if *keep_rest => Some(child.clone()),
+                        None => None,
+                    };
+                    if let Some(x) = kept {
+                        out.insert(k.clone(), x);
+                    }
+                }
+                (!out.is_empty()).then_some(Value::Object(out))
+            }
+            Value::Array(items) if node.each.is_some() => {
+                if items.is_empty() {
+                    return keep_rest.then(|| v.clone());
+                }
+                let each = node.each.as_deref().unwrap();
+                let out: Vec<Value> = items.iter().filter_map(|x| walk(policy, each, x)).collect();
+                (!out.is_empty()).then_some(Value::Array(out))
+            }
+            _ => keep_rest.then(|| v.clone()),
+        },
+    }
+}
+
+fn transform(policy: &CompiledPolicy, action: &Action, v: &Value) -> Option<Value> {
+    let text = match v {
+        Value::Null => return Some(Value::Null),
+        Value::Object(_) | Value::Array(_) => return None,
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    match action {
+        Action::Pseudonymise { normalise } => {
+            let mut bytes = Vec::new();
+            if v.is_string() {
+                normalise_into(&text, normalise, &mut bytes);
+            } else {
+                bytes.extend_from_slice(text.as_bytes());
+            }
+            Some(Value::String(policy.pseudonymiser().pseudonym(&bytes)))
+        }
+        Action::IpPrefix { v4, v6 } if v.is_string() => ip_prefix(&text, *v4, *v6).map(Value::String),
+        Action::Url { matcher, .. } if v.is_string() => url(&text, matcher).map(Value::String),
+        Action::TruncateTime(u) if v.is_string() => truncate_time(&text, *u).map(Value::String),
+        Action::Bucket(b) if v.is_number() => {
+            let x = bucket(v.as_f64()?, b)?;
+            Some(if x.fract() == 0.0 { Value::from(x as i64) } else { Value::from(x) })
+        }
+        Action::Redact { patterns, replacement } if v.is_string() => {
+            let mut s = text;
+            for p in patterns {
+                s = p.replace_all(&s, regex::NoExpand(replacement)).into_owned();
+            }
+            Some(Value::String(s))
+        }
+        _ => None,
+    }
+}
