@@ -42,7 +42,10 @@ fn bench(c: &mut Criterion) {
     for e in &events {
         out.clear();
         let v = engine.apply(e, &mut out, &mut scratch);
-        assert_eq!(v.outcome == Outcome::Forwarded, reference::apply(&engine, e).is_some());
+        assert_eq!(
+            v.outcome == Outcome::Forwarded,
+            reference::apply(&engine, e).is_some()
+        );
         hashes += v.counts.pseudonymised;
     }
 

@@ -12,7 +12,8 @@ pub fn describe(action: &Action) -> String {
         Action::Keep => "kept as sent (with everything nested in it)".to_owned(),
         Action::Drop => "removed".to_owned(),
         Action::Pseudonymise { normalise } => {
-            let mut s = "replaced by a keyed pseudonym (HMAC-SHA256 under a per-purpose key)".to_owned();
+            let mut s =
+                "replaced by a keyed pseudonym (HMAC-SHA256 under a per-purpose key)".to_owned();
             if !normalise.is_empty() {
                 let steps: Vec<&str> = normalise
                     .iter()
@@ -34,14 +35,24 @@ pub fn describe(action: &Action) -> String {
             } else {
                 format!(
                     "URL kept without fragment, user info or query parameters other than {}",
-                    keep_query.iter().map(|g| format!("`{g}`")).collect::<Vec<_>>().join(", ")
+                    keep_query
+                        .iter()
+                        .map(|g| format!("`{g}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 )
             }
         }
-        Action::TruncateTime(unit) => format!("timestamp truncated to the {} (UTC)", unit_name(*unit)),
+        Action::TruncateTime(unit) => {
+            format!("timestamp truncated to the {} (UTC)", unit_name(*unit))
+        }
         Action::Bucket(Buckets::Edges(edges)) => format!(
             "number replaced by the lower edge of its bucket ({}); values below the first edge removed",
-            edges.iter().map(|e| e.to_string()).collect::<Vec<_>>().join(", ")
+            edges
+                .iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
         Action::Bucket(Buckets::Width(w)) => format!("number rounded down to a multiple of {w}"),
         Action::Redact {
@@ -129,7 +140,12 @@ pub fn markdown(policy: &Policy) -> String {
     } else {
         out.push_str(&format!(
             "The data subject is identified by {}. None of these is ever forwarded in clear.\n\n",
-            policy.subject.iter().map(|p| format!("`{p}`")).collect::<Vec<_>>().join(", ")
+            policy
+                .subject
+                .iter()
+                .map(|p| format!("`{p}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
         ));
     }
     out.push_str(&format!(
@@ -160,7 +176,11 @@ pub fn markdown(policy: &Policy) -> String {
                 format!("`{}` is {}", c.path, values.join(" or "))
             })
             .collect();
-        out.push_str(&format!("## Rule {}: when {}\n\n", i + 1, when.join(" and ")));
+        out.push_str(&format!(
+            "## Rule {}: when {}\n\n",
+            i + 1,
+            when.join(" and ")
+        ));
         if rule.drop {
             out.push_str("Such events are dropped entirely.\n\n");
         } else if let Some(f) = &rule.fields {

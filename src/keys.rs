@@ -183,12 +183,13 @@ pub fn load_dir(dir: &Path, active: Option<&str>) -> Result<KeyRing, KeyError> {
         if !id_ok(id) || !path.is_file() {
             continue;
         }
-        let text = Zeroizing::new(std::fs::read(&path).map_err(|source| {
-            KeyError::FileUnreadable {
-                path: path.clone(),
-                source,
-            }
-        })?);
+        let text =
+            Zeroizing::new(
+                std::fs::read(&path).map_err(|source| KeyError::FileUnreadable {
+                    path: path.clone(),
+                    source,
+                })?,
+            );
         keys.insert(id.to_owned(), parse_key(id, &text, &path)?);
     }
     let ids: Vec<String> = keys.keys().cloned().collect();
@@ -202,7 +203,11 @@ pub fn load_dir(dir: &Path, active: Option<&str>) -> Result<KeyRing, KeyError> {
             });
         }
         None => match ids.as_slice() {
-            [] => return Err(KeyError::NoKeys { dir: dir.to_owned() }),
+            [] => {
+                return Err(KeyError::NoKeys {
+                    dir: dir.to_owned(),
+                });
+            }
             [only] => only.clone(),
             _ => {
                 return Err(KeyError::Ambiguous {
@@ -306,13 +311,22 @@ mod tests {
             let mode = std::fs::metadata(&path).unwrap().permissions().mode();
             assert_eq!(mode & 0o777, 0o600);
         }
-        assert!(matches!(generate(dir.path(), "k1"), Err(KeyError::Exists { .. })));
+        assert!(matches!(
+            generate(dir.path(), "k1"),
+            Err(KeyError::Exists { .. })
+        ));
         let ring = load_dir(dir.path(), None).unwrap();
         assert_eq!(ring.active().id, "k1");
         generate(dir.path(), "k2").unwrap();
-        assert!(matches!(load_dir(dir.path(), None), Err(KeyError::Ambiguous { .. })));
+        assert!(matches!(
+            load_dir(dir.path(), None),
+            Err(KeyError::Ambiguous { .. })
+        ));
         assert_eq!(load_dir(dir.path(), Some("k2")).unwrap().active().id, "k2");
-        assert!(matches!(load_dir(dir.path(), Some("k9")), Err(KeyError::UnknownId { .. })));
+        assert!(matches!(
+            load_dir(dir.path(), Some("k9")),
+            Err(KeyError::UnknownId { .. })
+        ));
     }
 
     #[test]

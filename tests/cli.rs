@@ -34,8 +34,15 @@ fn apply_on_the_example_forwards_only_consented_events_without_raw_identifiers()
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out.ndjson");
     let o = veil(&[
-        "apply", "--policy", "config/policy.yaml", "--keys", "tests/keys",
-        "--input", "examples/events.ndjson", "--output", out.to_str().unwrap(),
+        "apply",
+        "--policy",
+        "config/policy.yaml",
+        "--keys",
+        "tests/keys",
+        "--input",
+        "examples/events.ndjson",
+        "--output",
+        out.to_str().unwrap(),
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let input = lines(Path::new("examples/events.ndjson"));
@@ -47,7 +54,10 @@ fn apply_on_the_example_forwards_only_consented_events_without_raw_identifiers()
         .filter(|e| {
             let c = &e["context"]["consent"];
             c["gpc"] != Value::Bool(true)
-                && c["purposes"].as_array().unwrap().contains(&Value::from("analytics"))
+                && c["purposes"]
+                    .as_array()
+                    .unwrap()
+                    .contains(&Value::from("analytics"))
         })
         .collect();
     assert_eq!(output.len(), consented.len());
@@ -60,9 +70,16 @@ fn apply_on_the_example_forwards_only_consented_events_without_raw_identifiers()
     let mut secrets = HashSet::new();
     for e in &input {
         for p in [
-            "userId", "anonymousId", "context.device.id", "context.device.advertisingId",
-            "context.traits.email", "context.traits.phone", "context.traits.name",
-            "context.ip", "context.traits.birthday", "context.location.latitude",
+            "userId",
+            "anonymousId",
+            "context.device.id",
+            "context.device.advertisingId",
+            "context.traits.email",
+            "context.traits.phone",
+            "context.traits.name",
+            "context.ip",
+            "context.traits.birthday",
+            "context.location.latitude",
         ] {
             if let Some(v) = get(e, p).filter(|v| !v.is_null()) {
                 secrets.insert(v.to_string().trim_matches('"').to_owned());
@@ -78,9 +95,18 @@ fn apply_on_the_example_forwards_only_consented_events_without_raw_identifiers()
 
     // The summary is on stderr and adds up.
     let summary = stderr(&o);
-    let forwarded_line = summary.lines().find(|l| l.trim_start().starts_with("forwarded")).unwrap();
-    assert!(forwarded_line.ends_with(&format!(" {}", output.len())), "{summary}");
-    assert!(summary.contains("web-analytics@3") && summary.contains("key k1"), "{summary}");
+    let forwarded_line = summary
+        .lines()
+        .find(|l| l.trim_start().starts_with("forwarded"))
+        .unwrap();
+    assert!(
+        forwarded_line.ends_with(&format!(" {}", output.len())),
+        "{summary}"
+    );
+    assert!(
+        summary.contains("web-analytics@3") && summary.contains("key k1"),
+        "{summary}"
+    );
 }
 
 #[test]
@@ -88,20 +114,50 @@ fn hash_prints_the_pseudonyms_apply_writes() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out.ndjson");
     let o = veil(&[
-        "apply", "--policy", "config/policy.yaml", "--keys", "tests/keys", "--quiet",
-        "--input", "examples/events.ndjson", "--output", out.to_str().unwrap(),
+        "apply",
+        "--policy",
+        "config/policy.yaml",
+        "--keys",
+        "tests/keys",
+        "--quiet",
+        "--input",
+        "examples/events.ndjson",
+        "--output",
+        out.to_str().unwrap(),
     ]);
     assert!(o.status.success());
     let input = lines(Path::new("examples/events.ndjson"));
     let first = &lines(&out)[0];
-    let raw = input.iter().find(|e| e["messageId"] == first["messageId"]).unwrap();
-    let email = raw["context"]["traits"]["email"].as_str().unwrap().to_uppercase();
+    let raw = input
+        .iter()
+        .find(|e| e["messageId"] == first["messageId"])
+        .unwrap();
+    let email = raw["context"]["traits"]["email"]
+        .as_str()
+        .unwrap()
+        .to_uppercase();
     let anon = raw["anonymousId"].as_str().unwrap();
-    let h = veil(&["hash", "--keys", "tests/keys", "--purpose", "analytics", anon]);
-    assert_eq!(String::from_utf8(h.stdout).unwrap().trim(), first["anonymousId"]);
     let h = veil(&[
-        "hash", "--keys", "tests/keys", "--policy", "config/policy.yaml",
-        "--normalise", "trim,lowercase", &format!(" {email} "),
+        "hash",
+        "--keys",
+        "tests/keys",
+        "--purpose",
+        "analytics",
+        anon,
+    ]);
+    assert_eq!(
+        String::from_utf8(h.stdout).unwrap().trim(),
+        first["anonymousId"]
+    );
+    let h = veil(&[
+        "hash",
+        "--keys",
+        "tests/keys",
+        "--policy",
+        "config/policy.yaml",
+        "--normalise",
+        "trim,lowercase",
+        &format!(" {email} "),
     ]);
     assert_eq!(
         String::from_utf8(h.stdout).unwrap().trim(),
@@ -115,9 +171,17 @@ fn bad_lines_go_to_the_dead_letter_file_with_reasons() {
     let out = dir.path().join("out.ndjson");
     let dl = dir.path().join("dl.ndjson");
     let o = veil(&[
-        "apply", "--policy", "config/policy.yaml", "--keys", "tests/keys",
-        "--input", "examples/bad-events.ndjson", "--output", out.to_str().unwrap(),
-        "--dead-letter", dl.to_str().unwrap(),
+        "apply",
+        "--policy",
+        "config/policy.yaml",
+        "--keys",
+        "tests/keys",
+        "--input",
+        "examples/bad-events.ndjson",
+        "--output",
+        out.to_str().unwrap(),
+        "--dead-letter",
+        dl.to_str().unwrap(),
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(std::fs::read_to_string(&out).unwrap(), "");
@@ -144,9 +208,18 @@ fn bad_lines_go_to_the_dead_letter_file_with_reasons() {
     }
     // The raw line only on request.
     let o = veil(&[
-        "apply", "--policy", "config/policy.yaml", "--keys", "tests/keys",
-        "--input", "examples/bad-events.ndjson", "--output", out.to_str().unwrap(),
-        "--dead-letter", dl.to_str().unwrap(), "--dead-letter-payload",
+        "apply",
+        "--policy",
+        "config/policy.yaml",
+        "--keys",
+        "tests/keys",
+        "--input",
+        "examples/bad-events.ndjson",
+        "--output",
+        out.to_str().unwrap(),
+        "--dead-letter",
+        dl.to_str().unwrap(),
+        "--dead-letter-payload",
     ]);
     assert!(o.status.success());
     let records = lines(&dl);
@@ -158,13 +231,26 @@ fn bad_lines_go_to_the_dead_letter_file_with_reasons() {
 fn oversize_lines_are_rejected_without_being_buffered_whole() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("in.ndjson");
-    let big = format!("{{\"type\":\"{}\"}}\n{{\"type\":\"ok\"}}\n", "x".repeat(5000));
+    let big = format!(
+        "{{\"type\":\"{}\"}}\n{{\"type\":\"ok\"}}\n",
+        "x".repeat(5000)
+    );
     std::fs::write(&input, big).unwrap();
     let dl = dir.path().join("dl.ndjson");
     let o = veil(&[
-        "apply", "--policy", "config/policy.yaml", "--keys", "tests/keys",
-        "--input", input.to_str().unwrap(), "--output", "-",
-        "--dead-letter", dl.to_str().unwrap(), "--max-message-bytes", "1000",
+        "apply",
+        "--policy",
+        "config/policy.yaml",
+        "--keys",
+        "tests/keys",
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        "-",
+        "--dead-letter",
+        dl.to_str().unwrap(),
+        "--max-message-bytes",
+        "1000",
     ]);
     assert!(o.status.success());
     assert_eq!(lines(&dl)[0]["reason"], "too_large");
@@ -181,11 +267,17 @@ fn invalid_policy_exits_64_with_file_line_column() {
     let o = veil(&["check", "--policy", p.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(64));
     let e = stderr(&o);
-    assert!(e.contains(&format!("{}:5:6: unknown action `hash`", p.display())), "{e}");
+    assert!(
+        e.contains(&format!("{}:5:6: unknown action `hash`", p.display())),
+        "{e}"
+    );
     let o = veil(&["check", "--policy", "config/policy.yaml"]);
     assert!(o.status.success());
     let s = String::from_utf8(o.stdout).unwrap();
-    assert!(s.contains("5 pseudonymised") && s.contains("consent:"), "{s}");
+    assert!(
+        s.contains("5 pseudonymised") && s.contains("consent:"),
+        "{s}"
+    );
 }
 
 #[test]
@@ -194,8 +286,13 @@ fn unusable_keys_exit_64_without_printing_the_key() {
     let secret = "0123456789abcdef0123456789abcdef";
     std::fs::write(dir.path().join("short.key"), secret).unwrap();
     let o = veil(&[
-        "apply", "--policy", "config/policy.yaml", "--keys", dir.path().to_str().unwrap(),
-        "--input", "examples/events.ndjson",
+        "apply",
+        "--policy",
+        "config/policy.yaml",
+        "--keys",
+        dir.path().to_str().unwrap(),
+        "--input",
+        "examples/events.ndjson",
     ]);
     assert_eq!(o.status.code(), Some(64));
     let e = stderr(&o);
@@ -208,7 +305,13 @@ fn unusable_keys_exit_64_without_printing_the_key() {
 fn bad_arguments_exit_64_and_missing_input_66() {
     assert_eq!(veil(&["apply", "--policy"]).status.code(), Some(64));
     let o = veil(&[
-        "apply", "--policy", "config/policy.yaml", "--keys", "tests/keys", "--input", "/nonexistent",
+        "apply",
+        "--policy",
+        "config/policy.yaml",
+        "--keys",
+        "tests/keys",
+        "--input",
+        "/nonexistent",
     ]);
     assert_eq!(o.status.code(), Some(66));
     assert!(veil(&["--help"]).status.success());
@@ -220,10 +323,22 @@ fn keygen_writes_a_usable_private_key() {
     let keys = dir.path().join("keys");
     let o = veil(&["keygen", "--dir", keys.to_str().unwrap(), "--id", "k7"]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let o = veil(&["hash", "--keys", keys.to_str().unwrap(), "--purpose", "x", "v"]);
+    let o = veil(&[
+        "hash",
+        "--keys",
+        keys.to_str().unwrap(),
+        "--purpose",
+        "x",
+        "v",
+    ]);
     assert!(o.status.success());
     assert_eq!(String::from_utf8(o.stdout).unwrap().trim().len(), 64);
-    assert_eq!(veil(&["keygen", "--dir", keys.to_str().unwrap(), "--id", "k7"]).status.code(), Some(64));
+    assert_eq!(
+        veil(&["keygen", "--dir", keys.to_str().unwrap(), "--id", "k7"])
+            .status
+            .code(),
+        Some(64)
+    );
 }
 
 #[test]
@@ -233,13 +348,26 @@ fn explain_lists_every_field_and_the_consent_rule() {
     let md = String::from_utf8(o.stdout).unwrap();
     let policy = veil::policy::load(Path::new("config/policy.yaml")).unwrap();
     for e in &policy.fields.as_ref().unwrap().entries {
-        assert!(md.contains(&format!("| `{}` |", e.path)), "{} missing", e.path);
+        assert!(
+            md.contains(&format!("| `{}` |", e.path)),
+            "{} missing",
+            e.path
+        );
     }
     assert!(md.contains("context.consent.purposes") && md.contains("anything else"));
-    let o = veil(&["explain", "--policy", "config/policy.yaml", "--format", "json"]);
+    let o = veil(&[
+        "explain",
+        "--policy",
+        "config/policy.yaml",
+        "--format",
+        "json",
+    ]);
     let j: Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(j["policy"]["id"], "web-analytics@3");
-    assert_eq!(j["fields"].as_array().unwrap().len(), policy.fields.unwrap().entries.len());
+    assert_eq!(
+        j["fields"].as_array().unwrap().len(),
+        policy.fields.unwrap().entries.len()
+    );
 }
 
 #[test]

@@ -57,13 +57,23 @@ fields:
 
 #[test]
 fn unknown_top_level_key() {
-    let d = one_error(&format!("{HEAD}fieldz:\n  a: keep\n"), 4, 1, "unknown field `fieldz`");
+    let d = one_error(
+        &format!("{HEAD}fieldz:\n  a: keep\n"),
+        4,
+        1,
+        "unknown field `fieldz`",
+    );
     assert!(d.hint.is_some());
 }
 
 #[test]
 fn unknown_action_lists_the_valid_ones() {
-    let d = one_error(&format!("{HEAD}fields:\n  a: keep\n  b: hash\n"), 6, 6, "unknown action `hash`");
+    let d = one_error(
+        &format!("{HEAD}fields:\n  a: keep\n  b: hash\n"),
+        6,
+        6,
+        "unknown action `hash`",
+    );
     assert!(d.message.contains("pseudonymise"), "{d}");
 }
 
@@ -79,12 +89,22 @@ fn unknown_option_key() {
 
 #[test]
 fn wrong_type() {
-    one_error("name: t\nversion: three\npurpose: a\nfields: {a: keep}\n", 2, 10, "");
+    one_error(
+        "name: t\nversion: three\npurpose: a\nfields: {a: keep}\n",
+        2,
+        10,
+        "",
+    );
 }
 
 #[test]
 fn bad_path_points_at_the_key() {
-    let d = one_error(&format!("{HEAD}fields:\n  a..b: keep\n"), 5, 3, "bad field path `a..b`");
+    let d = one_error(
+        &format!("{HEAD}fields:\n  a..b: keep\n"),
+        5,
+        3,
+        "bad field path `a..b`",
+    );
     assert!(d.message.contains("character 3"), "{d}");
     assert!(d.hint.unwrap().contains("quotes"));
 }
@@ -112,7 +132,12 @@ fn kept_and_pseudonymised() {
 
 #[test]
 fn duplicate_yaml_key() {
-    one_error(&format!("{HEAD}fields:\n  a: keep\n  a: drop\n"), 6, 3, "duplicate mapping key");
+    one_error(
+        &format!("{HEAD}fields:\n  a: keep\n  a: drop\n"),
+        6,
+        3,
+        "duplicate mapping key",
+    );
 }
 
 #[test]
@@ -149,12 +174,42 @@ fn subject_kept_in_clear_directly_or_through_a_parent() {
 
 #[test]
 fn option_values_are_checked() {
-    one_error(&format!("{HEAD}fields:\n  ip: {{ ip_prefix: {{ v4: 33 }} }}\n"), 5, 7, "out of range");
-    one_error(&format!("{HEAD}fields:\n  n: {{ bucket: {{ edges: [5, 1] }} }}\n"), 5, 6, "ascending");
-    one_error(&format!("{HEAD}fields:\n  n: {{ bucket: {{}} }}\n"), 5, 6, "exactly one of");
-    one_error(&format!("{HEAD}fields:\n  s: {{ redact: {{ patterns: ['('] }} }}\n"), 5, 6, "bad redact pattern");
-    one_error(&format!("{HEAD}fields:\n  t: truncate_time\n"), 5, 6, "needs a unit");
-    one_error(&format!("{HEAD}fields:\n  t: {{ truncate_time: week }}\n"), 5, 23, "");
+    one_error(
+        &format!("{HEAD}fields:\n  ip: {{ ip_prefix: {{ v4: 33 }} }}\n"),
+        5,
+        7,
+        "out of range",
+    );
+    one_error(
+        &format!("{HEAD}fields:\n  n: {{ bucket: {{ edges: [5, 1] }} }}\n"),
+        5,
+        6,
+        "ascending",
+    );
+    one_error(
+        &format!("{HEAD}fields:\n  n: {{ bucket: {{}} }}\n"),
+        5,
+        6,
+        "exactly one of",
+    );
+    one_error(
+        &format!("{HEAD}fields:\n  s: {{ redact: {{ patterns: ['('] }} }}\n"),
+        5,
+        6,
+        "bad redact pattern",
+    );
+    one_error(
+        &format!("{HEAD}fields:\n  t: truncate_time\n"),
+        5,
+        6,
+        "needs a unit",
+    );
+    one_error(
+        &format!("{HEAD}fields:\n  t: {{ truncate_time: week }}\n"),
+        5,
+        23,
+        "",
+    );
 }
 
 #[test]
@@ -174,8 +229,13 @@ fn a_policy_must_allow_something() {
 
 #[test]
 fn several_problems_are_reported_together() {
-    let d = errors(&format!("{HEAD}fields:\n  a..b: keep\n  c: {{ ip_prefix: {{ v6: 200 }} }}\n"));
+    let d = errors(&format!(
+        "{HEAD}fields:\n  a..b: keep\n  c: {{ ip_prefix: {{ v6: 200 }} }}\n"
+    ));
     assert_eq!(d.len(), 2, "{d:#?}");
     let text = veil::policy::PolicyError::Invalid { diagnostics: d }.to_string();
-    assert!(text.contains("p.yaml:5:3:") && text.contains("p.yaml:6:6:") && text.contains("2 errors"), "{text}");
+    assert!(
+        text.contains("p.yaml:5:3:") && text.contains("p.yaml:6:6:") && text.contains("2 errors"),
+        "{text}"
+    );
 }

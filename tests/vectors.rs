@@ -10,10 +10,16 @@ use veil::pseudonym::Pseudonymiser;
 #[test]
 fn published_vectors_match() {
     let doc = std::fs::read_to_string("docs/policy.md").unwrap();
-    let section = doc.split("### Test vectors").nth(1).expect("vectors section");
+    let section = doc
+        .split("### Test vectors")
+        .nth(1)
+        .expect("vectors section");
     let section = section.split("\n## ").next().unwrap();
     let mut checked = 0;
-    for line in section.lines().filter(|l| l.starts_with("| ") && !l.starts_with("| key")) {
+    for line in section
+        .lines()
+        .filter(|l| l.starts_with("| ") && !l.starts_with("| key"))
+    {
         let cells: Vec<&str> = line.trim_matches('|').split('|').map(str::trim).collect();
         let [key_hex, purpose, value, expected] = cells[..] else {
             panic!("bad vector row {line}")

@@ -70,7 +70,10 @@ struct Totals {
 
 fn open_input(path: &Path) -> Result<(Box<dyn BufRead>, Option<u64>), Failure> {
     if path == Path::new("-") {
-        return Ok((Box::new(BufReader::with_capacity(1 << 16, io::stdin().lock())), None));
+        return Ok((
+            Box::new(BufReader::with_capacity(1 << 16, io::stdin().lock())),
+            None,
+        ));
     }
     let file = File::open(path)
         .with_context(|| format!("cannot open input {}", path.display()))
@@ -141,13 +144,20 @@ pub fn run(args: Args) -> CliResult {
     let totals = process(&engine, &args, &mut input, &mut output, dead.as_mut(), &bar)?;
     output.flush().context("cannot write output").map_err(io)?;
     if let Some(d) = dead.as_mut() {
-        d.flush().context("cannot write dead-letter file").map_err(io)?;
+        d.flush()
+            .context("cannot write dead-letter file")
+            .map_err(io)?;
     }
     bar.finish_and_clear();
     if !args.quiet {
         eprint!(
             "{}",
-            summary(&engine, &totals, started.elapsed(), args.dead_letter.is_some())
+            summary(
+                &engine,
+                &totals,
+                started.elapsed(),
+                args.dead_letter.is_some()
+            )
         );
     }
     Ok(())
@@ -180,7 +190,10 @@ fn process(
                 let v = engine.apply(&line, &mut out, &mut scratch);
                 if v.outcome == Outcome::Forwarded {
                     out.push(b'\n');
-                    output.write_all(&out).context("cannot write output").map_err(io)?;
+                    output
+                        .write_all(&out)
+                        .context("cannot write output")
+                        .map_err(io)?;
                     totals.fields.add(&v.counts);
                 }
                 (v.outcome, line.len() + 1)
@@ -219,7 +232,9 @@ fn process(
                     serde_json::to_writer(&mut *d, &record)
                         .context("cannot write dead-letter file")
                         .map_err(io)?;
-                    d.write_all(b"\n").context("cannot write dead-letter file").map_err(io)?;
+                    d.write_all(b"\n")
+                        .context("cannot write dead-letter file")
+                        .map_err(io)?;
                 }
             }
         }
@@ -236,11 +251,19 @@ fn breakdown<K: Copy>(map: &BTreeMap<K, u64>, code: impl Fn(K) -> &'static str) 
     if map.is_empty() {
         return String::new();
     }
-    let parts: Vec<String> = map.iter().map(|(k, n)| format!("{} {n}", code(*k))).collect();
+    let parts: Vec<String> = map
+        .iter()
+        .map(|(k, n)| format!("{} {n}", code(*k)))
+        .collect();
     format!("  ({})", parts.join(", "))
 }
 
-fn summary(engine: &CompiledPolicy, t: &Totals, elapsed: Duration, has_dead_letter: bool) -> String {
+fn summary(
+    engine: &CompiledPolicy,
+    t: &Totals,
+    elapsed: Duration,
+    has_dead_letter: bool,
+) -> String {
     let secs = elapsed.as_secs_f64().max(1e-9);
     let dropped: u64 = t.dropped.values().sum();
     let rejected: u64 = t.rejected.values().sum();
@@ -266,7 +289,9 @@ fn summary(engine: &CompiledPolicy, t: &Totals, elapsed: Duration, has_dead_lett
         .collect();
     s.push_str(&format!("  values      {}\n", values.join(", ")));
     if rejected > 0 && !has_dead_letter {
-        s.push_str("  note: rejected lines were not recorded; pass --dead-letter FILE to keep them\n");
+        s.push_str(
+            "  note: rejected lines were not recorded; pass --dead-letter FILE to keep them\n",
+        );
     }
     s
 }

@@ -60,7 +60,10 @@ pub fn summary(policy: &Policy, file: &str) -> String {
     }
     if !policy.subject.is_empty() {
         let s: Vec<String> = policy.subject.iter().map(|p| p.to_string()).collect();
-        out.push_str(&format!("  subject:  {} (never kept in clear)\n", s.join(", ")));
+        out.push_str(&format!(
+            "  subject:  {} (never kept in clear)\n",
+            s.join(", ")
+        ));
     }
     out.push_str("  anything not listed is removed\n");
     out

@@ -44,9 +44,11 @@ pub fn run(args: Args) -> CliResult {
             (args.purpose.clone().unwrap_or(p.purpose), p.pseudonyms)
         }
         None => (
-            args.purpose
-                .clone()
-                .ok_or_else(|| usage(anyhow!("give --purpose (or --policy to take it from a policy)")))?,
+            args.purpose.clone().ok_or_else(|| {
+                usage(anyhow!(
+                    "give --purpose (or --policy to take it from a policy)"
+                ))
+            })?,
             PseudonymOptions::default(),
         ),
     };

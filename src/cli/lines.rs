@@ -12,7 +12,11 @@ pub enum Line {
 }
 
 /// Read the next line into `buf` (cleared first); `None` at end of input.
-pub fn read_line(reader: &mut impl BufRead, buf: &mut Vec<u8>, limit: usize) -> io::Result<Option<Line>> {
+pub fn read_line(
+    reader: &mut impl BufRead,
+    buf: &mut Vec<u8>,
+    limit: usize,
+) -> io::Result<Option<Line>> {
     buf.clear();
     let mut total = 0usize;
     let mut too_long = false;

@@ -106,7 +106,12 @@ pub fn main() -> ExitCode {
         Command::Apply(args) => apply::run(args),
         Command::Hash(args) => hash::run(args),
         Command::Keygen { dir, id } => veil::keys::generate(&dir, &id)
-            .map(|path| eprintln!("wrote {} (mode 0600); keep it secret, back it up", path.display()))
+            .map(|path| {
+                eprintln!(
+                    "wrote {} (mode 0600); keep it secret, back it up",
+                    path.display()
+                )
+            })
             .map_err(usage),
         Command::Explain { policy, format } => explain(&policy, format),
         Command::Schema => {

@@ -180,7 +180,10 @@ mod tests {
             ip_prefix("2001:db8:85a3:8d3:1319:8a2e:370:7348", 24, 48).unwrap(),
             "2001:db8:85a3::"
         );
-        assert_eq!(ip_prefix("::ffff:192.0.2.128", 24, 48).unwrap(), "::ffff:192.0.2.0");
+        assert_eq!(
+            ip_prefix("::ffff:192.0.2.128", 24, 48).unwrap(),
+            "::ffff:192.0.2.0"
+        );
         assert_eq!(ip_prefix("not an ip", 24, 48), None);
         assert_eq!(ip_prefix("fe80::1%eth0", 24, 48), None);
     }
@@ -192,22 +195,49 @@ mod tests {
             url("https://ana:pw@shop.example.com/a?utm_source=x&email=ana%40x.com&utm_medium=y#frag", &k).unwrap(),
             "https://shop.example.com/a?utm_source=x&utm_medium=y"
         );
-        assert_eq!(url("https://shop.example.com/a?email=x", &k).unwrap(), "https://shop.example.com/a");
-        assert_eq!(url("/cart?utm_source=a&q=secret#x", &k).unwrap(), "/cart?utm_source=a");
-        assert_eq!(url("?utm_source=google&email=a", &k).unwrap(), "?utm_source=google");
-        assert_eq!(url("//cdn.example.com/x?e=1&utm_a=2", &k).unwrap(), "//cdn.example.com/x?utm_a=2");
+        assert_eq!(
+            url("https://shop.example.com/a?email=x", &k).unwrap(),
+            "https://shop.example.com/a"
+        );
+        assert_eq!(
+            url("/cart?utm_source=a&q=secret#x", &k).unwrap(),
+            "/cart?utm_source=a"
+        );
+        assert_eq!(
+            url("?utm_source=google&email=a", &k).unwrap(),
+            "?utm_source=google"
+        );
+        assert_eq!(
+            url("//cdn.example.com/x?e=1&utm_a=2", &k).unwrap(),
+            "//cdn.example.com/x?utm_a=2"
+        );
         assert_eq!(url("mailto:ana@example.com", &k), None);
         // Names are matched decoded: utm%5Fsource is utm_source.
-        assert_eq!(url("https://a.example/?utm%5Fsource=1", &k).unwrap(), "https://a.example/?utm%5Fsource=1");
+        assert_eq!(
+            url("https://a.example/?utm%5Fsource=1", &k).unwrap(),
+            "https://a.example/?utm%5Fsource=1"
+        );
     }
 
     #[test]
     fn times_truncate_in_utc() {
         let t = "2026-11-05T23:47:12.345+02:00";
-        assert_eq!(truncate_time(t, TimeUnit::Second).unwrap(), "2026-11-05T21:47:12Z");
-        assert_eq!(truncate_time(t, TimeUnit::Minute).unwrap(), "2026-11-05T21:47:00Z");
-        assert_eq!(truncate_time(t, TimeUnit::Hour).unwrap(), "2026-11-05T21:00:00Z");
-        assert_eq!(truncate_time(t, TimeUnit::Day).unwrap(), "2026-11-05T00:00:00Z");
+        assert_eq!(
+            truncate_time(t, TimeUnit::Second).unwrap(),
+            "2026-11-05T21:47:12Z"
+        );
+        assert_eq!(
+            truncate_time(t, TimeUnit::Minute).unwrap(),
+            "2026-11-05T21:47:00Z"
+        );
+        assert_eq!(
+            truncate_time(t, TimeUnit::Hour).unwrap(),
+            "2026-11-05T21:00:00Z"
+        );
+        assert_eq!(
+            truncate_time(t, TimeUnit::Day).unwrap(),
+            "2026-11-05T00:00:00Z"
+        );
         assert_eq!(truncate_time("yesterday", TimeUnit::Day), None);
     }
 
@@ -229,9 +259,18 @@ mod tests {
 
     #[test]
     fn redaction() {
-        let p = vec![Regex::new(r"\d{6,}").unwrap(), Regex::new(r"[^@\s]+@[^@\s]+").unwrap()];
-        assert_eq!(redact("call 0123456789 or mail a@b.c", &p, "[x]"), "call [x] or mail [x]");
-        assert!(matches!(redact("nothing here", &p, "[x]"), Cow::Borrowed(_)));
+        let p = vec![
+            Regex::new(r"\d{6,}").unwrap(),
+            Regex::new(r"[^@\s]+@[^@\s]+").unwrap(),
+        ];
+        assert_eq!(
+            redact("call 0123456789 or mail a@b.c", &p, "[x]"),
+            "call [x] or mail [x]"
+        );
+        assert!(matches!(
+            redact("nothing here", &p, "[x]"),
+            Cow::Borrowed(_)
+        ));
         assert_eq!(redact("12345678", &p, "$1"), "$1");
     }
 }

@@ -149,9 +149,8 @@ impl CompiledPolicy {
                 "message larger than the limit",
             ));
         }
-        let text = std::str::from_utf8(input).map_err(|e| {
-            reject(RejectReason::InvalidUtf8, e.valid_up_to(), "invalid UTF-8")
-        })?;
+        let text = std::str::from_utf8(input)
+            .map_err(|e| reject(RejectReason::InvalidUtf8, e.valid_up_to(), "invalid UTF-8"))?;
         let start = top_level_start(input)?;
         let plan = &self.policy.plan;
         let max_depth = self.limits.max_depth;

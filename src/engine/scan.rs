@@ -5,7 +5,6 @@
 //! duplicate keys, and counts scalar leaves of what it skips. The policy walk
 //! ([`super::walk`]) drives it and decides what to copy.
 
-
 use crate::outcome::{Reject, RejectReason};
 use crate::policy::trie::fingerprint;
 
@@ -239,7 +238,10 @@ impl<'a, 'b> Scanner<'a, 'b> {
                 i += 1;
             }
             if !matches!(input.get(i), Some(b'0'..=b'9')) {
-                return Err(invalid(i, "malformed number: digits must follow the exponent"));
+                return Err(invalid(
+                    i,
+                    "malformed number: digits must follow the exponent",
+                ));
             }
             while let Some(b'0'..=b'9') = input.get(i) {
                 i += 1;
@@ -259,7 +261,10 @@ impl<'a, 'b> Scanner<'a, 'b> {
                 return Ok(());
             }
         }
-        Err(invalid(self.pos, "unexpected character; expected a JSON value"))
+        Err(invalid(
+            self.pos,
+            "unexpected character; expected a JSON value",
+        ))
     }
 
     /// Scan any value at the cursor (after white space), adding the number of
@@ -276,7 +281,12 @@ impl<'a, 'b> Scanner<'a, 'b> {
             0 if self.pos >= self.input.len() => {
                 return Err(invalid(self.pos, "unexpected end of input"));
             }
-            _ => return Err(invalid(self.pos, "unexpected character; expected a JSON value")),
+            _ => {
+                return Err(invalid(
+                    self.pos,
+                    "unexpected character; expected a JSON value",
+                ));
+            }
         }
         *leaves += 1;
         Ok(())
@@ -476,7 +486,10 @@ mod tests {
 
     #[test]
     fn accepts_valid_json_and_counts_leaves() {
-        assert_eq!(skip_all(r#"{"a":[1,2.5e-3,"x\u00e9\ud83d\ude00"],"b":{},"c":null}"#), Ok(5));
+        assert_eq!(
+            skip_all(r#"{"a":[1,2.5e-3,"x\u00e9\ud83d\ude00"],"b":{},"c":null}"#),
+            Ok(5)
+        );
         assert_eq!(skip_all(" [ true , false ] "), Ok(2));
         assert_eq!(skip_all("-0"), Ok(1));
     }
@@ -484,8 +497,21 @@ mod tests {
     #[test]
     fn rejects_invalid_json_with_reason() {
         for bad in [
-            "{", "[1,]", "{\"a\" 1}", "01", "1.", "1e", "\"a", "\"\\x\"", "\"\\ud800\"",
-            "\"\\udc00x\"", "tru", "{\"a\":1,}", "\"tab\there\"", "{1:2}", "-",
+            "{",
+            "[1,]",
+            "{\"a\" 1}",
+            "01",
+            "1.",
+            "1e",
+            "\"a",
+            "\"\\x\"",
+            "\"\\ud800\"",
+            "\"\\udc00x\"",
+            "tru",
+            "{\"a\":1,}",
+            "\"tab\there\"",
+            "{1:2}",
+            "-",
         ] {
             let e = skip_all(bad).unwrap_err();
             assert_eq!(e.reason, RejectReason::InvalidJson, "{bad:?}");
@@ -516,7 +542,9 @@ mod tests {
     #[test]
     fn find_special_agrees_with_a_byte_loop() {
         let naive = |s: &[u8], i: usize| {
-            (i..s.len()).find(|&j| s[j] == b'"' || s[j] == b'\\' || s[j] < 0x20).unwrap_or(s.len())
+            (i..s.len())
+                .find(|&j| s[j] == b'"' || s[j] == b'\\' || s[j] < 0x20)
+                .unwrap_or(s.len())
         };
         // Every byte value at every offset of a 20-byte window, from every start.
         for b in 0..=255u8 {
@@ -525,7 +553,11 @@ mod tests {
                 s[pos] = b;
                 s[(pos + 7) % 20] = 0xC3;
                 for start in 0..20 {
-                    assert_eq!(find_special(&s, start), naive(&s, start), "byte {b} at {pos} from {start}");
+                    assert_eq!(
+                        find_special(&s, start),
+                        naive(&s, start),
+                        "byte {b} at {pos} from {start}"
+                    );
                 }
             }
         }
@@ -535,6 +567,9 @@ mod tests {
     fn unescape_handles_every_escape() {
         let mut out = Vec::new();
         unescape(br#"a\"\\\/\b\f\n\r\t\u00e9\ud83d\ude00z"#, &mut out);
-        assert_eq!(String::from_utf8(out).unwrap(), "a\"\\/\u{8}\u{c}\n\r\té😀z");
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "a\"\\/\u{8}\u{c}\n\r\té😀z"
+        );
     }
 }

@@ -43,12 +43,17 @@ const BASE: &str = "name: t\nversion: 1\npurpose: analytics\n";
 
 #[test]
 fn only_allowlisted_fields_pass() {
-    let e = engine(&format!("{BASE}fields:\n  type: keep\n  context.page.path: keep\n"));
+    let e = engine(&format!(
+        "{BASE}fields:\n  type: keep\n  context.page.path: keep\n"
+    ));
     let out = run(
         &e,
         r#"{"type":"track","secret":"x","context":{"page":{"path":"/a","title":"t"},"ip":"1.2.3.4"}}"#,
     );
-    assert_eq!(out.unwrap(), r#"{"type":"track","context":{"page":{"path":"/a"}}}"#);
+    assert_eq!(
+        out.unwrap(),
+        r#"{"type":"track","context":{"page":{"path":"/a"}}}"#
+    );
 }
 
 #[test]
@@ -64,7 +69,10 @@ fn keep_keeps_nested_values_verbatim() {
 #[test]
 fn emptied_objects_disappear_and_empty_event_is_an_empty_object() {
     let e = engine(&format!("{BASE}fields:\n  a.b: keep\n  type: keep\n"));
-    assert_eq!(run(&e, r#"{"a":{"c":1},"type":"x"}"#).unwrap(), r#"{"type":"x"}"#);
+    assert_eq!(
+        run(&e, r#"{"a":{"c":1},"type":"x"}"#).unwrap(),
+        r#"{"type":"x"}"#
+    );
     assert_eq!(run(&e, r#"{"q":1}"#).unwrap(), "{}");
 }
 
@@ -88,7 +96,11 @@ fn kept_parent_with_specific_overrides() {
     let e = engine(&format!(
         "{BASE}fields:\n  context: keep\n  context.traits.email: pseudonymise\n  context.ip: ip_prefix\n"
     ));
-    let out = run(&e, r#"{"context":{"ip":"10.1.2.3","traits":{"email":"a@b","plan":"pro"}}}"#).unwrap();
+    let out = run(
+        &e,
+        r#"{"context":{"ip":"10.1.2.3","traits":{"email":"a@b","plan":"pro"}}}"#,
+    )
+    .unwrap();
     assert_eq!(
         out,
         format!(
@@ -100,20 +112,33 @@ fn kept_parent_with_specific_overrides() {
 
 #[test]
 fn array_elements() {
-    let e = engine(&format!("{BASE}fields:\n  properties.products[].sku: keep\n"));
+    let e = engine(&format!(
+        "{BASE}fields:\n  properties.products[].sku: keep\n"
+    ));
     let out = run(
         &e,
         r#"{"properties":{"products":[{"sku":"a","name":"n"},{"name":"only"},"str",{"sku":2}]}}"#,
     );
-    assert_eq!(out.unwrap(), r#"{"properties":{"products":[{"sku":"a"},{"sku":2}]}}"#);
+    assert_eq!(
+        out.unwrap(),
+        r#"{"properties":{"products":[{"sku":"a"},{"sku":2}]}}"#
+    );
     // An array where an object is expected, and vice versa, is removed.
-    assert_eq!(run(&e, r#"{"properties":{"products":{"sku":"a"}}}"#).unwrap(), "{}");
+    assert_eq!(
+        run(&e, r#"{"properties":{"products":{"sku":"a"}}}"#).unwrap(),
+        "{}"
+    );
 }
 
 #[test]
 fn keys_match_after_unescaping_and_are_written_as_received() {
-    let e = engine(&format!("{BASE}fields:\n  userId: keep\n  context.\"a.b\": keep\n"));
-    let out = run(&e, r#"{"user\u0049d":"u1","context":{"a.b":1,"a":{"b":2}}}"#);
+    let e = engine(&format!(
+        "{BASE}fields:\n  userId: keep\n  context.\"a.b\": keep\n"
+    ));
+    let out = run(
+        &e,
+        r#"{"user\u0049d":"u1","context":{"a.b":1,"a":{"b":2}}}"#,
+    );
     assert_eq!(out.unwrap(), r#"{"user\u0049d":"u1","context":{"a.b":1}}"#);
 }
 
@@ -189,12 +214,27 @@ fn consent_and_opt_out_fail_closed() {
     let ok = r#"{"type":"t","context":{"consent":{"purposes":["ads","analytics"],"gpc":false}}}"#;
     assert_eq!(run(&e, ok).unwrap(), r#"{"type":"t"}"#);
     for (input, why) in [
-        (r#"{"type":"t","context":{"consent":{"purposes":["ads"]}}}"#, "no_consent"),
+        (
+            r#"{"type":"t","context":{"consent":{"purposes":["ads"]}}}"#,
+            "no_consent",
+        ),
         (r#"{"type":"t"}"#, "no_consent"),
-        (r#"{"type":"t","context":{"consent":{"purposes":"analytics"}}}"#, "no_consent"),
-        (r#"{"type":"t","context":{"consent":{"purposes":[{"p":"analytics"}]}}}"#, "no_consent"),
-        (r#"{"context":{"consent":{"purposes":["analytics"],"gpc":true}}}"#, "opted_out"),
-        (r#"{"context":{"consent":{"purposes":["analytics"],"gpc":"no"}}}"#, "opted_out"),
+        (
+            r#"{"type":"t","context":{"consent":{"purposes":"analytics"}}}"#,
+            "no_consent",
+        ),
+        (
+            r#"{"type":"t","context":{"consent":{"purposes":[{"p":"analytics"}]}}}"#,
+            "no_consent",
+        ),
+        (
+            r#"{"context":{"consent":{"purposes":["analytics"],"gpc":true}}}"#,
+            "opted_out",
+        ),
+        (
+            r#"{"context":{"consent":{"purposes":["analytics"],"gpc":"no"}}}"#,
+            "opted_out",
+        ),
     ] {
         assert_eq!(reason(run(&e, input)), why, "{input}");
     }
@@ -211,8 +251,14 @@ fn consent_is_read_even_under_a_transform() {
         "{BASE}consent:\n  purposes: c.purposes\nfields:\n  c: pseudonymise\n  type: keep\n"
     ));
     assert!(e.policy().plan.probe.is_some());
-    assert_eq!(run(&e, r#"{"type":"t","c":{"purposes":["analytics"]}}"#).unwrap(), r#"{"type":"t"}"#);
-    assert_eq!(reason(run(&e, r#"{"type":"t","c":{"purposes":[]}}"#)), "no_consent");
+    assert_eq!(
+        run(&e, r#"{"type":"t","c":{"purposes":["analytics"]}}"#).unwrap(),
+        r#"{"type":"t"}"#
+    );
+    assert_eq!(
+        reason(run(&e, r#"{"type":"t","c":{"purposes":[]}}"#)),
+        "no_consent"
+    );
 }
 
 #[test]
@@ -221,11 +267,21 @@ fn rules_first_match_wins_and_unmatched_is_no_rule() {
         "{BASE}rules:\n  - when: {{ type: identify }}\n    fields: {{ traits.plan: keep, type: keep }}\n  - when: {{ type: track, event: [A, B] }}\n    fields: {{ event: keep }}\n  - when: {{ type: track }}\n    drop: true\n"
     ));
     assert_eq!(
-        run(&e, r#"{"traits":{"plan":"p","email":"x"},"type":"identify"}"#).unwrap(),
+        run(
+            &e,
+            r#"{"traits":{"plan":"p","email":"x"},"type":"identify"}"#
+        )
+        .unwrap(),
         r#"{"traits":{"plan":"p"},"type":"identify"}"#
     );
-    assert_eq!(run(&e, r#"{"event":"B","type":"track"}"#).unwrap(), r#"{"event":"B"}"#);
-    assert_eq!(reason(run(&e, r#"{"event":"C","type":"track"}"#)), "by_rule");
+    assert_eq!(
+        run(&e, r#"{"event":"B","type":"track"}"#).unwrap(),
+        r#"{"event":"B"}"#
+    );
+    assert_eq!(
+        reason(run(&e, r#"{"event":"C","type":"track"}"#)),
+        "by_rule"
+    );
     assert_eq!(reason(run(&e, r#"{"type":"page"}"#)), "no_rule");
 }
 
@@ -257,7 +313,12 @@ fn bad_input_reasons() {
     for (input, code) in cases {
         let v = e.apply(&input, &mut Vec::new(), &mut Scratch::default());
         match v.outcome {
-            Outcome::Rejected(r) => assert_eq!(r.reason.code(), code, "{:?}", String::from_utf8_lossy(&input)),
+            Outcome::Rejected(r) => assert_eq!(
+                r.reason.code(),
+                code,
+                "{:?}",
+                String::from_utf8_lossy(&input)
+            ),
             other => panic!("{:?}: {other:?}", String::from_utf8_lossy(&input)),
         }
     }
@@ -275,15 +336,25 @@ fn too_large_is_checked_before_anything_else() {
             max_depth: 64,
         },
     );
-    let v = e.apply(b"{\"a\":\"0123456789\"}", &mut Vec::new(), &mut Scratch::default());
+    let v = e.apply(
+        b"{\"a\":\"0123456789\"}",
+        &mut Vec::new(),
+        &mut Scratch::default(),
+    );
     assert!(matches!(v.outcome, Outcome::Rejected(r) if r.reason == RejectReason::TooLarge));
 }
 
 #[test]
 fn reject_detail_never_contains_input() {
     let e = engine(&format!("{BASE}fields:\n  a: keep\n"));
-    let v = e.apply(br#"{"secret@example.com" 1}"#, &mut Vec::new(), &mut Scratch::default());
-    let Outcome::Rejected(r) = v.outcome else { panic!() };
+    let v = e.apply(
+        br#"{"secret@example.com" 1}"#,
+        &mut Vec::new(),
+        &mut Scratch::default(),
+    );
+    let Outcome::Rejected(r) = v.outcome else {
+        panic!()
+    };
     let detail = r.to_string();
     assert!(detail.contains("byte 22"), "{detail}");
     assert!(!detail.contains("secret"));
@@ -303,7 +374,12 @@ fn scratch_reuse_across_events_of_different_shapes() {
     ));
     let mut scratch = Scratch::default();
     let mut out = Vec::new();
-    for input in [r#"{"u":"a","c":["analytics"]}"#, "nope", r#"{"u":"b","c":[]}"#, r#"{"c":["analytics"],"u":"b"}"#] {
+    for input in [
+        r#"{"u":"a","c":["analytics"]}"#,
+        "nope",
+        r#"{"u":"b","c":[]}"#,
+        r#"{"c":["analytics"],"u":"b"}"#,
+    ] {
         e.apply(input.as_bytes(), &mut out, &mut scratch);
     }
     let expected = format!(

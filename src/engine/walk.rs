@@ -111,7 +111,8 @@ impl<'a, 'b> Walker<'a, 'b> {
         let written = match &node.mode {
             Mode::Keep => {
                 self.sc.skip(&mut self.counts.kept)?;
-                self.out.extend_from_slice(&self.sc.input[start..self.sc.pos]);
+                self.out
+                    .extend_from_slice(&self.sc.input[start..self.sc.pos]);
                 true
             }
             Mode::Drop => {
@@ -126,7 +127,8 @@ impl<'a, 'b> Walker<'a, 'b> {
                     b'[' if node.each.is_some() => self.array(node, keep_rest)?,
                     _ if keep_rest => {
                         self.sc.skip(&mut self.counts.kept)?;
-                        self.out.extend_from_slice(&self.sc.input[start..self.sc.pos]);
+                        self.out
+                            .extend_from_slice(&self.sc.input[start..self.sc.pos]);
                         true
                     }
                     _ => {

@@ -96,12 +96,23 @@ pub enum Scalar {
 pub enum Action {
     Keep,
     Drop,
-    Pseudonymise { normalise: Vec<Normalise> },
-    IpPrefix { v4: u8, v6: u8 },
-    Url { keep_query: Vec<String>, matcher: GlobSet },
+    Pseudonymise {
+        normalise: Vec<Normalise>,
+    },
+    IpPrefix {
+        v4: u8,
+        v6: u8,
+    },
+    Url {
+        keep_query: Vec<String>,
+        matcher: GlobSet,
+    },
     TruncateTime(TimeUnit),
     Bucket(Buckets),
-    Redact { patterns: Vec<Regex>, replacement: String },
+    Redact {
+        patterns: Vec<Regex>,
+        replacement: String,
+    },
 }
 
 /// How `bucket` coarsens a number.

@@ -32,7 +32,12 @@ pub struct PathError {
 
 impl fmt::Display for PathError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} (at character {} of the path)", self.message, self.at + 1)
+        write!(
+            f,
+            "{} (at character {} of the path)",
+            self.message,
+            self.at + 1
+        )
     }
 }
 
@@ -51,7 +56,12 @@ impl FieldPath {
         loop {
             // One segment: quoted key, `*`, or bare key.
             match chars.get(i) {
-                None | Some('.') => return Err(err(i, "empty segment; two dots in a row, or a dot at the start or end")),
+                None | Some('.') => {
+                    return Err(err(
+                        i,
+                        "empty segment; two dots in a row, or a dot at the start or end",
+                    ));
+                }
                 Some('"') => {
                     let start = i;
                     i += 1;
@@ -68,7 +78,12 @@ impl FieldPath {
                                     key.push(*c);
                                     i += 2;
                                 }
-                                _ => return Err(err(i, "in a quoted key only \\\" and \\\\ are escapes")),
+                                _ => {
+                                    return Err(err(
+                                        i,
+                                        "in a quoted key only \\\" and \\\\ are escapes",
+                                    ));
+                                }
                             },
                             Some(c) => {
                                 key.push(*c);
@@ -86,7 +101,10 @@ impl FieldPath {
                             break;
                         }
                         if c == '"' || c == ']' || c.is_whitespace() {
-                            return Err(err(i, "unexpected character in a key; quote the key, as in `a.\"odd key\"`"));
+                            return Err(err(
+                                i,
+                                "unexpected character in a key; quote the key, as in `a.\"odd key\"`",
+                            ));
                         }
                         i += 1;
                     }
@@ -94,7 +112,10 @@ impl FieldPath {
                     if key == "*" {
                         segments.push(Segment::Any);
                     } else if key.contains('*') {
-                        return Err(err(start, "`*` stands alone as a segment (any one key); quote the key for a literal `*`"));
+                        return Err(err(
+                            start,
+                            "`*` stands alone as a segment (any one key); quote the key for a literal `*`",
+                        ));
                     } else {
                         segments.push(Segment::Key(key));
                     }
@@ -102,7 +123,10 @@ impl FieldPath {
             }
             while chars.get(i) == Some(&'[') {
                 if chars.get(i + 1) != Some(&']') {
-                    return Err(err(i, "`[` must be followed by `]`; `[]` means every element"));
+                    return Err(err(
+                        i,
+                        "`[` must be followed by `]`; `[]` means every element",
+                    ));
                 }
                 segments.push(Segment::Each);
                 i += 2;
@@ -176,7 +200,12 @@ mod tests {
         );
         assert_eq!(
             FieldPath::parse("properties.products[].sku").unwrap().0,
-            vec![key("properties"), key("products"), Segment::Each, key("sku")]
+            vec![
+                key("properties"),
+                key("products"),
+                Segment::Each,
+                key("sku")
+            ]
         );
         assert_eq!(
             FieldPath::parse("context.\"a.b\"").unwrap().0,

@@ -21,7 +21,10 @@ pub type RawFields = IndexMap<SpannedPath, Spanned<RawAction>>;
 /// A veil policy file.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-#[schemars(title = "veil policy", description = "What veil lets through to one purpose, and how.")]
+#[schemars(
+    title = "veil policy",
+    description = "What veil lets through to one purpose, and how."
+)]
 pub struct RawPolicy {
     /// Name of the policy, reported with every output as `name@version`.
     #[schemars(with = "String", regex(pattern = r"^[A-Za-z0-9._-]+$"))]
@@ -331,9 +334,10 @@ impl<'de> Visitor<'de> for ActionVisitor {
                 map.next_value::<Option<PseudonymiseOptions>>()?
                     .unwrap_or_default(),
             ),
-            "ip_prefix" => {
-                RawAction::IpPrefix(map.next_value::<Option<IpPrefixOptions>>()?.unwrap_or_default())
-            }
+            "ip_prefix" => RawAction::IpPrefix(
+                map.next_value::<Option<IpPrefixOptions>>()?
+                    .unwrap_or_default(),
+            ),
             "url" => RawAction::Url(map.next_value::<Option<UrlOptions>>()?.unwrap_or_default()),
             "truncate_time" => RawAction::TruncateTime(map.next_value()?),
             "bucket" => RawAction::Bucket(map.next_value()?),

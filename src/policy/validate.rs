@@ -46,7 +46,10 @@ impl Checker<'_> {
         if !path.is_exact() {
             self.error(
                 &raw.referenced,
-                format!("{what} path `{}` must name one place; `*` and `[]` are not allowed here", raw.value),
+                format!(
+                    "{what} path `{}` must name one place; `*` and `[]` are not allowed here",
+                    raw.value
+                ),
                 None,
             );
             return None;
@@ -123,7 +126,10 @@ fn check(c: &mut Checker, raw: RawPolicy, sha256: String) -> Option<Policy> {
         if !name_ok(&value.value) {
             c.error(
                 &value.referenced,
-                format!("`{field}` must be letters, digits, `.`, `_` or `-`; got `{}`", value.value),
+                format!(
+                    "`{field}` must be letters, digits, `.`, `_` or `-`; got `{}`",
+                    value.value
+                ),
                 None,
             );
         }
@@ -132,7 +138,10 @@ fn check(c: &mut Checker, raw: RawPolicy, sha256: String) -> Option<Policy> {
     if !(16..=32).contains(&p.truncate_bytes) {
         c.error(
             &raw.version.referenced,
-            format!("pseudonyms.truncate_bytes is {}; it must be between 16 and 32", p.truncate_bytes),
+            format!(
+                "pseudonyms.truncate_bytes is {}; it must be between 16 and 32",
+                p.truncate_bytes
+            ),
             Some("fewer than 16 bytes (128 bits) makes pseudonyms collide and guessable"),
         );
     }
@@ -163,7 +172,10 @@ fn check(c: &mut Checker, raw: RawPolicy, sha256: String) -> Option<Policy> {
         if rr.when.is_empty() {
             c.error(
                 &Location::UNKNOWN,
-                format!("rule {} has an empty `when`; it would match every event", i + 1),
+                format!(
+                    "rule {} has an empty `when`; it would match every event",
+                    i + 1
+                ),
                 Some("put such a default in the top-level `fields` instead"),
             );
         }
@@ -186,18 +198,32 @@ fn check(c: &mut Checker, raw: RawPolicy, sha256: String) -> Option<Policy> {
         }
         let rule_fields = rr.fields.as_ref().map(|f| field_set(c, f));
         if !rr.drop && rule_fields.is_none() && fields.is_none() {
-            let at = rr.when.keys().next().map_or(Location::UNKNOWN, |k| k.referenced);
+            let at = rr
+                .when
+                .keys()
+                .next()
+                .map_or(Location::UNKNOWN, |k| k.referenced);
             c.error(
                 &at,
-                format!("rule {} has no `fields` and there is no top-level `fields` to fall back on", i + 1),
+                format!(
+                    "rule {} has no `fields` and there is no top-level `fields` to fall back on",
+                    i + 1
+                ),
                 Some("give the rule `fields:`, or `drop: true`"),
             );
         }
         if rr.drop && rr.fields.is_some() {
-            let at = rr.when.keys().next().map_or(Location::UNKNOWN, |k| k.referenced);
+            let at = rr
+                .when
+                .keys()
+                .next()
+                .map_or(Location::UNKNOWN, |k| k.referenced);
             c.error(
                 &at,
-                format!("rule {} has `drop: true` and `fields`; a dropped event has no fields", i + 1),
+                format!(
+                    "rule {} has `drop: true` and `fields`; a dropped event has no fields",
+                    i + 1
+                ),
                 None,
             );
         }
@@ -222,9 +248,12 @@ fn check(c: &mut Checker, raw: RawPolicy, sha256: String) -> Option<Policy> {
         .default
         .iter()
         .map(|n| ("`fields`".to_owned(), n))
-        .chain(plan.rules.iter().enumerate().filter_map(|(i, r)| {
-            r.fields.as_ref().map(|n| (format!("rule {}", i + 1), n))
-        }));
+        .chain(
+            plan.rules
+                .iter()
+                .enumerate()
+                .filter_map(|(i, r)| r.fields.as_ref().map(|n| (format!("rule {}", i + 1), n))),
+        );
     for (where_, tree) in trees {
         for (path, at) in &subject {
             if matches!(trie::effective_mode(tree, path), Mode::Keep) {
@@ -274,11 +303,17 @@ fn field_set(c: &mut Checker, raw: &RawFields) -> FieldSet {
         if let Some((other, other_at)) = entries.iter().find(|(e, _)| e.path == path) {
             let (message, hint) = match (other.action.name(), action.name()) {
                 ("keep", "pseudonymise") | ("pseudonymise", "keep") => (
-                    format!("`{path}` is both kept and pseudonymised (also at line {})", other_at.line()),
+                    format!(
+                        "`{path}` is both kept and pseudonymised (also at line {})",
+                        other_at.line()
+                    ),
                     "keeping it would publish the raw identifier; keep only the `pseudonymise` entry",
                 ),
                 (a, b) => (
-                    format!("conflicting actions for `{path}`: `{a}` (line {}) and `{b}`", other_at.line()),
+                    format!(
+                        "conflicting actions for `{path}`: `{a}` (line {}) and `{b}`",
+                        other_at.line()
+                    ),
                     "give each path one action",
                 ),
             };
@@ -340,7 +375,10 @@ fn compile_action(c: &mut Checker, raw: &RawAction, at: &Location) -> Option<Act
             if o.v4 > 32 || o.v6 > 128 {
                 c.error(
                     at,
-                    format!("ip_prefix lengths out of range: v4 {} (0-32), v6 {} (0-128)", o.v4, o.v6),
+                    format!(
+                        "ip_prefix lengths out of range: v4 {} (0-32), v6 {} (0-128)",
+                        o.v4, o.v6
+                    ),
                     Some("typical values are v4: 24, v6: 48"),
                 );
                 return None;
@@ -355,7 +393,11 @@ fn compile_action(c: &mut Checker, raw: &RawAction, at: &Location) -> Option<Act
                         set.add(glob);
                     }
                     Err(e) => {
-                        c.error(at, format!("bad keep_query pattern `{g}`: {}", e.kind()), Some("patterns use `*` and `?`, e.g. `utm_*`"));
+                        c.error(
+                            at,
+                            format!("bad keep_query pattern `{g}`: {}", e.kind()),
+                            Some("patterns use `*` and `?`, e.g. `utm_*`"),
+                        );
                         return None;
                     }
                 }
@@ -378,11 +420,19 @@ fn compile_action(c: &mut Checker, raw: &RawAction, at: &Location) -> Option<Act
             }
             (None, Some(w)) if w.is_finite() && w > 0.0 => Action::Bucket(Buckets::Width(w)),
             (None, Some(w)) => {
-                c.error(at, format!("bucket width must be a positive number; got {w}"), None);
+                c.error(
+                    at,
+                    format!("bucket width must be a positive number; got {w}"),
+                    None,
+                );
                 return None;
             }
             _ => {
-                c.error(at, "bucket takes exactly one of `edges` and `width`", Some("e.g. `{ bucket: { width: 10 } }`"));
+                c.error(
+                    at,
+                    "bucket takes exactly one of `edges` and `width`",
+                    Some("e.g. `{ bucket: { width: 10 } }`"),
+                );
                 return None;
             }
         },
@@ -397,7 +447,11 @@ fn compile_action(c: &mut Checker, raw: &RawAction, at: &Location) -> Option<Act
                     Ok(r) => patterns.push(r),
                     Err(e) => {
                         let first = e.to_string().lines().last().unwrap_or_default().to_owned();
-                        c.error(at, format!("bad redact pattern `{p}`: {first}"), Some("patterns use Rust regex syntax (https://docs.rs/regex)"));
+                        c.error(
+                            at,
+                            format!("bad redact pattern `{p}`: {first}"),
+                            Some("patterns use Rust regex syntax (https://docs.rs/regex)"),
+                        );
                         return None;
                     }
                 }

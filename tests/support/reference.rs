@@ -28,10 +28,10 @@ pub fn apply(policy: &CompiledPolicy, input: &[u8]) -> Option<Vec<u8>> {
     }
     let p = policy.policy();
     if let Some(c) = &p.consent {
-        if let Some(o) = c.opt_out.as_ref().and_then(|o| at(&event, o)) {
-            if !matches!(o, Value::Bool(false) | Value::Null) {
-                return None;
-            }
+        if let Some(o) = c.opt_out.as_ref().and_then(|o| at(&event, o))
+            && !matches!(o, Value::Bool(false) | Value::Null)
+        {
+            return None;
         }
         let granted = at(&event, &c.purposes)
             .and_then(Value::as_array)
@@ -96,14 +96,23 @@ fn transform(policy: &CompiledPolicy, action: &Action, v: &Value) -> Option<Valu
             }
             Some(Value::String(policy.pseudonymiser().pseudonym(&bytes)))
         }
-        Action::IpPrefix { v4, v6 } if v.is_string() => ip_prefix(&text, *v4, *v6).map(Value::String),
+        Action::IpPrefix { v4, v6 } if v.is_string() => {
+            ip_prefix(&text, *v4, *v6).map(Value::String)
+        }
         Action::Url { matcher, .. } if v.is_string() => url(&text, matcher).map(Value::String),
         Action::TruncateTime(u) if v.is_string() => truncate_time(&text, *u).map(Value::String),
         Action::Bucket(b) if v.is_number() => {
             let x = bucket(v.as_f64()?, b)?;
-            Some(if x.fract() == 0.0 { Value::from(x as i64) } else { Value::from(x) })
+            Some(if x.fract() == 0.0 {
+                Value::from(x as i64)
+            } else {
+                Value::from(x)
+            })
         }
-        Action::Redact { patterns, replacement } if v.is_string() => {
+        Action::Redact {
+            patterns,
+            replacement,
+        } if v.is_string() => {
             let mut s = text;
             for p in patterns {
                 s = p.replace_all(&s, regex::NoExpand(replacement)).into_owned();

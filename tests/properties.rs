@@ -1,0 +1,230 @@
+//! Properties over arbitrary events and policies (proptest), and a
+//! differential test of the streaming engine against the Value oracle.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use proptest::prelude::*;
+use serde_json::{Map, Value};
+use veil::keys::parse_key;
+use veil::policy::Policy;
+use veil::{Limits, Outcome, Scratch, compile};
+
+mod support;
+use support::reference;
+
+const KEY_A: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+const KEY_B: &str = "1f1e1d1c1b1a191817161514131211100f0e0d0c0b0a09080706050403020100";
+
+/// Small key alphabet so generated paths and events meet often.
+fn key() -> impl Strategy<Value = String> {
+    prop_oneof![
+        Just("a"),
+        Just("b"),
+        Just("c"),
+        Just("id"),
+        Just("a.b"),
+        Just("é")
+    ]
+    .prop_map(str::to_owned)
+}
+
+fn json() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i32>().prop_map(Value::from),
+        "[a-z0-9 @.\"\\\\é]{0,12}".prop_map(Value::String),
+    ];
+    leaf.prop_recursive(4, 40, 5, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+            prop::collection::btree_map(key(), inner, 0..5)
+                .prop_map(|m| Value::Object(m.into_iter().collect::<Map<_, _>>())),
+        ]
+    })
+}
+
+fn event() -> impl Strategy<Value = Value> {
+    prop::collection::btree_map(key(), json(), 0..6)
+        .prop_map(|m| Value::Object(m.into_iter().collect()))
+}
+
+#[derive(Debug, Clone)]
+enum Seg {
+    Key(String),
+    Any,
+    Each,
+}
+
+fn path() -> impl Strategy<Value = Vec<Seg>> {
+    let seg = prop_oneof![
+        4 => key().prop_map(Seg::Key),
+        1 => Just(Seg::Any),
+        1 => Just(Seg::Each),
+    ];
+    (key(), prop::collection::vec(seg, 0..3)).prop_map(|(first, mut rest)| {
+        rest.insert(0, Seg::Key(first));
+        rest
+    })
+}
+
+fn path_text(p: &[Seg]) -> String {
+    let mut s = String::new();
+    for (i, seg) in p.iter().enumerate() {
+        match seg {
+            Seg::Each => s.push_str("[]"),
+            Seg::Any | Seg::Key(_) if i > 0 => s.push('.'),
+            _ => {}
+        }
+        match seg {
+            Seg::Key(k) => s.push_str(&format!("\"{k}\"")),
+            Seg::Any => s.push('*'),
+            Seg::Each => {}
+        }
+    }
+    s
+}
+
+/// Policies of `keep` / `drop` / `pseudonymise` entries; invalid combinations are filtered out.
+fn policy() -> impl Strategy<Value = (String, Vec<(Vec<Seg>, &'static str)>)> {
+    prop::collection::vec(
+        (
+            path(),
+            prop_oneof![Just("keep"), Just("drop"), Just("pseudonymise")],
+        ),
+        1..5,
+    )
+    .prop_map(|entries| {
+        let mut yaml = "name: p\nversion: 1\npurpose: analytics\nfields:\n".to_owned();
+        for (p, a) in &entries {
+            yaml.push_str(&format!("  '{}': {a}\n", path_text(p)));
+        }
+        (yaml, entries)
+    })
+}
+
+fn matches(pattern: &[Seg], path: &[String]) -> bool {
+    // A pattern segment `Each` matches an array index written as "[]".
+    pattern.len() == path.len()
+        && pattern.iter().zip(path).all(|(s, p)| match s {
+            Seg::Key(k) => k == p,
+            Seg::Any => p != "[]",
+            Seg::Each => p == "[]",
+        })
+}
+
+/// Every path from the root to a scalar or empty container.
+fn leaf_paths(v: &Value, prefix: &mut Vec<String>, out: &mut Vec<Vec<String>>) {
+    match v {
+        Value::Object(m) if !m.is_empty() => {
+            for (k, c) in m {
+                prefix.push(k.clone());
+                leaf_paths(c, prefix, out);
+                prefix.pop();
+            }
+        }
+        Value::Array(a) if !a.is_empty() => {
+            for c in a {
+                prefix.push("[]".into());
+                leaf_paths(c, prefix, out);
+                prefix.pop();
+            }
+        }
+        _ => out.push(prefix.clone()),
+    }
+}
+
+fn engine(yaml: &str, key: &str) -> Option<veil::CompiledPolicy> {
+    let policy = Policy::parse(yaml, "p.yaml").ok()?;
+    let key = parse_key("k", key.as_bytes(), Path::new("k.key")).unwrap();
+    Some(compile(policy, &key, Limits::default()))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(400))]
+
+    /// Nothing outside the allowlist reaches the output, and the output is JSON.
+    #[test]
+    fn no_unlisted_path_reaches_the_output((yaml, entries) in policy(), ev in event()) {
+        let Some(e) = engine(&yaml, KEY_A) else { return Ok(()) };
+        let input = serde_json::to_vec(&ev).unwrap();
+        let mut out = Vec::new();
+        let v = e.apply(&input, &mut out, &mut Scratch::default());
+        prop_assert_eq!(v.outcome, Outcome::Forwarded);
+        let output: Value = serde_json::from_slice(&out).expect("output is valid JSON");
+        let mut leaves = Vec::new();
+        leaf_paths(&output, &mut Vec::new(), &mut leaves);
+        let allowing: Vec<&Vec<Seg>> = entries.iter().filter(|(_, a)| *a != "drop").map(|(p, _)| p).collect();
+        for leaf in leaves.iter().filter(|l| !l.is_empty()) {
+            // Some keep/pseudonymise entry names the leaf or one of its ancestors.
+            let allowed = (1..=leaf.len()).any(|n| allowing.iter().any(|p| matches(p, &leaf[..n])));
+            prop_assert!(allowed, "{:?} reached the output under\n{}", leaf, yaml);
+        }
+        // The streaming engine agrees with the Value oracle.
+        let expected: Value = serde_json::from_slice(&reference::apply(&e, &input).unwrap()).unwrap();
+        prop_assert_eq!(output, expected);
+    }
+
+    /// Same key and value: same pseudonym. Another key or purpose: another one.
+    #[test]
+    fn pseudonyms_are_deterministic_and_keyed(value in "[ -~]{0,40}") {
+        let yaml = "name: p\nversion: 1\npurpose: analytics\nfields:\n  id: pseudonymise\n";
+        let yaml_m = yaml.replace("analytics", "marketing");
+        let (a, b, m) = (engine(yaml, KEY_A).unwrap(), engine(yaml, KEY_B).unwrap(), engine(&yaml_m, KEY_A).unwrap());
+        let input = serde_json::to_vec(&serde_json::json!({ "id": value })).unwrap();
+        let run = |e: &veil::CompiledPolicy| {
+            let mut out = Vec::new();
+            e.apply(&input, &mut out, &mut Scratch::default());
+            let v: Value = serde_json::from_slice(&out).unwrap();
+            v["id"].as_str().unwrap().to_owned()
+        };
+        prop_assert_eq!(run(&a), run(&a));
+        prop_assert_eq!(run(&a).len(), 64);
+        prop_assert_ne!(run(&a), run(&b));
+        prop_assert_ne!(run(&a), run(&m));
+        prop_assert!(!run(&a).contains(&value) || value.len() < 4);
+    }
+
+    /// Arbitrary bytes never panic; whatever is forwarded is valid JSON.
+    #[test]
+    fn arbitrary_bytes_are_an_outcome(bytes in prop::collection::vec(any::<u8>(), 0..200)) {
+        let e = engine("name: p\nversion: 1\npurpose: a\nfields:\n  a: keep\n  b: pseudonymise\n", KEY_A).unwrap();
+        let mut out = Vec::new();
+        if e.apply(&bytes, &mut out, &mut Scratch::default()).outcome == Outcome::Forwarded {
+            serde_json::from_slice::<Value>(&out).expect("valid JSON out");
+        } else {
+            prop_assert!(out.is_empty());
+        }
+    }
+}
+
+/// The shipped policy on the bundled events: the engine and the oracle agree on every event.
+#[test]
+fn shipped_policy_matches_the_value_oracle_on_the_example_events() {
+    let policy = veil::policy::load(Path::new("config/policy.yaml")).unwrap();
+    let key = parse_key("k1", KEY_A.as_bytes(), Path::new("k1.key")).unwrap();
+    let e = compile(policy, &key, Limits::default());
+    let mut scratch = Scratch::default();
+    let mut forwarded = BTreeSet::new();
+    for (i, line) in std::fs::read_to_string("examples/events.ndjson")
+        .unwrap()
+        .lines()
+        .enumerate()
+    {
+        let mut out = Vec::new();
+        let v = e.apply(line.as_bytes(), &mut out, &mut scratch);
+        let oracle = reference::apply(&e, line.as_bytes());
+        match (v.outcome, oracle) {
+            (Outcome::Forwarded, Some(expected)) => {
+                let got: Value = serde_json::from_slice(&out).unwrap();
+                let want: Value = serde_json::from_slice(&expected).unwrap();
+                assert_eq!(got, want, "event {i}");
+                forwarded.insert(i);
+            }
+            (Outcome::Dropped(_), None) => {}
+            (got, want) => panic!("event {i}: engine {got:?}, oracle {want:?}"),
+        }
+    }
+    assert!(forwarded.len() > 600, "{}", forwarded.len());
+}
