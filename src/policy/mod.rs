@@ -9,6 +9,7 @@
 //! Only [`load`] touches the file system.
 
 pub mod error;
+pub mod glob;
 pub mod path;
 pub mod spec;
 pub mod trie;
@@ -16,7 +17,6 @@ mod validate;
 
 use std::path::Path;
 
-use globset::GlobSet;
 use regex::Regex;
 use sha2::{Digest, Sha256};
 
@@ -105,7 +105,7 @@ pub enum Action {
     },
     Url {
         keep_query: Vec<String>,
-        matcher: GlobSet,
+        matcher: glob::Globs,
     },
     TruncateTime(TimeUnit),
     Bucket(Buckets),

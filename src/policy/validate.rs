@@ -1,7 +1,6 @@
 //! Raw policy -> [`Policy`]: every check that needs more than the YAML shape.
 //! All problems are collected, so one run of `veil check` shows them all.
 
-use globset::{GlobBuilder, GlobSetBuilder};
 use regex::Regex;
 use serde_saphyr::{Location, Spanned};
 
@@ -385,29 +384,10 @@ fn compile_action(c: &mut Checker, raw: &RawAction, at: &Location) -> Option<Act
             }
             Action::IpPrefix { v4: o.v4, v6: o.v6 }
         }
-        RawAction::Url(o) => {
-            let mut set = GlobSetBuilder::new();
-            for g in &o.keep_query {
-                match GlobBuilder::new(g).literal_separator(false).build() {
-                    Ok(glob) => {
-                        set.add(glob);
-                    }
-                    Err(e) => {
-                        c.error(
-                            at,
-                            format!("bad keep_query pattern `{g}`: {}", e.kind()),
-                            Some("patterns use `*` and `?`, e.g. `utm_*`"),
-                        );
-                        return None;
-                    }
-                }
-            }
-            let matcher = set.build().ok()?;
-            Action::Url {
-                keep_query: o.keep_query.clone(),
-                matcher,
-            }
-        }
+        RawAction::Url(o) => Action::Url {
+            keep_query: o.keep_query.clone(),
+            matcher: super::glob::Globs::new(&o.keep_query),
+        },
         RawAction::TruncateTime(unit) => Action::TruncateTime(*unit),
         RawAction::Bucket(o) => match (&o.edges, o.width) {
             (Some(edges), None) => {
