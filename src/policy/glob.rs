@@ -1,7 +1,7 @@
 //! Query-parameter name patterns for `url.keep_query`: `*` matches any run of
 //! characters, `?` exactly one, everything else itself. Hand-written because
 //! a general glob engine cost ~0.5 µs per URL on the hot path (measured in
-//! examples/scan_speed.rs), and this grammar needs no more.
+//! examples/action_costs.rs), and this grammar needs no more.
 
 /// A set of patterns; a name matches the set if it matches any pattern.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
