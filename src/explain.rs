@@ -9,7 +9,7 @@ use crate::policy::{Action, ActionClass, Buckets, FieldSet, Normalise, Policy, S
 /// One sentence on what an action does to a value.
 pub fn describe(action: &Action) -> String {
     match action {
-        Action::Keep => "kept as sent (with everything nested in it)".to_owned(),
+        Action::Keep => "kept as sent".to_owned(),
         Action::Drop => "removed".to_owned(),
         Action::Pseudonymise { normalise } => {
             let mut s =
@@ -114,16 +114,17 @@ fn consent_sentence(policy: &Policy) -> String {
 }
 
 fn fields_table(out: &mut String, fields: &FieldSet) {
-    out.push_str("| Field | Treatment | What reaches the recipient |\n|---|---|---|\n");
+    out.push_str("| Field | Treatment | What reaches the recipient | Why |\n|---|---|---|---|\n");
     for e in &fields.entries {
         out.push_str(&format!(
-            "| `{}` | {} | {} |\n",
+            "| `{}` | {} | {} | {} |\n",
             e.path.to_string().replace('|', "\\|"),
             class_name(e.action.class()),
-            describe(&e.action).replace('|', "\\|")
+            describe(&e.action).replace('|', "\\|"),
+            e.note.as_deref().unwrap_or("").replace('|', "\\|"),
         ));
     }
-    out.push_str("| *anything else* | removed | nothing: fields not listed are deleted |\n");
+    out.push_str("| *anything else* | removed | nothing: fields not listed are deleted | data minimisation |\n");
 }
 
 /// The inventory as Markdown.
@@ -210,6 +211,7 @@ fn fields_json(fields: &FieldSet) -> Value {
                     "action": e.action.name(),
                     "treatment": class_name(e.action.class()),
                     "description": describe(&e.action),
+                    "why": e.note,
                     "line": e.line,
                 })
             })

@@ -355,6 +355,10 @@ fn explain_lists_every_field_and_the_consent_rule() {
         );
     }
     assert!(md.contains("context.consent.purposes") && md.contains("anything else"));
+    // The policy's own comments are the "why".
+    assert!(
+        md.contains("| Who: pseudonyms only, so analysts can count and join without identities. |")
+    );
     let o = veil(&[
         "explain",
         "--policy",

@@ -239,3 +239,28 @@ fn several_problems_are_reported_together() {
         "{text}"
     );
 }
+
+#[test]
+fn comments_explain_entries() {
+    let yaml = format!(
+        "{HEAD}fields:\n  # Who: pseudonyms only.\n  # Needed for joins.\n  userId: pseudonymise\n  a: keep   # product analytics\n\n  b: keep\n  c: {{ url: {{ keep_query: ['#x'] }} }}\n"
+    );
+    let p = Policy::parse(&yaml, "p.yaml").unwrap();
+    let notes: Vec<Option<&str>> = p
+        .fields
+        .as_ref()
+        .unwrap()
+        .entries
+        .iter()
+        .map(|e| e.note.as_deref())
+        .collect();
+    assert_eq!(
+        notes,
+        [
+            Some("Who: pseudonyms only. Needed for joins."),
+            Some("product analytics"),
+            None,
+            None
+        ]
+    );
+}

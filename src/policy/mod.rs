@@ -63,6 +63,8 @@ pub struct FieldRule {
     pub action: Action,
     /// Line of the entry in the policy file (for explanations).
     pub line: u64,
+    /// Why, in the policy author's words: the entry's comment (see `veil explain`).
+    pub note: Option<String>,
 }
 
 /// A per-event-type rule.

@@ -13,6 +13,8 @@ use super::{Action, Buckets, Condition, Consent, FieldRule, FieldSet, Policy, Ru
 struct Checker<'a> {
     file: &'a str,
     diagnostics: Vec<Diagnostic>,
+    /// The comment that explains each line, if any (see [`line_notes`]).
+    notes: Vec<Option<String>>,
 }
 
 impl Checker<'_> {
@@ -82,6 +84,7 @@ pub(super) fn parse(text: &str, file: &str) -> Result<Policy, PolicyError> {
     let mut c = Checker {
         file,
         diagnostics: Vec::new(),
+        notes: line_notes(text),
     };
     let policy = check(&mut c, raw, super::sha256_hex(text.as_bytes()));
     match policy {
@@ -112,6 +115,42 @@ fn strip_location_prefix(message: &str) -> String {
         return rest[idx + 2..].to_owned();
     }
     m.to_owned()
+}
+
+/// The "why" of each line, from the policy's own comments: a comment at the
+/// end of the line, or else the comment block that opens the group of lines
+/// it belongs to (a group ends at a blank line). Index = 1-based line.
+fn line_notes(text: &str) -> Vec<Option<String>> {
+    let mut notes = vec![None];
+    let mut group: Option<String> = None;
+    let mut in_comment_block = false;
+    for line in text.lines() {
+        let trimmed = line.trim();
+        if trimmed.is_empty() {
+            group = None;
+            in_comment_block = false;
+            notes.push(None);
+            continue;
+        }
+        if let Some(comment) = trimmed.strip_prefix('#') {
+            let comment = comment.trim();
+            group = match (in_comment_block, group.take()) {
+                (true, Some(g)) => Some(format!("{g} {comment}")),
+                _ => Some(comment.to_owned()),
+            };
+            in_comment_block = true;
+            notes.push(None);
+            continue;
+        }
+        in_comment_block = false;
+        // A trailing comment: ` #` outside quotes (good enough for policy lines).
+        let trailing = line
+            .find(" #")
+            .filter(|i| line[..*i].matches(['"', '\'']).count() % 2 == 0)
+            .map(|i| line[i + 2..].trim().to_owned());
+        notes.push(trailing.or_else(|| group.clone()).filter(|n| !n.is_empty()));
+    }
+    notes
 }
 
 fn name_ok(s: &str) -> bool {
@@ -324,6 +363,11 @@ fn field_set(c: &mut Checker, raw: &RawFields) -> FieldSet {
                 path,
                 action,
                 line: key.referenced.line(),
+                note: c
+                    .notes
+                    .get(key.referenced.line() as usize)
+                    .cloned()
+                    .flatten(),
             },
             key.referenced,
         ));
