@@ -52,9 +52,16 @@ fn main() {
         "veil_engine",
         "hmac_floor",
     ];
+    // `VEIL_BENCH_ONLY=<name>` runs one variant (for instruction counts under
+    // callgrind: benches/instructions.sh).
+    let only = std::env::var("VEIL_BENCH_ONLY").ok();
     let mut times: Vec<Vec<f64>> = vec![Vec::new(); 4];
     for _ in 0..rounds {
         for (i, t) in times.iter_mut().enumerate() {
+            if only.as_deref().is_some_and(|o| o != names[i]) {
+                t.push(1.0);
+                continue;
+            }
             let start = Instant::now();
             match i {
                 0 => {

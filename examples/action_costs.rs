@@ -48,7 +48,11 @@ fn main() {
         let mut scratch = Scratch::default();
         let mut out = Vec::new();
         let mut best = f64::MAX;
-        for _ in 0..20 {
+        let passes: usize = std::env::var("PASSES")
+            .ok()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(20);
+        for _ in 0..passes {
             let t = Instant::now();
             for e in &events {
                 out.clear();

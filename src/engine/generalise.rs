@@ -39,7 +39,7 @@ fn mask_v6(a: Ipv6Addr, bits: u8) -> Ipv6Addr {
 /// Keep only query parameters whose (decoded) names match `keep`; `&`-joined,
 /// in their original encoding.
 fn filter_query(query: &str, keep: &GlobSet) -> String {
-    let mut out = String::new();
+    let mut out = String::with_capacity(query.len());
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let raw_name = pair.split('=').next().unwrap_or_default();
         let name = if raw_name.contains(['%', '+']) {
@@ -66,10 +66,33 @@ fn filter_query(query: &str, keep: &GlobSet) -> String {
 /// URLs carry their payload in the path and are removed. Relative references
 /// (`/shoes?x=1`, `?utm_source=a`) are filtered the same way.
 pub fn url(text: &str, keep: &GlobSet) -> Option<String> {
+    if (text.starts_with('/') && !text.starts_with("//")) || text.starts_with('?') {
+        // A path- or query-relative reference: what the parser would refuse
+        // as relative, handled without asking it.
+        return Some(relative(text, keep));
+    }
     if let Some(fast) = url_fast(text, keep) {
         return Some(fast);
     }
     url_parsed(text, keep)
+}
+
+/// Filter a relative reference: drop the fragment, filter the query.
+fn relative(text: &str, keep: &GlobSet) -> String {
+    let without_fragment = text.split('#').next().unwrap_or_default();
+    let (path, query) = match without_fragment.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (without_fragment, None),
+    };
+    let mut out = path.to_owned();
+    if let Some(q) = query {
+        let q = filter_query(q, keep);
+        if !q.is_empty() {
+            out.push('?');
+            out.push_str(&q);
+        }
+    }
+    out
 }
 
 /// The common case without a full WHATWG parse: `http(s)://` + a plain
@@ -146,20 +169,7 @@ fn url_parsed(text: &str, keep: &GlobSet) -> Option<String> {
                 let abs = url_parsed(&format!("https:{text}"), keep)?;
                 return Some(abs["https:".len()..].to_owned());
             }
-            let without_fragment = text.split('#').next().unwrap_or_default();
-            let (path, query) = match without_fragment.split_once('?') {
-                Some((p, q)) => (p, Some(q)),
-                None => (without_fragment, None),
-            };
-            let mut out = path.to_owned();
-            if let Some(q) = query {
-                let q = filter_query(q, keep);
-                if !q.is_empty() {
-                    out.push('?');
-                    out.push_str(&q);
-                }
-            }
-            Some(out)
+            Some(relative(text, keep))
         }
         Err(_) => None,
     }

@@ -23,18 +23,28 @@ impl Globs {
 }
 
 fn matches(pattern: &[char], name: &str) -> bool {
-    // Iterative matching with backtracking to the last `*`: linear for the
-    // usual one-star patterns, never exponential.
+    // Parameter names are nearly always ASCII: match them without collecting.
+    if name.is_ascii() {
+        let name = name.as_bytes();
+        return match_with(pattern, name.len(), |i| char::from(name[i]));
+    }
     let name: Vec<char> = name.chars().collect();
+    match_with(pattern, name.len(), |i| name[i])
+}
+
+/// Iterative matching with backtracking to the last `*`: linear for the
+/// usual one-star patterns, never exponential.
+#[inline]
+fn match_with(pattern: &[char], len: usize, at: impl Fn(usize) -> char) -> bool {
     let (mut p, mut n) = (0, 0);
     let mut star: Option<(usize, usize)> = None;
-    while n < name.len() {
+    while n < len {
         match pattern.get(p) {
             Some('*') => {
                 star = Some((p, n));
                 p += 1;
             }
-            Some(c) if *c == '?' || *c == name[n] => {
+            Some(c) if *c == '?' || *c == at(n) => {
                 p += 1;
                 n += 1;
             }
