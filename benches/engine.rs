@@ -14,22 +14,16 @@ use std::hint::black_box;
 use std::path::Path;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+#[path = "../tests/support/data.rs"]
+mod data;
+
 use veil::{Limits, Outcome, Scratch, compile};
 
 #[path = "../tests/support/reference.rs"]
 mod reference;
 
-fn events() -> Vec<Vec<u8>> {
-    std::fs::read("examples/events.ndjson")
-        .expect("run from the crate root")
-        .split(|b| *b == b'\n')
-        .filter(|l| !l.is_empty())
-        .map(<[u8]>::to_vec)
-        .collect()
-}
-
 fn bench(c: &mut Criterion) {
-    let events = events();
+    let events = data::example_events();
     let bytes: usize = events.iter().map(Vec::len).sum();
     let policy = veil::policy::load(Path::new("config/policy.yaml")).unwrap();
     let ring = veil::keys::load_dir(Path::new("tests/keys"), None).unwrap();

@@ -9,6 +9,9 @@ use std::hint::black_box;
 use std::path::Path;
 use std::time::Instant;
 
+#[path = "../tests/support/data.rs"]
+mod data;
+
 use veil::{Limits, Scratch, compile};
 
 #[path = "../tests/support/reference.rs"]
@@ -26,12 +29,7 @@ fn main() {
         .skip(1)
         .find_map(|a| a.parse().ok())
         .unwrap_or(if benching { 15 } else { 1 });
-    let events: Vec<Vec<u8>> = std::fs::read("examples/events.ndjson")
-        .expect("run from the crate root")
-        .split(|b| *b == b'\n')
-        .filter(|l| !l.is_empty())
-        .map(<[u8]>::to_vec)
-        .collect();
+    let events: Vec<Vec<u8>> = data::example_events();
     let n = events.len() as f64;
     let policy = veil::policy::load(Path::new("config/policy.yaml")).unwrap();
     let ring = veil::keys::load_dir(Path::new("tests/keys"), None).unwrap();

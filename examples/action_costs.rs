@@ -6,15 +6,13 @@
 use std::path::Path;
 use std::time::Instant;
 
+#[path = "../tests/support/data.rs"]
+mod data;
+
 use veil::{Limits, Scratch, compile};
 
 fn main() {
-    let events: Vec<Vec<u8>> = std::fs::read("examples/events.ndjson")
-        .expect("run from the crate root")
-        .split(|b| *b == b'\n')
-        .filter(|l| !l.is_empty())
-        .map(<[u8]>::to_vec)
-        .collect();
+    let events: Vec<Vec<u8>> = data::example_events();
     let ring = veil::keys::load_dir(Path::new("tests/keys"), None).unwrap();
     let base = std::fs::read_to_string("config/policy.yaml").unwrap();
     let variants = [

@@ -17,6 +17,23 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// `veil apply` with the shipped policy and the test key, plus `extra` arguments.
+fn apply(input: &str, output: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "apply",
+        "--policy",
+        "config/policy.yaml",
+        "--keys",
+        "tests/keys",
+        "--input",
+        input,
+        "--output",
+        output.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    veil(&args)
+}
+
 fn lines(path: &Path) -> Vec<Value> {
     std::fs::read_to_string(path)
         .unwrap()
@@ -33,17 +50,7 @@ fn get<'v>(v: &'v Value, path: &str) -> Option<&'v Value> {
 fn apply_on_the_example_forwards_only_consented_events_without_raw_identifiers() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out.ndjson");
-    let o = veil(&[
-        "apply",
-        "--policy",
-        "config/policy.yaml",
-        "--keys",
-        "tests/keys",
-        "--input",
-        "examples/events.ndjson",
-        "--output",
-        out.to_str().unwrap(),
-    ]);
+    let o = apply("examples/events.ndjson", &out, &[]);
     assert!(o.status.success(), "{}", stderr(&o));
     let input = lines(Path::new("examples/events.ndjson"));
     let output = lines(&out);
@@ -113,18 +120,7 @@ fn apply_on_the_example_forwards_only_consented_events_without_raw_identifiers()
 fn hash_prints_the_pseudonyms_apply_writes() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out.ndjson");
-    let o = veil(&[
-        "apply",
-        "--policy",
-        "config/policy.yaml",
-        "--keys",
-        "tests/keys",
-        "--quiet",
-        "--input",
-        "examples/events.ndjson",
-        "--output",
-        out.to_str().unwrap(),
-    ]);
+    let o = apply("examples/events.ndjson", &out, &["--quiet"]);
     assert!(o.status.success());
     let input = lines(Path::new("examples/events.ndjson"));
     let first = &lines(&out)[0];
@@ -170,19 +166,11 @@ fn bad_lines_go_to_the_dead_letter_file_with_reasons() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out.ndjson");
     let dl = dir.path().join("dl.ndjson");
-    let o = veil(&[
-        "apply",
-        "--policy",
-        "config/policy.yaml",
-        "--keys",
-        "tests/keys",
-        "--input",
+    let o = apply(
         "examples/bad-events.ndjson",
-        "--output",
-        out.to_str().unwrap(),
-        "--dead-letter",
-        dl.to_str().unwrap(),
-    ]);
+        &out,
+        &["--dead-letter", dl.to_str().unwrap()],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(std::fs::read_to_string(&out).unwrap(), "");
     let records = lines(&dl);
@@ -207,20 +195,15 @@ fn bad_lines_go_to_the_dead_letter_file_with_reasons() {
         assert_eq!(r["policy"], "web-analytics@3");
     }
     // The raw line only on request.
-    let o = veil(&[
-        "apply",
-        "--policy",
-        "config/policy.yaml",
-        "--keys",
-        "tests/keys",
-        "--input",
+    let o = apply(
         "examples/bad-events.ndjson",
-        "--output",
-        out.to_str().unwrap(),
-        "--dead-letter",
-        dl.to_str().unwrap(),
-        "--dead-letter-payload",
-    ]);
+        &out,
+        &[
+            "--dead-letter",
+            dl.to_str().unwrap(),
+            "--dead-letter-payload",
+        ],
+    );
     assert!(o.status.success());
     let records = lines(&dl);
     assert_eq!(records[0]["payload"], r#"{"type":"track","userId":"u1""#);
@@ -237,21 +220,16 @@ fn oversize_lines_are_rejected_without_being_buffered_whole() {
     );
     std::fs::write(&input, big).unwrap();
     let dl = dir.path().join("dl.ndjson");
-    let o = veil(&[
-        "apply",
-        "--policy",
-        "config/policy.yaml",
-        "--keys",
-        "tests/keys",
-        "--input",
+    let o = apply(
         input.to_str().unwrap(),
-        "--output",
-        "-",
-        "--dead-letter",
-        dl.to_str().unwrap(),
-        "--max-message-bytes",
-        "1000",
-    ]);
+        Path::new("-"),
+        &[
+            "--dead-letter",
+            dl.to_str().unwrap(),
+            "--max-message-bytes",
+            "1000",
+        ],
+    );
     assert!(o.status.success());
     assert_eq!(lines(&dl)[0]["reason"], "too_large");
     assert_eq!(lines(&dl)[0]["line"], 1);

@@ -109,6 +109,25 @@ impl<'a, 'b> Scanner<'a, 'b> {
         self.depth -= 1;
     }
 
+    /// After an object member or array element: `,` means more follow
+    /// (`true`), `close` ends the container (`false`).
+    #[inline]
+    pub fn next_or_close(&mut self, close: u8, what: &'static str) -> Scan<bool> {
+        self.ws();
+        match self.peek() {
+            b',' => {
+                self.pos += 1;
+                self.ws();
+                Ok(true)
+            }
+            b if b == close => {
+                self.pos += 1;
+                Ok(false)
+            }
+            _ => Err(invalid(self.pos, what)),
+        }
+    }
+
     /// Scan a string whose opening quote is at the cursor; leaves the cursor
     /// after the closing quote. Returns whether it contains escapes.
     #[inline]
@@ -310,17 +329,8 @@ impl<'a, 'b> Scanner<'a, 'b> {
             self.expect(b':', "expected `:` after a key")?;
             self.ws();
             self.skip(leaves)?;
-            self.ws();
-            match self.peek() {
-                b',' => {
-                    self.pos += 1;
-                    self.ws();
-                }
-                b'}' => {
-                    self.pos += 1;
-                    break;
-                }
-                _ => return Err(invalid(self.pos, "expected `,` or `}` in an object")),
+            if !self.next_or_close(b'}', "expected `,` or `}` in an object")? {
+                break;
             }
         }
         self.close_object(base, open)?;
@@ -340,17 +350,8 @@ impl<'a, 'b> Scanner<'a, 'b> {
         }
         loop {
             self.skip(leaves)?;
-            self.ws();
-            match self.peek() {
-                b',' => {
-                    self.pos += 1;
-                    self.ws();
-                }
-                b']' => {
-                    self.pos += 1;
-                    break;
-                }
-                _ => return Err(invalid(self.pos, "expected `,` or `]` in an array")),
+            if !self.next_or_close(b']', "expected `,` or `]` in an array")? {
+                break;
             }
         }
         self.leave();

@@ -201,23 +201,11 @@ impl<'a, 'b> Walker<'a, 'b> {
                 }
                 None => self.sc.skip(&mut self.counts.removed)?,
             }
-            self.sc.ws();
-            match self.sc.peek() {
-                b',' => {
-                    self.sc.pos += 1;
-                    self.sc.ws();
-                }
-                b'}' => {
-                    self.sc.pos += 1;
-                    break;
-                }
-                _ => {
-                    return Err(reject(
-                        RejectReason::InvalidJson,
-                        self.sc.pos,
-                        "expected `,` or `}` in an object",
-                    ));
-                }
+            if !self
+                .sc
+                .next_or_close(b'}', "expected `,` or `}` in an object")?
+            {
+                break;
             }
         }
         self.sc.close_object(base, open)?;
@@ -259,23 +247,11 @@ impl<'a, 'b> Walker<'a, 'b> {
             } else {
                 self.out.truncate(mark);
             }
-            self.sc.ws();
-            match self.sc.peek() {
-                b',' => {
-                    self.sc.pos += 1;
-                    self.sc.ws();
-                }
-                b']' => {
-                    self.sc.pos += 1;
-                    break;
-                }
-                _ => {
-                    return Err(reject(
-                        RejectReason::InvalidJson,
-                        self.sc.pos,
-                        "expected `,` or `]` in an array",
-                    ));
-                }
+            if !self
+                .sc
+                .next_or_close(b']', "expected `,` or `]` in an array")?
+            {
+                break;
             }
         }
         self.sc.leave();
