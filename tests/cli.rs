@@ -366,3 +366,55 @@ fn schema_file_is_current() {
     let o = veil(&["schema"]);
     assert_eq!(String::from_utf8(o.stdout).unwrap(), generated);
 }
+
+#[test]
+fn apply_reads_stdin_and_writes_stdout_by_default() {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_veil"))
+        .args([
+            "apply",
+            "--policy",
+            "config/policy.yaml",
+            "--keys",
+            "tests/keys",
+            "--quiet",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let input = concat!(
+        r#"{"type":"track","userId":"u1","context":{"consent":{"purposes":["analytics"]}}}"#,
+        "\r\n",
+        r#"{"type":"track","userId":"u2"}"#,
+        "\n",
+        r#"{"type":"page","context":{"consent":{"purposes":["analytics"]}}}"#,
+    );
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success());
+    assert!(o.stderr.is_empty(), "--quiet prints nothing");
+    let h = veil(&[
+        "hash",
+        "--keys",
+        "tests/keys",
+        "--purpose",
+        "analytics",
+        "u1",
+    ]);
+    let u1 = String::from_utf8(h.stdout).unwrap();
+    assert_eq!(
+        String::from_utf8(o.stdout).unwrap(),
+        format!(
+            "{{\"type\":\"track\",\"userId\":\"{}\"}}\n{{\"type\":\"page\"}}\n",
+            u1.trim()
+        )
+    );
+}
