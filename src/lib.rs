@@ -23,13 +23,17 @@
 
 #![forbid(unsafe_code)]
 
+pub mod config;
 pub mod engine;
 pub mod explain;
 pub mod keys;
+pub mod metrics;
+pub mod offsets;
 pub mod outcome;
 pub mod policy;
 pub mod pseudonym;
 pub mod schema;
+pub mod stage;
 
 pub use engine::{CompiledPolicy, Limits, Scratch, compile};
 pub use outcome::{DropReason, FieldCounts, Outcome, Reject, RejectReason, Verdict};

@@ -39,11 +39,12 @@ pub enum PolicyError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{}", render(diagnostics))]
+    #[error("{}", render(diagnostics, "policy"))]
     Invalid { diagnostics: Vec<Diagnostic> },
 }
 
-fn render(diagnostics: &[Diagnostic]) -> String {
+/// The diagnostics one per line, then a count: `2 errors in policy`.
+pub(crate) fn render(diagnostics: &[Diagnostic], what: &str) -> String {
     let mut out = String::new();
     for (i, d) in diagnostics.iter().enumerate() {
         if i > 0 {
@@ -53,7 +54,7 @@ fn render(diagnostics: &[Diagnostic]) -> String {
     }
     let n = diagnostics.len();
     out.push_str(&format!(
-        "\n{n} error{} in policy",
+        "\n{n} error{} in {what}",
         if n == 1 { "" } else { "s" }
     ));
     out

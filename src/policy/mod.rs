@@ -13,7 +13,7 @@ pub mod glob;
 pub mod path;
 pub mod spec;
 pub mod trie;
-mod validate;
+pub(crate) mod validate;
 
 use std::path::Path;
 

@@ -97,7 +97,7 @@ pub(super) fn parse(text: &str, file: &str) -> Result<Policy, PolicyError> {
 
 /// serde-saphyr prefixes messages with `error: line L column C: `; we print
 /// the place ourselves, in `file:line:col` form.
-fn strip_location_prefix(message: &str) -> String {
+pub(crate) fn strip_location_prefix(message: &str) -> String {
     let m = message.trim();
     // Some messages end with the place too.
     let m = match m.rfind(" at line ") {

@@ -1,0 +1,127 @@
+//! The pipeline config file as written: serde types that mirror the YAML.
+//! [`super::validate`] turns a [`RawConfig`] into a [`super::PipelineConfig`].
+
+use indexmap::IndexMap;
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+/// A veil pipeline config.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// Where raw events come from: `{ kafka: {...} }` or `{ file: PATH }`.
+    pub source: Spanned<RawSource>,
+    /// One or more purposes, each with its policy and destination.
+    pub routes: Spanned<Vec<RawRoute>>,
+    /// `keep`, `drop`, `pseudonymise` (default) or `{ from: <path> }`.
+    #[serde(default)]
+    pub message_key: Option<Spanned<RawMessageKey>>,
+    /// Input headers to copy to outputs (default: none).
+    #[serde(default)]
+    pub headers: RawHeaders,
+    /// Where rejected inputs are recorded.
+    pub dead_letter: Spanned<RawDeadLetter>,
+    /// Secret keys.
+    pub keys: Spanned<RawKeys>,
+    #[serde(default)]
+    pub limits: RawLimits,
+    #[serde(default)]
+    pub metrics: RawMetrics,
+    #[serde(default)]
+    pub shutdown: RawShutdown,
+    /// Policy-applying threads (default: one per core).
+    #[serde(default)]
+    pub workers: Option<Spanned<u64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub enum RawSource {
+    Kafka(RawKafka),
+    File(String),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawKafka {
+    pub bootstrap_servers: Spanned<String>,
+    pub topics: Spanned<Vec<Spanned<String>>>,
+    pub group_id: Spanned<String>,
+    /// librdkafka properties for both clients, passed through.
+    #[serde(default)]
+    pub librdkafka: IndexMap<Spanned<String>, Spanned<serde_json::Value>>,
+    /// librdkafka properties for the producer only.
+    #[serde(default)]
+    pub producer: IndexMap<Spanned<String>, Spanned<serde_json::Value>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    pub name: Spanned<String>,
+    pub policy: Spanned<String>,
+    #[serde(default)]
+    pub topic: Option<Spanned<String>>,
+    #[serde(default)]
+    pub file: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawMessageKey {
+    Mode(String),
+    From { from: String },
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHeaders {
+    #[serde(default)]
+    pub keep: Vec<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDeadLetter {
+    #[serde(default)]
+    pub topic: Option<Spanned<String>>,
+    #[serde(default)]
+    pub file: Option<Spanned<String>>,
+    #[serde(default)]
+    pub include_payload: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawKeys {
+    pub dir: Spanned<String>,
+    #[serde(default)]
+    pub active: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    #[serde(default)]
+    pub max_message_bytes: Option<Spanned<u64>>,
+    #[serde(default)]
+    pub max_depth: Option<Spanned<u64>>,
+    #[serde(default)]
+    pub max_in_flight: Option<Spanned<u64>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMetrics {
+    /// `host:port`; omit to disable.
+    #[serde(default)]
+    pub listen: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawShutdown {
+    /// Seconds to wait for in-flight deliveries on shutdown and revoke.
+    #[serde(default)]
+    pub drain_timeout_seconds: Option<Spanned<u64>>,
+}

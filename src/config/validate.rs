@@ -1,0 +1,454 @@
+//! Raw config -> [`PipelineConfig`]: every check beyond the YAML shape, all
+//! problems collected with their place in the file.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use indexmap::IndexMap;
+use serde_saphyr::{Location, Spanned};
+
+use super::spec::{RawConfig, RawKafka, RawMessageKey, RawSource};
+use super::{
+    ConfigError, DeadLetterConfig, KafkaSource, KeysConfig, MessageKey, MetricsConfig,
+    PipelineConfig, RouteConfig, Sink, Source,
+};
+use crate::engine::Limits;
+use crate::policy::validate::strip_location_prefix;
+use crate::policy::{Diagnostic, FieldPath};
+
+/// librdkafka properties veil sets itself: its delivery guarantee depends on them.
+const RESERVED: [(&str, &str); 6] = [
+    ("bootstrap.servers", "use source.kafka.bootstrap_servers"),
+    ("group.id", "use source.kafka.group_id"),
+    (
+        "enable.auto.offset.store",
+        "veil stores an offset only after every output of that message is acknowledged",
+    ),
+    (
+        "enable.auto.commit",
+        "veil commits stored offsets itself, on a timer, on revoke and at shutdown",
+    ),
+    (
+        "enable.partition.eof",
+        "veil does not use partition EOF events",
+    ),
+    (
+        "transactional.id",
+        "veil is at-least-once; transactions are not supported",
+    ),
+];
+
+struct Checker<'a> {
+    file: &'a str,
+    base: &'a Path,
+    diagnostics: Vec<Diagnostic>,
+}
+
+impl Checker<'_> {
+    fn error(&mut self, at: &Location, message: impl Into<String>, hint: Option<&str>) {
+        self.diagnostics.push(Diagnostic {
+            file: self.file.to_owned(),
+            line: at.line(),
+            column: at.column(),
+            message: message.into(),
+            hint: hint.map(str::to_owned),
+        });
+    }
+
+    fn path(&self, p: &str) -> PathBuf {
+        if p == "-" {
+            return PathBuf::from("-");
+        }
+        let p = Path::new(p);
+        if p.is_absolute() {
+            p.to_owned()
+        } else {
+            self.base.join(p)
+        }
+    }
+
+    fn name(&mut self, s: &Spanned<String>, what: &str) -> bool {
+        let ok = !s.value.is_empty()
+            && s.value.len() <= 249
+            && s.value
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+        if !ok {
+            self.error(
+                &s.referenced,
+                format!("{what} `{}` is not a valid name", s.value),
+                Some("use 1 to 249 letters, digits, `.`, `_` or `-`"),
+            );
+        }
+        ok
+    }
+
+    fn bounded(
+        &mut self,
+        v: &Option<Spanned<u64>>,
+        what: &str,
+        min: u64,
+        max: u64,
+        default: u64,
+    ) -> u64 {
+        match v {
+            None => default,
+            Some(s) if (min..=max).contains(&s.value) => s.value,
+            Some(s) => {
+                self.error(
+                    &s.referenced,
+                    format!("{what} is {}; it must be between {min} and {max}", s.value),
+                    None,
+                );
+                default
+            }
+        }
+    }
+
+    fn properties(
+        &mut self,
+        raw: IndexMap<Spanned<String>, Spanned<serde_json::Value>>,
+    ) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        for (k, v) in raw {
+            if let Some((_, why)) = RESERVED.iter().find(|(name, _)| *name == k.value) {
+                self.error(
+                    &k.referenced,
+                    format!("librdkafka property `{}` is set by veil", k.value),
+                    Some(why),
+                );
+                continue;
+            }
+            let text = match &v.value {
+                serde_json::Value::String(s) => s.clone(),
+                serde_json::Value::Number(n) => n.to_string(),
+                serde_json::Value::Bool(b) => b.to_string(),
+                _ => {
+                    self.error(
+                        &v.referenced,
+                        format!(
+                            "librdkafka property `{}` must be a string, number or boolean",
+                            k.value
+                        ),
+                        None,
+                    );
+                    continue;
+                }
+            };
+            out.insert(k.value, text);
+        }
+        out
+    }
+}
+
+pub(super) fn parse(text: &str, file: &Path, base: &Path) -> Result<PipelineConfig, ConfigError> {
+    let file_name = file.display().to_string();
+    let raw: RawConfig = serde_saphyr::from_str(text).map_err(|e| {
+        let (line, column) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
+        let message = strip_location_prefix(&e.without_snippet().to_string());
+        let hint = message
+            .contains("unknown field")
+            .then(|| "see docs/pipeline.md for every key a pipeline config may have".to_owned());
+        ConfigError::Invalid {
+            diagnostics: vec![Diagnostic {
+                file: file_name.clone(),
+                line,
+                column,
+                message,
+                hint,
+            }],
+        }
+    })?;
+    let mut c = Checker {
+        file: &file_name,
+        base,
+        diagnostics: Vec::new(),
+    };
+    let config = check(&mut c, raw, file);
+    if c.diagnostics.is_empty() {
+        Ok(config)
+    } else {
+        Err(ConfigError::Invalid {
+            diagnostics: c.diagnostics,
+        })
+    }
+}
+
+fn kafka(c: &mut Checker, k: RawKafka) -> KafkaSource {
+    if k.bootstrap_servers.value.trim().is_empty() {
+        c.error(
+            &k.bootstrap_servers.referenced,
+            "bootstrap_servers is empty",
+            Some("list brokers as `host:port,host:port`"),
+        );
+    }
+    if k.topics.value.is_empty() {
+        c.error(
+            &k.topics.referenced,
+            "no source topics",
+            Some("name at least one topic to consume"),
+        );
+    }
+    let mut topics = Vec::new();
+    for t in k.topics.value {
+        if c.name(&t, "topic") {
+            topics.push(t.value);
+        }
+    }
+    if k.group_id.value.is_empty() {
+        c.error(
+            &k.group_id.referenced,
+            "group_id is empty",
+            Some("instances with the same group_id share the partitions"),
+        );
+    }
+    KafkaSource {
+        bootstrap_servers: k.bootstrap_servers.value,
+        topics,
+        group_id: k.group_id.value,
+        librdkafka: c.properties(k.librdkafka),
+        producer: c.properties(k.producer),
+    }
+}
+
+/// A destination: exactly one of `topic` or `file`, matching the source kind.
+fn sink(
+    c: &mut Checker,
+    at: &Location,
+    what: &str,
+    topic: Option<Spanned<String>>,
+    file: Option<Spanned<String>>,
+    kafka_source: bool,
+) -> Option<Sink> {
+    match (topic, file) {
+        (Some(t), None) if kafka_source => c.name(&t, "topic").then(|| Sink::Topic(t.value)),
+        (None, Some(f)) if !kafka_source => Some(Sink::File(c.path(&f.value))),
+        (Some(t), None) => {
+            c.error(
+                &t.referenced,
+                format!("{what} writes to a topic but the source is a file"),
+                Some("with `source: { file: ... }`, write to `file:` too"),
+            );
+            None
+        }
+        (None, Some(f)) => {
+            c.error(
+                &f.referenced,
+                format!("{what} writes to a file but the source is Kafka"),
+                Some("with a Kafka source, write to `topic:`"),
+            );
+            None
+        }
+        (Some(t), Some(_)) => {
+            c.error(
+                &t.referenced,
+                format!("{what} has both `topic` and `file`"),
+                Some("give exactly one"),
+            );
+            None
+        }
+        (None, None) => {
+            let want = if kafka_source { "topic" } else { "file" };
+            c.error(
+                at,
+                format!("{what} has no destination"),
+                Some(&format!("add `{want}:`")),
+            );
+            None
+        }
+    }
+}
+
+fn check(c: &mut Checker, raw: RawConfig, file: &Path) -> PipelineConfig {
+    let source = match raw.source.value {
+        RawSource::Kafka(k) => Source::Kafka(kafka(c, k)),
+        RawSource::File(f) => Source::File(c.path(&f)),
+    };
+    let is_kafka = matches!(source, Source::Kafka(_));
+
+    let mut routes = Vec::new();
+    let mut names = BTreeSet::new();
+    let mut outputs: BTreeSet<Sink> = BTreeSet::new();
+    if raw.routes.value.is_empty() {
+        c.error(
+            &raw.routes.referenced,
+            "no routes",
+            Some("add at least one route: a name, a policy and a destination"),
+        );
+    }
+    for r in raw.routes.value {
+        c.name(&r.name, "route name");
+        if !names.insert(r.name.value.clone()) {
+            c.error(
+                &r.name.referenced,
+                format!("route `{}` is defined twice", r.name.value),
+                Some("route names label metrics; make them unique"),
+            );
+        }
+        let what = format!("route `{}`", r.name.value);
+        let Some(sink) = sink(c, &r.name.referenced, &what, r.topic, r.file, is_kafka) else {
+            continue;
+        };
+        if !outputs.insert(sink.clone()) {
+            c.error(
+                &r.name.referenced,
+                format!("{what} writes to the same destination as another route"),
+                Some("give each purpose its own topic or file"),
+            );
+        }
+        routes.push(RouteConfig {
+            name: r.name.value,
+            policy: c.path(&r.policy.value),
+            sink,
+        });
+    }
+
+    let message_key = match raw.message_key {
+        None => MessageKey::Pseudonymise,
+        Some(s) => match s.value {
+            RawMessageKey::Mode(m) => match m.as_str() {
+                "keep" => MessageKey::Keep,
+                "drop" => MessageKey::Drop,
+                "pseudonymise" | "pseudonymize" => MessageKey::Pseudonymise,
+                other => {
+                    c.error(
+                        &s.referenced,
+                        format!("unknown message_key `{other}`"),
+                        Some("use keep, drop, pseudonymise, or { from: <path> }"),
+                    );
+                    MessageKey::Pseudonymise
+                }
+            },
+            RawMessageKey::From { from } => match FieldPath::parse(&from) {
+                Ok(p) if p.is_exact() => MessageKey::From(p),
+                Ok(_) => {
+                    c.error(&s.referenced, format!("message_key path `{from}` must name one place; `*` and `[]` are not allowed"), None);
+                    MessageKey::Pseudonymise
+                }
+                Err(e) => {
+                    c.error(
+                        &s.referenced,
+                        format!("bad message_key path `{from}`: {e}"),
+                        None,
+                    );
+                    MessageKey::Pseudonymise
+                }
+            },
+        },
+    };
+
+    let mut keep_headers = Vec::new();
+    for h in raw.headers.keep {
+        if h.value.is_empty() || h.value.to_ascii_lowercase().starts_with("veil-") {
+            c.error(
+                &h.referenced,
+                format!("header `{}` cannot be kept", h.value),
+                Some("names starting with `veil-` are written by veil itself"),
+            );
+        } else {
+            keep_headers.push(h.value);
+        }
+    }
+
+    let dl = raw.dead_letter.value;
+    let dead_sink = sink(
+        c,
+        &raw.dead_letter.referenced,
+        "dead_letter",
+        dl.topic,
+        dl.file,
+        is_kafka,
+    );
+    if let Some(s) = &dead_sink
+        && outputs.contains(s)
+    {
+        c.error(
+            &raw.dead_letter.referenced,
+            "dead_letter writes to the same destination as a route",
+            Some("dead letters need their own topic or file"),
+        );
+    }
+    if let Source::Kafka(k) = &source {
+        for s in outputs.iter().chain(dead_sink.iter()) {
+            if let Sink::Topic(t) = s
+                && k.topics.contains(t)
+            {
+                c.error(
+                    &raw.source.referenced,
+                    format!("topic `{t}` is both consumed and produced to"),
+                    Some("veil would read its own output; use separate topics"),
+                );
+            }
+        }
+    }
+
+    let keys = KeysConfig {
+        dir: c.path(&raw.keys.value.dir.value),
+        active: raw.keys.value.active.map(|a| a.value),
+    };
+
+    let defaults = Limits::default();
+    let limits = Limits {
+        max_message_bytes: c.bounded(
+            &raw.limits.max_message_bytes,
+            "limits.max_message_bytes",
+            1,
+            Limits::MAX_MESSAGE_BYTES as u64,
+            defaults.max_message_bytes as u64,
+        ) as usize,
+        max_depth: c.bounded(
+            &raw.limits.max_depth,
+            "limits.max_depth",
+            1,
+            u64::from(Limits::MAX_DEPTH),
+            u64::from(defaults.max_depth),
+        ) as u32,
+    };
+    let max_in_flight = c.bounded(
+        &raw.limits.max_in_flight,
+        "limits.max_in_flight",
+        1,
+        1_000_000,
+        10_000,
+    ) as usize;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
+    let workers = c.bounded(&raw.workers, "workers", 1, 256, cores) as usize;
+    let drain = c.bounded(
+        &raw.shutdown.drain_timeout_seconds,
+        "shutdown.drain_timeout_seconds",
+        1,
+        3600,
+        30,
+    );
+
+    let listen = raw.metrics.listen.and_then(|l| match l.value.parse() {
+        Ok(addr) => Some(addr),
+        Err(_) => {
+            c.error(
+                &l.referenced,
+                format!("metrics.listen `{}` is not an address", l.value),
+                Some("write `host:port` with an IP, e.g. 127.0.0.1:9464 or 0.0.0.0:9464"),
+            );
+            None
+        }
+    });
+
+    PipelineConfig {
+        file: file.to_owned(),
+        source,
+        routes,
+        message_key,
+        keep_headers,
+        dead_letter: DeadLetterConfig {
+            sink: dead_sink.unwrap_or(Sink::File(PathBuf::from("-"))),
+            include_payload: dl.include_payload,
+        },
+        keys,
+        limits,
+        max_in_flight,
+        workers,
+        drain_timeout: Duration::from_secs(drain),
+        metrics: MetricsConfig { listen },
+    }
+}

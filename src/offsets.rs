@@ -1,0 +1,187 @@
+//! The ledger behind at-least-once delivery: which input offsets of each
+//! partition are still awaiting acknowledgement of their outputs, and how
+//! far each partition may be committed.
+//!
+//! Invariant: the commit position of a partition only ever moves to
+//! `o + 1` where every tracked offset up to and including `o` is complete.
+//! An offset is complete when every output it produced (one per forwarding
+//! route, or one dead-letter record) has been acknowledged, or at once when
+//! it produced none (every route dropped it). So a crash at any moment
+//! re-reads, and re-produces, at most what was not yet acknowledged.
+//!
+//! Each assignment of a partition is a new generation: completions that
+//! arrive for an earlier generation (after a revoke) are ignored, because
+//! the partition's new owner re-reads from the last commit.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+/// A topic and partition.
+pub type Partition = (Arc<str>, i32);
+
+/// What [`Ledger::track`] hands out, to be passed back to [`Ledger::complete`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ticket {
+    pub partition: Partition,
+    pub offset: i64,
+    pub generation: u64,
+}
+
+#[derive(Debug, Default)]
+struct Entry {
+    offset: i64,
+    done: bool,
+}
+
+#[derive(Debug, Default)]
+struct PartitionLedger {
+    generation: u64,
+    pending: VecDeque<Entry>,
+}
+
+/// Pending offsets per partition. Not thread-safe by itself; the Kafka
+/// adapter keeps it behind a mutex.
+#[derive(Debug, Default)]
+pub struct Ledger {
+    partitions: HashMap<Partition, PartitionLedger>,
+    next_generation: u64,
+}
+
+impl Ledger {
+    /// Start a new generation for a partition; anything pending is forgotten.
+    pub fn assign(&mut self, p: &Partition) {
+        self.next_generation += 1;
+        let ledger = self.partitions.entry(p.clone()).or_default();
+        ledger.generation = self.next_generation;
+        ledger.pending.clear();
+    }
+
+    /// Forget a partition; later completions for it are ignored. Returns how
+    /// many offsets were still pending (abandoned to the next owner).
+    pub fn revoke(&mut self, p: &Partition) -> usize {
+        self.partitions.remove(p).map_or(0, |l| l.pending.len())
+    }
+
+    /// Record that `offset` was read from `p`. Offsets of a partition must be
+    /// tracked in increasing order, as the consumer delivers them.
+    pub fn track(&mut self, p: &Partition, offset: i64) -> Ticket {
+        if !self.partitions.contains_key(p) {
+            self.assign(p);
+        }
+        let ledger = self.partitions.get_mut(p).expect("just assigned");
+        debug_assert!(ledger.pending.back().is_none_or(|e| e.offset < offset));
+        ledger.pending.push_back(Entry {
+            offset,
+            done: false,
+        });
+        Ticket {
+            partition: p.clone(),
+            offset,
+            generation: ledger.generation,
+        }
+    }
+
+    /// Whether a ticket still belongs to the live generation of its partition.
+    pub fn is_live(&self, t: &Ticket) -> bool {
+        self.partitions
+            .get(&t.partition)
+            .is_some_and(|l| l.generation == t.generation)
+    }
+
+    /// Mark a ticket's offset complete. Returns the new commit position (the
+    /// next offset to read) if it advanced.
+    pub fn complete(&mut self, t: &Ticket) -> Option<i64> {
+        let ledger = self.partitions.get_mut(&t.partition)?;
+        if ledger.generation != t.generation {
+            return None;
+        }
+        let i = ledger
+            .pending
+            .binary_search_by_key(&t.offset, |e| e.offset)
+            .ok()?;
+        ledger.pending[i].done = true;
+        let mut position = None;
+        while ledger.pending.front().is_some_and(|e| e.done) {
+            let e = ledger.pending.pop_front().expect("front exists");
+            position = Some(e.offset + 1);
+        }
+        position
+    }
+
+    /// Offsets of `p` still awaiting acknowledgement.
+    pub fn pending(&self, p: &Partition) -> usize {
+        self.partitions.get(p).map_or(0, |l| l.pending.len())
+    }
+
+    /// Offsets awaiting acknowledgement across all partitions.
+    pub fn total_pending(&self) -> usize {
+        self.partitions.values().map(|l| l.pending.len()).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(n: i32) -> Partition {
+        (Arc::from("raw"), n)
+    }
+
+    #[test]
+    fn position_advances_only_over_a_complete_prefix() {
+        let mut l = Ledger::default();
+        let t: Vec<Ticket> = (10..14).map(|o| l.track(&p(0), o)).collect();
+        assert_eq!(l.complete(&t[1]), None, "10 is still pending");
+        assert_eq!(l.complete(&t[2]), None);
+        assert_eq!(
+            l.complete(&t[0]),
+            Some(13),
+            "10, 11, 12 done: next read is 13"
+        );
+        assert_eq!(l.pending(&p(0)), 1);
+        assert_eq!(l.complete(&t[3]), Some(14));
+        assert_eq!(l.total_pending(), 0);
+    }
+
+    #[test]
+    fn partitions_are_independent() {
+        let mut l = Ledger::default();
+        let a = l.track(&p(0), 5);
+        let b = l.track(&p(1), 7);
+        assert_eq!(l.complete(&b), Some(8));
+        assert_eq!(l.pending(&p(0)), 1);
+        assert_eq!(l.complete(&a), Some(6));
+    }
+
+    #[test]
+    fn completions_from_a_revoked_generation_are_ignored() {
+        let mut l = Ledger::default();
+        let old = l.track(&p(0), 1);
+        assert_eq!(l.revoke(&p(0)), 1, "one offset abandoned");
+        assert!(!l.is_live(&old));
+        l.assign(&p(0));
+        let new = l.track(&p(0), 1);
+        assert_eq!(
+            l.complete(&old),
+            None,
+            "stale ticket must not move the new position"
+        );
+        assert_eq!(l.pending(&p(0)), 1);
+        assert_eq!(l.complete(&new), Some(2));
+    }
+
+    #[test]
+    fn completing_twice_or_unknown_offsets_changes_nothing() {
+        let mut l = Ledger::default();
+        let a = l.track(&p(0), 1);
+        let b = l.track(&p(0), 2);
+        assert_eq!(l.complete(&a), Some(2));
+        assert_eq!(l.complete(&a), None);
+        let ghost = Ticket {
+            offset: 99,
+            ..b.clone()
+        };
+        assert_eq!(l.complete(&ghost), None);
+        assert_eq!(l.complete(&b), Some(3));
+    }
+}
