@@ -37,7 +37,7 @@ pub struct RawConfig {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "snake_case")]
 pub enum RawSource {
-    Kafka(RawKafka),
+    Kafka(Box<RawKafka>),
     File(String),
 }
 

@@ -222,7 +222,7 @@ fn sink(
     kafka_source: bool,
 ) -> Option<Sink> {
     match (topic, file) {
-        (Some(t), None) if kafka_source => c.name(&t, "topic").then(|| Sink::Topic(t.value)),
+        (Some(t), None) if kafka_source => c.name(&t, "topic").then_some(Sink::Topic(t.value)),
         (None, Some(f)) if !kafka_source => Some(Sink::File(c.path(&f.value))),
         (Some(t), None) => {
             c.error(
@@ -262,7 +262,7 @@ fn sink(
 
 fn check(c: &mut Checker, raw: RawConfig, file: &Path) -> PipelineConfig {
     let source = match raw.source.value {
-        RawSource::Kafka(k) => Source::Kafka(kafka(c, k)),
+        RawSource::Kafka(k) => Source::Kafka(kafka(c, *k)),
         RawSource::File(f) => Source::File(c.path(&f)),
     };
     let is_kafka = matches!(source, Source::Kafka(_));
