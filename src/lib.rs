@@ -27,6 +27,7 @@ pub mod config;
 pub mod engine;
 pub mod explain;
 pub mod health;
+pub mod kafka;
 pub mod keys;
 pub mod metrics;
 pub mod offsets;

@@ -8,6 +8,37 @@ use veil::policy::{self, FieldSet, Policy};
 
 use super::{CliResult, usage};
 
+/// A pipeline config: the config itself, every route's policy, the keys,
+/// and the librdkafka properties (checked by building the clients, which
+/// connects nowhere).
+pub fn run_config(path: &Path) -> CliResult {
+    let config = veil::config::load(path).map_err(usage)?;
+    let (stage, ring) = veil::stage::load(&config).map_err(usage)?;
+    if let veil::config::Source::Kafka(src) = &config.source {
+        veil::kafka::check_client_config(src).map_err(usage)?;
+    }
+    println!(
+        "OK {}: {} route(s), active key `{}` ({} key(s) loaded)",
+        path.display(),
+        stage.routes().len(),
+        stage.key_id(),
+        ring.ids().count()
+    );
+    for (route, r) in config.routes.iter().zip(stage.routes()) {
+        let to = match &route.sink {
+            veil::config::Sink::Topic(t) => format!("topic {t}"),
+            veil::config::Sink::File(f) => format!("file {}", f.display()),
+        };
+        println!(
+            "  route {}: policy {} ({}) -> {to}",
+            route.name,
+            r.engine.policy_id(),
+            route.policy.display()
+        );
+    }
+    Ok(())
+}
+
 pub fn run(path: &Path) -> CliResult {
     let policy = policy::load(path).map_err(usage)?;
     print!("{}", summary(&policy, &path.display().to_string()));

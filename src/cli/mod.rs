@@ -3,8 +3,10 @@
 
 mod apply;
 mod check;
+mod demo;
 mod hash;
 mod lines;
+mod run;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -51,16 +53,49 @@ pub fn io(error: impl Into<anyhow::Error>) -> Failure {
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log format of `run` and `demo` (stderr). Levels: VEIL_LOG, e.g. `info,veil=debug`.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Pretty, env = "VEIL_LOG_FORMAT")]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    /// One human-readable line per event.
+    Pretty,
+    /// One JSON object per line, for log pipelines.
+    Json,
+}
+
+/// Logs go to stderr; fields are codes, names and counts, never event content.
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("VEIL_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    let _ = match format {
+        LogFormat::Pretty => builder.compact().try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
 }
 
 #[derive(Subcommand)]
 enum Command {
-    /// Validate a policy and print a one-screen summary.
+    /// Validate a policy, or a pipeline config and every policy and key it names.
+    #[command(group = clap::ArgGroup::new("what").required(true))]
     Check {
         /// Policy file (YAML).
-        #[arg(long, value_name = "FILE")]
-        policy: PathBuf,
+        #[arg(long, value_name = "FILE", group = "what")]
+        policy: Option<PathBuf>,
+        /// Pipeline config (YAML).
+        #[arg(long, value_name = "FILE", group = "what")]
+        config: Option<PathBuf>,
     },
+    /// Run the pipeline stage a config describes (Kafka service, or files once).
+    Run(run::Args),
+    /// Run the whole Kafka pipeline on an in-process mock cluster with the example events.
+    Demo(demo::Args),
     /// Apply a policy to NDJSON events: one clean line per forwarded event.
     Apply(apply::Args),
     /// Print the pseudonym of each value (to find a subject's rows).
@@ -102,7 +137,19 @@ pub fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
-        Command::Check { policy } => check::run(&policy),
+        Command::Check { policy, config } => match (policy, config) {
+            (Some(p), _) => check::run(&p),
+            (None, Some(c)) => check::run_config(&c),
+            (None, None) => unreachable!("clap requires one"),
+        },
+        Command::Run(args) => {
+            init_logging(cli.log_format);
+            run::run(args)
+        }
+        Command::Demo(args) => {
+            init_logging(cli.log_format);
+            demo::run(args)
+        }
         Command::Apply(args) => apply::run(args),
         Command::Hash(args) => hash::run(args),
         Command::Keygen { dir, id } => veil::keys::generate(&dir, &id)

@@ -1,0 +1,192 @@
+//! `veil run --config FILE`: the pipeline stage. A Kafka source runs the
+//! long-lived service (`veil::kafka`); a file source runs the same
+//! [`Stage`] over NDJSON lines once and exits.
+
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use veil::config::{PipelineConfig, Sink, Source};
+use veil::health::Health;
+use veil::kafka::Control;
+use veil::metrics::{Metrics, StageCounters};
+use veil::outcome::Reject;
+use veil::stage::{Origin, Processed, Stage};
+use veil::{Outcome, RejectReason, Scratch};
+
+use super::lines::{Line, read_line};
+use super::{CliResult, EX_NOINPUT, Failure, io, usage};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Pipeline config (YAML): source, routes, dead letters, keys.
+    #[arg(long, value_name = "FILE", env = "VEIL_CONFIG")]
+    config: PathBuf,
+}
+
+pub fn run(args: Args) -> CliResult {
+    let config = veil::config::load(&args.config).map_err(usage)?;
+    let (stage, _ring) = veil::stage::load(&config).map_err(usage)?;
+    match &config.source {
+        Source::Kafka(_) => run_kafka(&config, stage),
+        Source::File(input) => run_files(&config, &stage, input),
+    }
+}
+
+fn run_kafka(config: &PipelineConfig, stage: Stage) -> CliResult {
+    let registry = prometheus::Registry::new();
+    let metrics = Metrics::new(&registry).map_err(io)?;
+    let health = Arc::new(Health::for_kafka());
+    let control = Control::default();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(io)?;
+    runtime.block_on(async {
+        spawn_signal_handlers(control.clone()).map_err(io)?;
+        veil::kafka::run(config, stage, metrics, health, control)
+            .await
+            .map_err(usage)?;
+        Ok(())
+    })
+}
+
+/// SIGTERM and SIGINT stop (drain, commit, exit 0); SIGHUP reloads.
+fn spawn_signal_handlers(control: Control) -> io::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = term.recv() => { tracing::info!("SIGTERM: stopping"); control.stop() }
+                _ = int.recv() => { tracing::info!("SIGINT: stopping"); control.stop() }
+                _ = hup.recv() => { tracing::info!("SIGHUP: reloading policies and keys"); control.reload() }
+            }
+        }
+    });
+    Ok(())
+}
+
+fn open_input(path: &Path) -> Result<Box<dyn BufRead>, Failure> {
+    if path == Path::new("-") {
+        return Ok(Box::new(BufReader::with_capacity(
+            1 << 16,
+            io::stdin().lock(),
+        )));
+    }
+    let file = File::open(path)
+        .with_context(|| format!("cannot open input {}", path.display()))
+        .map_err(|error| Failure {
+            code: EX_NOINPUT,
+            error,
+        })?;
+    Ok(Box::new(BufReader::with_capacity(1 << 16, file)))
+}
+
+fn create(sink: &Sink) -> Result<BufWriter<Box<dyn Write>>, Failure> {
+    let Sink::File(path) = sink else {
+        unreachable!("validated: a file source writes to files")
+    };
+    let w: Box<dyn Write> = if path == Path::new("-") {
+        Box::new(io::stdout())
+    } else {
+        Box::new(
+            File::create(path)
+                .with_context(|| format!("cannot create {}", path.display()))
+                .map_err(io)?,
+        )
+    };
+    Ok(BufWriter::with_capacity(1 << 16, w))
+}
+
+/// File mode: each line through every route; clean lines to each route's
+/// file, rejected lines to the dead-letter file; a per-route summary.
+fn run_files(config: &PipelineConfig, stage: &Stage, input: &Path) -> CliResult {
+    let registry = prometheus::Registry::new();
+    let metrics = Metrics::new(&registry).map_err(io)?;
+    let counters = StageCounters::new(&metrics, stage);
+    let mut reader = open_input(input)?;
+    let mut outputs = config
+        .routes
+        .iter()
+        .map(|r| create(&r.sink))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut dead = create(&config.dead_letter.sink)?;
+    let limit = stage.limits().max_message_bytes;
+    let (mut line, mut n) = (Vec::new(), 0u64);
+    let mut processed = Processed::default();
+    let mut scratch = Scratch::default();
+    let write_err = |e: io::Error| io(anyhow::Error::new(e).context("cannot write output"));
+    while let Some(read) = read_line(&mut reader, &mut line, limit)
+        .context("cannot read input")
+        .map_err(io)?
+    {
+        n += 1;
+        let reject = match read {
+            Line::Complete => {
+                stage.process(&line, None, &mut processed, &mut scratch);
+                counters.record(line.len(), &processed);
+                processed.rejected
+            }
+            Line::TooLong { len } => {
+                metrics.input_bytes.inc_by(len as u64);
+                metrics
+                    .dead_letters
+                    .with_label_values(&[RejectReason::TooLarge.code()])
+                    .inc();
+                for r in stage.routes() {
+                    metrics
+                        .events
+                        .with_label_values(&[&r.name, "dead_lettered"])
+                        .inc();
+                }
+                line.clear();
+                Some(Reject {
+                    reason: RejectReason::TooLarge,
+                    offset: limit,
+                    what: "message larger than the limit",
+                })
+            }
+        };
+        if let Some(r) = reject {
+            let record = stage.dead_letter(&r, Origin::Line(n), &line);
+            dead.write_all(&record).map_err(write_err)?;
+            dead.write_all(b"\n").map_err(write_err)?;
+            continue;
+        }
+        for (o, w) in processed.outputs.iter().zip(outputs.iter_mut()) {
+            if o.outcome == Outcome::Forwarded {
+                w.write_all(processed.value(o)).map_err(write_err)?;
+                w.write_all(b"\n").map_err(write_err)?;
+            }
+        }
+    }
+    for w in outputs.iter_mut().chain(std::iter::once(&mut dead)) {
+        w.flush().map_err(write_err)?;
+    }
+    eprint!("{}", file_summary(stage, &metrics, n));
+    Ok(())
+}
+
+fn file_summary(stage: &Stage, m: &Metrics, lines: u64) -> String {
+    let dead: u64 = RejectReason::ALL
+        .iter()
+        .map(|r| m.dead_letters.with_label_values(&[r.code()]).get())
+        .sum();
+    let mut s = format!("veil run: {lines} events read, {dead} dead-lettered\n");
+    for r in stage.routes() {
+        let forwarded = m.events.with_label_values(&[&r.name, "forwarded"]).get();
+        let dropped = lines - forwarded - dead;
+        s.push_str(&format!(
+            "  route {:<12} policy {:<24} forwarded {forwarded:>8}  dropped {dropped:>8}\n",
+            r.name,
+            r.engine.policy_id(),
+        ));
+    }
+    s
+}

@@ -1,0 +1,40 @@
+//! librdkafka client settings: veil's defaults, the user's properties from
+//! the config, then the settings veil's delivery guarantee depends on (which
+//! the config validator refuses to let users set).
+
+use rdkafka::ClientConfig;
+
+use crate::config::KafkaSource;
+
+/// The consumer: offsets are stored only for acknowledged inputs and
+/// committed in the background from what is stored.
+pub fn consumer(src: &KafkaSource) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("auto.offset.reset", "earliest")
+        .set("auto.commit.interval.ms", "1000")
+        .set("statistics.interval.ms", "5000");
+    for (k, v) in &src.librdkafka {
+        c.set(k, v);
+    }
+    c.set("bootstrap.servers", &src.bootstrap_servers)
+        .set("group.id", &src.group_id)
+        .set("enable.auto.commit", "true")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "false");
+    c
+}
+
+/// The producer: idempotent (no duplicates or reordering from its own
+/// retries), keyed records partitioned like the Java client (murmur2), so a
+/// subject's events stay in one partition and in order.
+pub fn producer(src: &KafkaSource) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("enable.idempotence", "true")
+        .set("linger.ms", "5")
+        .set("partitioner", "murmur2_random");
+    for (k, v) in src.librdkafka.iter().chain(&src.producer) {
+        c.set(k, v);
+    }
+    c.set("bootstrap.servers", &src.bootstrap_servers);
+    c
+}

@@ -1,0 +1,200 @@
+//! librdkafka callbacks: delivery reports (acknowledgements), rebalances,
+//! statistics (consumer lag, broker state) and client errors.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use rdkafka::TopicPartitionList;
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
+use rdkafka::message::Message;
+use rdkafka::producer::{DeliveryResult, ProducerContext};
+use rdkafka::statistics::Statistics;
+use tracing::{info, warn};
+
+use super::{Ack, RETRY_BACKOFF, Retry, Shared, commit, error_code};
+use crate::offsets::Partition;
+
+pub(crate) struct ProducerCtx {
+    shared: Arc<Shared>,
+}
+
+impl ProducerCtx {
+    pub(super) fn new(shared: Arc<Shared>) -> Self {
+        ProducerCtx { shared }
+    }
+}
+
+impl ClientContext for ProducerCtx {
+    fn error(&self, error: KafkaError, reason: &str) {
+        client_error(&self.shared, "producer", error, reason);
+    }
+}
+
+impl ProducerContext for ProducerCtx {
+    type DeliveryOpaque = Arc<Ack>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, ack: Arc<Ack>) {
+        match result {
+            Ok(_) => self.shared.acknowledge(&ack),
+            Err((e, msg)) => {
+                self.shared
+                    .metrics
+                    .produce_errors
+                    .with_label_values(&[&error_code(e)])
+                    .inc();
+                warn!(topic = msg.topic(), error = %e, "delivery failed; retrying");
+                let _ = self.shared.retries.send(Retry {
+                    msg: msg.detach(),
+                    ack,
+                    not_before: Instant::now() + RETRY_BACKOFF,
+                });
+            }
+        }
+    }
+}
+
+pub(crate) struct ConsumerCtx {
+    shared: Arc<Shared>,
+}
+
+impl ConsumerCtx {
+    pub(super) fn new(shared: Arc<Shared>) -> Self {
+        ConsumerCtx { shared }
+    }
+}
+
+fn client_error(shared: &Shared, client: &str, error: KafkaError, reason: &str) {
+    if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
+        shared.health.set_broker_down(true);
+    }
+    warn!(client, error = %error, reason, "kafka client error");
+}
+
+impl ClientContext for ConsumerCtx {
+    fn stats(&self, stats: Statistics) {
+        let up = stats.brokers.values().any(|b| b.state == "UP");
+        self.shared.health.set_broker_down(!up);
+        let lag = &self.shared.metrics.consumer_lag;
+        for (name, topic) in &stats.topics {
+            for (id, p) in &topic.partitions {
+                if *id < 0 {
+                    continue; // librdkafka's internal unassigned partition
+                }
+                let id = id.to_string();
+                if p.consumer_lag >= 0 {
+                    lag.with_label_values(&[name.as_str(), &id])
+                        .set(p.consumer_lag);
+                }
+            }
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        client_error(&self.shared, "consumer", error, reason);
+    }
+}
+
+impl ConsumerContext for ConsumerCtx {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            self.revoke(consumer, tpl);
+        }
+    }
+
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let m = &self.shared.metrics;
+        match rebalance {
+            Rebalance::Assign(tpl) => {
+                let mut book = self.shared.book.lock().expect("book lock");
+                for p in partitions(tpl) {
+                    book.ledger.assign(&p);
+                }
+                m.rebalances.with_label_values(&["assign"]).inc();
+                info!(partitions = %describe(tpl), "partitions assigned");
+            }
+            Rebalance::Revoke(_) => {}
+            Rebalance::Error(e) => warn!(error = %e, "rebalance error"),
+        }
+        let assigned = consumer.assignment().map_or(0, |a| a.count());
+        self.shared.health.set_assigned(assigned);
+    }
+
+    fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {
+        let c = &self.shared.metrics.commits;
+        match result {
+            Ok(()) => c.with_label_values(&["ok"]).inc(),
+            Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+            Err(e) => {
+                c.with_label_values(&["error"]).inc();
+                warn!(error = %e, "offset commit failed; will retry with the next commit");
+            }
+        }
+    }
+}
+
+impl ConsumerCtx {
+    /// Before partitions go: wait (up to the drain timeout) for their
+    /// in-flight inputs, store and commit what completed, then forget the
+    /// rest, which the next owner re-reads from the commit.
+    fn revoke(&self, consumer: &BaseConsumer<Self>, tpl: &TopicPartitionList) {
+        let shared = &self.shared;
+        let revoked = partitions(tpl);
+        let pending = |s: &Shared| {
+            let book = s.book.lock().expect("book lock");
+            revoked
+                .iter()
+                .map(|p| book.ledger.pending(p))
+                .sum::<usize>()
+        };
+        if !shared.closing.load(Ordering::Relaxed) {
+            let deadline = Instant::now() + shared.drain_timeout;
+            while pending(shared) > 0 && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        shared.store_positions(consumer, Some(&revoked));
+        commit(consumer, &shared.metrics);
+        let abandoned: usize = {
+            let mut book = shared.book.lock().expect("book lock");
+            revoked.iter().map(|p| book.ledger.revoke(p)).sum()
+        };
+        for (topic, partition) in &revoked {
+            let _ = shared
+                .metrics
+                .consumer_lag
+                .remove_label_values(&[&**topic, &partition.to_string()]);
+        }
+        shared
+            .metrics
+            .rebalances
+            .with_label_values(&["revoke"])
+            .inc();
+        if abandoned > 0 {
+            warn!(
+                abandoned,
+                partitions = %describe(tpl),
+                "partitions revoked with unacknowledged inputs; their next owner re-reads them"
+            );
+        } else {
+            info!(partitions = %describe(tpl), "partitions revoked");
+        }
+    }
+}
+
+fn partitions(tpl: &TopicPartitionList) -> Vec<Partition> {
+    tpl.elements()
+        .iter()
+        .map(|e| (Arc::from(e.topic()), e.partition()))
+        .collect()
+}
+
+fn describe(tpl: &TopicPartitionList) -> String {
+    tpl.elements()
+        .iter()
+        .map(|e| format!("{}/{}", e.topic(), e.partition()))
+        .collect::<Vec<_>>()
+        .join(",")
+}

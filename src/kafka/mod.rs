@@ -1,0 +1,764 @@
+//! The Kafka adapter: `veil run` with a Kafka source. Consumes raw events,
+//! applies the [`Stage`] on worker threads, produces each route's clean
+//! events and the dead letters, and commits an input only once everything it
+//! produced is acknowledged.
+//!
+//! ```text
+//! consumer task ──(per-partition worker)──► Stage::process ──► producer
+//!      ▲  stores offsets                                            │
+//!      └──────────── ledger ◄── delivery reports (acks) ◄───────────┘
+//! ```
+//!
+//! Guarantees (see `docs/pipeline.md`):
+//! - At least once: an input's offset is stored for commit only when every
+//!   output it produced (one per forwarding route, or its dead-letter
+//!   record) is acknowledged; a failed delivery is retried, never skipped.
+//! - In order per partition: one worker owns each input partition, and the
+//!   producer is idempotent.
+//! - Bounded memory: at most `max_in_flight` inputs are read and not yet
+//!   acknowledged; when full, veil stops polling.
+
+mod clients;
+mod context;
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
+use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
+use rdkafka::{Offset, TopicPartitionList};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, watch};
+use tracing::{debug, error, info, warn};
+
+use crate::config::{KafkaSource, PipelineConfig, Sink};
+use crate::engine::Scratch;
+use crate::health::Health;
+use crate::metrics::{Metrics, StageCounters};
+use crate::offsets::{Ledger, Partition, Ticket};
+use crate::outcome::Outcome;
+use crate::stage::{Origin, Processed, Stage};
+
+use context::{ConsumerCtx, ProducerCtx};
+
+pub use clients::{consumer as consumer_config, producer as producer_config};
+
+/// Output record headers veil sets (input headers named `veil-*` are never copied).
+pub mod header {
+    /// `name@version` of the policy that made the record.
+    pub const POLICY: &str = "veil-policy";
+    /// Id of the key the pseudonyms were made with.
+    pub const KEY_ID: &str = "veil-key-id";
+    pub const SOURCE_TOPIC: &str = "veil-source-topic";
+    pub const SOURCE_PARTITION: &str = "veil-source-partition";
+    pub const SOURCE_OFFSET: &str = "veil-source-offset";
+    /// Dead letters only: the reject reason code.
+    pub const REASON: &str = "veil-reason";
+}
+
+/// Asks a running service to stop or reload, and tells how far it got.
+/// Cheap to clone; the CLI wires signals to it, tests and `veil demo` call it.
+#[derive(Clone)]
+pub struct Control {
+    inner: Arc<ControlInner>,
+}
+
+struct ControlInner {
+    stop: watch::Sender<bool>,
+    reload: Notify,
+    completed: AtomicU64,
+}
+
+impl Default for Control {
+    fn default() -> Self {
+        Control {
+            inner: Arc::new(ControlInner {
+                stop: watch::channel(false).0,
+                reload: Notify::new(),
+                completed: AtomicU64::new(0),
+            }),
+        }
+    }
+}
+
+impl Control {
+    /// Stop consuming, drain, commit, return.
+    pub fn stop(&self) {
+        self.inner.stop.send_replace(true);
+    }
+
+    /// Re-read policies and keys; an invalid set is rejected and the old one stays.
+    pub fn reload(&self) {
+        self.inner.reload.notify_one();
+    }
+
+    /// Inputs whose outputs have all been acknowledged (or that produced none).
+    pub fn completed(&self) -> u64 {
+        self.inner.completed.load(Ordering::Relaxed)
+    }
+
+    async fn stopped(&self) {
+        let mut rx = self.inner.stop.subscribe();
+        let _ = rx.wait_for(|s| *s).await;
+    }
+}
+
+/// Why the service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("the config's source is not Kafka")]
+    NotKafka,
+    #[error("cannot create the Kafka {client}: {source}")]
+    Client {
+        client: &'static str,
+        #[source]
+        source: KafkaError,
+    },
+    #[error("cannot subscribe to {topics:?}: {source}")]
+    Subscribe {
+        topics: Vec<String>,
+        #[source]
+        source: KafkaError,
+    },
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunSummary {
+    /// Inputs fully acknowledged.
+    pub completed: u64,
+    /// Inputs still unacknowledged when the drain timeout ran out; they were
+    /// not committed, so the next owner of their partitions re-reads them.
+    pub abandoned: usize,
+}
+
+/// Build both clients from the config without connecting anywhere, so
+/// `veil check` can report unknown or invalid librdkafka properties.
+pub fn check_client_config(src: &KafkaSource) -> Result<(), ServiceError> {
+    clients::consumer(src)
+        .create::<rdkafka::consumer::BaseConsumer>()
+        .map_err(|source| ServiceError::Client {
+            client: "consumer",
+            source,
+        })?;
+    clients::producer(src)
+        .create::<rdkafka::producer::BaseProducer>()
+        .map_err(|source| ServiceError::Client {
+            client: "producer",
+            source,
+        })?;
+    Ok(())
+}
+
+/// The live policies and key: replaced as a whole on reload.
+struct Live {
+    stage: Stage,
+    counters: StageCounters,
+    /// `name@version` per route, for the `veil-policy` header.
+    policy_tags: Vec<String>,
+}
+
+impl Live {
+    fn new(stage: Stage, metrics: &Metrics) -> Live {
+        metrics.set_live(&stage);
+        let counters = StageCounters::new(metrics, &stage);
+        let policy_tags = stage
+            .routes()
+            .iter()
+            .map(|r| {
+                let p = r.engine.policy();
+                format!("{}@{}", p.name, p.version)
+            })
+            .collect();
+        Live {
+            stage,
+            counters,
+            policy_tags,
+        }
+    }
+}
+
+/// The ledger and the commit positions it has advanced but the consumer has
+/// not yet stored; one lock so positions are stored in the order they advance.
+#[derive(Default)]
+struct Book {
+    ledger: Ledger,
+    positions: HashMap<Partition, i64>,
+}
+
+/// State shared by the consumer task, the workers and librdkafka's callbacks.
+struct Shared {
+    book: Mutex<Book>,
+    live: RwLock<Arc<Live>>,
+    metrics: Metrics,
+    health: Arc<Health>,
+    control: Control,
+    route_topics: Vec<String>,
+    dead_letter_topic: String,
+    drain_timeout: Duration,
+    retries: std::sync::mpsc::Sender<Retry>,
+    /// Set on shutdown: rebalance callbacks stop waiting for deliveries.
+    closing: AtomicBool,
+    /// Set when the drain timeout has passed: workers stop retrying sends.
+    abandon: AtomicBool,
+}
+
+/// One input's outstanding outputs. The last acknowledgement completes the
+/// input in the ledger; dropping the last reference releases its in-flight slot.
+pub(crate) struct Ack {
+    remaining: std::sync::atomic::AtomicUsize,
+    ticket: Ticket,
+    timestamp_ms: Option<i64>,
+    _permit: OwnedSemaphorePermit,
+}
+
+/// A record whose delivery failed, to be sent again.
+struct Retry {
+    msg: OwnedMessage,
+    ack: Arc<Ack>,
+    not_before: Instant,
+}
+
+struct Job {
+    msg: OwnedMessage,
+    ticket: Ticket,
+    permit: OwnedSemaphorePermit,
+}
+
+const RETRY_BACKOFF: Duration = Duration::from_millis(500);
+const STORE_INTERVAL: Duration = Duration::from_millis(200);
+
+impl Shared {
+    /// One output of `ack`'s input was acknowledged.
+    fn acknowledge(&self, ack: &Ack) {
+        if ack.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.complete(&ack.ticket, ack.timestamp_ms);
+        }
+    }
+
+    /// Every output of an input is acknowledged (or it had none).
+    fn complete(&self, ticket: &Ticket, timestamp_ms: Option<i64>) {
+        {
+            let mut book = self.book.lock().expect("book lock");
+            if let Some(position) = book.ledger.complete(ticket) {
+                book.positions.insert(ticket.partition.clone(), position);
+            }
+        }
+        self.control.inner.completed.fetch_add(1, Ordering::Relaxed);
+        if let Some(ts) = timestamp_ms {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64);
+            if now >= ts {
+                self.metrics
+                    .end_to_end_latency
+                    .observe((now - ts) as f64 / 1000.0);
+            }
+        }
+    }
+
+    /// Hand the advanced positions to the consumer, which commits them in
+    /// the background. Only `partitions` when given (a revoke).
+    fn store_positions<C: Consumer<ConsumerCtx>>(
+        &self,
+        consumer: &C,
+        partitions: Option<&[Partition]>,
+    ) {
+        let positions: Vec<(Partition, i64)> = {
+            let mut book = self.book.lock().expect("book lock");
+            match partitions {
+                None => book.positions.drain().collect(),
+                Some(ps) => ps
+                    .iter()
+                    .filter_map(|p| book.positions.remove(p).map(|o| (p.clone(), o)))
+                    .collect(),
+            }
+        };
+        if positions.is_empty() {
+            return;
+        }
+        let mut tpl = TopicPartitionList::with_capacity(positions.len());
+        for ((topic, partition), offset) in &positions {
+            if let Err(e) = tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset)) {
+                warn!(topic = &**topic, partition, error = %e, "cannot store offset");
+            }
+        }
+        if let Err(e) = consumer.store_offsets(&tpl) {
+            // Only for partitions no longer assigned; their new owner re-reads.
+            debug!(error = %e, "offsets not stored");
+        }
+    }
+}
+
+/// Run the service until [`Control::stop`]. `stage` is the already loaded
+/// and validated policies and keys; reloads re-read them from `config`.
+pub async fn run(
+    config: &PipelineConfig,
+    stage: Stage,
+    metrics: Metrics,
+    health: Arc<Health>,
+    control: Control,
+) -> Result<RunSummary, ServiceError> {
+    let crate::config::Source::Kafka(src) = &config.source else {
+        return Err(ServiceError::NotKafka);
+    };
+    let route_topics = config
+        .routes
+        .iter()
+        .map(|r| match &r.sink {
+            Sink::Topic(t) => t.clone(),
+            Sink::File(_) => unreachable!("validated: Kafka source, topic sinks"),
+        })
+        .collect();
+    let Sink::Topic(dead_letter_topic) = config.dead_letter.sink.clone() else {
+        unreachable!("validated: Kafka source, topic dead letters")
+    };
+    let (retry_tx, retry_rx) = std::sync::mpsc::channel();
+    let shared = Arc::new(Shared {
+        book: Mutex::default(),
+        live: RwLock::new(Arc::new(Live::new(stage, &metrics))),
+        metrics: metrics.clone(),
+        health: health.clone(),
+        control: control.clone(),
+        route_topics,
+        dead_letter_topic,
+        drain_timeout: config.drain_timeout,
+        retries: retry_tx,
+        closing: AtomicBool::new(false),
+        abandon: AtomicBool::new(false),
+    });
+    health.set_loaded(true);
+
+    let producer: Arc<ThreadedProducer<ProducerCtx>> = Arc::new(
+        clients::producer(src)
+            .create_with_context(ProducerCtx::new(shared.clone()))
+            .map_err(|source| ServiceError::Client {
+                client: "producer",
+                source,
+            })?,
+    );
+    let consumer: StreamConsumer<ConsumerCtx> = clients::consumer(src)
+        .create_with_context(ConsumerCtx::new(shared.clone()))
+        .map_err(|source| ServiceError::Client {
+            client: "consumer",
+            source,
+        })?;
+    let topics: Vec<&str> = src.topics.iter().map(String::as_str).collect();
+    consumer
+        .subscribe(&topics)
+        .map_err(|source| ServiceError::Subscribe {
+            topics: src.topics.clone(),
+            source,
+        })?;
+    info!(
+        topics = ?src.topics,
+        group = %src.group_id,
+        routes = config.routes.len(),
+        workers = config.workers,
+        max_in_flight = config.max_in_flight,
+        "veil is consuming"
+    );
+
+    let retrier = spawn_retrier(shared.clone(), producer.clone(), retry_rx);
+    let mut senders = Vec::with_capacity(config.workers);
+    let mut workers: Vec<JoinHandle<()>> = Vec::with_capacity(config.workers);
+    for i in 0..config.workers {
+        let (tx, rx) = mpsc::channel::<Job>(1024);
+        senders.push(tx);
+        let (shared, producer) = (shared.clone(), producer.clone());
+        workers.push(
+            std::thread::Builder::new()
+                .name(format!("veil-worker-{i}"))
+                .spawn(move || worker(shared, producer, rx))
+                .expect("spawn worker thread"),
+        );
+    }
+    let reloader = tokio::spawn(reload_loop(config.clone(), shared.clone()));
+
+    let semaphore = Arc::new(Semaphore::new(config.max_in_flight));
+    consume(
+        &consumer,
+        &shared,
+        &senders,
+        &semaphore,
+        config.max_in_flight,
+    )
+    .await;
+
+    // Shutdown: no more reads; drain what is in flight, commit, close.
+    info!("stopping: draining in-flight deliveries");
+    shared.closing.store(true, Ordering::Relaxed);
+    drop(senders);
+    let deadline = Instant::now() + config.drain_timeout;
+    loop {
+        shared.store_positions(&consumer, None);
+        let pending = shared
+            .book
+            .lock()
+            .expect("book lock")
+            .ledger
+            .total_pending();
+        if pending == 0 || Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    shared.store_positions(&consumer, None);
+    let abandoned = shared
+        .book
+        .lock()
+        .expect("book lock")
+        .ledger
+        .total_pending();
+    if abandoned > 0 {
+        warn!(
+            abandoned,
+            "drain timeout: inputs not acknowledged in time are not committed and will be re-read"
+        );
+    }
+    commit(&consumer, &shared.metrics);
+    shared.abandon.store(true, Ordering::Relaxed);
+    reloader.abort();
+    tokio::task::spawn_blocking(move || {
+        for w in workers {
+            let _ = w.join();
+        }
+        let _ = retrier.join();
+        let _ = producer.flush(Duration::from_secs(5));
+    })
+    .await
+    .expect("join workers");
+    drop(consumer);
+    health.set_assigned(0);
+    let completed = control.completed();
+    info!(completed, abandoned, "veil stopped");
+    Ok(RunSummary {
+        completed,
+        abandoned,
+    })
+}
+
+/// Read until stopped: one in-flight slot per input, dispatched to the
+/// worker that owns its partition.
+async fn consume(
+    consumer: &StreamConsumer<ConsumerCtx>,
+    shared: &Arc<Shared>,
+    senders: &[mpsc::Sender<Job>],
+    semaphore: &Arc<Semaphore>,
+    max_in_flight: usize,
+) {
+    let mut tick = tokio::time::interval(STORE_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut topics: HashMap<String, Arc<str>> = HashMap::new();
+    let stopped = shared.control.stopped();
+    tokio::pin!(stopped);
+    loop {
+        let permit = tokio::select! {
+            biased;
+            _ = &mut stopped => return,
+            permit = semaphore.clone().acquire_owned() => permit.expect("semaphore never closed"),
+            _ = tick.tick() => {
+                on_tick(consumer, shared, semaphore, max_in_flight);
+                continue;
+            }
+        };
+        let received = tokio::select! {
+            biased;
+            _ = &mut stopped => return,
+            m = consumer.recv() => m,
+            _ = tick.tick() => {
+                on_tick(consumer, shared, semaphore, max_in_flight);
+                continue;
+            }
+        };
+        let msg = match received {
+            Ok(m) => m.detach(),
+            Err(e) => {
+                warn!(error = %e, "consume error; retrying");
+                tokio::time::sleep(RETRY_BACKOFF).await;
+                continue;
+            }
+        };
+        let topic = match topics.get(msg.topic()) {
+            Some(t) => t.clone(),
+            None => {
+                let t: Arc<str> = Arc::from(msg.topic());
+                topics.insert(msg.topic().to_owned(), t.clone());
+                t
+            }
+        };
+        let partition: Partition = (topic, msg.partition());
+        let ticket = shared
+            .book
+            .lock()
+            .expect("book lock")
+            .ledger
+            .track(&partition, msg.offset());
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        partition.hash(&mut h);
+        let w = (h.finish() % senders.len() as u64) as usize;
+        if senders[w]
+            .send(Job {
+                msg,
+                ticket,
+                permit,
+            })
+            .await
+            .is_err()
+        {
+            error!("worker thread ended unexpectedly; stopping");
+            return;
+        }
+    }
+}
+
+fn on_tick(
+    consumer: &StreamConsumer<ConsumerCtx>,
+    shared: &Shared,
+    semaphore: &Semaphore,
+    max_in_flight: usize,
+) {
+    shared.store_positions(consumer, None);
+    let m = &shared.metrics;
+    m.in_flight
+        .set((max_in_flight - semaphore.available_permits()) as i64);
+    m.ready
+        .set(i64::from(shared.health.not_ready_reason().is_none()));
+}
+
+/// Commit what is stored, synchronously.
+fn commit<C: Consumer<ConsumerCtx>>(consumer: &C, metrics: &Metrics) {
+    match consumer.commit_consumer_state(CommitMode::Sync) {
+        Ok(()) => metrics.commits.with_label_values(&["ok"]).inc(),
+        Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+        Err(e) => {
+            metrics.commits.with_label_values(&["error"]).inc();
+            warn!(error = %e, "commit failed; uncommitted inputs will be re-read");
+        }
+    }
+}
+
+/// Apply the stage to each job and produce its outputs, in arrival order.
+fn worker(
+    shared: Arc<Shared>,
+    producer: Arc<ThreadedProducer<ProducerCtx>>,
+    mut jobs: mpsc::Receiver<Job>,
+) {
+    let mut processed = Processed::default();
+    let mut scratch = Scratch::default();
+    while let Some(job) = jobs.blocking_recv() {
+        if !shared
+            .book
+            .lock()
+            .expect("book lock")
+            .ledger
+            .is_live(&job.ticket)
+        {
+            continue; // revoked: the partition's new owner re-reads it
+        }
+        let live = shared.live.read().expect("live lock").clone();
+        let msg = &job.msg;
+        let payload = msg.payload().unwrap_or_default();
+        let started = Instant::now();
+        live.stage
+            .process(payload, msg.key(), &mut processed, &mut scratch);
+        shared
+            .metrics
+            .process_duration
+            .observe(started.elapsed().as_secs_f64());
+        live.counters.record(payload.len(), &processed);
+
+        let outputs = if processed.rejected.is_some() {
+            1
+        } else {
+            processed
+                .outputs
+                .iter()
+                .filter(|o| o.outcome == Outcome::Forwarded)
+                .count()
+        };
+        let timestamp_ms = msg.timestamp().to_millis();
+        if outputs == 0 {
+            shared.complete(&job.ticket, timestamp_ms);
+            continue;
+        }
+        let ack = Arc::new(Ack {
+            remaining: outputs.into(),
+            ticket: job.ticket,
+            timestamp_ms,
+            _permit: job.permit,
+        });
+        let partition = msg.partition().to_string();
+        let offset = msg.offset().to_string();
+        let source = |h: OwnedHeaders| {
+            h.insert(header_str(header::KEY_ID, live.stage.key_id()))
+                .insert(header_str(header::SOURCE_TOPIC, msg.topic()))
+                .insert(header_str(header::SOURCE_PARTITION, &partition))
+                .insert(header_str(header::SOURCE_OFFSET, &offset))
+        };
+        if let Some(reject) = &processed.rejected {
+            let record = live.stage.dead_letter(
+                reject,
+                Origin::Kafka {
+                    topic: msg.topic(),
+                    partition: msg.partition(),
+                    offset: msg.offset(),
+                },
+                payload,
+            );
+            let headers = source(OwnedHeaders::new_with_capacity(5))
+                .insert(header_str(header::REASON, reject.reason.code()));
+            let record =
+                BaseRecord::<[u8], [u8], Arc<Ack>>::with_opaque_to(&shared.dead_letter_topic, ack)
+                    .payload(&record[..])
+                    .headers(headers);
+            send(&shared, &producer, record);
+            continue;
+        }
+        for (i, o) in processed.outputs.iter().enumerate() {
+            if o.outcome != Outcome::Forwarded {
+                continue;
+            }
+            let mut headers = source(OwnedHeaders::new_with_capacity(5))
+                .insert(header_str(header::POLICY, &live.policy_tags[i]));
+            if let Some(input) = msg.headers() {
+                for h in input.iter() {
+                    if live.stage.keeps_header(h.key) {
+                        headers = headers.insert(h);
+                    }
+                }
+            }
+            let mut record = BaseRecord::with_opaque_to(&shared.route_topics[i], ack.clone())
+                .payload(processed.value(o))
+                .headers(headers);
+            if let Some(key) = processed.key(o) {
+                record = record.key(key);
+            }
+            send(&shared, &producer, record);
+        }
+    }
+}
+
+fn header_str<'a>(key: &'a str, value: &'a str) -> Header<'a, &'a str> {
+    Header {
+        key,
+        value: Some(value),
+    }
+}
+
+/// Enqueue a record, waiting while librdkafka's queue is full and retrying
+/// other immediate errors with backoff until the drain timeout has passed.
+fn send<K, P>(
+    shared: &Shared,
+    producer: &ThreadedProducer<ProducerCtx>,
+    mut record: BaseRecord<'_, K, P, Arc<Ack>>,
+) where
+    K: rdkafka::message::ToBytes + ?Sized,
+    P: rdkafka::message::ToBytes + ?Sized,
+{
+    loop {
+        match producer.send(record) {
+            Ok(()) => return,
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                record = r;
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err((e, r)) => {
+                shared
+                    .metrics
+                    .produce_errors
+                    .with_label_values(&[&error_code(&e)])
+                    .inc();
+                if shared.abandon.load(Ordering::Relaxed) {
+                    return; // not acknowledged, so not committed: re-read later
+                }
+                warn!(topic = r.topic, error = %e, "cannot enqueue record; retrying");
+                record = r;
+                std::thread::sleep(RETRY_BACKOFF);
+            }
+        }
+    }
+}
+
+/// A metric label for a Kafka error: its librdkafka code name, never its text.
+fn error_code(e: &KafkaError) -> String {
+    e.rdkafka_error_code()
+        .map_or_else(|| "other".to_owned(), |c| format!("{c:?}"))
+}
+
+/// Re-send records whose delivery failed, after a backoff.
+fn spawn_retrier(
+    shared: Arc<Shared>,
+    producer: Arc<ThreadedProducer<ProducerCtx>>,
+    retries: std::sync::mpsc::Receiver<Retry>,
+) -> JoinHandle<()> {
+    std::thread::Builder::new()
+        .name("veil-retry".into())
+        .spawn(move || {
+            loop {
+                let r = match retries.recv_timeout(Duration::from_millis(100)) {
+                    Ok(r) => r,
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                        if shared.abandon.load(Ordering::Relaxed) {
+                            return;
+                        }
+                        continue;
+                    }
+                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+                };
+                if shared.abandon.load(Ordering::Relaxed) {
+                    continue; // drop: not acknowledged, so not committed
+                }
+                if let Some(wait) = r.not_before.checked_duration_since(Instant::now()) {
+                    std::thread::sleep(wait);
+                }
+                let msg = &r.msg;
+                let mut record: BaseRecord<'_, [u8], [u8], Arc<Ack>> =
+                    BaseRecord::with_opaque_to(msg.topic(), r.ack.clone())
+                        .payload(msg.payload().unwrap_or_default());
+                if let Some(k) = msg.key() {
+                    record = record.key(k);
+                }
+                if let Some(h) = msg.headers() {
+                    record = record.headers(h.clone());
+                }
+                send(&shared, &producer, record);
+            }
+        })
+        .expect("spawn retry thread")
+}
+
+/// Swap in freshly loaded policies and keys on each reload request.
+async fn reload_loop(config: PipelineConfig, shared: Arc<Shared>) {
+    loop {
+        shared.control.inner.reload.notified().await;
+        let loaded = {
+            let config = config.clone();
+            tokio::task::spawn_blocking(move || crate::stage::load(&config)).await
+        };
+        match loaded {
+            Ok(Ok((stage, _ring))) => {
+                let live = Live::new(stage, &shared.metrics);
+                let tags = live.policy_tags.join(", ");
+                let key_id = live.stage.key_id().to_owned();
+                *shared.live.write().expect("live lock") = Arc::new(live);
+                shared.metrics.reloads.with_label_values(&["ok"]).inc();
+                info!(policies = %tags, key_id = %key_id, "reloaded policies and keys");
+            }
+            Ok(Err(e)) => {
+                shared
+                    .metrics
+                    .reloads
+                    .with_label_values(&["rejected"])
+                    .inc();
+                error!(error = %e, "reload rejected; the previous policies and keys stay live");
+            }
+            Err(e) => error!(error = %e, "reload task failed"),
+        }
+    }
+}
