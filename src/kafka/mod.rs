@@ -559,6 +559,11 @@ fn worker(
             .ledger
             .is_live(&job.ticket)
         {
+            debug!(
+                partition = job.ticket.partition.1,
+                offset = job.ticket.offset,
+                "skipping input of a revoked partition"
+            );
             continue; // revoked: the partition's new owner re-reads it
         }
         let live = shared.live.read().expect("live lock").clone();

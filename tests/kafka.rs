@@ -1,0 +1,617 @@
+//! `veil run` against a real broker over TCP: Tansu when `.ci/run` starts
+//! one (`VEIL_TEST_BROKER`), else librdkafka's mock cluster. veil runs as a
+//! child process, as it would in production; the tests produce raw events,
+//! read the output topics back, and check them against the reference
+//! implementation of the policy (tests/support/reference.rs).
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::Value;
+use support::kafka::{Broker, Reader, Rec, Veil, produce};
+use support::reference;
+use veil::{CompiledPolicy, Limits, compile};
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn example_events() -> Vec<Vec<u8>> {
+    support::data::example_events()
+}
+
+/// The shipped policy, compiled under the test key, for the reference oracle.
+fn shipped_policy() -> CompiledPolicy {
+    let policy = veil::policy::load(&root().join("config/policy.yaml")).unwrap();
+    let ring = veil::keys::load_dir(&root().join("tests/keys"), None).unwrap();
+    compile(policy, ring.active(), Limits::default())
+}
+
+/// Kafka keys as collectors often set them: the user id.
+fn keyed(events: &[Vec<u8>]) -> Vec<(Option<Vec<u8>>, Vec<u8>)> {
+    events
+        .iter()
+        .map(|e| {
+            let key = serde_json::from_slice::<Value>(e)
+                .ok()
+                .and_then(|v| v.get("userId")?.as_str().map(|s| s.as_bytes().to_vec()));
+            (key, e.clone())
+        })
+        .collect()
+}
+
+struct Pipeline {
+    dir: tempfile::TempDir,
+    config: PathBuf,
+}
+
+/// A config file: `raw` -> one route per (name, policy, topic), dead letters to `dead`.
+fn pipeline(
+    broker: &Broker,
+    raw: &str,
+    routes: &[(&str, &Path, &str)],
+    dead: &str,
+    extra: &str,
+) -> Pipeline {
+    let dir = tempfile::tempdir().unwrap();
+    let mut yaml = format!(
+        "source:\n  kafka:\n    bootstrap_servers: \"{}\"\n    topics: [{raw}]\n    group_id: {raw}-veil\n    \
+         librdkafka:\n      session.timeout.ms: 6000\n      heartbeat.interval.ms: 500\n      \
+         topic.metadata.refresh.interval.ms: 1000\n\
+         routes:\n",
+        broker.bootstrap()
+    );
+    for (name, policy, topic) in routes {
+        yaml.push_str(&format!(
+            "  - name: {name}\n    policy: \"{}\"\n    topic: {topic}\n",
+            policy.display()
+        ));
+    }
+    yaml.push_str(&format!(
+        "dead_letter:\n  topic: {dead}\nkeys:\n  dir: \"{}\"\nshutdown:\n  drain_timeout_seconds: 10\n{extra}",
+        root().join("tests/keys").display()
+    ));
+    let config = dir.path().join("pipeline.yaml");
+    std::fs::write(&config, yaml).unwrap();
+    Pipeline { dir, config }
+}
+
+impl Pipeline {
+    fn start(&self, name: &str) -> Veil {
+        Veil::start(&self.config, &self.dir.path().join(format!("{name}.log")))
+    }
+}
+
+/// The input coordinates the reference says must produce a clean event, and
+/// that clean event.
+fn expected(
+    policy: &CompiledPolicy,
+    records: &[(Option<Vec<u8>>, Vec<u8>)],
+    landed: &[(i32, i64)],
+) -> BTreeMap<(i32, i64), Value> {
+    records
+        .iter()
+        .zip(landed)
+        .filter_map(|((_, value), at)| {
+            let clean = reference::apply(policy, value)?;
+            Some((*at, serde_json::from_slice(&clean).unwrap()))
+        })
+        .collect()
+}
+
+fn covered(records: &[Rec]) -> BTreeSet<(i32, i64)> {
+    records.iter().map(Rec::source).collect()
+}
+
+/// Inputs that should have an output and have none yet.
+fn missing(want: &BTreeMap<(i32, i64), Value>, records: &[Rec]) -> usize {
+    let c = covered(records);
+    want.keys().filter(|k| !c.contains(k)).count()
+}
+
+/// Every string value under the identifier paths of the example events.
+fn raw_identifiers(events: &[Vec<u8>]) -> BTreeSet<String> {
+    let paths: [&[&str]; 9] = [
+        &["userId"],
+        &["anonymousId"],
+        &["context", "ip"],
+        &["context", "device", "id"],
+        &["context", "device", "advertisingId"],
+        &["context", "traits", "email"],
+        &["context", "traits", "phone"],
+        &["context", "traits", "name"],
+        &["traits", "email"],
+    ];
+    let mut out = BTreeSet::new();
+    for e in events {
+        let Ok(v) = serde_json::from_slice::<Value>(e) else {
+            continue;
+        };
+        for p in paths {
+            if let Some(Value::String(s)) = p.iter().try_fold(&v, |v, k| v.get(*k)) {
+                out.insert(s.clone());
+            }
+        }
+    }
+    out
+}
+
+fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|w| w == needle.as_bytes())
+}
+
+#[test]
+fn clean_topic_holds_exactly_the_consented_events_and_no_raw_identifier() {
+    let broker = Broker::start();
+    let (raw, clean, dead) = (
+        broker.topic("raw", 3),
+        broker.topic("clean", 3),
+        broker.topic("dead", 1),
+    );
+    let policy_path = root().join("config/policy.yaml");
+    let p = pipeline(
+        &broker,
+        &raw,
+        &[("analytics", &policy_path, &clean)],
+        &dead,
+        "",
+    );
+    let events = example_events();
+    let records = keyed(&events);
+    let landed = produce(&broker.bootstrap(), &raw, &records);
+    let want = expected(&shipped_policy(), &records, &landed);
+    assert!(
+        want.len() > 100 && want.len() < events.len(),
+        "the example mixes consented and not"
+    );
+
+    let mut veil = p.start("veil");
+    let mut out = Reader::new(&broker.bootstrap(), &clean);
+    assert!(
+        out.wait_until(MINUTE, |r| r.len() >= want.len()),
+        "{} of {} clean events arrived; veil log:\n{}",
+        out.records.len(),
+        want.len(),
+        veil.log()
+    );
+    veil.signal("TERM");
+    assert!(
+        veil.wait(MINUTE).success(),
+        "SIGTERM exits 0; log:\n{}",
+        veil.log()
+    );
+    out.poll_for(Duration::from_secs(1));
+
+    // Exactly the consented events, once each, as the reference makes them.
+    assert_eq!(
+        out.records.len(),
+        want.len(),
+        "no duplicates in a clean run"
+    );
+    for r in &out.records {
+        let at = r.source();
+        assert_eq!(
+            Some(&r.json()),
+            want.get(&at),
+            "clean event for input {at:?}"
+        );
+        assert_eq!(r.header("veil-policy"), Some("web-analytics@3"));
+        assert_eq!(r.header("veil-key-id"), Some("k1"));
+        assert_eq!(r.header("veil-source-topic"), Some(raw.as_str()));
+        // The key is the route's pseudonym of the raw key (the user id): the
+        // same value as the clean event's userId, so joins still work.
+        let user = r.json()["userId"].as_str().map(str::to_owned);
+        assert_eq!(
+            r.key
+                .as_deref()
+                .map(|k| std::str::from_utf8(k).unwrap().to_owned()),
+            user
+        );
+    }
+    // No raw identifier anywhere: values, keys, header values.
+    let ids = raw_identifiers(&events);
+    assert!(ids.len() > 1000, "identifiers collected: {}", ids.len());
+    for r in &out.records {
+        for id in &ids {
+            let leaked = contains(&r.value, id)
+                || r.key.as_deref().is_some_and(|k| contains(k, id))
+                || r.headers.values().any(|h| contains(h, id));
+            assert!(
+                !leaked,
+                "raw identifier in clean record at {:?}",
+                r.source()
+            );
+        }
+    }
+
+    // The shutdown committed: a restart in the same group re-produces nothing.
+    let mut again = p.start("veil-again");
+    assert!(
+        again.wait_for_log("partitions assigned", MINUTE),
+        "log:\n{}",
+        again.log()
+    );
+    out.poll_for(Duration::from_secs(3));
+    again.signal("TERM");
+    assert!(again.wait(MINUTE).success());
+    assert_eq!(
+        out.records.len(),
+        want.len(),
+        "committed inputs are not re-read"
+    );
+}
+
+#[test]
+fn bad_records_are_dead_lettered_with_their_reason_while_good_ones_flow() {
+    let broker = Broker::start();
+    let (raw, clean, dead) = (
+        broker.topic("raw", 1),
+        broker.topic("clean", 1),
+        broker.topic("dead", 1),
+    );
+    let policy_path = root().join("config/policy.yaml");
+    let p = pipeline(
+        &broker,
+        &raw,
+        &[("analytics", &policy_path, &clean)],
+        &dead,
+        "limits:\n  max_message_bytes: 4096\n  max_depth: 16\n",
+    );
+    let policy = shipped_policy();
+    let good: Vec<Vec<u8>> = example_events()
+        .into_iter()
+        .filter(|e| e.len() < 4096 && reference::apply(&policy, e).is_some())
+        .take(3)
+        .collect();
+    let secret = "user-raw-secret-4711";
+    let bad: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "invalid_json",
+            format!("{{\"userId\":\"{secret}\",").into_bytes(),
+        ),
+        (
+            "too_large",
+            format!(
+                "{{\"userId\":\"{secret}\",\"pad\":\"{}\"}}",
+                "x".repeat(5000)
+            )
+            .into_bytes(),
+        ),
+        (
+            "too_deep",
+            format!(
+                "{{\"userId\":\"{secret}\",\"a\":{}1{}}}",
+                "[".repeat(40),
+                "]".repeat(40)
+            )
+            .into_bytes(),
+        ),
+        (
+            "invalid_utf8",
+            [
+                b"{\"userId\":\"".as_slice(),
+                secret.as_bytes(),
+                b"\xff\xfe\"}",
+            ]
+            .concat(),
+        ),
+        // Binary garbage is first of all not UTF-8.
+        (
+            "invalid_utf8",
+            vec![0x00, 0x9f, 0x92, 0x96, 0xff, 0x13, 0x37],
+        ),
+        ("not_object", b"[1,2,3]".to_vec()),
+    ];
+    // good, bad, good, bad, ... so good records must flow past bad ones.
+    let mut records = Vec::new();
+    let mut reasons = BTreeMap::new();
+    for (i, (reason, value)) in bad.iter().enumerate() {
+        if let Some(g) = good.get(i % good.len()) {
+            records.push((Some(b"k".to_vec()), g.clone()));
+        }
+        reasons.insert(records.len(), *reason);
+        records.push((Some(secret.as_bytes().to_vec()), value.clone()));
+    }
+    let landed = produce(&broker.bootstrap(), &raw, &records);
+
+    let veil = p.start("veil");
+    let mut dl = Reader::new(&broker.bootstrap(), &dead);
+    let mut out = Reader::new(&broker.bootstrap(), &clean);
+    assert!(
+        dl.wait_until(MINUTE, |r| r.len() >= bad.len()),
+        "dead letters: {}; log:\n{}",
+        dl.records.len(),
+        veil.log()
+    );
+    assert!(
+        out.wait_until(MINUTE, |r| r.len() >= bad.len()),
+        "good events flow"
+    );
+    dl.poll_for(Duration::from_secs(1));
+    assert_eq!(
+        dl.records.len(),
+        bad.len(),
+        "one dead letter per bad record"
+    );
+    for r in &dl.records {
+        let (_, offset) = r.source();
+        let i = landed.iter().position(|l| l.1 == offset).unwrap();
+        let want = reasons[&i];
+        assert_eq!(r.header("veil-reason"), Some(want), "input {i}");
+        let body = r.json();
+        assert_eq!(body["reason"], want);
+        assert_eq!(body["source"]["offset"], offset);
+        assert_eq!(body["source"]["topic"], raw.as_str());
+        assert!(
+            body.get("payload").is_none(),
+            "payload only when include_payload"
+        );
+        assert!(r.key.is_none());
+        assert!(
+            !contains(&r.value, secret),
+            "no raw content in the dead letter"
+        );
+    }
+    for r in &out.records {
+        assert!(
+            !contains(&r.value, secret) && !r.key.as_deref().is_some_and(|k| contains(k, secret))
+        );
+    }
+}
+
+#[test]
+fn kill_9_mid_stream_then_restart_loses_nothing() {
+    let broker = Broker::start();
+    let (raw, clean, dead) = (
+        broker.topic("raw", 6),
+        broker.topic("clean", 3),
+        broker.topic("dead", 1),
+    );
+    let policy_path = root().join("config/policy.yaml");
+    let p = pipeline(
+        &broker,
+        &raw,
+        &[("analytics", &policy_path, &clean)],
+        &dead,
+        "limits:\n  max_in_flight: 100\n",
+    );
+    let events = example_events();
+    // 10,000 events over 6 partitions: under the mock cluster's 5 MB
+    // per-partition log, which otherwise deletes the oldest inputs.
+    let records: Vec<_> = std::iter::repeat_n(keyed(&events), 10).flatten().collect();
+    let landed = produce(&broker.bootstrap(), &raw, &records);
+    let want = expected(&shipped_policy(), &records, &landed);
+
+    let mut first = p.start("first");
+    let mut out = Reader::new(&broker.bootstrap(), &clean);
+    assert!(
+        out.wait_until(MINUTE, |r| r.len() >= 500),
+        "no progress; log:\n{}",
+        first.log()
+    );
+    first.kill9();
+    let before = covered(&out.records).len();
+    assert!(
+        before < want.len(),
+        "killed mid-stream ({before} of {})",
+        want.len()
+    );
+
+    let second = p.start("second");
+    let ok = out.wait_until(2 * MINUTE, |r| {
+        let c = covered(r);
+        want.keys().all(|k| c.contains(k))
+    });
+    let missing = missing(&want, &out.records);
+    let c = covered(&out.records);
+    let sample: Vec<_> = want.keys().filter(|k| !c.contains(k)).take(20).collect();
+    assert!(
+        ok,
+        "{missing} inputs lost after kill -9 (e.g. {sample:?}); read {} records, topic holds {}, want {}; first log:\n{}\nsecond log:\n{}",
+        out.records.len(),
+        out.in_topic(),
+        want.len(),
+        first.log(),
+        second.log()
+    );
+    for r in &out.records {
+        assert_eq!(
+            Some(&r.json()),
+            want.get(&r.source()),
+            "every output is a correct one"
+        );
+    }
+    eprintln!(
+        "kill -9 after {before} outputs: {} records for {} inputs ({} duplicates, allowed)",
+        out.records.len(),
+        want.len(),
+        out.records.len() - want.len()
+    );
+}
+
+#[test]
+fn two_instances_split_the_partitions_and_the_survivor_takes_over() {
+    let broker = Broker::start();
+    let (raw, clean, dead) = (
+        broker.topic("raw", 4),
+        broker.topic("clean", 4),
+        broker.topic("dead", 1),
+    );
+    let policy_path = root().join("config/policy.yaml");
+    let p = pipeline(
+        &broker,
+        &raw,
+        &[("analytics", &policy_path, &clean)],
+        &dead,
+        "",
+    );
+    let policy = shipped_policy();
+    let events = keyed(&example_events());
+
+    let mut a = p.start("a");
+    let b = p.start("b");
+    // Both instances hold partitions once the group settles.
+    let split = (0..300).any(|_| {
+        std::thread::sleep(Duration::from_millis(200));
+        let (la, lb) = (a.log(), b.log());
+        let owns = |log: &str| {
+            log.lines()
+                .rev()
+                .find(|l| l.contains("partitions assigned"))
+                .is_some()
+        };
+        owns(&la) && owns(&lb)
+    });
+    assert!(
+        split,
+        "both instances get partitions; a:\n{}\nb:\n{}",
+        a.log(),
+        b.log()
+    );
+
+    let first = produce(&broker.bootstrap(), &raw, &events[..500]);
+    let mut want = expected(&policy, &events[..500], &first);
+    let mut out = Reader::new(&broker.bootstrap(), &clean);
+    assert!(out.wait_until(MINUTE, |r| {
+        let c = covered(r);
+        want.keys().all(|k| c.contains(k))
+    }));
+    let by = |r: &Rec| r.header("veil-source-partition").unwrap().to_owned();
+    let partitions: BTreeSet<String> = out.records.iter().map(by).collect();
+    assert_eq!(partitions.len(), 4, "all partitions served");
+
+    a.kill9();
+    let second = produce(&broker.bootstrap(), &raw, &events[500..]);
+    want.extend(expected(&policy, &events[500..], &second));
+    let ok = out.wait_until(2 * MINUTE, |r| {
+        let c = covered(r);
+        want.keys().all(|k| c.contains(k))
+    });
+    let missing = missing(&want, &out.records);
+    assert!(
+        ok,
+        "{missing} inputs lost after one instance died; b:\n{}",
+        b.log()
+    );
+}
+
+#[test]
+fn sighup_reloads_a_valid_policy_and_keeps_the_old_one_when_invalid() {
+    let broker = Broker::start();
+    let (raw, clean, dead) = (
+        broker.topic("raw", 1),
+        broker.topic("clean", 1),
+        broker.topic("dead", 1),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let policy_path = dir.path().join("policy.yaml");
+    let shipped = std::fs::read_to_string(root().join("config/policy.yaml")).unwrap();
+    std::fs::write(&policy_path, &shipped).unwrap();
+    let p = pipeline(
+        &broker,
+        &raw,
+        &[("analytics", &policy_path, &clean)],
+        &dead,
+        "",
+    );
+    let policy = shipped_policy();
+    let consented: Vec<_> = keyed(&example_events())
+        .into_iter()
+        .filter(|(_, e)| reference::apply(&policy, e).is_some())
+        .take(3)
+        .collect();
+
+    let veil = p.start("veil");
+    let mut out = Reader::new(&broker.bootstrap(), &clean);
+    produce(&broker.bootstrap(), &raw, &consented[..1]);
+    assert!(
+        out.wait_until(MINUTE, |r| r.len() == 1),
+        "log:\n{}",
+        veil.log()
+    );
+    assert_eq!(
+        out.records[0].header("veil-policy"),
+        Some("web-analytics@3")
+    );
+
+    std::fs::write(&policy_path, shipped.replace("version: 3", "version: 4")).unwrap();
+    veil.signal("HUP");
+    assert!(
+        veil.wait_for_log("reloaded policies and keys", MINUTE),
+        "log:\n{}",
+        veil.log()
+    );
+    produce(&broker.bootstrap(), &raw, &consented[1..2]);
+    assert!(out.wait_until(MINUTE, |r| r.len() == 2));
+    assert_eq!(
+        out.records[1].header("veil-policy"),
+        Some("web-analytics@4")
+    );
+
+    std::fs::write(&policy_path, "name: broken\nversion: nope\n").unwrap();
+    veil.signal("HUP");
+    assert!(
+        veil.wait_for_log("reload rejected", MINUTE),
+        "log:\n{}",
+        veil.log()
+    );
+    produce(&broker.bootstrap(), &raw, &consented[2..3]);
+    assert!(out.wait_until(MINUTE, |r| r.len() == 3));
+    assert_eq!(
+        out.records[2].header("veil-policy"),
+        Some("web-analytics@4"),
+        "old policy stays live"
+    );
+}
+
+#[test]
+fn broker_down_at_start_is_waited_out_not_fatal() {
+    // Fault injection needs the mock cluster, whatever VEIL_TEST_BROKER says.
+    let broker = Broker::mock();
+    let (raw, clean, dead) = (
+        broker.topic("raw", 1),
+        broker.topic("clean", 1),
+        broker.topic("dead", 1),
+    );
+    let policy_path = root().join("config/policy.yaml");
+    let p = pipeline(
+        &broker,
+        &raw,
+        &[("analytics", &policy_path, &clean)],
+        &dead,
+        "",
+    );
+    let policy = shipped_policy();
+    let consented: Vec<_> = keyed(&example_events())
+        .into_iter()
+        .filter(|(_, e)| reference::apply(&policy, e).is_some())
+        .take(5)
+        .collect();
+    produce(&broker.bootstrap(), &raw, &consented);
+
+    let Broker::Mock(cluster) = &broker else {
+        unreachable!()
+    };
+    cluster.broker_down(1).unwrap();
+    let mut veil = p.start("veil");
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(
+        veil.is_running(),
+        "veil waits for the broker; log:\n{}",
+        veil.log()
+    );
+    cluster.broker_up(1).unwrap();
+    let mut out = Reader::new(&broker.bootstrap(), &clean);
+    assert!(
+        out.wait_until(MINUTE, |r| r.len() == 5),
+        "log:\n{}",
+        veil.log()
+    );
+}

@@ -1,0 +1,392 @@
+//! Kafka test harness: a real broker over TCP (Tansu when `VEIL_TEST_BROKER`
+//! names one, else librdkafka's mock cluster), uniquely named topics, a
+//! producer that reports where each record landed, a reader that follows
+//! topics, and the `veil` binary run as a child process.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{
+    BaseRecord, DefaultProducerContext, DeliveryResult, Producer, ProducerContext, ThreadedProducer,
+};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+/// A broker the tests and the `veil` child process both reach over TCP.
+pub enum Broker {
+    /// An external broker (Tansu in CI), at this address.
+    External(String),
+    /// librdkafka's mock cluster, in this process, listening on 127.0.0.1.
+    Mock(MockCluster<'static, DefaultProducerContext>),
+}
+
+impl Broker {
+    /// Tansu (or any broker) at `VEIL_TEST_BROKER`, else the mock cluster.
+    pub fn start() -> Broker {
+        match std::env::var("VEIL_TEST_BROKER") {
+            Ok(addr) if !addr.is_empty() => {
+                eprintln!("test broker: {addr} (VEIL_TEST_BROKER)");
+                Broker::External(addr)
+            }
+            _ => {
+                eprintln!(
+                    "test broker: librdkafka mock cluster (set VEIL_TEST_BROKER to use Tansu)"
+                );
+                Broker::mock()
+            }
+        }
+    }
+
+    /// Always the mock cluster: for fault injection only it can do.
+    pub fn mock() -> Broker {
+        Broker::Mock(MockCluster::new(1).expect("start mock cluster"))
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Broker::External(_) => "external",
+            Broker::Mock(_) => "mock",
+        }
+    }
+
+    pub fn bootstrap(&self) -> String {
+        match self {
+            Broker::External(a) => a.clone(),
+            Broker::Mock(m) => m.bootstrap_servers(),
+        }
+    }
+
+    /// Create a topic named `<prefix>-<unique>`; returns its name.
+    pub fn topic(&self, prefix: &str, partitions: i32) -> String {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let name = format!(
+            "{prefix}-{}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis()
+                % 1_000_000
+        );
+        match self {
+            Broker::Mock(m) => m.create_topic(&name, partitions, 1).expect("create topic"),
+            Broker::External(addr) => {
+                let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+                    .set("bootstrap.servers", addr)
+                    .create()
+                    .expect("admin client");
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                let topic = NewTopic::new(&name, partitions, TopicReplication::Fixed(1));
+                let results = rt
+                    .block_on(admin.create_topics(
+                        [&topic],
+                        &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+                    ))
+                    .expect("create topics");
+                for r in results {
+                    r.expect("topic created");
+                }
+            }
+        }
+        // Wait until the topic's metadata shows every partition.
+        let c = consumer(&self.bootstrap());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(md) = c.fetch_metadata(Some(&name), Duration::from_secs(5)) {
+                if md.topics().first().is_some_and(|t| {
+                    t.error().is_none() && t.partitions().len() == partitions as usize
+                }) {
+                    return name;
+                }
+            }
+            assert!(Instant::now() < deadline, "topic {name} never appeared");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+fn consumer(bootstrap: &str) -> BaseConsumer {
+    ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "veil-test-reader")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer")
+}
+
+/// Where each produced record landed.
+struct Landed(Mutex<Vec<Option<(i32, i64)>>>);
+
+impl ClientContext for Landed {}
+
+impl ProducerContext for Landed {
+    type DeliveryOpaque = Box<usize>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, i: Box<usize>) {
+        let m = result.as_ref().expect("test record delivered");
+        self.0.lock().unwrap()[*i] = Some((m.partition(), m.offset()));
+    }
+}
+
+/// Produce `records` (key, value) to `topic`; returns each one's (partition, offset).
+pub fn produce(
+    bootstrap: &str,
+    topic: &str,
+    records: &[(Option<Vec<u8>>, Vec<u8>)],
+) -> Vec<(i32, i64)> {
+    let landed = Landed(Mutex::new(vec![None; records.len()]));
+    let producer: ThreadedProducer<Landed> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("partitioner", "murmur2_random")
+        .set("linger.ms", "5")
+        .create_with_context(landed)
+        .expect("producer");
+    for (i, (key, value)) in records.iter().enumerate() {
+        let mut r = BaseRecord::<Vec<u8>, Vec<u8>, Box<usize>>::with_opaque_to(topic, Box::new(i))
+            .payload(value);
+        if let Some(k) = key {
+            r = r.key(k);
+        }
+        let mut r = r;
+        loop {
+            match producer.send(r) {
+                Ok(()) => break,
+                Err((_, back)) => {
+                    r = back;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(30)).expect("flush");
+    let out = producer.context().0.lock().unwrap().clone();
+    out.into_iter()
+        .map(|o| o.expect("every record delivered"))
+        .collect()
+}
+
+/// A record read back.
+#[derive(Debug, Clone)]
+pub struct Rec {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub value: Vec<u8>,
+    pub headers: BTreeMap<String, Vec<u8>>,
+}
+
+impl Rec {
+    pub fn header(&self, k: &str) -> Option<&str> {
+        self.headers
+            .get(k)
+            .map(|v| std::str::from_utf8(v).expect("utf-8 header"))
+    }
+
+    /// The input this output came from: (source partition, source offset).
+    pub fn source(&self) -> (i32, i64) {
+        (
+            self.header("veil-source-partition")
+                .expect("source partition")
+                .parse()
+                .unwrap(),
+            self.header("veil-source-offset")
+                .expect("source offset")
+                .parse()
+                .unwrap(),
+        )
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.value).expect("record is JSON")
+    }
+}
+
+/// Follows every partition of a topic from the beginning, without a group.
+pub struct Reader {
+    consumer: BaseConsumer,
+    pub records: Vec<Rec>,
+}
+
+impl Reader {
+    pub fn new(bootstrap: &str, topic: &str) -> Reader {
+        let consumer = consumer(bootstrap);
+        let md = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .expect("metadata");
+        let mut tpl = TopicPartitionList::new();
+        for p in md.topics()[0].partitions() {
+            tpl.add_partition_offset(topic, p.id(), Offset::Beginning)
+                .unwrap();
+        }
+        consumer.assign(&tpl).expect("assign");
+        Reader {
+            consumer,
+            records: Vec::new(),
+        }
+    }
+
+    /// Records in the topic now, by its watermarks.
+    pub fn in_topic(&self) -> i64 {
+        let a = self.consumer.assignment().unwrap();
+        a.elements()
+            .iter()
+            .map(|e| {
+                let (lo, hi) = self
+                    .consumer
+                    .fetch_watermarks(e.topic(), e.partition(), Duration::from_secs(5))
+                    .unwrap();
+                hi - lo
+            })
+            .sum()
+    }
+
+    /// Read whatever arrives within `d`.
+    pub fn poll_for(&mut self, d: Duration) {
+        let end = Instant::now() + d;
+        while Instant::now() < end {
+            let Some(m) = self.consumer.poll(Duration::from_millis(50)) else {
+                continue;
+            };
+            let m = m.expect("read record");
+            let headers = m
+                .headers()
+                .map(|h| {
+                    h.iter()
+                        .map(|h| (h.key.to_owned(), h.value.unwrap_or_default().to_vec()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            self.records.push(Rec {
+                partition: m.partition(),
+                offset: m.offset(),
+                key: m.key().map(<[u8]>::to_vec),
+                value: m.payload().unwrap_or_default().to_vec(),
+                headers,
+            });
+        }
+    }
+
+    /// Read until `done(records)` holds; false if `timeout` passes first.
+    pub fn wait_until(&mut self, timeout: Duration, done: impl Fn(&[Rec]) -> bool) -> bool {
+        let end = Instant::now() + timeout;
+        loop {
+            if done(&self.records) {
+                return true;
+            }
+            if Instant::now() >= end {
+                return false;
+            }
+            self.poll_for(Duration::from_millis(200));
+        }
+    }
+}
+
+/// The `veil` binary running `veil run --config`, stderr to a log file.
+pub struct Veil {
+    child: Option<Child>,
+    pub log: PathBuf,
+}
+
+impl Veil {
+    pub fn start(config: &Path, log: &Path) -> Veil {
+        let child = Command::new(env!("CARGO_BIN_EXE_veil"))
+            .args(["run", "--config"])
+            .arg(config)
+            .env(
+                "VEIL_LOG",
+                std::env::var("VEIL_TEST_LOG").unwrap_or("info,librdkafka=warn".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log).expect("log file"))
+            .spawn()
+            .expect("start veil");
+        Veil {
+            child: Some(child),
+            log: log.to_owned(),
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &self.pid().to_string()])
+            .status()
+            .expect("kill")
+            .success();
+        assert!(ok, "kill -{sig} failed");
+    }
+
+    /// `kill -9`: no drain, no commit.
+    pub fn kill9(&mut self) {
+        let mut c = self.child.take().expect("running");
+        c.kill().expect("SIGKILL");
+        c.wait().expect("reap");
+    }
+
+    /// Wait for exit; panics after `timeout`.
+    pub fn wait(&mut self, timeout: Duration) -> ExitStatus {
+        let c = self.child.as_mut().expect("running");
+        let end = Instant::now() + timeout;
+        loop {
+            if let Some(s) = c.try_wait().expect("try_wait") {
+                self.child = None;
+                return s;
+            }
+            assert!(
+                Instant::now() < end,
+                "veil did not exit; log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().expect("try_wait").is_none())
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Wait until the log contains `needle`.
+    pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> bool {
+        let end = Instant::now() + timeout;
+        while Instant::now() < end {
+            if self.log().contains(needle) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        false
+    }
+}
+
+impl Drop for Veil {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
