@@ -106,12 +106,12 @@ impl Broker {
         let c = consumer(&self.bootstrap());
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if let Ok(md) = c.fetch_metadata(Some(&name), Duration::from_secs(5)) {
-                if md.topics().first().is_some_and(|t| {
+            if let Ok(md) = c.fetch_metadata(Some(&name), Duration::from_secs(5))
+                && md.topics().first().is_some_and(|t| {
                     t.error().is_none() && t.partitions().len() == partitions as usize
-                }) {
-                    return name;
-                }
+                })
+            {
+                return name;
             }
             assert!(Instant::now() < deadline, "topic {name} never appeared");
             std::thread::sleep(Duration::from_millis(100));
