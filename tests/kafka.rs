@@ -438,7 +438,11 @@ fn kill_9_mid_stream_then_restart_loses_nothing() {
 
 #[test]
 fn two_instances_split_the_partitions_and_the_survivor_takes_over() {
-    let broker = Broker::start();
+    // The mock cluster, whatever VEIL_TEST_BROKER says: Tansu 0.6 does not
+    // evict a member that stops heartbeating (seen here: the survivor never
+    // got the dead instance's partitions within two minutes), so takeover
+    // after kill -9 cannot be shown on it.
+    let broker = Broker::mock();
     let (raw, clean, dead) = (
         broker.topic("raw", 4),
         broker.topic("clean", 4),
