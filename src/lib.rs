@@ -18,8 +18,14 @@
 //! - [`outcome`]: verdicts, drop and reject reason codes, field tallies.
 //! - [`explain`]: the policy as a human-readable data inventory.
 //! - [`schema`]: the JSON Schema of the policy file.
+//! - [`config`]: the pipeline config, validated with file/line/column.
+//! - [`stage`]: every route's policy applied to one input; output keys and
+//!   dead-letter records (pure, shared by the Kafka and file adapters).
+//! - [`offsets`]: the at-least-once ledger (pure).
+//! - [`kafka`]: the Kafka adapter (`veil run` with a Kafka source).
+//! - [`metrics`], [`health`]: metric definitions and readiness state.
 //!
-//! The command-line adapters (files, stdin/stdout) live in the binary.
+//! The command-line adapters (files, stdin/stdout, signals) live in the binary.
 
 #![forbid(unsafe_code)]
 
