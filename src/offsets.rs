@@ -62,14 +62,21 @@ impl Ledger {
         self.partitions.remove(p).map_or(0, |l| l.pending.len())
     }
 
-    /// Record that `offset` was read from `p`. Offsets of a partition must be
-    /// tracked in increasing order, as the consumer delivers them.
+    /// Record that `offset` was read from `p`. The consumer delivers a
+    /// partition's offsets in increasing order, but may rewind (an offset
+    /// reset, a broker re-sending a batch): then the pending entries from
+    /// `offset` on are replaced by the re-read ones, and a late completion of
+    /// the earlier read of the same offset counts for it (same input, its
+    /// outputs acknowledged), so nothing below an unacknowledged input is
+    /// ever committed.
     pub fn track(&mut self, p: &Partition, offset: i64) -> Ticket {
         if !self.partitions.contains_key(p) {
             self.assign(p);
         }
         let ledger = self.partitions.get_mut(p).expect("just assigned");
-        debug_assert!(ledger.pending.back().is_none_or(|e| e.offset < offset));
+        while ledger.pending.back().is_some_and(|e| e.offset >= offset) {
+            ledger.pending.pop_back();
+        }
         ledger.pending.push_back(Entry {
             offset,
             done: false,
@@ -168,6 +175,20 @@ mod tests {
         );
         assert_eq!(l.pending(&p(0)), 1);
         assert_eq!(l.complete(&new), Some(2));
+    }
+
+    #[test]
+    fn a_rewind_re_tracks_offsets_without_committing_past_pending_ones() {
+        let mut l = Ledger::default();
+        let t: Vec<Ticket> = (0..4).map(|o| l.track(&p(0), o)).collect();
+        // The consumer rewinds to 2 and delivers 2 and 3 again.
+        let again: Vec<Ticket> = (2..4).map(|o| l.track(&p(0), o)).collect();
+        assert_eq!(l.pending(&p(0)), 4, "0, 1 and the re-read 2, 3");
+        assert_eq!(l.complete(&again[1]), None, "0 is still pending");
+        assert_eq!(l.complete(&t[0]), Some(1));
+        assert_eq!(l.complete(&t[1]), Some(2));
+        assert_eq!(l.complete(&again[0]), Some(4));
+        assert_eq!(l.total_pending(), 0);
     }
 
     #[test]
