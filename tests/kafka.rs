@@ -104,6 +104,24 @@ fn expected(
         .collect()
 }
 
+/// A raw topic and a clean one of `partitions` each, and a dead-letter topic.
+fn topics(broker: &Broker, partitions: i32) -> (String, String, String) {
+    (
+        broker.topic("raw", partitions),
+        broker.topic("clean", partitions),
+        broker.topic("dead", 1),
+    )
+}
+
+/// The first `n` example events the policy forwards, keyed by user id.
+fn consented(policy: &CompiledPolicy, n: usize) -> Vec<(Option<Vec<u8>>, Vec<u8>)> {
+    keyed(&example_events())
+        .into_iter()
+        .filter(|(_, e)| reference::apply(policy, e).is_some())
+        .take(n)
+        .collect()
+}
+
 fn covered(records: &[Rec]) -> BTreeSet<(i32, i64)> {
     records.iter().map(Rec::source).collect()
 }
@@ -150,11 +168,7 @@ fn contains(haystack: &[u8], needle: &str) -> bool {
 #[test]
 fn clean_topic_holds_exactly_the_consented_events_and_no_raw_identifier() {
     let broker = Broker::start();
-    let (raw, clean, dead) = (
-        broker.topic("raw", 3),
-        broker.topic("clean", 3),
-        broker.topic("dead", 1),
-    );
+    let (raw, clean, dead) = topics(&broker, 3);
     let policy_path = root().join("config/policy.yaml");
     let p = pipeline(
         &broker,
@@ -251,11 +265,7 @@ fn clean_topic_holds_exactly_the_consented_events_and_no_raw_identifier() {
 #[test]
 fn bad_records_are_dead_lettered_with_their_reason_while_good_ones_flow() {
     let broker = Broker::start();
-    let (raw, clean, dead) = (
-        broker.topic("raw", 1),
-        broker.topic("clean", 1),
-        broker.topic("dead", 1),
-    );
+    let (raw, clean, dead) = topics(&broker, 1);
     let policy_path = root().join("config/policy.yaml");
     let p = pipeline(
         &broker,
@@ -443,11 +453,7 @@ fn two_instances_split_the_partitions_and_the_survivor_takes_over() {
     // got the dead instance's partitions within two minutes), so takeover
     // after kill -9 cannot be shown on it.
     let broker = Broker::mock();
-    let (raw, clean, dead) = (
-        broker.topic("raw", 4),
-        broker.topic("clean", 4),
-        broker.topic("dead", 1),
-    );
+    let (raw, clean, dead) = topics(&broker, 4);
     let policy_path = root().join("config/policy.yaml");
     let p = pipeline(
         &broker,
@@ -509,11 +515,7 @@ fn two_instances_split_the_partitions_and_the_survivor_takes_over() {
 #[test]
 fn sighup_reloads_a_valid_policy_and_keeps_the_old_one_when_invalid() {
     let broker = Broker::start();
-    let (raw, clean, dead) = (
-        broker.topic("raw", 1),
-        broker.topic("clean", 1),
-        broker.topic("dead", 1),
-    );
+    let (raw, clean, dead) = topics(&broker, 1);
     let dir = tempfile::tempdir().unwrap();
     let policy_path = dir.path().join("policy.yaml");
     let shipped = std::fs::read_to_string(root().join("config/policy.yaml")).unwrap();
@@ -526,11 +528,7 @@ fn sighup_reloads_a_valid_policy_and_keeps_the_old_one_when_invalid() {
         "",
     );
     let policy = shipped_policy();
-    let consented: Vec<_> = keyed(&example_events())
-        .into_iter()
-        .filter(|(_, e)| reference::apply(&policy, e).is_some())
-        .take(3)
-        .collect();
+    let consented = consented(&policy, 3);
 
     let veil = p.start("veil");
     let mut out = Reader::new(&broker.bootstrap(), &clean);
@@ -579,11 +577,7 @@ fn sighup_reloads_a_valid_policy_and_keeps_the_old_one_when_invalid() {
 fn broker_down_at_start_is_waited_out_not_fatal() {
     // Fault injection needs the mock cluster, whatever VEIL_TEST_BROKER says.
     let broker = Broker::mock();
-    let (raw, clean, dead) = (
-        broker.topic("raw", 1),
-        broker.topic("clean", 1),
-        broker.topic("dead", 1),
-    );
+    let (raw, clean, dead) = topics(&broker, 1);
     let policy_path = root().join("config/policy.yaml");
     let p = pipeline(
         &broker,
@@ -593,11 +587,7 @@ fn broker_down_at_start_is_waited_out_not_fatal() {
         "",
     );
     let policy = shipped_policy();
-    let consented: Vec<_> = keyed(&example_events())
-        .into_iter()
-        .filter(|(_, e)| reference::apply(&policy, e).is_some())
-        .take(5)
-        .collect();
+    let consented = consented(&policy, 5);
     produce(&broker.bootstrap(), &raw, &consented);
 
     let Broker::Mock(cluster) = &broker else {

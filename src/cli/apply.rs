@@ -68,7 +68,7 @@ struct Totals {
     fields: FieldCounts,
 }
 
-fn open_input(path: &Path) -> Result<(Box<dyn BufRead>, Option<u64>), Failure> {
+pub(super) fn open_input(path: &Path) -> Result<(Box<dyn BufRead>, Option<u64>), Failure> {
     if path == Path::new("-") {
         return Ok((
             Box::new(BufReader::with_capacity(1 << 16, io::stdin().lock())),

@@ -80,11 +80,7 @@ pub fn run(args: Args) -> CliResult {
     let registry = prometheus::Registry::new();
     let metrics = Metrics::new(&registry).map_err(io)?;
     let control = Control::default();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(io)?;
+    let runtime = super::runtime()?;
     let started = Instant::now();
     let total = events.len() as u64;
     let summary = runtime.block_on(async {

@@ -66,6 +66,16 @@ enum LogFormat {
     Json,
 }
 
+/// The async runtime of the Kafka commands: signals, timers, the consumer.
+/// Policy work runs on veil's own worker threads, so two suffice.
+fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(io)
+}
+
 /// Logs go to stderr; fields are codes, names and counts, never event content.
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("VEIL_LOG")

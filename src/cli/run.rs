@@ -3,7 +3,7 @@
 //! [`Stage`] over NDJSON lines once and exits.
 
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, BufWriter, Write};
+use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -17,7 +17,7 @@ use veil::stage::{Origin, Processed, Stage};
 use veil::{Outcome, RejectReason, Scratch};
 
 use super::lines::{Line, read_line};
-use super::{CliResult, EX_NOINPUT, Failure, io, usage};
+use super::{CliResult, Failure, io, usage};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -40,12 +40,7 @@ fn run_kafka(config: &PipelineConfig, stage: Stage) -> CliResult {
     let metrics = Metrics::new(&registry).map_err(io)?;
     let health = Arc::new(Health::for_kafka());
     let control = Control::default();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(io)?;
-    runtime.block_on(async {
+    super::runtime()?.block_on(async {
         spawn_signal_handlers(control.clone()).map_err(io)?;
         veil::kafka::run(config, stage, metrics, health, control)
             .await
@@ -72,22 +67,6 @@ fn spawn_signal_handlers(control: Control) -> io::Result<()> {
     Ok(())
 }
 
-fn open_input(path: &Path) -> Result<Box<dyn BufRead>, Failure> {
-    if path == Path::new("-") {
-        return Ok(Box::new(BufReader::with_capacity(
-            1 << 16,
-            io::stdin().lock(),
-        )));
-    }
-    let file = File::open(path)
-        .with_context(|| format!("cannot open input {}", path.display()))
-        .map_err(|error| Failure {
-            code: EX_NOINPUT,
-            error,
-        })?;
-    Ok(Box::new(BufReader::with_capacity(1 << 16, file)))
-}
-
 fn create(sink: &Sink) -> Result<BufWriter<Box<dyn Write>>, Failure> {
     let Sink::File(path) = sink else {
         unreachable!("validated: a file source writes to files")
@@ -110,7 +89,7 @@ fn run_files(config: &PipelineConfig, stage: &Stage, input: &Path) -> CliResult 
     let registry = prometheus::Registry::new();
     let metrics = Metrics::new(&registry).map_err(io)?;
     let counters = StageCounters::new(&metrics, stage);
-    let mut reader = open_input(input)?;
+    let (mut reader, _len) = super::apply::open_input(input)?;
     let mut outputs = config
         .routes
         .iter()
