@@ -24,12 +24,14 @@
 //! - [`offsets`]: the at-least-once ledger (pure).
 //! - [`kafka`]: the Kafka adapter (`veil run` with a Kafka source).
 //! - [`metrics`], [`health`]: metric definitions and readiness state.
+//! - [`endpoint`]: serves `/metrics`, `/healthz`, `/readyz` over HTTP.
 //!
 //! The command-line adapters (files, stdin/stdout, signals) live in the binary.
 
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod endpoint;
 pub mod engine;
 pub mod explain;
 pub mod health;

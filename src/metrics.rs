@@ -228,28 +228,29 @@ struct RouteCounters {
 
 impl StageCounters {
     pub fn new(m: &Metrics, stage: &Stage) -> StageCounters {
-        let routes = stage
-            .routes()
-            .iter()
-            .map(|r| {
-                let name = r.name.as_str();
-                RouteCounters {
-                    forwarded: m.events.with_label_values(&[name, "forwarded"]),
-                    dropped: DropReason::ALL
-                        .iter()
-                        .map(|d| {
-                            m.events
-                                .with_label_values(&[name, &format!("dropped_{}", d.code())])
-                        })
-                        .collect(),
-                    dead_lettered: m.events.with_label_values(&[name, "dead_lettered"]),
-                    fields: FieldCounts::default()
-                        .labelled()
-                        .iter()
-                        .map(|(action, _)| m.fields.with_label_values(&[name, action]))
-                        .collect(),
-                    output_bytes: m.output_bytes.with_label_values(&[name]),
-                }
+        StageCounters::for_routes(m, stage.routes().iter().map(|r| r.name.as_str()))
+    }
+
+    /// Counters for these route names (`veil apply` has one: its policy's name).
+    pub fn for_routes<'a>(m: &Metrics, names: impl IntoIterator<Item = &'a str>) -> StageCounters {
+        let routes = names
+            .into_iter()
+            .map(|name| RouteCounters {
+                forwarded: m.events.with_label_values(&[name, "forwarded"]),
+                dropped: DropReason::ALL
+                    .iter()
+                    .map(|d| {
+                        m.events
+                            .with_label_values(&[name, &format!("dropped_{}", d.code())])
+                    })
+                    .collect(),
+                dead_lettered: m.events.with_label_values(&[name, "dead_lettered"]),
+                fields: FieldCounts::default()
+                    .labelled()
+                    .iter()
+                    .map(|(action, _)| m.fields.with_label_values(&[name, action]))
+                    .collect(),
+                output_bytes: m.output_bytes.with_label_values(&[name]),
             })
             .collect();
         StageCounters {
@@ -266,38 +267,122 @@ impl StageCounters {
     pub fn record(&self, input_len: usize, p: &Processed) {
         self.input_bytes.inc_by(input_len as u64);
         if let Some(r) = &p.rejected {
-            let i = RejectReason::ALL
-                .iter()
-                .position(|x| *x == r.reason)
-                .expect("ALL lists every reason");
-            self.dead[i].inc();
-            for route in &self.routes {
-                route.dead_lettered.inc();
-            }
+            self.rejected(r.reason);
             return;
         }
-        for (c, o) in self.routes.iter().zip(&p.outputs) {
-            match o.outcome {
-                crate::Outcome::Forwarded => {
-                    c.forwarded.inc();
-                    c.output_bytes.inc_by(p.value(o).len() as u64);
-                    for (counter, (_, n)) in c.fields.iter().zip(o.counts.labelled()) {
-                        if n > 0 {
-                            counter.inc_by(n);
-                        }
+        for (i, o) in p.outputs.iter().enumerate() {
+            self.route(i, o.outcome, &o.counts, p.value(o).len());
+        }
+    }
+
+    /// Count one input rejected before any route saw it (input bytes apart).
+    pub fn rejected(&self, reason: RejectReason) {
+        let i = RejectReason::ALL
+            .iter()
+            .position(|x| *x == reason)
+            .expect("ALL lists every reason");
+        self.dead[i].inc();
+        for route in &self.routes {
+            route.dead_lettered.inc();
+        }
+    }
+
+    /// Count route `i`'s outcome for one input; `output_len` bytes if forwarded.
+    pub fn route(
+        &self,
+        i: usize,
+        outcome: crate::Outcome,
+        counts: &FieldCounts,
+        output_len: usize,
+    ) {
+        let c = &self.routes[i];
+        match outcome {
+            crate::Outcome::Forwarded => {
+                c.forwarded.inc();
+                c.output_bytes.inc_by(output_len as u64);
+                for (counter, (_, n)) in c.fields.iter().zip(counts.labelled()) {
+                    if n > 0 {
+                        counter.inc_by(n);
                     }
                 }
-                crate::Outcome::Dropped(d) => {
-                    let i = DropReason::ALL
-                        .iter()
-                        .position(|x| *x == d)
-                        .expect("ALL lists every reason");
-                    c.dropped[i].inc();
-                }
-                crate::Outcome::Rejected(_) => {
-                    unreachable!("rejections are in Processed::rejected")
-                }
             }
+            crate::Outcome::Dropped(d) => {
+                let i = DropReason::ALL
+                    .iter()
+                    .position(|x| *x == d)
+                    .expect("ALL lists every reason");
+                c.dropped[i].inc();
+            }
+            crate::Outcome::Rejected(r) => self.rejected(r.reason),
         }
+    }
+
+    /// Count input bytes read (for inputs counted through [`Self::route`] or
+    /// [`Self::rejected`]).
+    pub fn input(&self, bytes: usize) {
+        self.input_bytes.inc_by(bytes as u64);
+    }
+}
+
+/// What one route's counters say so far: the numbers the end-of-run
+/// summaries print, read from the same counters `/metrics` serves.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RouteTotals {
+    pub forwarded: u64,
+    pub dropped: Vec<(DropReason, u64)>,
+    pub dead_lettered: u64,
+    pub fields: Vec<(&'static str, u64)>,
+    pub output_bytes: u64,
+}
+
+impl RouteTotals {
+    /// Every input this route saw, whatever its outcome.
+    pub fn inputs(&self) -> u64 {
+        self.forwarded + self.dropped() + self.dead_lettered
+    }
+
+    pub fn dropped(&self) -> u64 {
+        self.dropped.iter().map(|(_, n)| n).sum()
+    }
+}
+
+impl Metrics {
+    /// Read a route's counters.
+    pub fn route_totals(&self, route: &str) -> RouteTotals {
+        RouteTotals {
+            forwarded: self.events.with_label_values(&[route, "forwarded"]).get(),
+            dropped: DropReason::ALL
+                .iter()
+                .map(|d| {
+                    let outcome = format!("dropped_{}", d.code());
+                    (*d, self.events.with_label_values(&[route, &outcome]).get())
+                })
+                .filter(|(_, n)| *n > 0)
+                .collect(),
+            dead_lettered: self
+                .events
+                .with_label_values(&[route, "dead_lettered"])
+                .get(),
+            fields: FieldCounts::default()
+                .labelled()
+                .iter()
+                .map(|(action, _)| {
+                    (
+                        *action,
+                        self.fields.with_label_values(&[route, action]).get(),
+                    )
+                })
+                .collect(),
+            output_bytes: self.output_bytes.with_label_values(&[route]).get(),
+        }
+    }
+
+    /// Dead letters by reason, those with any.
+    pub fn dead_letter_totals(&self) -> Vec<(RejectReason, u64)> {
+        RejectReason::ALL
+            .iter()
+            .map(|r| (*r, self.dead_letters.with_label_values(&[r.code()]).get()))
+            .filter(|(_, n)| *n > 0)
+            .collect()
     }
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use support::kafka::{Broker, Reader, Rec, Veil, produce};
-use support::reference;
+use support::{http, reference};
 use veil::{CompiledPolicy, Limits, compile};
 
 const MINUTE: Duration = Duration::from_secs(60);
@@ -73,7 +73,8 @@ fn pipeline(
         ));
     }
     yaml.push_str(&format!(
-        "dead_letter:\n  topic: {dead}\nkeys:\n  dir: \"{}\"\nshutdown:\n  drain_timeout_seconds: 10\n{extra}",
+        "dead_letter:\n  topic: {dead}\nkeys:\n  dir: \"{}\"\nshutdown:\n  drain_timeout_seconds: 10\n\
+         metrics:\n  listen: 127.0.0.1:0\n{extra}",
         root().join("tests/keys").display()
     ));
     let config = dir.path().join("pipeline.yaml");
@@ -85,6 +86,17 @@ impl Pipeline {
     fn start(&self, name: &str) -> Veil {
         Veil::start(&self.config, &self.dir.path().join(format!("{name}.log")))
     }
+}
+
+/// The address veil serves /metrics, /healthz and /readyz on (the test
+/// configs listen on port 0; veil logs the port it got).
+fn endpoint(veil: &Veil) -> String {
+    assert!(
+        veil.wait_for_log("serving /metrics", MINUTE),
+        "no endpoint; log:\n{}",
+        veil.log()
+    );
+    http::served_addr(&veil.log()).expect("address in the log line")
 }
 
 /// The input coordinates the reference says must produce a clean event, and
@@ -595,12 +607,17 @@ fn broker_down_at_start_is_waited_out_not_fatal() {
     };
     cluster.broker_down(1).unwrap();
     let mut veil = p.start("veil");
+    let addr = endpoint(&veil);
     std::thread::sleep(Duration::from_secs(4));
     assert!(
         veil.is_running(),
         "veil waits for the broker; log:\n{}",
         veil.log()
     );
+    let (status, body) = http::get(&addr, "/readyz");
+    assert_eq!(status, 503, "not ready while the broker is down: {body}");
+    assert_eq!(http::get(&addr, "/healthz").0, 200, "but alive");
+
     cluster.broker_up(1).unwrap();
     let mut out = Reader::new(&broker.bootstrap(), &clean);
     assert!(
@@ -608,4 +625,161 @@ fn broker_down_at_start_is_waited_out_not_fatal() {
         "log:\n{}",
         veil.log()
     );
+    assert!(
+        wait_ready(&addr, 200),
+        "ready once assigned; log:\n{}",
+        veil.log()
+    );
+
+    // The broker goes away mid-run: not ready, still alive, no crash.
+    cluster.broker_down(1).unwrap();
+    assert!(
+        wait_ready(&addr, 503),
+        "not ready after the broker went away; log:\n{}",
+        veil.log()
+    );
+    let (_, body) = http::get(&addr, "/readyz");
+    assert_eq!(body, "not ready: broker unreachable\n");
+    assert_eq!(http::get(&addr, "/healthz").0, 200);
+    assert!(veil.is_running());
+}
+
+/// Poll /readyz until it answers `status`; false after a minute.
+fn wait_ready(addr: &str, status: u16) -> bool {
+    let deadline = std::time::Instant::now() + MINUTE;
+    while std::time::Instant::now() < deadline {
+        if http::get(addr, "/readyz").0 == status {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    false
+}
+
+#[test]
+fn metrics_over_http_count_exactly_what_was_forwarded_dropped_and_dead_lettered() {
+    let broker = Broker::start();
+    let (raw, clean, dead) = topics(&broker, 2);
+    let policy_path = root().join("config/policy.yaml");
+    let p = pipeline(
+        &broker,
+        &raw,
+        &[("analytics", &policy_path, &clean)],
+        &dead,
+        "",
+    );
+    let policy = shipped_policy();
+    let mut records = keyed(&example_events());
+    let bad = std::fs::read(root().join("examples/bad-events.ndjson")).unwrap();
+    for line in bad.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+        records.push((None, line.to_vec()));
+    }
+    // What the policy engine decides for each input, by outcome code.
+    let mut want: BTreeMap<String, f64> = BTreeMap::new();
+    let mut scratch = veil::Scratch::default();
+    for (_, value) in &records {
+        let mut out = Vec::new();
+        let outcome = match policy.apply(value, &mut out, &mut scratch).outcome {
+            veil::Outcome::Forwarded => "forwarded".to_owned(),
+            veil::Outcome::Dropped(d) => format!("dropped_{}", d.code()),
+            veil::Outcome::Rejected(r) => format!("dead_letter:{}", r.reason.code()),
+        };
+        *want.entry(outcome).or_default() += 1.0;
+    }
+    let input_bytes: usize = records.iter().map(|(_, v)| v.len()).sum();
+    produce(&broker.bootstrap(), &raw, &records);
+
+    let veil = p.start("veil");
+    let addr = endpoint(&veil);
+    assert_eq!(http::get(&addr, "/healthz"), (200, "ok\n".to_owned()));
+    let mut out = Reader::new(&broker.bootstrap(), &clean);
+    let mut dl = Reader::new(&broker.bootstrap(), &dead);
+    let forwarded = want["forwarded"] as usize;
+    let dead_lettered: f64 = want
+        .iter()
+        .filter(|(k, _)| k.starts_with("dead_letter:"))
+        .map(|(_, n)| n)
+        .sum();
+    assert!(out.wait_until(MINUTE, |r| r.len() >= forwarded));
+    assert!(dl.wait_until(MINUTE, |r| r.len() >= dead_lettered as usize));
+
+    // Counters are final once every input is counted on the route.
+    let total = records.len() as f64;
+    let deadline = std::time::Instant::now() + MINUTE;
+    let text = loop {
+        let (status, text) = http::get(&addr, "/metrics");
+        assert_eq!(status, 200);
+        if http::sum(&text, "veil_events_total", &[("route", "analytics")]) >= total {
+            break text;
+        }
+        assert!(std::time::Instant::now() < deadline, "metrics:\n{text}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let events = |outcome: &str| {
+        http::sum(
+            &text,
+            "veil_events_total",
+            &[("route", "analytics"), ("outcome", outcome)],
+        )
+    };
+    assert_eq!(
+        http::sum(&text, "veil_events_total", &[("route", "analytics")]),
+        total
+    );
+    // What veil counts is what reached the topics...
+    assert_eq!(events("forwarded"), out.records.len() as f64);
+    assert_eq!(events("dead_lettered"), dl.records.len() as f64);
+    for r in &dl.records {
+        let reason = r.header("veil-reason").unwrap();
+        let counted = http::sum(&text, "veil_dead_letters_total", &[("reason", reason)]);
+        let sent = dl
+            .records
+            .iter()
+            .filter(|d| d.header("veil-reason") == Some(reason))
+            .count();
+        assert_eq!(counted, sent as f64, "dead letters for {reason}");
+    }
+    // ...and what the policy decided, outcome by outcome.
+    for (outcome, n) in &want {
+        let counted = match outcome.strip_prefix("dead_letter:") {
+            Some(reason) => http::sum(&text, "veil_dead_letters_total", &[("reason", reason)]),
+            None => events(outcome),
+        };
+        assert_eq!(counted, *n, "{outcome}");
+    }
+    assert_eq!(
+        http::sum(&text, "veil_input_bytes_total", &[]),
+        input_bytes as f64
+    );
+    let output_bytes: usize = out.records.iter().map(|r| r.value.len()).sum();
+    assert_eq!(
+        http::sum(&text, "veil_output_bytes_total", &[("route", "analytics")]),
+        output_bytes as f64
+    );
+    assert_eq!(
+        http::sum(
+            &text,
+            "veil_policy_info",
+            &[
+                ("route", "analytics"),
+                ("policy", "web-analytics"),
+                ("version", "3")
+            ]
+        ),
+        1.0
+    );
+    assert_eq!(http::sum(&text, "veil_key_info", &[("key_id", "k1")]), 1.0);
+    assert_eq!(
+        http::sum(&text, "veil_process_duration_seconds_count", &[]),
+        total
+    );
+    assert!(http::sum(&text, "process_resident_memory_bytes", &[]) > 0.0);
+    assert!(http::sum(&text, "veil_rebalances_total", &[("kind", "assign")]) >= 1.0);
+    // Label values never carry an identifier.
+    for (key, _) in &records {
+        if let Some(k) = key {
+            assert!(!contains(text.as_bytes(), std::str::from_utf8(k).unwrap()));
+        }
+    }
+    assert_eq!(http::get(&addr, "/readyz"), (200, "ready\n".to_owned()));
 }

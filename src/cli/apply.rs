@@ -5,7 +5,6 @@
 //! dead-letter record carries the line number, the reason code and a detail
 //! without field values; the raw line only with `--dead-letter-payload`.
 
-use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, BufWriter, IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -15,10 +14,10 @@ use anyhow::Context;
 use base64::Engine as _;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
+use veil::health::Health;
+use veil::metrics::{Metrics, StageCounters};
 use veil::outcome::Reject;
-use veil::{
-    CompiledPolicy, DropReason, FieldCounts, Limits, Outcome, RejectReason, Scratch, compile,
-};
+use veil::{CompiledPolicy, Limits, Outcome, RejectReason, Scratch, compile};
 
 use super::lines::{Line, read_line};
 use super::{CliResult, EX_NOINPUT, Failure, io, usage};
@@ -55,17 +54,17 @@ pub struct Args {
     /// No summary on stderr.
     #[arg(long, short)]
     quiet: bool,
+    /// Serve /metrics, /healthz and /readyz on this address while running
+    /// (the same metrics as `veil run`; the route label is the policy name).
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<std::net::SocketAddr>,
 }
 
-/// Totals of a run.
-#[derive(Default)]
-struct Totals {
-    lines: u64,
-    bytes: u64,
-    forwarded: u64,
-    dropped: BTreeMap<DropReason, u64>,
-    rejected: BTreeMap<RejectReason, u64>,
-    fields: FieldCounts,
+/// The run's counters: the ones `/metrics` serves, which the summary reads.
+struct Counting {
+    metrics: Metrics,
+    counters: StageCounters,
+    route: String,
 }
 
 pub(super) fn open_input(path: &Path) -> Result<(Box<dyn BufRead>, Option<u64>), Failure> {
@@ -133,6 +132,25 @@ pub fn run(args: Args) -> CliResult {
         max_depth: args.max_depth,
     };
     let engine = compile(policy, ring.active(), limits);
+    let registry = prometheus::Registry::new();
+    let metrics = Metrics::new(&registry).map_err(io)?;
+    let route = engine.policy().name.clone();
+    let counting = Counting {
+        counters: StageCounters::for_routes(&metrics, [route.as_str()]),
+        metrics,
+        route,
+    };
+    let health = std::sync::Arc::new(Health::default());
+    health.set_loaded(true);
+    let _endpoint = match args.metrics_listen {
+        Some(addr) => Some(super::serve_endpoint(
+            addr,
+            "--metrics-listen",
+            registry,
+            health,
+        )?),
+        None => None,
+    };
     let (mut input, len) = open_input(&args.input)?;
     let mut output = BufWriter::with_capacity(1 << 16, create(&args.output, "output")?);
     let mut dead = match &args.dead_letter {
@@ -141,7 +159,15 @@ pub fn run(args: Args) -> CliResult {
     };
     let bar = progress(len);
     let started = Instant::now();
-    let totals = process(&engine, &args, &mut input, &mut output, dead.as_mut(), &bar)?;
+    let lines = process(
+        &engine,
+        &args,
+        &counting,
+        &mut input,
+        &mut output,
+        dead.as_mut(),
+        &bar,
+    )?;
     output.flush().context("cannot write output").map_err(io)?;
     if let Some(d) = dead.as_mut() {
         d.flush()
@@ -154,7 +180,8 @@ pub fn run(args: Args) -> CliResult {
             "{}",
             summary(
                 &engine,
-                &totals,
+                &counting,
+                lines,
                 started.elapsed(),
                 args.dead_letter.is_some()
             )
@@ -163,15 +190,17 @@ pub fn run(args: Args) -> CliResult {
     Ok(())
 }
 
+/// Returns the number of lines read.
 fn process(
     engine: &CompiledPolicy,
     args: &Args,
+    counting: &Counting,
     input: &mut dyn BufRead,
     output: &mut impl Write,
     mut dead: Option<&mut BufWriter<Box<dyn Write>>>,
     bar: &ProgressBar,
-) -> Result<Totals, Failure> {
-    let mut totals = Totals::default();
+) -> Result<u64, Failure> {
+    let (mut lines, mut bytes) = (0u64, 0u64);
     let mut line = Vec::new();
     let mut out = Vec::with_capacity(4096);
     let mut scratch = Scratch::default();
@@ -183,7 +212,7 @@ fn process(
             .context("cannot read input")
             .map_err(io)?;
         let Some(read) = read else { break };
-        totals.lines += 1;
+        lines += 1;
         let (outcome, size) = match read {
             Line::Complete => {
                 out.clear();
@@ -194,9 +223,11 @@ fn process(
                         .write_all(&out)
                         .context("cannot write output")
                         .map_err(io)?;
-                    totals.fields.add(&v.counts);
                 }
-                (v.outcome, line.len() + 1)
+                counting
+                    .counters
+                    .route(0, v.outcome, &v.counts, out.len().saturating_sub(1));
+                (v.outcome, line.len())
             }
             Line::TooLong { len } => (
                 Outcome::Rejected(Reject {
@@ -207,88 +238,80 @@ fn process(
                 len,
             ),
         };
-        totals.bytes += size as u64;
-        match outcome {
-            Outcome::Forwarded => totals.forwarded += 1,
-            Outcome::Dropped(r) => *totals.dropped.entry(r).or_default() += 1,
-            Outcome::Rejected(r) => {
-                *totals.rejected.entry(r.reason).or_default() += 1;
-                if let Some(d) = dead.as_deref_mut() {
-                    let mut record = json!({
-                        "line": totals.lines,
-                        "reason": r.reason.code(),
-                        "detail": r.to_string(),
-                        "policy": policy_id,
-                    });
-                    if args.dead_letter_payload && matches!(read, Line::Complete) {
-                        match std::str::from_utf8(&line) {
-                            Ok(s) => record["payload"] = json!(s),
-                            Err(_) => {
-                                record["payload_base64"] =
-                                    json!(base64::engine::general_purpose::STANDARD.encode(&line))
-                            }
+        bytes += size as u64;
+        counting.counters.input(size);
+        if let Outcome::Rejected(r) = outcome {
+            if matches!(read, Line::TooLong { .. }) {
+                counting.counters.rejected(r.reason);
+            }
+            if let Some(d) = dead.as_deref_mut() {
+                let mut record = json!({
+                    "line": lines,
+                    "reason": r.reason.code(),
+                    "detail": r.to_string(),
+                    "policy": policy_id,
+                });
+                if args.dead_letter_payload && matches!(read, Line::Complete) {
+                    match std::str::from_utf8(&line) {
+                        Ok(s) => record["payload"] = json!(s),
+                        Err(_) => {
+                            record["payload_base64"] =
+                                json!(base64::engine::general_purpose::STANDARD.encode(&line))
                         }
                     }
-                    serde_json::to_writer(&mut *d, &record)
-                        .context("cannot write dead-letter file")
-                        .map_err(io)?;
-                    d.write_all(b"\n")
-                        .context("cannot write dead-letter file")
-                        .map_err(io)?;
                 }
+                serde_json::to_writer(&mut *d, &record)
+                    .context("cannot write dead-letter file")
+                    .map_err(io)?;
+                d.write_all(b"\n")
+                    .context("cannot write dead-letter file")
+                    .map_err(io)?;
             }
         }
-        if totals.lines % 4096 == 0 {
-            bar.set_position(totals.bytes);
+        if lines % 4096 == 0 {
+            bar.set_position(bytes);
             let secs = bar.elapsed().as_secs_f64().max(1e-9);
-            bar.set_message(format!("{:.0} events/s", totals.lines as f64 / secs));
+            bar.set_message(format!("{:.0} events/s", lines as f64 / secs));
         }
     }
-    Ok(totals)
+    Ok(lines)
 }
 
-fn breakdown<K: Copy>(map: &BTreeMap<K, u64>, code: impl Fn(K) -> &'static str) -> String {
-    if map.is_empty() {
+fn breakdown(parts: impl Iterator<Item = (&'static str, u64)>) -> String {
+    let parts: Vec<String> = parts.map(|(code, n)| format!("{code} {n}")).collect();
+    if parts.is_empty() {
         return String::new();
     }
-    let parts: Vec<String> = map
-        .iter()
-        .map(|(k, n)| format!("{} {n}", code(*k)))
-        .collect();
     format!("  ({})", parts.join(", "))
 }
 
 fn summary(
     engine: &CompiledPolicy,
-    t: &Totals,
+    counting: &Counting,
+    lines: u64,
     elapsed: Duration,
     has_dead_letter: bool,
 ) -> String {
     let secs = elapsed.as_secs_f64().max(1e-9);
-    let dropped: u64 = t.dropped.values().sum();
-    let rejected: u64 = t.rejected.values().sum();
+    let t = counting.metrics.route_totals(&counting.route);
+    let rejected = counting.metrics.dead_letter_totals();
     let mut s = format!(
         "veil apply: policy {}, key {}\n  read        {:>9} events, {:.2} MB in {:.2} s ({:.0} events/s)\n  forwarded   {:>9}\n  dropped     {:>9}{}\n  rejected    {:>9}{}\n",
         engine.policy_id(),
         engine.key_id(),
-        t.lines,
-        t.bytes as f64 / 1e6,
+        lines,
+        counting.metrics.input_bytes.get() as f64 / 1e6,
         secs,
-        t.lines as f64 / secs,
+        lines as f64 / secs,
         t.forwarded,
-        dropped,
-        breakdown(&t.dropped, DropReason::code),
-        rejected,
-        breakdown(&t.rejected, RejectReason::code),
+        t.dropped(),
+        breakdown(t.dropped.iter().map(|(r, n)| (r.code(), *n))),
+        t.dead_lettered,
+        breakdown(rejected.iter().map(|(r, n)| (r.code(), *n))),
     );
-    let values: Vec<String> = t
-        .fields
-        .labelled()
-        .iter()
-        .map(|(k, n)| format!("{k} {n}"))
-        .collect();
+    let values: Vec<String> = t.fields.iter().map(|(k, n)| format!("{k} {n}")).collect();
     s.push_str(&format!("  values      {}\n", values.join(", ")));
-    if rejected > 0 && !has_dead_letter {
+    if t.dead_lettered > 0 && !has_dead_letter {
         s.push_str(
             "  note: rejected lines were not recorded; pass --dead-letter FILE to keep them\n",
         );

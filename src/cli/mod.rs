@@ -66,6 +66,38 @@ enum LogFormat {
     Json,
 }
 
+/// The operations endpoint (`/metrics`, `/healthz`, `/readyz`), served
+/// from its own one-thread runtime until dropped, so a busy pipeline never
+/// starves a scrape or a probe.
+pub struct Endpoint {
+    _runtime: tokio::runtime::Runtime,
+}
+
+/// Bind `addr` now (a taken port fails at start, naming `setting`), then
+/// serve in the background. Logs the bound address (useful with port 0).
+pub fn serve_endpoint(
+    addr: std::net::SocketAddr,
+    setting: &'static str,
+    registry: prometheus::Registry,
+    health: std::sync::Arc<veil::health::Health>,
+) -> Result<Endpoint, Failure> {
+    let listener = veil::endpoint::bind(addr, setting).map_err(usage)?;
+    let bound = listener.local_addr().map_err(io)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("veil-http")
+        .enable_all()
+        .build()
+        .map_err(io)?;
+    runtime.spawn(async move {
+        if let Err(e) = veil::endpoint::serve(listener, registry, health).await {
+            tracing::error!(error = %e, "metrics endpoint stopped");
+        }
+    });
+    tracing::info!(addr = %bound, "serving /metrics, /healthz, /readyz");
+    Ok(Endpoint { _runtime: runtime })
+}
+
 /// The async runtime of the Kafka commands: signals, timers, the consumer.
 /// Policy work runs on veil's own worker threads, so two suffice.
 fn runtime() -> Result<tokio::runtime::Runtime, Failure> {

@@ -39,6 +39,15 @@ fn run_kafka(config: &PipelineConfig, stage: Stage) -> CliResult {
     let registry = prometheus::Registry::new();
     let metrics = Metrics::new(&registry).map_err(io)?;
     let health = Arc::new(Health::for_kafka());
+    let _endpoint = match config.metrics.listen {
+        Some(addr) => Some(super::serve_endpoint(
+            addr,
+            "metrics.listen",
+            registry.clone(),
+            health.clone(),
+        )?),
+        None => None,
+    };
     let control = Control::default();
     super::runtime()?.block_on(async {
         spawn_signal_handlers(control.clone()).map_err(io)?;
@@ -89,6 +98,17 @@ fn run_files(config: &PipelineConfig, stage: &Stage, input: &Path) -> CliResult 
     let registry = prometheus::Registry::new();
     let metrics = Metrics::new(&registry).map_err(io)?;
     let counters = StageCounters::new(&metrics, stage);
+    let health = Arc::new(Health::default());
+    health.set_loaded(true);
+    let _endpoint = match config.metrics.listen {
+        Some(addr) => Some(super::serve_endpoint(
+            addr,
+            "metrics.listen",
+            registry.clone(),
+            health,
+        )?),
+        None => None,
+    };
     let (mut reader, _len) = super::apply::open_input(input)?;
     let mut outputs = config
         .routes
@@ -113,17 +133,8 @@ fn run_files(config: &PipelineConfig, stage: &Stage, input: &Path) -> CliResult 
                 processed.rejected
             }
             Line::TooLong { len } => {
-                metrics.input_bytes.inc_by(len as u64);
-                metrics
-                    .dead_letters
-                    .with_label_values(&[RejectReason::TooLarge.code()])
-                    .inc();
-                for r in stage.routes() {
-                    metrics
-                        .events
-                        .with_label_values(&[&r.name, "dead_lettered"])
-                        .inc();
-                }
+                counters.input(len);
+                counters.rejected(RejectReason::TooLarge);
                 line.clear();
                 Some(Reject {
                     reason: RejectReason::TooLarge,
@@ -153,18 +164,16 @@ fn run_files(config: &PipelineConfig, stage: &Stage, input: &Path) -> CliResult 
 }
 
 fn file_summary(stage: &Stage, m: &Metrics, lines: u64) -> String {
-    let dead: u64 = RejectReason::ALL
-        .iter()
-        .map(|r| m.dead_letters.with_label_values(&[r.code()]).get())
-        .sum();
+    let dead: u64 = m.dead_letter_totals().iter().map(|(_, n)| n).sum();
     let mut s = format!("veil run: {lines} events read, {dead} dead-lettered\n");
     for r in stage.routes() {
-        let forwarded = m.events.with_label_values(&[&r.name, "forwarded"]).get();
-        let dropped = lines - forwarded - dead;
+        let t = m.route_totals(&r.name);
         s.push_str(&format!(
-            "  route {:<12} policy {:<24} forwarded {forwarded:>8}  dropped {dropped:>8}\n",
+            "  route {:<12} policy {:<24} forwarded {:>8}  dropped {:>8}\n",
             r.name,
             r.engine.policy_id(),
+            t.forwarded,
+            t.dropped(),
         ));
     }
     s

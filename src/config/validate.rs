@@ -422,17 +422,26 @@ fn check(c: &mut Checker, raw: RawConfig, file: &Path) -> PipelineConfig {
         30,
     );
 
-    let listen = raw.metrics.listen.and_then(|l| match l.value.parse() {
-        Ok(addr) => Some(addr),
-        Err(_) => {
-            c.error(
-                &l.referenced,
-                format!("metrics.listen `{}` is not an address", l.value),
-                Some("write `host:port` with an IP, e.g. 127.0.0.1:9464 or 0.0.0.0:9464"),
-            );
-            None
-        }
-    });
+    // A Kafka service serves metrics by default; a one-shot file run only
+    // when asked. `off` turns the endpoint off.
+    let default_listen = matches!(source, Source::Kafka(_)).then_some(DEFAULT_METRICS_LISTEN);
+    let listen = match raw.metrics.listen {
+        None => default_listen.map(|a| a.parse().expect("valid default address")),
+        Some(l) if l.value == "off" => None,
+        Some(l) => match l.value.parse() {
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                c.error(
+                    &l.referenced,
+                    format!("metrics.listen `{}` is not an address", l.value),
+                    Some(
+                        "write `host:port` with an IP, e.g. 127.0.0.1:9464 or 0.0.0.0:9464 (port 0: any free port), or `off`",
+                    ),
+                );
+                None
+            }
+        },
+    };
 
     PipelineConfig {
         file: file.to_owned(),
@@ -452,3 +461,7 @@ fn check(c: &mut Checker, raw: RawConfig, file: &Path) -> PipelineConfig {
         metrics: MetricsConfig { listen },
     }
 }
+
+/// Where a Kafka service serves `/metrics`, `/healthz` and `/readyz` unless
+/// `metrics.listen` says otherwise.
+pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9464";

@@ -368,7 +368,7 @@ pub async fn run(
     let mut senders = Vec::with_capacity(config.workers);
     let mut workers: Vec<JoinHandle<()>> = Vec::with_capacity(config.workers);
     for i in 0..config.workers {
-        let (tx, rx) = mpsc::channel::<Job>(1024);
+        let (tx, rx) = mpsc::channel::<Vec<Job>>(64);
         senders.push(tx);
         let (shared, producer) = (shared.clone(), producer.clone());
         workers.push(
@@ -444,17 +444,20 @@ pub async fn run(
 }
 
 /// Read until stopped: one in-flight slot per input, dispatched to the
-/// worker that owns its partition.
+/// worker that owns its partition. Whatever else is already fetched (up to
+/// [`BATCH`]) goes along in the same hand-off, so a worker thread is woken
+/// once per batch rather than once per event.
 async fn consume(
     consumer: &StreamConsumer<ConsumerCtx>,
     shared: &Arc<Shared>,
-    senders: &[mpsc::Sender<Job>],
+    senders: &[mpsc::Sender<Vec<Job>>],
     semaphore: &Arc<Semaphore>,
     max_in_flight: usize,
 ) {
     let mut tick = tokio::time::interval(STORE_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut topics: HashMap<String, Arc<str>> = HashMap::new();
+    let mut batches: Vec<Vec<Job>> = (0..senders.len()).map(|_| Vec::new()).collect();
     let stopped = shared.control.stopped();
     tokio::pin!(stopped);
     loop {
@@ -476,45 +479,85 @@ async fn consume(
                 continue;
             }
         };
-        let msg = match received {
-            Ok(m) => m.detach(),
-            Err(e) => {
-                warn!(error = %e, "consume error; retrying");
-                tokio::time::sleep(RETRY_BACKOFF).await;
-                continue;
+        let mut next = Some((received, permit));
+        let mut batched = 0;
+        while let Some((received, permit)) = next.take() {
+            match received {
+                Ok(m) => {
+                    let job = track(shared, &mut topics, m.detach(), permit);
+                    let w = worker_of(&job.ticket.partition, senders.len());
+                    batches[w].push(job);
+                    batched += 1;
+                }
+                Err(e) => {
+                    warn!(error = %e, "consume error; retrying");
+                    tokio::time::sleep(RETRY_BACKOFF).await;
+                    break;
+                }
             }
-        };
-        let topic = match topics.get(msg.topic()) {
-            Some(t) => t.clone(),
-            None => {
-                let t: Arc<str> = Arc::from(msg.topic());
-                topics.insert(msg.topic().to_owned(), t.clone());
-                t
+            if batched < BATCH
+                && let Ok(permit) = semaphore.clone().try_acquire_owned()
+            {
+                next = ready_now(consumer).map(|m| (m, permit));
             }
-        };
-        let partition: Partition = (topic, msg.partition());
-        let ticket = shared
-            .book
-            .lock()
-            .expect("book lock")
-            .ledger
-            .track(&partition, msg.offset());
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        partition.hash(&mut h);
-        let w = (h.finish() % senders.len() as u64) as usize;
-        if senders[w]
-            .send(Job {
-                msg,
-                ticket,
-                permit,
-            })
-            .await
-            .is_err()
-        {
-            error!("worker thread ended unexpectedly; stopping");
-            return;
+        }
+        for (w, batch) in batches.iter_mut().enumerate() {
+            if !batch.is_empty() && senders[w].send(std::mem::take(batch)).await.is_err() {
+                error!("worker thread ended unexpectedly; stopping");
+                return;
+            }
         }
     }
+}
+
+/// Inputs handed to a worker at once, at most.
+const BATCH: usize = 256;
+
+/// A message the consumer already holds, without waiting for one.
+fn ready_now(
+    consumer: &StreamConsumer<ConsumerCtx>,
+) -> Option<rdkafka::error::KafkaResult<rdkafka::message::BorrowedMessage<'_>>> {
+    let recv = std::pin::pin!(consumer.recv());
+    match recv.poll(&mut std::task::Context::from_waker(std::task::Waker::noop())) {
+        std::task::Poll::Ready(m) => Some(m),
+        std::task::Poll::Pending => None,
+    }
+}
+
+/// Enter an input in the ledger.
+fn track(
+    shared: &Shared,
+    topics: &mut HashMap<String, Arc<str>>,
+    msg: OwnedMessage,
+    permit: OwnedSemaphorePermit,
+) -> Job {
+    let topic = match topics.get(msg.topic()) {
+        Some(t) => t.clone(),
+        None => {
+            let t: Arc<str> = Arc::from(msg.topic());
+            topics.insert(msg.topic().to_owned(), t.clone());
+            t
+        }
+    };
+    let partition: Partition = (topic, msg.partition());
+    let ticket = shared
+        .book
+        .lock()
+        .expect("book lock")
+        .ledger
+        .track(&partition, msg.offset());
+    Job {
+        msg,
+        ticket,
+        permit,
+    }
+}
+
+/// The worker that owns a partition (so its inputs stay in order).
+fn worker_of(partition: &Partition, workers: usize) -> usize {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    partition.hash(&mut h);
+    (h.finish() % workers as u64) as usize
 }
 
 fn on_tick(
@@ -547,105 +590,117 @@ fn commit<C: Consumer<ConsumerCtx>>(consumer: &C, metrics: &Metrics) {
 fn worker(
     shared: Arc<Shared>,
     producer: Arc<ThreadedProducer<ProducerCtx>>,
-    mut jobs: mpsc::Receiver<Job>,
+    mut jobs: mpsc::Receiver<Vec<Job>>,
 ) {
     let mut processed = Processed::default();
     let mut scratch = Scratch::default();
-    while let Some(job) = jobs.blocking_recv() {
-        if !shared
-            .book
-            .lock()
-            .expect("book lock")
-            .ledger
-            .is_live(&job.ticket)
-        {
-            debug!(
-                partition = job.ticket.partition.1,
-                offset = job.ticket.offset,
-                "skipping input of a revoked partition"
-            );
-            continue; // revoked: the partition's new owner re-reads it
+    while let Some(batch) = jobs.blocking_recv() {
+        for job in batch {
+            process(&shared, &producer, job, &mut processed, &mut scratch);
         }
-        let live = shared.live.read().expect("live lock").clone();
-        let msg = &job.msg;
-        let payload = msg.payload().unwrap_or_default();
-        let started = Instant::now();
-        live.stage
-            .process(payload, msg.key(), &mut processed, &mut scratch);
-        shared
-            .metrics
-            .process_duration
-            .observe(started.elapsed().as_secs_f64());
-        live.counters.record(payload.len(), &processed);
+    }
+}
 
-        let outputs = if processed.rejected.is_some() {
-            1
-        } else {
-            processed
-                .outputs
-                .iter()
-                .filter(|o| o.outcome == Outcome::Forwarded)
-                .count()
-        };
-        let timestamp_ms = msg.timestamp().to_millis();
-        if outputs == 0 {
-            shared.complete(&job.ticket, timestamp_ms);
+/// Apply the stage to one input and produce its outputs.
+fn process(
+    shared: &Shared,
+    producer: &ThreadedProducer<ProducerCtx>,
+    job: Job,
+    processed: &mut Processed,
+    scratch: &mut Scratch,
+) {
+    if !shared
+        .book
+        .lock()
+        .expect("book lock")
+        .ledger
+        .is_live(&job.ticket)
+    {
+        debug!(
+            partition = job.ticket.partition.1,
+            offset = job.ticket.offset,
+            "skipping input of a revoked partition"
+        );
+        return; // revoked: the partition's new owner re-reads it
+    }
+    let live = shared.live.read().expect("live lock").clone();
+    let msg = &job.msg;
+    let payload = msg.payload().unwrap_or_default();
+    let started = Instant::now();
+    live.stage.process(payload, msg.key(), processed, scratch);
+    shared
+        .metrics
+        .process_duration
+        .observe(started.elapsed().as_secs_f64());
+    live.counters.record(payload.len(), processed);
+
+    let outputs = if processed.rejected.is_some() {
+        1
+    } else {
+        processed
+            .outputs
+            .iter()
+            .filter(|o| o.outcome == Outcome::Forwarded)
+            .count()
+    };
+    let timestamp_ms = msg.timestamp().to_millis();
+    if outputs == 0 {
+        shared.complete(&job.ticket, timestamp_ms);
+        return;
+    }
+    let ack = Arc::new(Ack {
+        remaining: outputs.into(),
+        ticket: job.ticket,
+        timestamp_ms,
+        _permit: job.permit,
+    });
+    let partition = msg.partition().to_string();
+    let offset = msg.offset().to_string();
+    let source = |h: OwnedHeaders| {
+        h.insert(header_str(header::KEY_ID, live.stage.key_id()))
+            .insert(header_str(header::SOURCE_TOPIC, msg.topic()))
+            .insert(header_str(header::SOURCE_PARTITION, &partition))
+            .insert(header_str(header::SOURCE_OFFSET, &offset))
+    };
+    if let Some(reject) = &processed.rejected {
+        let record = live.stage.dead_letter(
+            reject,
+            Origin::Kafka {
+                topic: msg.topic(),
+                partition: msg.partition(),
+                offset: msg.offset(),
+            },
+            payload,
+        );
+        let headers = source(OwnedHeaders::new_with_capacity(5))
+            .insert(header_str(header::REASON, reject.reason.code()));
+        let record =
+            BaseRecord::<[u8], [u8], Arc<Ack>>::with_opaque_to(&shared.dead_letter_topic, ack)
+                .payload(&record[..])
+                .headers(headers);
+        send(shared, producer, record);
+        return;
+    }
+    for (i, o) in processed.outputs.iter().enumerate() {
+        if o.outcome != Outcome::Forwarded {
             continue;
         }
-        let ack = Arc::new(Ack {
-            remaining: outputs.into(),
-            ticket: job.ticket,
-            timestamp_ms,
-            _permit: job.permit,
-        });
-        let partition = msg.partition().to_string();
-        let offset = msg.offset().to_string();
-        let source = |h: OwnedHeaders| {
-            h.insert(header_str(header::KEY_ID, live.stage.key_id()))
-                .insert(header_str(header::SOURCE_TOPIC, msg.topic()))
-                .insert(header_str(header::SOURCE_PARTITION, &partition))
-                .insert(header_str(header::SOURCE_OFFSET, &offset))
-        };
-        if let Some(reject) = &processed.rejected {
-            let record = live.stage.dead_letter(
-                reject,
-                Origin::Kafka {
-                    topic: msg.topic(),
-                    partition: msg.partition(),
-                    offset: msg.offset(),
-                },
-                payload,
-            );
-            let headers = source(OwnedHeaders::new_with_capacity(5))
-                .insert(header_str(header::REASON, reject.reason.code()));
-            let record =
-                BaseRecord::<[u8], [u8], Arc<Ack>>::with_opaque_to(&shared.dead_letter_topic, ack)
-                    .payload(&record[..])
-                    .headers(headers);
-            send(&shared, &producer, record);
-            continue;
-        }
-        for (i, o) in processed.outputs.iter().enumerate() {
-            if o.outcome != Outcome::Forwarded {
-                continue;
-            }
-            let mut headers = source(OwnedHeaders::new_with_capacity(5))
-                .insert(header_str(header::POLICY, &live.policy_tags[i]));
-            if let Some(input) = msg.headers() {
-                for h in input.iter() {
-                    if live.stage.keeps_header(h.key) {
-                        headers = headers.insert(h);
-                    }
+        let mut headers = source(OwnedHeaders::new_with_capacity(5))
+            .insert(header_str(header::POLICY, &live.policy_tags[i]));
+        if let Some(input) = msg.headers() {
+            for h in input.iter() {
+                if live.stage.keeps_header(h.key) {
+                    headers = headers.insert(h);
                 }
             }
-            let mut record = BaseRecord::with_opaque_to(&shared.route_topics[i], ack.clone())
-                .payload(processed.value(o))
-                .headers(headers);
-            if let Some(key) = processed.key(o) {
-                record = record.key(key);
-            }
-            send(&shared, &producer, record);
         }
+        let mut record = BaseRecord::with_opaque_to(&shared.route_topics[i], ack.clone())
+            .payload(processed.value(o))
+            .headers(headers);
+        if let Some(key) = processed.key(o) {
+            record = record.key(key);
+        }
+        send(shared, producer, record);
     }
 }
 

@@ -1,3 +1,4 @@
 pub mod data;
+pub mod http;
 pub mod kafka;
 pub mod reference;

@@ -1,0 +1,655 @@
+//! End to end on a real broker: `veil run` with the shipped policy vs. a
+//! pass-through relay with the same librdkafka consumer and producer
+//! settings and the same at-least-once bookkeeping, but no transform.
+//!
+//! Both read one preloaded raw topic (each with its own consumer group and
+//! output topic), as child processes, in alternating rounds so a slow spell
+//! of a shared machine hits both alike. Measured per run:
+//! - throughput: inputs / (last output's timestamp - first output's), which
+//!   leaves out process start and group join;
+//! - CPU-seconds per million inputs (utime + stime of the child, from /proc)
+//!   and peak RSS (VmHWM);
+//! - latency: a second phase produces at a fixed rate to an idle pipeline
+//!   and times each event from its send to its output being read back.
+//!
+//! Run: `bash benches/e2e.sh` (starts Tansu on 127.0.0.1 unless
+//! `VEIL_TEST_BROKER` names a broker), or with a broker:
+//! `VEIL_TEST_BROKER=127.0.0.1:9092 cargo bench --bench e2e -- [EVENTS] [ROUNDS]`.
+//! Under `cargo test` it is a small smoke run (mock cluster unless
+//! `VEIL_TEST_BROKER` is set) that checks both contestants deliver exactly
+//! what they should.
+
+#[path = "../tests/support/data.rs"]
+mod data;
+#[path = "../tests/support/kafka.rs"]
+mod kafka;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+use kafka::{Broker, produce};
+use veil::offsets::{Ledger, Partition, Ticket};
+
+const PARTITIONS: i32 = 4;
+/// librdkafka's default is 500 ms; a broker that holds an idle fetch that
+/// long (Tansu does) would make the latency phase measure only that.
+const FETCH_WAIT_MS: u32 = 50;
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("relay") {
+        return relay(Path::new(&args[2]));
+    }
+    let benching = args.iter().any(|a| a == "--bench");
+    let mut numbers = args.iter().skip(1).filter_map(|a| a.parse::<usize>().ok());
+    let events = numbers
+        .next()
+        .unwrap_or(if benching { 200_000 } else { 2_000 });
+    let rounds = numbers.next().unwrap_or(if benching { 3 } else { 1 });
+    let (rate, seconds) = if benching { (2_000, 15) } else { (500, 2) };
+
+    let broker = Broker::start();
+    let bootstrap = broker.bootstrap();
+    // Kept: the contestants' logs, for when a run goes wrong.
+    let dir = tempfile::Builder::new()
+        .prefix("veil-e2e-")
+        .tempdir()
+        .unwrap()
+        .keep();
+    eprintln!("configs and logs in {}", dir.display());
+
+    // The raw topic: the example events cycled, keyed by user id.
+    let examples = data::example_events();
+    let keyed: Vec<(Option<Vec<u8>>, Vec<u8>)> = examples
+        .iter()
+        .cycle()
+        .take(events)
+        .map(|e| (user_id(e), e.clone()))
+        .collect();
+    let input_bytes: usize = keyed.iter().map(|(_, v)| v.len()).sum();
+    let forwarded_per_cycle = forwarded(&examples);
+    let want_veil = forwarded_per_cycle * (events / examples.len())
+        + forwarded(&examples[..events % examples.len()]);
+    let raw = broker.topic("bench-raw", PARTITIONS);
+    eprintln!("loading {events} events ({input_bytes} bytes) into {raw} on {bootstrap}");
+    produce(&bootstrap, &raw, &keyed);
+
+    let mut results: HashMap<&str, Vec<Run>> = HashMap::new();
+    for round in 0..rounds {
+        for who in [Who::Relay, Who::Veil] {
+            let out = broker.topic("bench-out", PARTITIONS);
+            let dead = broker.topic("bench-dead", 1);
+            let config = write_config(&dir, &bootstrap, &raw, &out, &dead, round);
+            let want = match who {
+                Who::Relay => events,
+                Who::Veil => want_veil,
+            };
+            let mut child = who.start(&config);
+            let group = format!("{out}-{round}");
+            let run = measure(
+                &bootstrap,
+                &raw,
+                &group,
+                &out,
+                want,
+                events,
+                input_bytes,
+                &mut child,
+            );
+            kill(child);
+            eprintln!("round {round} {}: {run:?}", who.name());
+            results.entry(who.name()).or_default().push(run);
+        }
+    }
+
+    // Latency at a fixed rate, one idle pipeline each.
+    let mut latency: HashMap<&str, (f64, f64, usize)> = HashMap::new();
+    for who in [Who::Relay, Who::Veil] {
+        let raw = broker.topic("bench-lat-raw", PARTITIONS);
+        let out = broker.topic("bench-lat-out", PARTITIONS);
+        let dead = broker.topic("bench-lat-dead", 1);
+        let config = write_config(&dir, &bootstrap, &raw, &out, &dead, 99);
+        let child = who.start(&config);
+        let measured = latencies(&bootstrap, &raw, &out, &examples, rate, seconds, who);
+        kill(child);
+        eprintln!("latency {}: {measured:?}", who.name());
+        latency.insert(who.name(), measured);
+    }
+
+    report(
+        &results,
+        &latency,
+        events,
+        input_bytes,
+        rounds,
+        rate,
+        seconds,
+        &broker,
+    );
+}
+
+#[derive(Clone, Copy)]
+enum Who {
+    Relay,
+    Veil,
+}
+
+impl Who {
+    fn name(self) -> &'static str {
+        match self {
+            Who::Relay => "relay",
+            Who::Veil => "veil",
+        }
+    }
+
+    fn start(self, config: &Path) -> Child {
+        let mut cmd = match self {
+            Who::Relay => {
+                let mut c = Command::new(std::env::current_exe().unwrap());
+                c.arg("relay").arg(config);
+                c
+            }
+            Who::Veil => {
+                let mut c = Command::new(env!("CARGO_BIN_EXE_veil"));
+                c.args(["run", "--config"]).arg(config);
+                c
+            }
+        };
+        let log =
+            std::fs::File::create(config.with_extension(format!("{}.log", self.name()))).unwrap();
+        cmd.env("VEIL_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start contestant")
+    }
+}
+
+fn user_id(event: &[u8]) -> Option<Vec<u8>> {
+    let v: serde_json::Value = serde_json::from_slice(event).ok()?;
+    Some(v.get("userId")?.as_str()?.as_bytes().to_vec())
+}
+
+/// How many of `events` the shipped policy forwards.
+fn forwarded(events: &[Vec<u8>]) -> usize {
+    let policy = veil::policy::load(Path::new("config/policy.yaml")).unwrap();
+    let ring = veil::keys::load_dir(Path::new("tests/keys"), None).unwrap();
+    let engine = veil::compile(policy, ring.active(), veil::Limits::default());
+    let mut scratch = veil::Scratch::default();
+    let mut out = Vec::new();
+    events
+        .iter()
+        .filter(|e| {
+            out.clear();
+            engine.apply(e, &mut out, &mut scratch).outcome == veil::Outcome::Forwarded
+        })
+        .count()
+}
+
+fn write_config(
+    dir: &Path,
+    bootstrap: &str,
+    raw: &str,
+    out: &str,
+    dead: &str,
+    round: usize,
+) -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let yaml = format!(
+        "source:\n  kafka:\n    bootstrap_servers: \"{bootstrap}\"\n    topics: [{raw}]\n    \
+         group_id: {out}-{round}\n    librdkafka:\n      fetch.wait.max.ms: {FETCH_WAIT_MS}\n\
+         routes:\n  - name: analytics\n    policy: \"{}\"\n    topic: {out}\n\
+         dead_letter:\n  topic: {dead}\nkeys:\n  dir: \"{}\"\n",
+        root.join("config/policy.yaml").display(),
+        root.join("tests/keys").display()
+    );
+    let path = dir.join(format!("{out}.yaml"));
+    std::fs::write(&path, yaml).unwrap();
+    path
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Run {
+    events_per_s: f64,
+    mb_per_s: f64,
+    cpu_s_per_m: f64,
+    peak_rss_mb: f64,
+}
+
+/// Wait until the contestant has committed every input, read its cost,
+/// then read `out` back: exactly `want` records, and their time span.
+/// (Completion is judged by the group's committed offsets, not by the
+/// output's high watermark: Tansu 0.6 can report a high watermark below
+/// the records it serves.)
+#[allow(clippy::too_many_arguments)]
+fn measure(
+    bootstrap: &str,
+    raw: &str,
+    group: &str,
+    out: &str,
+    want: usize,
+    events: usize,
+    input_bytes: usize,
+    child: &mut Child,
+) -> Run {
+    let c = client(bootstrap, group);
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        tpl.add_partition(raw, p);
+    }
+    let deadline = Instant::now() + Duration::from_secs(60 + events as u64 / 500);
+    loop {
+        let committed: i64 = c
+            .committed_offsets(tpl.clone(), Duration::from_secs(5))
+            .map(|t| {
+                t.elements()
+                    .iter()
+                    .filter_map(|e| match e.offset() {
+                        Offset::Offset(o) => Some(o),
+                        _ => None,
+                    })
+                    .sum()
+            })
+            .unwrap_or(0);
+        if committed as usize >= events {
+            break;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "contestant exited early"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "only {committed} of {events} inputs committed"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (cpu_s, peak_rss_mb) = cost(child.id());
+
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        tpl.add_partition_offset(out, p, Offset::Beginning).unwrap();
+    }
+    let reader = client(bootstrap, "veil-bench-reader");
+    reader.assign(&tpl).unwrap();
+    let (mut n, mut first, mut last) = (0usize, i64::MAX, i64::MIN);
+    let mut quiet_until = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < quiet_until {
+        match reader.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                let ts = m.timestamp().to_millis().expect("record timestamp");
+                first = first.min(ts);
+                last = last.max(ts);
+                n += 1;
+                if n == want {
+                    // Anything more would be a duplicate: look for a second.
+                    quiet_until = Instant::now() + Duration::from_secs(1);
+                }
+            }
+            Some(Err(e)) => panic!("read {out}: {e}"),
+            None => {}
+        }
+    }
+    assert_eq!(n, want, "outputs read back from {out}");
+    let seconds = ((last - first) as f64 / 1000.0).max(0.001);
+    Run {
+        events_per_s: events as f64 / seconds,
+        mb_per_s: input_bytes as f64 / seconds / 1e6,
+        cpu_s_per_m: cpu_s / events as f64 * 1e6,
+        peak_rss_mb,
+    }
+}
+
+fn client(bootstrap: &str, group: &str) -> BaseConsumer {
+    ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "10")
+        .create()
+        .expect("consumer")
+}
+
+/// (CPU seconds, peak RSS in MB) of a running process, from /proc.
+fn cost(pid: u32) -> (f64, f64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the parenthesised command name; utime and stime are the
+    // 14th and 15th fields overall, in clock ticks (100 per second on Linux).
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = after.split(' ').collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let hwm_kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    (ticks / 100.0, hwm_kb / 1024.0)
+}
+
+fn kill(mut child: Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// Where each latency-phase input landed, and when it was sent.
+struct Sent(Mutex<HashMap<(i32, i64), i64>>);
+
+impl ClientContext for Sent {}
+
+impl ProducerContext for Sent {
+    type DeliveryOpaque = Box<i64>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, sent_ms: Box<i64>) {
+        let m = result.as_ref().expect("latency input delivered");
+        self.0
+            .lock()
+            .unwrap()
+            .insert((m.partition(), m.offset()), *sent_ms);
+    }
+}
+
+/// Produce `rate` events/s for `seconds` into an idle pipeline; returns
+/// (p50 ms, p99 ms, samples) of send-to-read-back latency.
+fn latencies(
+    bootstrap: &str,
+    raw: &str,
+    out: &str,
+    examples: &[Vec<u8>],
+    rate: usize,
+    seconds: usize,
+    who: Who,
+) -> (f64, f64, usize) {
+    // Let the contestant join its group and start fetching first.
+    let mut follower = kafka::Reader::new(bootstrap, out);
+    let warmup: Vec<_> = examples
+        .iter()
+        .take(20)
+        .map(|e| (user_id(e), e.clone()))
+        .collect();
+    let warm_forwarded = match who {
+        Who::Relay => warmup.len(),
+        Who::Veil => forwarded(&examples[..20]),
+    };
+    produce(bootstrap, raw, &warmup);
+    assert!(
+        follower.wait_until(Duration::from_secs(60), |r| r.len() >= warm_forwarded),
+        "contestant never produced its warm-up outputs"
+    );
+
+    let producer: ThreadedProducer<Sent> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("partitioner", "murmur2_random")
+        .set("linger.ms", "0")
+        .create_with_context(Sent(Mutex::new(HashMap::new())))
+        .expect("producer");
+    let consumer = client(bootstrap, "veil-bench-reader");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        tpl.add_partition_offset(out, p, Offset::End).unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    let received = Arc::new(Mutex::new(Vec::<((i32, i64), i64)>::new()));
+    let stop = Arc::new(AtomicUsize::new(0));
+    let reading = {
+        let received = received.clone();
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            while stop.load(Ordering::Relaxed) == 0 {
+                if let Some(Ok(m)) = consumer.poll(Duration::from_millis(20)) {
+                    let now = now_ms();
+                    let h = m.headers().expect("source headers");
+                    let get = |k: &str| -> i64 {
+                        let v = h.iter().find(|h| h.key == k).expect(k).value.unwrap();
+                        std::str::from_utf8(v).unwrap().parse().unwrap()
+                    };
+                    let source = (
+                        get("veil-source-partition") as i32,
+                        get("veil-source-offset"),
+                    );
+                    received.lock().unwrap().push((source, now));
+                }
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_secs(1)); // reader assigned at the end
+    let total = rate * seconds;
+    let started = Instant::now();
+    for (i, e) in examples.iter().cycle().take(total).enumerate() {
+        let due = started + Duration::from_secs_f64(i as f64 / rate as f64);
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        let key = user_id(e);
+        let mut r = BaseRecord::with_opaque_to(raw, Box::new(now_ms())).payload(e);
+        if let Some(k) = &key {
+            r = r.key(k);
+        }
+        producer.send(r).map_err(|(e, _)| e).expect("send");
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+    let want = match who {
+        Who::Relay => total,
+        Who::Veil => {
+            forwarded(examples) * (total / examples.len())
+                + forwarded(&examples[..total % examples.len()])
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while received.lock().unwrap().len() < want && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    stop.store(1, Ordering::Relaxed);
+    reading.join().unwrap();
+    let sent = producer.context().0.lock().unwrap();
+    // First sighting of each input's output (the broker may serve a record
+    // twice; at-least-once allows duplicates).
+    let mut first_seen: HashMap<(i32, i64), i64> = HashMap::new();
+    for (source, at) in received.lock().unwrap().iter() {
+        if sent.contains_key(source) {
+            first_seen.entry(*source).or_insert(*at);
+        }
+    }
+    let mut ms: Vec<f64> = first_seen
+        .iter()
+        .map(|(source, at)| (at - sent[source]) as f64)
+        .collect();
+    assert_eq!(ms.len(), want, "every latency input read back");
+    ms.sort_by(f64::total_cmp);
+    let q = |f: f64| ms[((ms.len() - 1) as f64 * f).round() as usize];
+    (q(0.5), q(0.99), ms.len())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn report(
+    results: &HashMap<&str, Vec<Run>>,
+    latency: &HashMap<&str, (f64, f64, usize)>,
+    events: usize,
+    input_bytes: usize,
+    rounds: usize,
+    rate: usize,
+    seconds: usize,
+    broker: &Broker,
+) {
+    let median = |who: &str, f: fn(&Run) -> f64| {
+        let mut v: Vec<f64> = results[who].iter().map(f).collect();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    println!(
+        "\n{events} events ({:.1} MB), {PARTITIONS} partitions, broker: {}, {rounds} round(s), medians\n",
+        input_bytes as f64 / 1e6,
+        broker.name()
+    );
+    println!(
+        "| | events/s | MB/s | CPU-s / M events | peak RSS MB | p50 ms | p99 ms |\n|---|---|---|---|---|---|---|"
+    );
+    for who in ["relay", "veil"] {
+        let (p50, p99, _) = latency[who];
+        println!(
+            "| {who} | {:.0} | {:.1} | {:.1} | {:.0} | {p50:.0} | {p99:.0} |",
+            median(who, |r| r.events_per_s),
+            median(who, |r| r.mb_per_s),
+            median(who, |r| r.cpu_s_per_m),
+            median(who, |r| r.peak_rss_mb),
+        );
+    }
+    let per_round: Vec<f64> = results["veil"]
+        .iter()
+        .zip(&results["relay"])
+        .map(|(v, r)| v.events_per_s / r.events_per_s)
+        .collect();
+    let mut sorted = per_round.clone();
+    sorted.sort_by(f64::total_cmp);
+    println!(
+        "\nveil / relay throughput: {:.2} (median of per-round ratios {per_round:.2?}); CPU per event: {:.2}x the relay's",
+        sorted[sorted.len() / 2],
+        median("veil", |r| r.cpu_s_per_m) / median("relay", |r| r.cpu_s_per_m)
+    );
+    println!(
+        "latency at {rate} events/s for {seconds} s: send to read back, including both Kafka hops"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// The pass-through relay: veil's consumer and producer settings and its
+// offset ledger (commit an input only once its output is acknowledged),
+// copying key and value unchanged and adding the same source headers.
+
+struct Acks {
+    ledger: Mutex<Ledger>,
+    positions: Mutex<HashMap<Partition, i64>>,
+    in_flight: AtomicUsize,
+}
+
+impl ClientContext for Acks {}
+
+impl ProducerContext for Acks {
+    type DeliveryOpaque = Box<Ticket>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, ticket: Box<Ticket>) {
+        if let Err((e, _)) = result {
+            // The bench's broker is local; a failed delivery is a bench failure.
+            eprintln!("relay: delivery failed: {e}");
+            std::process::exit(1);
+        }
+        if let Some(position) = self.ledger.lock().unwrap().complete(&ticket) {
+            self.positions
+                .lock()
+                .unwrap()
+                .insert(ticket.partition.clone(), position);
+        }
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+fn relay(config_path: &Path) {
+    let config = veil::config::load(config_path).expect("pipeline config");
+    let veil::config::Source::Kafka(src) = &config.source else {
+        panic!("relay needs a Kafka source");
+    };
+    let veil::config::Sink::Topic(out) = &config.routes[0].sink else {
+        panic!("relay needs a Kafka route");
+    };
+    let max_in_flight = config.max_in_flight;
+    let consumer: BaseConsumer = veil::kafka::consumer_config(src)
+        .create()
+        .expect("consumer");
+    let topics: Vec<&str> = src.topics.iter().map(String::as_str).collect();
+    consumer.subscribe(&topics).expect("subscribe");
+    let producer: ThreadedProducer<Acks> = veil::kafka::producer_config(src)
+        .create_with_context(Acks {
+            ledger: Mutex::new(Ledger::default()),
+            positions: Mutex::new(HashMap::new()),
+            in_flight: AtomicUsize::new(0),
+        })
+        .expect("producer");
+    let acks = producer.context().clone();
+    let mut topic_names: HashMap<String, Arc<str>> = HashMap::new();
+    let mut last_store = Instant::now();
+    loop {
+        if last_store.elapsed() >= Duration::from_millis(200) {
+            let positions: Vec<_> = acks.positions.lock().unwrap().drain().collect();
+            if !positions.is_empty() {
+                let mut tpl = TopicPartitionList::new();
+                for ((t, p), o) in positions {
+                    tpl.add_partition_offset(&t, p, Offset::Offset(o)).unwrap();
+                }
+                let _ = consumer.store_offsets(&tpl);
+            }
+            last_store = Instant::now();
+        }
+        if acks.in_flight.load(Ordering::Relaxed) >= max_in_flight {
+            std::thread::sleep(Duration::from_millis(1));
+            continue;
+        }
+        let Some(m) = consumer.poll(Duration::from_millis(100)) else {
+            continue;
+        };
+        let m = match m {
+            Ok(m) => m,
+            Err(e) => {
+                eprintln!("relay: consume error: {e}");
+                continue;
+            }
+        };
+        let topic = topic_names
+            .entry(m.topic().to_owned())
+            .or_insert_with(|| m.topic().into())
+            .clone();
+        let ticket = acks
+            .ledger
+            .lock()
+            .unwrap()
+            .track(&(topic, m.partition()), m.offset());
+        acks.in_flight.fetch_add(1, Ordering::Relaxed);
+        let partition = m.partition().to_string();
+        let offset = m.offset().to_string();
+        let headers = OwnedHeaders::new_with_capacity(3)
+            .insert(Header {
+                key: "veil-source-topic",
+                value: Some(m.topic()),
+            })
+            .insert(Header {
+                key: "veil-source-partition",
+                value: Some(&partition),
+            })
+            .insert(Header {
+                key: "veil-source-offset",
+                value: Some(&offset),
+            });
+        let mut record = BaseRecord::with_opaque_to(out, Box::new(ticket))
+            .payload(m.payload().unwrap_or_default())
+            .headers(headers);
+        if let Some(k) = m.key() {
+            record = record.key(k);
+        }
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((_, back)) => {
+                    record = back;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+        }
+    }
+}
