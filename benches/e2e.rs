@@ -210,7 +210,7 @@ fn write_config(
         "source:\n  kafka:\n    bootstrap_servers: \"{bootstrap}\"\n    topics: [{raw}]\n    \
          group_id: {out}-{round}\n    librdkafka:\n      fetch.wait.max.ms: {FETCH_WAIT_MS}\n\
          routes:\n  - name: analytics\n    policy: \"{}\"\n    topic: {out}\n\
-         dead_letter:\n  topic: {dead}\nkeys:\n  dir: \"{}\"\n",
+         dead_letter:\n  topic: {dead}\nkeys:\n  dir: \"{}\"\nmetrics:\n  listen: 127.0.0.1:0\n",
         root.join("config/policy.yaml").display(),
         root.join("tests/keys").display()
     );

@@ -355,9 +355,15 @@ pub async fn run(
             topics: src.topics.clone(),
             source,
         })?;
+    let (policies, key_id) = {
+        let live = shared.live.read().expect("live lock");
+        (live.policy_tags.join(", "), live.stage.key_id().to_owned())
+    };
     info!(
         topics = ?src.topics,
         group = %src.group_id,
+        policies = %policies,
+        key_id = %key_id,
         routes = config.routes.len(),
         workers = config.workers,
         max_in_flight = config.max_in_flight,
@@ -391,7 +397,11 @@ pub async fn run(
     .await;
 
     // Shutdown: no more reads; drain what is in flight, commit, close.
-    info!("stopping: draining in-flight deliveries");
+    info!(
+        in_flight = config.max_in_flight - semaphore.available_permits(),
+        drain_timeout_s = config.drain_timeout.as_secs(),
+        "stopping: draining in-flight deliveries"
+    );
     shared.closing.store(true, Ordering::Relaxed);
     drop(senders);
     let deadline = Instant::now() + config.drain_timeout;
