@@ -112,18 +112,29 @@ fn main() {
         }
     }
 
-    // Latency at a fixed rate, one idle pipeline each.
-    let mut latency: HashMap<&str, (f64, f64, usize)> = HashMap::new();
-    for who in [Who::Relay, Who::Veil] {
-        let raw = broker.topic("bench-lat-raw", PARTITIONS);
-        let out = broker.topic("bench-lat-out", PARTITIONS);
-        let dead = broker.topic("bench-lat-dead", 1);
-        let config = write_config(&dir, &bootstrap, &raw, &out, &dead, 99);
-        let child = who.start(&config);
-        let measured = latencies(&bootstrap, &raw, &out, &examples, rate, seconds, who);
-        kill(child);
-        eprintln!("latency {}: {measured:?}", who.name());
-        latency.insert(who.name(), measured);
+    // Latency at a fixed rate, one idle pipeline each; also on librdkafka's
+    // in-process mock cluster, whose fetches answer as soon as data arrives,
+    // to separate the contestants' latency from the broker's.
+    let mock;
+    let mut latency_brokers = vec![&broker];
+    if matches!(broker, Broker::External(_)) {
+        mock = Broker::mock();
+        latency_brokers.push(&mock);
+    }
+    let mut latency: Vec<(&str, &str, (f64, f64, usize))> = Vec::new();
+    for b in latency_brokers {
+        let bootstrap = b.bootstrap();
+        for who in [Who::Relay, Who::Veil] {
+            let raw = b.topic("bench-lat-raw", PARTITIONS);
+            let out = b.topic("bench-lat-out", PARTITIONS);
+            let dead = b.topic("bench-lat-dead", 1);
+            let config = write_config(&dir, &bootstrap, &raw, &out, &dead, 99);
+            let child = who.start(&config);
+            let measured = latencies(&bootstrap, &raw, &out, &examples, rate, seconds, who);
+            kill(child);
+            eprintln!("latency {} on {}: {measured:?}", who.name(), b.name());
+            latency.push((b.name(), who.name(), measured));
+        }
     }
 
     report(
@@ -152,7 +163,7 @@ impl Who {
         }
     }
 
-    fn start(self, config: &Path) -> Child {
+    fn start(self, config: &Path) -> Contestant {
         let mut cmd = match self {
             Who::Relay => {
                 let mut c = Command::new(std::env::current_exe().unwrap());
@@ -172,6 +183,7 @@ impl Who {
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
+            .map(Contestant)
             .expect("start contestant")
     }
 }
@@ -241,7 +253,7 @@ fn measure(
     want: usize,
     events: usize,
     input_bytes: usize,
-    child: &mut Child,
+    child: &mut Contestant,
 ) -> Run {
     let c = client(bootstrap, group);
     let mut tpl = TopicPartitionList::new();
@@ -266,7 +278,7 @@ fn measure(
             break;
         }
         assert!(
-            child.try_wait().unwrap().is_none(),
+            child.0.try_wait().unwrap().is_none(),
             "contestant exited early"
         );
         assert!(
@@ -275,7 +287,7 @@ fn measure(
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    let (cpu_s, peak_rss_mb) = cost(child.id());
+    let (cpu_s, peak_rss_mb) = cost(child.0.id());
 
     let mut tpl = TopicPartitionList::new();
     for p in 0..PARTITIONS {
@@ -338,9 +350,18 @@ fn cost(pid: u32) -> (f64, f64) {
     (ticks / 100.0, hwm_kb / 1024.0)
 }
 
-fn kill(mut child: Child) {
-    let _ = child.kill();
-    let _ = child.wait();
+/// A contestant's process, killed when dropped (also when a run panics).
+struct Contestant(Child);
+
+impl Drop for Contestant {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn kill(child: Contestant) {
+    drop(child);
 }
 
 fn now_ms() -> i64 {
@@ -481,7 +502,7 @@ fn latencies(
 #[allow(clippy::too_many_arguments)]
 fn report(
     results: &HashMap<&str, Vec<Run>>,
-    latency: &HashMap<&str, (f64, f64, usize)>,
+    latency: &[(&str, &str, (f64, f64, usize))],
     events: usize,
     input_bytes: usize,
     rounds: usize,
@@ -503,7 +524,10 @@ fn report(
         "| | events/s | MB/s | CPU-s / M events | peak RSS MB | p50 ms | p99 ms |\n|---|---|---|---|---|---|---|"
     );
     for who in ["relay", "veil"] {
-        let (p50, p99, _) = latency[who];
+        let (_, _, (p50, p99, _)) = latency
+            .iter()
+            .find(|(b, w, _)| *b == broker.name() && *w == who)
+            .expect("measured");
         println!(
             "| {who} | {:.0} | {:.1} | {:.1} | {:.0} | {p50:.0} | {p99:.0} |",
             median(who, |r| r.events_per_s),
@@ -527,6 +551,13 @@ fn report(
     println!(
         "latency at {rate} events/s for {seconds} s: send to read back, including both Kafka hops"
     );
+    for (b, who, (p50, p99, n)) in latency {
+        if *b != broker.name() {
+            println!(
+                "latency on the {b} cluster: {who} p50 {p50:.0} ms, p99 {p99:.0} ms ({n} events)"
+            );
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------

@@ -182,6 +182,18 @@ impl Metrics {
                 g
             },
         };
+        // Known label values start at 0, so that rate() and increase() see
+        // the first reload, commit or rebalance (a series that appears at 1
+        // has no increase to Prometheus).
+        for result in ["ok", "rejected"] {
+            m.reloads.with_label_values(&[result]);
+        }
+        for result in ["ok", "error"] {
+            m.commits.with_label_values(&[result]);
+        }
+        for kind in ["assign", "revoke"] {
+            m.rebalances.with_label_values(&[kind]);
+        }
         #[cfg(target_os = "linux")]
         r.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),

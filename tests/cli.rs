@@ -418,3 +418,121 @@ fn apply_reads_stdin_and_writes_stdout_by_default() {
         )
     );
 }
+
+#[path = "support/http.rs"]
+mod http;
+
+#[test]
+fn apply_serves_its_counters_over_http_while_running_and_summarises_the_same() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::Stdio;
+
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("clean.ndjson");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_veil"))
+        .args([
+            "apply",
+            "--policy",
+            "config/policy.yaml",
+            "--keys",
+            "tests/keys",
+        ])
+        .args(["--input", "-", "--output"])
+        .arg(&out)
+        .args(["--metrics-listen", "127.0.0.1:0"])
+        .env("VEIL_LOG", "info")
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The endpoint's address is in the first log lines (read on a thread,
+    // so a missing line fails the test instead of hanging it).
+    let err = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(err).lines() {
+            let _ = tx.send(line.unwrap());
+        }
+    });
+    let mut log = String::new();
+    let addr = loop {
+        let line = rx
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("no endpoint line; log:\n{log}"));
+        log.push_str(&line);
+        log.push('\n');
+        if let Some(a) = http::served_addr(&line) {
+            break a;
+        }
+    };
+    // Feed the example and the bad events, but keep stdin open: veil is
+    // still running while it is scraped.
+    let mut stdin = child.stdin.take().unwrap();
+    stdin
+        .write_all(&std::fs::read("examples/events.ndjson").unwrap())
+        .unwrap();
+    stdin
+        .write_all(&std::fs::read("examples/bad-events.ndjson").unwrap())
+        .unwrap();
+    stdin.flush().unwrap();
+    let route = [("route", "web-analytics")];
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let text = loop {
+        let (status, text) = http::get(&addr, "/metrics");
+        assert_eq!(status, 200);
+        if http::sum(&text, "veil_events_total", &route) >= 1006.0 {
+            break text;
+        }
+        assert!(std::time::Instant::now() < deadline, "{text}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let outcome = |o: &str| {
+        http::sum(
+            &text,
+            "veil_events_total",
+            &[("route", "web-analytics"), ("outcome", o)],
+        )
+    };
+    assert_eq!(outcome("forwarded"), 698.0);
+    assert_eq!(outcome("dropped_no_consent"), 211.0);
+    assert_eq!(outcome("dropped_opted_out"), 91.0);
+    assert_eq!(outcome("dead_lettered"), 6.0);
+    for (reason, n) in [
+        ("invalid_json", 2.0),
+        ("invalid_utf8", 1.0),
+        ("not_object", 1.0),
+        ("too_deep", 1.0),
+        ("duplicate_key", 1.0),
+    ] {
+        assert_eq!(
+            http::sum(&text, "veil_dead_letters_total", &[("reason", reason)]),
+            n,
+            "{reason}"
+        );
+    }
+    assert_eq!(
+        http::sum(
+            &text,
+            "veil_fields_total",
+            &[("route", "web-analytics"), ("action", "pseudonymised")]
+        ),
+        2569.0
+    );
+    assert_eq!(http::get(&addr, "/readyz"), (200, "ready\n".to_owned()));
+
+    drop(stdin); // end of input: veil finishes and prints its summary
+    assert!(child.wait().unwrap().success(), "{log}");
+    reader.join().unwrap();
+    let rest: String = rx.try_iter().map(|l| l + "\n").collect();
+    assert!(rest.contains("read             1006 events"), "{rest}");
+    assert!(rest.contains("forwarded         698"), "{rest}");
+    assert!(
+        rest.contains("dropped           302  (no_consent 211, opted_out 91)"),
+        "{rest}"
+    );
+    assert!(
+        rest.contains("rejected            6  (invalid_json 2, invalid_utf8 1, not_object 1, too_deep 1, duplicate_key 1)"),
+        "{rest}"
+    );
+    assert_eq!(lines(&out).len(), 698);
+}

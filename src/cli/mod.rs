@@ -53,7 +53,7 @@ pub fn io(error: impl Into<anyhow::Error>) -> Failure {
 struct Cli {
     #[command(subcommand)]
     command: Command,
-    /// Log format of `run` and `demo` (stderr). Levels: VEIL_LOG, e.g. `info,veil=debug`.
+    /// Log format of `run`, `demo` and `apply` (stderr). Levels: VEIL_LOG, e.g. `info,veil=debug`.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Pretty, env = "VEIL_LOG_FORMAT")]
     log_format: LogFormat,
 }
@@ -109,9 +109,12 @@ fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
 }
 
 /// Logs go to stderr; fields are codes, names and counts, never event content.
-fn init_logging(format: LogFormat) {
+/// Levels from `VEIL_LOG`, else `RUST_LOG`, else `default` (`info` for the
+/// long-running commands, `warn` for `apply`, whose summary is its report).
+fn init_logging(format: LogFormat, default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("VEIL_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .or_else(|_| tracing_subscriber::EnvFilter::try_from_env("RUST_LOG"))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -185,14 +188,17 @@ pub fn main() -> ExitCode {
             (None, None) => unreachable!("clap requires one"),
         },
         Command::Run(args) => {
-            init_logging(cli.log_format);
+            init_logging(cli.log_format, "info");
             run::run(args)
         }
         Command::Demo(args) => {
-            init_logging(cli.log_format);
+            init_logging(cli.log_format, "info");
             demo::run(args)
         }
-        Command::Apply(args) => apply::run(args),
+        Command::Apply(args) => {
+            init_logging(cli.log_format, "warn");
+            apply::run(args)
+        }
         Command::Hash(args) => hash::run(args),
         Command::Keygen { dir, id } => veil::keys::generate(&dir, &id)
             .map(|path| {
