@@ -17,6 +17,19 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// `veil apply` with the shipped policy and the test key, to be run as a child.
+fn apply_command() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_veil"));
+    c.args([
+        "apply",
+        "--policy",
+        "config/policy.yaml",
+        "--keys",
+        "tests/keys",
+    ]);
+    c
+}
+
 /// `veil apply` with the shipped policy and the test key, plus `extra` arguments.
 fn apply(input: &str, output: &Path, extra: &[&str]) -> Output {
     let mut args = vec![
@@ -371,15 +384,8 @@ fn schema_file_is_current() {
 fn apply_reads_stdin_and_writes_stdout_by_default() {
     use std::io::Write;
     use std::process::Stdio;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_veil"))
-        .args([
-            "apply",
-            "--policy",
-            "config/policy.yaml",
-            "--keys",
-            "tests/keys",
-            "--quiet",
-        ])
+    let mut child = apply_command()
+        .arg("--quiet")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -429,14 +435,7 @@ fn apply_serves_its_counters_over_http_while_running_and_summarises_the_same() {
 
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("clean.ndjson");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_veil"))
-        .args([
-            "apply",
-            "--policy",
-            "config/policy.yaml",
-            "--keys",
-            "tests/keys",
-        ])
+    let mut child = apply_command()
         .args(["--input", "-", "--output"])
         .arg(&out)
         .args(["--metrics-listen", "127.0.0.1:0"])

@@ -99,6 +99,21 @@ fn endpoint(veil: &Veil) -> String {
     http::served_addr(&veil.log()).expect("address in the log line")
 }
 
+/// `raw` -> the shipped policy as the one route `analytics` -> `clean`, dead
+/// letters to `dead`; topics of `partitions` each (one for `dead`).
+fn analytics(broker: &Broker, partitions: i32, extra: &str) -> (Pipeline, String, String, String) {
+    let (raw, clean, dead) = topics(broker, partitions);
+    let policy = root().join("config/policy.yaml");
+    let p = pipeline(
+        broker,
+        &raw,
+        &[("analytics", &policy, &clean)],
+        &dead,
+        extra,
+    );
+    (p, raw, clean, dead)
+}
+
 /// The input coordinates the reference says must produce a clean event, and
 /// that clean event.
 fn expected(
@@ -180,15 +195,7 @@ fn contains(haystack: &[u8], needle: &str) -> bool {
 #[test]
 fn clean_topic_holds_exactly_the_consented_events_and_no_raw_identifier() {
     let broker = Broker::start();
-    let (raw, clean, dead) = topics(&broker, 3);
-    let policy_path = root().join("config/policy.yaml");
-    let p = pipeline(
-        &broker,
-        &raw,
-        &[("analytics", &policy_path, &clean)],
-        &dead,
-        "",
-    );
+    let (p, raw, clean, _dead) = analytics(&broker, 3, "");
     let events = example_events();
     let records = keyed(&events);
     let landed = produce(&broker.bootstrap(), &raw, &records);
@@ -277,13 +284,9 @@ fn clean_topic_holds_exactly_the_consented_events_and_no_raw_identifier() {
 #[test]
 fn bad_records_are_dead_lettered_with_their_reason_while_good_ones_flow() {
     let broker = Broker::start();
-    let (raw, clean, dead) = topics(&broker, 1);
-    let policy_path = root().join("config/policy.yaml");
-    let p = pipeline(
+    let (p, raw, clean, dead) = analytics(
         &broker,
-        &raw,
-        &[("analytics", &policy_path, &clean)],
-        &dead,
+        1,
         "limits:\n  max_message_bytes: 4096\n  max_depth: 16\n",
     );
     let policy = shipped_policy();
@@ -465,15 +468,7 @@ fn two_instances_split_the_partitions_and_the_survivor_takes_over() {
     // got the dead instance's partitions within two minutes), so takeover
     // after kill -9 cannot be shown on it.
     let broker = Broker::mock();
-    let (raw, clean, dead) = topics(&broker, 4);
-    let policy_path = root().join("config/policy.yaml");
-    let p = pipeline(
-        &broker,
-        &raw,
-        &[("analytics", &policy_path, &clean)],
-        &dead,
-        "",
-    );
+    let (p, raw, clean, _dead) = analytics(&broker, 4, "");
     let policy = shipped_policy();
     let events = keyed(&example_events());
 
@@ -589,15 +584,7 @@ fn sighup_reloads_a_valid_policy_and_keeps_the_old_one_when_invalid() {
 fn broker_down_at_start_is_waited_out_not_fatal() {
     // Fault injection needs the mock cluster, whatever VEIL_TEST_BROKER says.
     let broker = Broker::mock();
-    let (raw, clean, dead) = topics(&broker, 1);
-    let policy_path = root().join("config/policy.yaml");
-    let p = pipeline(
-        &broker,
-        &raw,
-        &[("analytics", &policy_path, &clean)],
-        &dead,
-        "",
-    );
+    let (p, raw, clean, _dead) = analytics(&broker, 1, "");
     let policy = shipped_policy();
     let consented = consented(&policy, 5);
     produce(&broker.bootstrap(), &raw, &consented);
@@ -659,15 +646,7 @@ fn wait_ready(addr: &str, status: u16) -> bool {
 #[test]
 fn metrics_over_http_count_exactly_what_was_forwarded_dropped_and_dead_lettered() {
     let broker = Broker::start();
-    let (raw, clean, dead) = topics(&broker, 2);
-    let policy_path = root().join("config/policy.yaml");
-    let p = pipeline(
-        &broker,
-        &raw,
-        &[("analytics", &policy_path, &clean)],
-        &dead,
-        "",
-    );
+    let (p, raw, clean, dead) = analytics(&broker, 2, "");
     let policy = shipped_policy();
     let mut records = keyed(&example_events());
     let bad = std::fs::read(root().join("examples/bad-events.ndjson")).unwrap();
