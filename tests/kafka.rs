@@ -762,3 +762,62 @@ fn metrics_over_http_count_exactly_what_was_forwarded_dropped_and_dead_lettered(
     }
     assert_eq!(http::get(&addr, "/readyz"), (200, "ready\n".to_owned()));
 }
+
+#[test]
+fn offsets_are_committed_while_a_backlog_is_still_being_worked_through() {
+    // A backlog keeps the consumer's queue full, so veil never waits for a
+    // message; commits must still happen as inputs are acknowledged, not
+    // only once the backlog is gone (a crash would re-read all of it).
+    let broker = Broker::start();
+    let (p, raw, _clean, _dead) = analytics(&broker, 1, "");
+    let n = 30_000;
+    let records: Vec<_> = (0..n)
+        .map(|i| {
+            let e = format!(
+                r#"{{"type":"track","event":"e","userId":"u-{i}","context":{{"consent":{{"purposes":["analytics"]}}}}}}"#
+            );
+            (Some(format!("u-{i}").into_bytes()), e.into_bytes())
+        })
+        .collect();
+    assert!(
+        reference::apply(&shipped_policy(), &records[0].1).is_some(),
+        "the backlog is forwarded"
+    );
+    produce(&broker.bootstrap(), &raw, &records);
+
+    let veil = p.start("veil");
+    use rdkafka::consumer::Consumer;
+    let group: rdkafka::consumer::BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap())
+        .set("group.id", format!("{raw}-veil"))
+        .create()
+        .unwrap();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition(&raw, 0);
+    let mut seen = Vec::new();
+    let deadline = std::time::Instant::now() + 3 * MINUTE;
+    loop {
+        let committed = group
+            .committed_offsets(tpl.clone(), Duration::from_secs(5))
+            .ok()
+            .and_then(|t| match t.elements()[0].offset() {
+                rdkafka::Offset::Offset(o) => Some(o),
+                _ => None,
+            })
+            .unwrap_or(0);
+        seen.push(committed);
+        if committed >= n as i64 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "commits seen: {seen:?}; log:\n{}",
+            veil.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        seen.iter().any(|&c| c > 0 && c < n as i64),
+        "a commit part-way through the backlog (seen: {seen:?})"
+    );
+}

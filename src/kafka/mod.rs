@@ -517,6 +517,15 @@ async fn consume(
                 return;
             }
         }
+        // Under sustained load the branches above are ready nearly every
+        // time and the biased selects may not reach the tick for long:
+        // store positions on schedule regardless.
+        if tick
+            .poll_tick(&mut std::task::Context::from_waker(std::task::Waker::noop()))
+            .is_ready()
+        {
+            on_tick(consumer, shared, semaphore, max_in_flight);
+        }
     }
 }
 
