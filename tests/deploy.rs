@@ -423,7 +423,25 @@ fn kubernetes_schema_validator_accepts_the_manifests() {
     ];
     let mut args = vec!["--strict"];
     args.extend(files);
-    let Some(out) = external("kubernetes-validate", &args) else {
+    // The console script, or the module where pip put no script on PATH.
+    let out = match Command::new("kubernetes-validate")
+        .args(&args)
+        .current_dir(root())
+        .output()
+    {
+        Ok(out) => Some(out),
+        Err(_) => {
+            let mut module = vec!["-m", "kubernetes_validate"];
+            module.extend(&args);
+            external("python3", &module)
+                .filter(|o| !String::from_utf8_lossy(&o.stderr).contains("No module named"))
+        }
+    };
+    let Some(out) = out else {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("kubernetes-validate is required under CI (.ci/run installs it)");
+        }
+        eprintln!("SKIPPED: kubernetes-validate not installed (.ci/run installs it)");
         return;
     };
     let text =
