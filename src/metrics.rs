@@ -299,7 +299,8 @@ impl StageCounters {
         }
     }
 
-    /// Count route `i`'s outcome for one input; `output_len` bytes if forwarded.
+    /// Count route `i`'s outcome (forwarded or dropped) for one input;
+    /// `output_len` bytes if forwarded.
     pub fn route(
         &self,
         i: usize,
@@ -325,7 +326,9 @@ impl StageCounters {
                     .expect("ALL lists every reason");
                 c.dropped[i].inc();
             }
-            crate::Outcome::Rejected(r) => self.rejected(r.reason),
+            crate::Outcome::Rejected(_) => {
+                unreachable!("rejections are counted once for all routes by `rejected`")
+            }
         }
     }
 

@@ -32,6 +32,13 @@ fn kind<'a>(docs: &'a [Value], kind: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no {kind}"))
 }
 
+/// The element of a list whose `name` is `name`.
+fn named<'a>(list: &'a Value, name: &str) -> &'a Value {
+    list.as_array()
+        .and_then(|l| l.iter().find(|v| v["name"] == name))
+        .unwrap_or_else(|| panic!("no element named {name}"))
+}
+
 fn str_at<'a>(v: &'a Value, pointer: &str) -> &'a str {
     v.pointer(pointer)
         .and_then(Value::as_str)
@@ -138,24 +145,14 @@ fn kubernetes_manifests_agree_with_the_config_they_ship() {
     assert!(c["resources"]["requests"]["cpu"].is_string());
     assert!(c["resources"]["limits"]["memory"].is_string());
     // Keys come from a Secret mounted where the config looks for them.
-    let keys_mount = c["volumeMounts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["name"] == "keys")
-        .expect("keys mounted");
+    let keys_mount = named(&c["volumeMounts"], "keys");
     let cm_keys_dir = {
         let v: Value = serde_saphyr::from_str(str_at(cm, "/data/pipeline.yaml")).unwrap();
         v["keys"]["dir"].as_str().unwrap().to_owned()
     };
     assert_eq!(keys_mount["mountPath"], cm_keys_dir.as_str());
     assert_eq!(keys_mount["readOnly"], true);
-    let keys_volume = pod["volumes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|v| v["name"] == "keys")
-        .unwrap();
+    let keys_volume = named(&pod["volumes"], "keys");
     assert_eq!(keys_volume["secret"]["secretName"], "veil-keys");
 
     // Autoscaling follows the group veil consumes with.

@@ -550,33 +550,24 @@ fn sighup_reloads_a_valid_policy_and_keeps_the_old_one_when_invalid() {
         Some("web-analytics@3")
     );
 
-    std::fs::write(&policy_path, shipped.replace("version: 3", "version: 4")).unwrap();
-    veil.signal("HUP");
-    assert!(
-        veil.wait_for_log("reloaded policies and keys", MINUTE),
-        "log:\n{}",
-        veil.log()
-    );
-    produce(&broker.bootstrap(), &raw, &consented[1..2]);
-    assert!(out.wait_until(MINUTE, |r| r.len() == 2));
-    assert_eq!(
-        out.records[1].header("veil-policy"),
-        Some("web-analytics@4")
-    );
-
-    std::fs::write(&policy_path, "name: broken\nversion: nope\n").unwrap();
-    veil.signal("HUP");
-    assert!(
-        veil.wait_for_log("reload rejected", MINUTE),
-        "log:\n{}",
-        veil.log()
-    );
-    produce(&broker.bootstrap(), &raw, &consented[2..3]);
-    assert!(out.wait_until(MINUTE, |r| r.len() == 3));
-    assert_eq!(
-        out.records[2].header("veil-policy"),
-        Some("web-analytics@4"),
-        "old policy stays live"
+    // Write the policy, SIGHUP, wait for `logged`; then event `i` must
+    // carry `policy`.
+    let mut reload = |text: &str, logged: &str, i: usize, policy: &str| {
+        std::fs::write(&policy_path, text).unwrap();
+        veil.signal("HUP");
+        assert!(veil.wait_for_log(logged, MINUTE), "log:\n{}", veil.log());
+        produce(&broker.bootstrap(), &raw, &consented[i..=i]);
+        assert!(out.wait_until(MINUTE, |r| r.len() == i + 1));
+        assert_eq!(out.records[i].header("veil-policy"), Some(policy));
+    };
+    let v4 = shipped.replace("version: 3", "version: 4");
+    reload(&v4, "reloaded policies and keys", 1, "web-analytics@4");
+    // An invalid policy is rejected: the old one stays live.
+    reload(
+        "name: broken\nversion: nope\n",
+        "reload rejected",
+        2,
+        "web-analytics@4",
     );
 }
 

@@ -224,9 +224,11 @@ fn process(
                         .context("cannot write output")
                         .map_err(io)?;
                 }
-                counting
-                    .counters
-                    .route(0, v.outcome, &v.counts, out.len().saturating_sub(1));
+                if !matches!(v.outcome, Outcome::Rejected(_)) {
+                    counting
+                        .counters
+                        .route(0, v.outcome, &v.counts, out.len().saturating_sub(1));
+                }
                 (v.outcome, line.len())
             }
             Line::TooLong { len } => (
@@ -241,9 +243,7 @@ fn process(
         bytes += size as u64;
         counting.counters.input(size);
         if let Outcome::Rejected(r) = outcome {
-            if matches!(read, Line::TooLong { .. }) {
-                counting.counters.rejected(r.reason);
-            }
+            counting.counters.rejected(r.reason);
             if let Some(d) = dead.as_deref_mut() {
                 let mut record = json!({
                     "line": lines,
