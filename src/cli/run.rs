@@ -74,9 +74,12 @@ fn run_kafka(config: &PipelineConfig, stage: Stage) -> CliResult {
 /// never carry. The panic itself is then contained per input
 /// ([`veil::stage::contain`]) or ends the thread (see `veil::kafka`). A
 /// backtrace (function names and code locations only) follows when
-/// `RUST_BACKTRACE` asks for one. Installed by `run` and `apply`, the
-/// commands that read events.
+/// `RUST_BACKTRACE` asks for one, for the first panic only: capturing one
+/// takes tens of milliseconds, and a stream of inputs that each panic must
+/// not slow veil down by that much per input. Installed by `run` and
+/// `apply`, the commands that read events.
 pub(super) fn quiet_panics() {
+    static FIRST: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
     std::panic::set_hook(Box::new(|info| {
         let thread = std::thread::current();
         let location = info
@@ -88,9 +91,11 @@ pub(super) fn quiet_panics() {
             location,
             "panic (its message is not logged: it may hold event data)"
         );
-        let backtrace = std::backtrace::Backtrace::capture();
-        if backtrace.status() == std::backtrace::BacktraceStatus::Captured {
-            eprintln!("{backtrace}");
+        if FIRST.swap(false, std::sync::atomic::Ordering::Relaxed) {
+            let backtrace = std::backtrace::Backtrace::capture();
+            if backtrace.status() == std::backtrace::BacktraceStatus::Captured {
+                eprintln!("{backtrace}");
+            }
         }
     }));
 }
