@@ -1,7 +1,9 @@
 //! One pipeline stage: every route's compiled policy applied to one input
 //! message, plus the output key and the dead-letter record. Pure and
-//! synchronous like the engine; the Kafka and file adapters both call
-//! [`Stage::process`], so they cannot disagree on what goes where.
+//! synchronous like the engine (its one side effect is the error log line
+//! of a contained panic); the Kafka and file adapters both call
+//! [`Stage::process`], and `veil apply` calls [`apply_one`], so they cannot
+//! disagree on what goes where.
 //!
 //! Invariants:
 //! - An input is rejected (dead-lettered) as a whole or not at all: every
