@@ -124,7 +124,7 @@ fn apply_on_the_example_forwards_only_consented_events_without_raw_identifiers()
         "{summary}"
     );
     assert!(
-        summary.contains("web-analytics@3") && summary.contains("key k1"),
+        summary.contains("web-analytics@4") && summary.contains("key k1"),
         "{summary}"
     );
 }
@@ -205,7 +205,7 @@ fn bad_lines_go_to_the_dead_letter_file_with_reasons() {
     for r in &records {
         assert!(r.get("payload").is_none() && r.get("payload_base64").is_none());
         assert!(r["detail"].as_str().unwrap().contains("at byte"));
-        assert_eq!(r["policy"], "web-analytics@3");
+        assert_eq!(r["policy"], "web-analytics@4");
     }
     // The raw line only on request.
     let o = apply(
@@ -358,7 +358,7 @@ fn explain_lists_every_field_and_the_consent_rule() {
         "json",
     ]);
     let j: Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(j["policy"]["id"], "web-analytics@3");
+    assert_eq!(j["policy"]["id"], "web-analytics@4");
     assert_eq!(
         j["fields"].as_array().unwrap().len(),
         policy.fields.unwrap().entries.len()
