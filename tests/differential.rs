@@ -18,7 +18,7 @@
 //! (a)-(c) use markers: every scalar of an event is unique, so a scalar of
 //! the output that equals an input scalar came from that place.
 //!
-//! Cases: `DEFAULT_CASES` in CI (about a minute in debug on 2 cores);
+//! Cases: `DEFAULT_CASES` in CI (about a minute of one core in debug);
 //! `PROPTEST_CASES=200000 cargo test --release --test differential` for a
 //! release run. `VEIL_DIFF_COLLECT=1` reports every distinct kind of failure
 //! (smallest example of each) instead of stopping at the first.
@@ -45,8 +45,8 @@ use events::{Event, event, to_value, write_json};
 use oracle::{Act, Dropped, Fields, Forbidden, Model, Oracle, Seg, Unit, Verdict};
 use policies::model;
 
-/// Cases per CI run: about a minute in a debug build on the 2-core CI machine.
-const DEFAULT_CASES: u32 = 3000;
+/// Cases per CI run: about a minute of one core in a debug build (docs/testing.md).
+const DEFAULT_CASES: u32 = 12_000;
 
 const KEY_HEX: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
 

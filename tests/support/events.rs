@@ -163,7 +163,7 @@ pub(crate) fn policy_paths(m: &Model) -> Vec<(Vec<Seg>, Flavour)> {
 
 /// The value injected at a policy path: fitting its flavour three times in four.
 pub(crate) fn fitting(flavour: &Flavour, pick: u8, other: &Shape) -> Shape {
-    if pick % 4 == 0 {
+    if pick.is_multiple_of(4) {
         return other.clone();
     }
     let p = pick / 4;
@@ -173,7 +173,7 @@ pub(crate) fn fitting(flavour: &Flavour, pick: u8, other: &Shape) -> Shape {
         Leaf::Ip(p),
         Leaf::Url(p),
         Leaf::Time(p),
-        Leaf::Bool(p % 2 == 0),
+        Leaf::Bool(p.is_multiple_of(2)),
         Leaf::Null,
         Leaf::Small(p),
     ];
@@ -182,7 +182,7 @@ pub(crate) fn fitting(flavour: &Flavour, pick: u8, other: &Shape) -> Shape {
         Flavour::Action(Act::Url(_)) => Leaf::Url(p),
         Flavour::Action(Act::Time(_)) => Leaf::Time(p),
         Flavour::Action(Act::Edges(_) | Act::Width(_)) => {
-            if p % 3 == 0 {
+            if p.is_multiple_of(3) {
                 Leaf::Small(p)
             } else {
                 Leaf::Marker(p)

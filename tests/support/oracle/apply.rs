@@ -66,6 +66,13 @@ pub enum Verdict {
 
 // ------------------------------------------------------------- the oracle
 
+/// Whether `null` is kept where a kept parent has entries beneath it
+/// (`context: keep` + `context.ip: ip_prefix` with `"context": null`).
+/// Issue 9's invariant removes every scalar there; the engine keeps `null`
+/// (it carries nothing). Until docs/policy.md settles it, the oracle follows
+/// the issue.
+pub const NULL_KEPT_UNDER_KEEP: bool = false;
+
 pub struct Oracle {
     pub model: Model,
     key_id: String,
@@ -354,6 +361,10 @@ impl Oracle {
                 path.pop();
                 (!out.is_empty()).then_some(Exp::Arr(out))
             }
+            Value::Null if NULL_KEPT_UNDER_KEEP && tree.keeps(path) => {
+                self.record(path, v, Ok(()), leaves);
+                Some(Exp::Exact(Value::Null))
+            }
             // The shape differs from what the paths beneath expect.
             _ => {
                 self.record(path, v, Err(Forbidden::Unlisted), leaves);
@@ -431,7 +442,7 @@ impl Oracle {
             (Act::Edges(_) | Act::Width(_), Value::Number(n)) => {
                 let x = n.as_f64().unwrap_or(f64::NAN);
                 let b = match a {
-                    Act::Edges(e) => e.iter().copied().filter(|e| *e <= x).last(),
+                    Act::Edges(e) => e.iter().copied().rfind(|e| *e <= x),
                     Act::Width(w) => Some((x / w).floor() * w).filter(|b| b.is_finite()),
                     _ => unreachable!(),
                 };
