@@ -387,10 +387,16 @@ pub fn check_domain(a: &Act, v: &Value) -> Result<(), String> {
             let Some(t) = text else {
                 return bad("not a string");
             };
+            // A replacement may form a new match with its neighbours (one pass
+            // replaces every match); what lies between replacements may not.
             for p in patterns {
                 let re = regex::Regex::new(p).map_err(|e| e.to_string())?;
-                // Only where a match cannot be made by the replacement itself.
-                if !re.is_match("") && !re.is_match(replacement) && re.is_match(t) {
+                let pieces: Vec<&str> = if replacement.is_empty() {
+                    vec![t]
+                } else {
+                    t.split(replacement.as_str()).collect()
+                };
+                if !re.is_match("") && pieces.iter().any(|piece| re.is_match(piece)) {
                     return bad("a match of a redact pattern is left");
                 }
             }
