@@ -18,8 +18,9 @@
 //! differential test (`tests/support/oracle/mod.rs`); the policies are read with
 //! veil's parser and translated into the oracle's model.
 //!
-//! Run (stable toolchain; cargo-fuzz needs nightly flags):
-//! `RUSTC_BOOTSTRAP=1 cargo fuzz run engine fuzz/corpus/engine -- -dict=fuzz/engine.dict -max_total_time=60`
+//! Run from the crate root (stable toolchain; cargo-fuzz needs nightly
+//! flags), with the seeds and the dictionary (docs/testing.md):
+//! `RUSTC_BOOTSTRAP=1 cargo fuzz run engine fuzz/corpus/engine fuzz/seeds/engine -- -dict=fuzz/engine.dict -max_total_time=60`
 
 #![no_main]
 
