@@ -251,12 +251,9 @@ fn allowed(o: &Oracle, f: &Fields, path: &[Step], leaf: &Value) -> Result<(), St
         }
     }
     let (keys, each) = o.expects(f, path);
-    // `null` carries nothing; whether it may stand where entries lie beneath
-    // a kept parent is the differential test's question (NULL_KEPT_UNDER_KEEP).
     let fits = match leaf {
         Value::Object(_) => keys,
         Value::Array(_) => each,
-        Value::Null => true,
         _ => false,
     };
     if (keys || each) && !fits {

@@ -375,7 +375,7 @@ pub(crate) fn leaf_value(l: &Leaf, id: u32, markers: &mut BTreeSet<String>) -> V
             )
         }
         Leaf::Url(p) => s(
-            match p % 15 {
+            match p % 16 {
                 0 => format!(
                     "https://shop.example.com/p{id}?utm_source=a{id}&email=x{id}%40example.com#f{id}"
                 ),
@@ -392,7 +392,8 @@ pub(crate) fn leaf_value(l: &Leaf, id: u32, markers: &mut BTreeSet<String>) -> V
                 11 => format!("data:text/plain,{id}"),
                 12 => format!("ftp://h.example/p{id}"),
                 13 => format!("cart/{id}"),
-                _ => format!("javascript:alert({id})"),
+                14 => format!("javascript:alert({id})"),
+                _ => format!("/ Farid Mueller {id} <farid@example.com>"),
             },
             markers,
         ),

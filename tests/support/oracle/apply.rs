@@ -66,13 +66,6 @@ pub enum Verdict {
 
 // ------------------------------------------------------------- the oracle
 
-/// Whether `null` is kept where a kept parent has entries beneath it
-/// (`context: keep` + `context.ip: ip_prefix` with `"context": null`).
-/// Issue 9's invariant removes every scalar there; the engine keeps `null`
-/// (it carries nothing). Until docs/policy.md settles it, the oracle follows
-/// the issue.
-pub const NULL_KEPT_UNDER_KEEP: bool = false;
-
 pub struct Oracle {
     pub model: Model,
     key_id: String,
@@ -361,11 +354,9 @@ impl Oracle {
                 path.pop();
                 (!out.is_empty()).then_some(Exp::Arr(out))
             }
-            Value::Null if NULL_KEPT_UNDER_KEEP && tree.keeps(path) => {
-                self.record(path, v, Ok(()), leaves);
-                Some(Exp::Exact(Value::Null))
-            }
-            // The shape differs from what the paths beneath expect.
+            // The shape differs from what the paths beneath expect (`null`
+            // included: docs/policy.md, "a scalar (string, number, boolean or
+            // `null`) where entries lie beneath").
             _ => {
                 self.record(path, v, Err(Forbidden::Unlisted), leaves);
                 None

@@ -135,6 +135,11 @@ pub fn percent_decode(s: &str) -> String {
 
 /// The documented `url` result: `None` for what is not an absolute http(s)
 /// URL with a host or a path-absolute reference.
+/// The characters of a URL (RFC 3986: unreserved, reserved, `%`).
+fn url_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "-._~:/?#[]@!$&'()*+,;=%".contains(c)
+}
+
 pub(crate) fn url(s: &str, keep: &[String]) -> Option<Exp> {
     let no_fragment = s.split('#').next().unwrap_or_default();
     let (before, query) = match no_fragment.split_once('?') {
@@ -142,6 +147,9 @@ pub(crate) fn url(s: &str, keep: &[String]) -> Option<Exp> {
         None => (no_fragment, None),
     };
     let base = if s.starts_with('/') && !s.starts_with("//") {
+        if !s.chars().all(url_char) {
+            return None; // free text that starts with `/` is not a path
+        }
         before.to_owned()
     } else {
         let u = url::Url::parse(s).ok()?;
@@ -349,6 +357,9 @@ pub fn check_domain(a: &Act, v: &Value) -> Result<(), String> {
             if t.starts_with('/') {
                 if t.starts_with("//") {
                     return bad("a scheme-relative reference");
+                }
+                if !t.chars().all(url_char) {
+                    return bad("not made of URL characters");
                 }
             } else {
                 let Ok(u) = url::Url::parse(t) else {
