@@ -14,12 +14,13 @@ use anyhow::Context;
 use base64::Engine as _;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
-use veil::health::Health;
+use veil::files::{Output, Role};
 use veil::metrics::{Metrics, StageCounters};
 use veil::outcome::Reject;
 use veil::{CompiledPolicy, Limits, Outcome, RejectReason, Scratch, compile};
 
 use super::lines::{Line, read_line};
+use super::output::{commit, create, note, refuse_clashes};
 use super::{CliResult, EX_NOINPUT, Failure, io, usage};
 
 #[derive(clap::Args)]
@@ -84,16 +85,6 @@ pub(super) fn open_input(path: &Path) -> Result<(Box<dyn BufRead>, Option<u64>),
     Ok((Box::new(BufReader::with_capacity(1 << 16, file)), len))
 }
 
-fn create(path: &Path, what: &str) -> Result<Box<dyn Write>, Failure> {
-    if path == Path::new("-") {
-        return Ok(Box::new(io::stdout().lock()));
-    }
-    let file = File::create(path)
-        .with_context(|| format!("cannot create {what} {}", path.display()))
-        .map_err(io)?;
-    Ok(Box::new(file))
-}
-
 fn progress(len: Option<u64>) -> ProgressBar {
     // Only on a terminal, and only where it is worth drawing.
     if !io::stderr().is_terminal() || len.is_some_and(|l| l < 8 << 20) {
@@ -115,6 +106,7 @@ fn progress(len: Option<u64>) -> ProgressBar {
 pub fn run(args: Args) -> CliResult {
     let policy = veil::policy::load(&args.policy).map_err(usage)?;
     let ring = veil::keys::load_dir(&args.keys, args.key_id.as_deref()).map_err(usage)?;
+    super::warn_keys(&ring);
     if args.max_message_bytes == 0 || args.max_message_bytes > Limits::MAX_MESSAGE_BYTES {
         return Err(usage(anyhow::anyhow!(
             "--max-message-bytes must be between 1 and {}",
@@ -131,30 +123,34 @@ pub fn run(args: Args) -> CliResult {
         max_message_bytes: args.max_message_bytes,
         max_depth: args.max_depth,
     };
+    let mut places = vec![
+        (Role::Input, args.input.as_path(), "--input"),
+        (Role::Output, args.output.as_path(), "--output"),
+    ];
+    if let Some(d) = &args.dead_letter {
+        places.push((Role::Output, d.as_path(), "--dead-letter"));
+    }
+    refuse_clashes(&places)?;
     let engine = compile(policy, ring.active(), limits);
     let registry = prometheus::Registry::new();
     let metrics = Metrics::new(&registry).map_err(io)?;
     let route = engine.policy().name.clone();
+    metrics.set_live_routes([(route.as_str(), &engine)], engine.key_id());
     let counting = Counting {
         counters: StageCounters::for_routes(&metrics, [route.as_str()]),
         metrics,
         route,
     };
-    let health = std::sync::Arc::new(Health::default());
-    health.set_loaded(true);
-    let _endpoint = match args.metrics_listen {
-        Some(addr) => Some(super::serve_endpoint(
-            addr,
-            "--metrics-listen",
-            registry,
-            health,
-        )?),
-        None => None,
-    };
+    let _endpoint = super::serve_file_run(
+        args.metrics_listen,
+        "--metrics-listen",
+        registry,
+        &counting.metrics,
+    )?;
     let (mut input, len) = open_input(&args.input)?;
-    let mut output = BufWriter::with_capacity(1 << 16, create(&args.output, "output")?);
+    let mut output = create(&args.output, "output")?;
     let mut dead = match &args.dead_letter {
-        Some(p) => Some(BufWriter::new(create(p, "dead-letter file")?)),
+        Some(p) => Some(create(p, "dead-letter file")?),
         None => None,
     };
     let bar = progress(len);
@@ -168,15 +164,14 @@ pub fn run(args: Args) -> CliResult {
         dead.as_mut(),
         &bar,
     )?;
-    output.flush().context("cannot write output").map_err(io)?;
-    if let Some(d) = dead.as_mut() {
-        d.flush()
-            .context("cannot write dead-letter file")
-            .map_err(io)?;
+    // Only now, the whole input read, do the files take their final names.
+    commit(output, &args.output, "output")?;
+    if let (Some(d), Some(path)) = (dead, &args.dead_letter) {
+        commit(d, path, "dead-letter file")?;
     }
     bar.finish_and_clear();
     if !args.quiet {
-        eprint!(
+        note(format_args!(
             "{}",
             summary(
                 &engine,
@@ -185,7 +180,7 @@ pub fn run(args: Args) -> CliResult {
                 started.elapsed(),
                 args.dead_letter.is_some()
             )
-        );
+        ));
     }
     Ok(())
 }
@@ -197,7 +192,7 @@ fn process(
     counting: &Counting,
     input: &mut dyn BufRead,
     output: &mut impl Write,
-    mut dead: Option<&mut BufWriter<Box<dyn Write>>>,
+    mut dead: Option<&mut BufWriter<Output>>,
     bar: &ProgressBar,
 ) -> Result<u64, Failure> {
     let (mut lines, mut bytes) = (0u64, 0u64);

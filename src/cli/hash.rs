@@ -7,7 +7,7 @@ use veil::engine::normalise_into;
 use veil::policy::{self, Normalise, PseudonymOptions};
 use veil::pseudonym::Pseudonymiser;
 
-use super::{CliResult, usage};
+use super::{CliResult, print, usage};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -52,7 +52,13 @@ pub fn run(args: Args) -> CliResult {
             PseudonymOptions::default(),
         ),
     };
+    if !policy::name_ok(&purpose) {
+        return Err(usage(anyhow!(
+            "--purpose must be letters, digits, `.`, `_` or `-`, as a policy's `purpose`; got `{purpose}`"
+        )));
+    }
     let ring = veil::keys::load_dir(&args.keys, args.key_id.as_deref()).map_err(usage)?;
+    super::warn_keys(&ring);
     let p = Pseudonymiser::new(ring.active(), &purpose, &options);
     let steps: Vec<Normalise> = args
         .normalise
@@ -66,7 +72,7 @@ pub fn run(args: Args) -> CliResult {
     for v in &args.values {
         bytes.clear();
         normalise_into(v, &steps, &mut bytes);
-        println!("{}", p.pseudonym(&bytes));
+        print(format_args!("{}\n", p.pseudonym(&bytes)))?;
     }
     Ok(())
 }

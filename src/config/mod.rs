@@ -4,8 +4,10 @@
 //! a [`PipelineConfig`] that cannot be invalid; every problem is reported
 //! with file, line and column, all at once.
 //!
-//! Only [`load`] touches the file system; policies and keys named by the
-//! config are read by [`crate::stage::load`].
+//! Validation reads no file: it only compares the files of a file-mode
+//! config by identity ([`crate::files::clashes`], metadata only), so no
+//! output can be the input or another output. [`load`] reads the config;
+//! policies and keys named by it are read by [`crate::stage::load`].
 
 mod spec;
 mod validate;

@@ -14,6 +14,7 @@ use super::{
     PipelineConfig, RouteConfig, Sink, Source,
 };
 use crate::engine::Limits;
+use crate::files::Role;
 use crate::policy::validate::strip_location_prefix;
 use crate::policy::{Diagnostic, FieldPath};
 
@@ -212,6 +213,46 @@ fn kafka(c: &mut Checker, k: RawKafka) -> KafkaSource {
     }
 }
 
+/// A file the run reads or writes, where the config names it.
+struct FilePlace {
+    role: Role,
+    path: PathBuf,
+    at: Location,
+    written: String,
+    what: String,
+}
+
+impl FilePlace {
+    fn new(role: Role, path: &Path, written: &Spanned<String>, what: String) -> FilePlace {
+        FilePlace {
+            role,
+            path: path.to_owned(),
+            at: written.referenced,
+            written: written.value.clone(),
+            what,
+        }
+    }
+}
+
+/// No route or dead-letter file may be the source file or another output,
+/// however spelt ([`crate::files::clashes`]).
+fn file_clashes(c: &mut Checker, files: &[FilePlace]) {
+    let places: Vec<(Role, &Path)> = files.iter().map(|f| (f.role, f.path.as_path())).collect();
+    for clash in crate::files::clashes(&places) {
+        let (a, b) = (&files[clash.first], &files[clash.second]);
+        c.error(
+            &b.at,
+            format!(
+                "{} `{}` and {} `{}`: {}",
+                b.what, b.written, a.what, a.written, clash.why
+            ),
+            Some(
+                "give each route and the dead letters a file of their own, apart from source.file",
+            ),
+        );
+    }
+}
+
 /// A destination: exactly one of `topic` or `file`, matching the source kind.
 fn sink(
     c: &mut Checker,
@@ -261,9 +302,15 @@ fn sink(
 }
 
 fn check(c: &mut Checker, raw: RawConfig, file: &Path) -> PipelineConfig {
+    // File mode: every file read or written, for the identity check.
+    let mut files: Vec<FilePlace> = Vec::new();
     let source = match raw.source.value {
         RawSource::Kafka(k) => Source::Kafka(kafka(c, *k)),
-        RawSource::File(f) => Source::File(c.path(&f)),
+        RawSource::File(f) => {
+            let path = c.path(&f.value);
+            files.push(FilePlace::new(Role::Input, &path, &f, "source.file".into()));
+            Source::File(path)
+        }
     };
     let is_kafka = matches!(source, Source::Kafka(_));
 
@@ -287,10 +334,18 @@ fn check(c: &mut Checker, raw: RawConfig, file: &Path) -> PipelineConfig {
             );
         }
         let what = format!("route `{}`", r.name.value);
+        let file = r.file.clone();
         let Some(sink) = sink(c, &r.name.referenced, &what, r.topic, r.file, is_kafka) else {
             continue;
         };
-        if !outputs.insert(sink.clone()) {
+        if let (Sink::File(path), Some(f)) = (&sink, &file) {
+            files.push(FilePlace::new(
+                Role::Output,
+                path,
+                f,
+                format!("{what} file"),
+            ));
+        } else if !outputs.insert(sink.clone()) {
             c.error(
                 &r.name.referenced,
                 format!("{what} writes to the same destination as another route"),
@@ -352,6 +407,7 @@ fn check(c: &mut Checker, raw: RawConfig, file: &Path) -> PipelineConfig {
     }
 
     let dl = raw.dead_letter.value;
+    let dead_file = dl.file.clone();
     let dead_sink = sink(
         c,
         &raw.dead_letter.referenced,
@@ -360,6 +416,15 @@ fn check(c: &mut Checker, raw: RawConfig, file: &Path) -> PipelineConfig {
         dl.file,
         is_kafka,
     );
+    if let (Some(Sink::File(path)), Some(f)) = (&dead_sink, &dead_file) {
+        files.push(FilePlace::new(
+            Role::Output,
+            path,
+            f,
+            "dead_letter.file".into(),
+        ));
+    }
+    file_clashes(c, &files);
     if let Some(s) = &dead_sink
         && outputs.contains(s)
     {
