@@ -12,9 +12,12 @@
 //!   and renamed into place by [`Output::commit`] only when the run
 //!   succeeded: a failed run leaves the previous file untouched and never a
 //!   half-written file under the final name.
-//! - Special outputs (`-`, anything under `/dev/` or `/proc/`, pipes,
-//!   terminals and other devices) are written directly, never truncated and
-//!   opened for append, so what a shell redirection already holds is kept.
+//! - Special outputs are written directly and never truncated, so what a
+//!   shell redirection already holds is kept: `-`, `/dev/stdout` and
+//!   `/dev/stderr` (and their `/dev/fd/N`, `/proc/self/fd/N` names) through
+//!   veil's own descriptors, sharing the shell's offset; other links and
+//!   devices under `/dev/` or `/proc/`, pipes and terminals opened for
+//!   append.
 //!
 //! Unix only, like the rest of the command line (`-` is fd 0 or 1).
 
@@ -62,6 +65,7 @@ struct Identity {
 }
 
 const STDOUT_NAMES: [&str; 3] = ["/dev/stdout", "/dev/fd/1", "/proc/self/fd/1"];
+const STDERR_NAMES: [&str; 3] = ["/dev/stderr", "/dev/fd/2", "/proc/self/fd/2"];
 
 fn is_stdout_name(path: &Path) -> bool {
     STDOUT_NAMES.iter().any(|n| path == Path::new(n))
@@ -186,6 +190,7 @@ pub fn clashes(places: &[(Role, &Path)]) -> Vec<Clash> {
 /// An output being written: see the module doc.
 pub enum Output {
     Stdout(io::Stdout),
+    Stderr(io::Stderr),
     /// A device, pipe or `/dev/...` path, opened for append.
     Direct(File),
     /// A regular file, written aside and renamed onto `dest` by [`Output::commit`].
@@ -200,8 +205,13 @@ impl Output {
     /// touched until [`Output::commit`]; dropping the output without
     /// committing removes the temporary file.
     pub fn open(path: &Path) -> io::Result<Output> {
-        if path == Path::new("-") {
+        // Standard output and error by any name are written through the
+        // descriptors veil already has, sharing the shell's file offset.
+        if path == Path::new("-") || is_stdout_name(path) {
             return Ok(Output::Stdout(io::stdout()));
+        }
+        if STDERR_NAMES.iter().any(|n| path == Path::new(n)) {
+            return Ok(Output::Stderr(io::stderr()));
         }
         if is_special_name(path) {
             return OpenOptions::new()
@@ -246,7 +256,14 @@ impl Output {
             .prefix(&format!(".{name}."))
             .suffix(".tmp")
             .permissions(std::fs::Permissions::from_mode(0o666))
-            .tempfile_in(dir)?;
+            .tempfile_in(dir)
+            .map_err(|e| {
+                // Name the directory, not the temporary file's random name
+                // (which tempfile appends as ` at path "..."`).
+                let text = e.to_string();
+                let cause = text.split(" at path ").next().unwrap_or_default();
+                io::Error::new(e.kind(), format!("in directory {}: {cause}", dir.display()))
+            })?;
         if let Some(mode) = mode {
             temp.as_file()
                 .set_permissions(std::fs::Permissions::from_mode(mode))?;
@@ -259,6 +276,7 @@ impl Output {
     pub fn commit(self) -> io::Result<()> {
         match self {
             Output::Stdout(mut s) => s.flush(),
+            Output::Stderr(mut s) => s.flush(),
             Output::Direct(mut f) => f.flush(),
             Output::Replace { temp, dest } => {
                 temp.as_file().sync_all()?;
@@ -273,6 +291,7 @@ impl Write for Output {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
             Output::Stdout(s) => s.write(buf),
+            Output::Stderr(s) => s.write(buf),
             Output::Direct(f) => f.write(buf),
             Output::Replace { temp, .. } => temp.write(buf),
         }
@@ -281,6 +300,7 @@ impl Write for Output {
     fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
         match self {
             Output::Stdout(s) => s.write_all(buf),
+            Output::Stderr(s) => s.write_all(buf),
             Output::Direct(f) => f.write_all(buf),
             Output::Replace { temp, .. } => temp.write_all(buf),
         }
@@ -289,6 +309,7 @@ impl Write for Output {
     fn flush(&mut self) -> io::Result<()> {
         match self {
             Output::Stdout(s) => s.flush(),
+            Output::Stderr(s) => s.flush(),
             Output::Direct(f) => f.flush(),
             Output::Replace { temp, .. } => temp.flush(),
         }

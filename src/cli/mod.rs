@@ -56,7 +56,7 @@ pub fn io(error: impl Into<anyhow::Error>) -> Failure {
 struct Cli {
     #[command(subcommand)]
     command: Command,
-    /// Log format of `run`, `demo` and `apply` (stderr). Levels: VEIL_LOG, e.g. `info,veil=debug`.
+    /// Log format of logs and warnings (stderr). Levels: VEIL_LOG, e.g. `info,veil=debug`.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Pretty, env = "VEIL_LOG_FORMAT")]
     log_format: LogFormat,
 }
@@ -138,8 +138,7 @@ fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
 }
 
 /// Logs go to stderr; fields are codes, names and counts, never event content.
-/// Levels from `VEIL_LOG`, else `RUST_LOG`, else `default` (`info` for the
-/// long-running commands, `warn` for `apply`, whose summary is its report).
+/// Levels from `VEIL_LOG`, else `RUST_LOG`, else `default`.
 fn init_logging(format: LogFormat, default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("VEIL_LOG")
         .or_else(|_| tracing_subscriber::EnvFilter::try_from_env("RUST_LOG"))
@@ -210,10 +209,13 @@ pub fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    // The long-running commands log at info; the others only warn (key
-    // warnings), their output being their report.
+    // The long-running commands log at info; the others only print veil's
+    // warnings (about keys), their output being their report.
     let long_running = matches!(cli.command, Command::Run(_) | Command::Demo(_));
-    init_logging(cli.log_format, if long_running { "info" } else { "warn" });
+    init_logging(
+        cli.log_format,
+        if long_running { "info" } else { "veil=warn" },
+    );
     let result = match cli.command {
         Command::Check { policy, config } => match (policy, config) {
             (Some(p), _) => check::run(&p),

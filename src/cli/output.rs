@@ -52,12 +52,15 @@ pub fn refuse_clashes(places: &[(Role, &Path, &str)]) -> CliResult {
     match clashes(&paths).first() {
         None => Ok(()),
         Some(c) => {
-            let (_, a, what_a) = places[c.first];
-            let (_, b, what_b) = places[c.second];
+            let shown = |(role, path, what): (Role, &Path, &str)| match role {
+                _ if path != Path::new("-") => format!("{what} {}", path.display()),
+                Role::Input => format!("{what} - (standard input)"),
+                Role::Output => format!("{what} - (standard output)"),
+            };
             Err(usage(anyhow::anyhow!(
-                "{what_b} {} and {what_a} {}: {}; give each output a file of its own",
-                b.display(),
-                a.display(),
+                "{} and {}: {}; give each output a file of its own",
+                shown(places[c.second]),
+                shown(places[c.first]),
                 c.why
             )))
         }

@@ -26,7 +26,7 @@ pub struct Args {
     config: PathBuf,
     /// Run against a Kafka broker even with veil's public demo key (whose
     /// pseudonyms anyone can recompute): for demos and tests only.
-    #[arg(long, env = "VEIL_ALLOW_DEMO_KEY")]
+    #[arg(long, env = "VEIL_ALLOW_DEMO_KEY", value_parser = clap::builder::BoolishValueParser::new())]
     allow_demo_key: bool,
 }
 

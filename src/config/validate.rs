@@ -238,7 +238,12 @@ impl FilePlace {
 /// however spelt ([`crate::files::clashes`]).
 fn file_clashes(c: &mut Checker, files: &[FilePlace]) {
     let places: Vec<(Role, &Path)> = files.iter().map(|f| (f.role, f.path.as_path())).collect();
+    let mut reported = BTreeSet::new();
     for clash in crate::files::clashes(&places) {
+        // Once per place, against the first it clashes with.
+        if !reported.insert(clash.second) {
+            continue;
+        }
         let (a, b) = (&files[clash.first], &files[clash.second]);
         c.error(
             &b.at,
