@@ -37,7 +37,9 @@ pub struct Args {
     /// NDJSON input file, or `-` for stdin.
     #[arg(long, value_name = "FILE", default_value = "-")]
     input: PathBuf,
-    /// NDJSON output file, or `-` for stdout.
+    /// NDJSON output file, or `-` for stdout. A file is written aside and
+    /// renamed into place only when the run succeeds; it may not be the
+    /// input or the dead-letter file (compared by file identity).
     #[arg(long, value_name = "FILE", default_value = "-")]
     output: PathBuf,
     /// Where rejected lines are recorded (JSON lines with line, reason, detail).
@@ -46,7 +48,7 @@ pub struct Args {
     /// Also copy the raw rejected line into its dead-letter record (may hold personal data).
     #[arg(long, requires = "dead_letter")]
     dead_letter_payload: bool,
-    /// Reject lines larger than this many bytes.
+    /// Reject lines larger than this many bytes (the `\n` or `\r\n` not counted).
     #[arg(long, value_name = "BYTES", default_value_t = Limits::default().max_message_bytes)]
     max_message_bytes: usize,
     /// Reject events nested deeper than this.

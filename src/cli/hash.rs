@@ -17,7 +17,8 @@ pub struct Args {
     /// Key to use; default: the only key in the directory.
     #[arg(long, value_name = "ID")]
     key_id: Option<String>,
-    /// Purpose the pseudonyms are for (default: the policy's, with --policy).
+    /// Purpose the pseudonyms are for (default: the policy's, with --policy):
+    /// letters, digits, `.`, `_`, `-`, as a policy's `purpose`.
     #[arg(long, value_name = "PURPOSE")]
     purpose: Option<String>,
     /// Take purpose and pseudonym options (encoding, prefix, length) from this policy.
