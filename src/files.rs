@@ -152,6 +152,9 @@ fn new_file_name(path: &Path) -> Option<PathBuf> {
 /// Why `a` and `b` (in that order) must not both be used, if so.
 fn clash(a: (Role, &Identity), b: (Role, &Identity)) -> Option<&'static str> {
     let ((ra, a), (rb, b)) = (a, b);
+    if ra == Role::Input && rb == Role::Input {
+        return None; // two routes may share a policy
+    }
     let both_outputs = ra == Role::Output && rb == Role::Output;
     if both_outputs && a.stdout && b.stdout {
         return Some("both write to standard output, where their lines would interleave");
@@ -168,8 +171,8 @@ fn clash(a: (Role, &Identity), b: (Role, &Identity)) -> Option<&'static str> {
     }
 }
 
-/// Every pair of `places` that must not be the same file: an input that is
-/// also an output (unless a terminal, `/dev/null` or a socket), or two
+/// Every pair of `places` that must not be the same file: an input (the
+/// events, but also a policy, a key or a config file) that is also an output (unless a terminal, `/dev/null` or a socket), or two
 /// outputs (unless `/dev/null` or a terminal, but never two names of
 /// stdout). Paths that cannot be identified are skipped.
 pub fn clashes(places: &[(Role, &Path)]) -> Vec<Clash> {

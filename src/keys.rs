@@ -208,26 +208,10 @@ pub fn load_dir(dir: &Path, active: Option<&str>) -> Result<KeyRing, KeyError> {
             mode,
         });
     }
-    let entries = std::fs::read_dir(dir).map_err(unreadable)?;
     let mut keys = BTreeMap::new();
     let mut warnings = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(unreadable)?;
-        let path = entry.path();
-        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
-            continue;
-        };
-        // Kubernetes secret volumes hold `..data` links and dot-directories: skip them.
-        let Some(id) = name.strip_suffix(".key") else {
-            continue;
-        };
-        // Through symbolic links (Kubernetes links `k1.key` to `..data/k1.key`).
-        let Ok(meta) = std::fs::metadata(&path) else {
-            continue;
-        };
-        if !id_ok(id) || !meta.is_file() {
-            continue;
-        }
+    for (id, path, meta) in key_files(dir).map_err(unreadable)? {
+        let id = id.as_str();
         if let Some(mode) = world_writable(&meta, &path) {
             return Err(KeyError::FileWorldWritable { path, mode });
         }
@@ -283,6 +267,38 @@ pub fn load_dir(dir: &Path, active: Option<&str>) -> Result<KeyRing, KeyError> {
         active,
         warnings,
     })
+}
+
+/// The key files of `dir`: `<id>.key` regular files (through symbolic
+/// links, as Kubernetes links `k1.key` to `..data/k1.key`) with a valid id;
+/// the `..data` links and dot-directories of a Secret volume are skipped.
+fn key_files(dir: &Path) -> std::io::Result<Vec<(String, PathBuf, std::fs::Metadata)>> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        let Some(id) = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(".key"))
+            .filter(|id| id_ok(id))
+            .map(str::to_owned)
+        else {
+            continue;
+        };
+        match std::fs::metadata(&path) {
+            Ok(meta) if meta.is_file() => files.push((id, path, meta)),
+            _ => continue,
+        }
+    }
+    Ok(files)
+}
+
+/// The paths of the key files [`load_dir`] would read (none if the
+/// directory cannot be read), so that no output is written over one.
+pub fn key_file_paths(dir: &Path) -> Vec<PathBuf> {
+    key_files(dir)
+        .map(|files| files.into_iter().map(|(_, path, _)| path).collect())
+        .unwrap_or_default()
 }
 
 /// The mode, if every user may write this file or directory. A read-only

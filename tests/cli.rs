@@ -971,3 +971,47 @@ fn apply_metrics_say_ready_and_name_the_live_policy_and_key() {
     assert!(child.wait().unwrap().success(), "{log}");
     reader.join().unwrap();
 }
+
+#[test]
+fn apply_refuses_to_write_over_its_policy_or_a_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let policy = d.join("policy.yaml");
+    std::fs::copy("config/policy.yaml", &policy).unwrap();
+    let keys = d.join("keys");
+    veil(&["keygen", "--dir", keys.to_str().unwrap(), "--id", "k1"]);
+    let key = keys.join("k1.key");
+    let before = (
+        std::fs::read(&policy).unwrap(),
+        std::fs::read(&key).unwrap(),
+    );
+    for (output, what) in [(&policy, "--policy"), (&key, "key file")] {
+        let o = veil(&[
+            "apply",
+            "--policy",
+            policy.to_str().unwrap(),
+            "--keys",
+            keys.to_str().unwrap(),
+            "--input",
+            "examples/events.ndjson",
+            "--dead-letter",
+            output.to_str().unwrap(),
+        ]);
+        assert_eq!(o.status.code(), Some(64));
+        assert_eq!(
+            stderr(&o),
+            format!(
+                "veil: error: --dead-letter {} and {what} {}: they are one file, and the output would overwrite the input while it is read; give each output a file of its own\n",
+                output.display(),
+                output.display()
+            )
+        );
+    }
+    assert_eq!(
+        (
+            std::fs::read(&policy).unwrap(),
+            std::fs::read(&key).unwrap()
+        ),
+        before
+    );
+}

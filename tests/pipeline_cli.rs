@@ -163,6 +163,28 @@ fn a_route_file_that_is_the_source_file_is_refused_and_the_input_kept() {
         assert_eq!(stderr(&out), want, "{command}");
         assert_eq!(std::fs::read(d.join("in.ndjson")).unwrap(), bytes);
     }
+    // Nor may a route write over its policy or a key.
+    let keys = d.join("keys");
+    std::fs::create_dir(&keys).unwrap();
+    std::fs::copy(root().join("tests/keys/k1.key"), keys.join("k1.key")).unwrap();
+    let yaml = "source:\n  file: in.ndjson\nroutes:\n  - name: a\n    policy: policy.yaml\n    file: policy.yaml\n\
+         dead_letter:\n  file: keys/k1.key\nkeys:\n  dir: keys\n";
+    std::fs::copy(root().join("config/policy.yaml"), d.join("policy.yaml")).unwrap();
+    let config = write_config(d, yaml);
+    let out = veil(&["check", "--config", config.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(64));
+    let e = stderr(&out);
+    assert!(
+        e.contains(":6:11: route `a` file `policy.yaml` and route `a` policy `policy.yaml`: they are one file"),
+        "{e}"
+    );
+    assert!(
+        e.contains(&format!(
+            ":8:9: dead_letter.file `keys/k1.key` and key file `{}`: they are one file",
+            keys.join("k1.key").display()
+        )),
+        "{e}"
+    );
     // A hard link to the input is the input too.
     std::fs::hard_link(d.join("in.ndjson"), d.join("hard")).unwrap();
     let (config, _) = files_config(d, &["hard"], "dead.ndjson");

@@ -125,10 +125,18 @@ pub fn run(args: Args) -> CliResult {
         max_message_bytes: args.max_message_bytes,
         max_depth: args.max_depth,
     };
+    // Everything read (the events, the policy, the keys) against everything written.
+    let key_files = veil::keys::key_file_paths(&args.keys);
     let mut places = vec![
         (Role::Input, args.input.as_path(), "--input"),
-        (Role::Output, args.output.as_path(), "--output"),
+        (Role::Input, args.policy.as_path(), "--policy"),
     ];
+    places.extend(
+        key_files
+            .iter()
+            .map(|k| (Role::Input, k.as_path(), "key file")),
+    );
+    places.push((Role::Output, args.output.as_path(), "--output"));
     if let Some(d) = &args.dead_letter {
         places.push((Role::Output, d.as_path(), "--dead-letter"));
     }

@@ -236,7 +236,9 @@ impl FilePlace {
 
 /// No route or dead-letter file may be the source file or another output,
 /// however spelt ([`crate::files::clashes`]).
-fn file_clashes(c: &mut Checker, files: &[FilePlace]) {
+fn file_clashes(c: &mut Checker, files: &mut [FilePlace]) {
+    // Inputs first, so that each clash is reported where an output is named.
+    files.sort_by_key(|f| f.role == Role::Output);
     let places: Vec<(Role, &Path)> = files.iter().map(|f| (f.role, f.path.as_path())).collect();
     let mut reported = BTreeSet::new();
     for clash in crate::files::clashes(&places) {
@@ -357,9 +359,16 @@ fn check(c: &mut Checker, raw: RawConfig, file: &Path) -> PipelineConfig {
                 Some("give each purpose its own topic or file"),
             );
         }
+        let policy = c.path(&r.policy.value);
+        files.push(FilePlace::new(
+            Role::Input,
+            &policy,
+            &r.policy,
+            format!("{what} policy"),
+        ));
         routes.push(RouteConfig {
             name: r.name.value,
-            policy: c.path(&r.policy.value),
+            policy,
             sink,
         });
     }
@@ -429,7 +438,6 @@ fn check(c: &mut Checker, raw: RawConfig, file: &Path) -> PipelineConfig {
             "dead_letter.file".into(),
         ));
     }
-    file_clashes(c, &files);
     if let Some(s) = &dead_sink
         && outputs.contains(s)
     {
@@ -457,6 +465,27 @@ fn check(c: &mut Checker, raw: RawConfig, file: &Path) -> PipelineConfig {
         dir: c.path(&raw.keys.value.dir.value),
         active: raw.keys.value.active.map(|a| a.value),
     };
+    if !is_kafka {
+        // Inputs are never where a clash is reported: any place will do.
+        let at = raw.keys.value.dir.referenced;
+        for path in crate::keys::key_file_paths(&keys.dir) {
+            let written = Spanned::new(path.display().to_string(), at, at);
+            files.push(FilePlace::new(
+                Role::Input,
+                &path,
+                &written,
+                "key file".into(),
+            ));
+        }
+        let written = Spanned::new(file.display().to_string(), at, at);
+        files.push(FilePlace::new(
+            Role::Input,
+            file,
+            &written,
+            "the config file".into(),
+        ));
+        file_clashes(c, &mut files);
+    }
 
     let defaults = Limits::default();
     let limits = Limits {
