@@ -172,9 +172,10 @@ fn clash(a: (Role, &Identity), b: (Role, &Identity)) -> Option<&'static str> {
 }
 
 /// Every pair of `places` that must not be the same file: an input (the
-/// events, but also a policy, a key or a config file) that is also an output (unless a terminal, `/dev/null` or a socket), or two
-/// outputs (unless `/dev/null` or a terminal, but never two names of
-/// stdout). Paths that cannot be identified are skipped.
+/// events, but also a policy, a key or a config file) that is also an
+/// output (unless a terminal, `/dev/null` or a socket), or two outputs
+/// (unless `/dev/null` or a terminal, but never two names of stdout).
+/// Paths that cannot be identified are skipped.
 pub fn clashes(places: &[(Role, &Path)]) -> Vec<Clash> {
     let ids: Vec<Option<Identity>> = places.iter().map(|(r, p)| identify(*r, p)).collect();
     let mut found = Vec::new();
@@ -216,11 +217,14 @@ impl Output {
         if STDERR_NAMES.iter().any(|n| path == Path::new(n)) {
             return Ok(Output::Stderr(io::stderr()));
         }
-        if is_special_name(path) {
-            return OpenOptions::new()
+        let append = || {
+            OpenOptions::new()
                 .append(true)
                 .open(path)
-                .map(Output::Direct);
+                .map(Output::Direct)
+        };
+        if is_special_name(path) {
+            return append();
         }
         let (dest, mode) = match std::fs::metadata(path) {
             Ok(m) if m.is_dir() => {
@@ -229,12 +233,8 @@ impl Output {
                     "it is a directory; give a file name",
                 ));
             }
-            Ok(m) if !m.is_file() => {
-                return OpenOptions::new()
-                    .append(true)
-                    .open(path)
-                    .map(Output::Direct);
-            }
+            // A pipe, a terminal, a device.
+            Ok(m) if !m.is_file() => return append(),
             // Through symbolic links: the file they point to is replaced.
             Ok(m) => (path.canonicalize()?, Some(m.permissions().mode())),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
