@@ -243,7 +243,7 @@ pub fn json(policy: &Policy) -> Value {
                 "any_of": c.any_of.iter().map(|s| match s {
                     Scalar::Null => Value::Null,
                     Scalar::Bool(b) => json!(b),
-                    Scalar::Number(n) => json!(n),
+                    Scalar::Number(n) => json!(n.as_f64()),
                     Scalar::String(s) => json!(s),
                 }).collect::<Vec<_>>(),
             })).collect::<Vec<_>>(),

@@ -1,7 +1,9 @@
 //! Liveness and readiness, shared between the service and the HTTP endpoint.
 //!
 //! Ready means: policies and keys are loaded, the broker is reachable, and
-//! this instance holds at least one partition (file mode: loaded is enough).
+//! this instance holds at least one partition (file mode: loaded is enough),
+//! and no thread the service depends on has died (the process is then
+//! about to exit non-zero).
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
@@ -11,6 +13,7 @@ pub struct Health {
     broker_down: AtomicBool,
     assigned: AtomicUsize,
     needs_assignment: AtomicBool,
+    thread_died: AtomicBool,
 }
 
 impl Health {
@@ -29,6 +32,11 @@ impl Health {
         self.broker_down.store(v, Ordering::Relaxed);
     }
 
+    /// A worker or retry thread died: never ready again (veil is exiting).
+    pub fn set_thread_died(&self) {
+        self.thread_died.store(true, Ordering::Relaxed);
+    }
+
     pub fn set_assigned(&self, n: usize) {
         self.assigned.store(n, Ordering::Relaxed);
     }
@@ -39,7 +47,9 @@ impl Health {
 
     /// Why not ready, or `None` when ready.
     pub fn not_ready_reason(&self) -> Option<&'static str> {
-        if !self.loaded.load(Ordering::Relaxed) {
+        if self.thread_died.load(Ordering::Relaxed) {
+            Some("a worker thread died")
+        } else if !self.loaded.load(Ordering::Relaxed) {
             Some("policies and keys not loaded")
         } else if self.broker_down.load(Ordering::Relaxed) {
             Some("broker unreachable")

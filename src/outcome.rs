@@ -55,16 +55,21 @@ pub enum RejectReason {
     TooDeep,
     TooLarge,
     DuplicateKey,
+    /// veil panicked while processing the input: a bug in veil, not
+    /// necessarily anything wrong with the input. The input is
+    /// dead-lettered so the stream moves on; nothing of it is forwarded.
+    InternalError,
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 6] = [
+    pub const ALL: [RejectReason; 7] = [
         RejectReason::InvalidJson,
         RejectReason::InvalidUtf8,
         RejectReason::NotObject,
         RejectReason::TooDeep,
         RejectReason::TooLarge,
         RejectReason::DuplicateKey,
+        RejectReason::InternalError,
     ];
 
     pub fn code(self) -> &'static str {
@@ -75,6 +80,7 @@ impl RejectReason {
             RejectReason::TooDeep => "too_deep",
             RejectReason::TooLarge => "too_large",
             RejectReason::DuplicateKey => "duplicate_key",
+            RejectReason::InternalError => "internal_error",
         }
     }
 }
@@ -89,9 +95,22 @@ pub struct Reject {
     pub what: &'static str,
 }
 
+impl Reject {
+    /// The rejection of an input whose processing panicked. There is no
+    /// meaningful byte offset, so its detail is a fixed sentence.
+    pub const INTERNAL_ERROR: Reject = Reject {
+        reason: RejectReason::InternalError,
+        offset: 0,
+        what: "veil failed while processing this input (a bug in veil); nothing of it was forwarded",
+    };
+}
+
 impl fmt::Display for Reject {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} at byte {}", self.what, self.offset)
+        match self.reason {
+            RejectReason::InternalError => f.write_str(self.what),
+            _ => write!(f, "{} at byte {}", self.what, self.offset),
+        }
     }
 }
 

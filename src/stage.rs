@@ -1,7 +1,9 @@
 //! One pipeline stage: every route's compiled policy applied to one input
 //! message, plus the output key and the dead-letter record. Pure and
-//! synchronous like the engine; the Kafka and file adapters both call
-//! [`Stage::process`], so they cannot disagree on what goes where.
+//! synchronous like the engine (its one side effect is the error log line
+//! of a contained panic); the Kafka and file adapters both call
+//! [`Stage::process`], and `veil apply` calls [`apply_one`], so they cannot
+//! disagree on what goes where.
 //!
 //! Invariants:
 //! - An input is rejected (dead-lettered) as a whole or not at all: every
@@ -10,8 +12,12 @@
 //! - A dead-letter record holds a reason code, a detail (byte offset and what
 //!   was expected) and the source coordinates, and the raw payload only when
 //!   `include_payload` is set. Keys never appear in it.
+//! - A panic while processing one input is contained ([`contain`]): that
+//!   input is rejected as `internal_error` with nothing forwarded, the
+//!   buffers it touched are replaced, and the caller goes on with the next.
 
 use std::ops::Range;
+use std::panic::AssertUnwindSafe;
 
 use base64::Engine as _;
 use serde_json::json;
@@ -19,7 +25,7 @@ use serde_json::json;
 use crate::config::{MessageKey, PipelineConfig};
 use crate::engine::{CompiledPolicy, Limits, Scratch, compile};
 use crate::keys::{KeyError, KeyRing};
-use crate::outcome::{FieldCounts, Outcome, Reject};
+use crate::outcome::{FieldCounts, Outcome, Reject, Verdict};
 use crate::policy::{Encoding, FieldPath, PolicyError, PseudonymOptions, Segment};
 use crate::pseudonym::Pseudonymiser;
 
@@ -164,9 +170,48 @@ impl Stage {
         self.keep_headers.iter().any(|h| h == name)
     }
 
-    /// Apply every route to one input (`value`, with its Kafka `key`).
+    /// Apply every route to one input (`value`, with its Kafka `key`, from
+    /// `origin`). A panic on the way rejects the input as `internal_error`
+    /// (see [`contain`]) and leaves `out` and `scratch` freshly made.
     pub fn process(
         &self,
+        value: &[u8],
+        key: Option<&[u8]>,
+        origin: Origin<'_>,
+        out: &mut Processed,
+        scratch: &mut Scratch,
+    ) {
+        self.process_using(CompiledPolicy::apply, value, key, origin, out, scratch);
+    }
+
+    /// [`Self::process`] with the engine call as a parameter, so that tests
+    /// can make it panic without any way to do so in the shipped binary.
+    fn process_using(
+        &self,
+        apply: impl Fn(&CompiledPolicy, &[u8], &mut Vec<u8>, &mut Scratch) -> Verdict,
+        value: &[u8],
+        key: Option<&[u8]>,
+        origin: Origin<'_>,
+        out: &mut Processed,
+        scratch: &mut Scratch,
+    ) {
+        let contained = contain(origin, || {
+            self.process_unguarded(&apply, value, key, out, scratch)
+        });
+        if let Err(reject) = contained {
+            // The panic may have left either buffer half-written or with
+            // broken internal invariants: replace both, never reuse them.
+            *out = Processed {
+                rejected: Some(reject),
+                ..Processed::default()
+            };
+            *scratch = Scratch::default();
+        }
+    }
+
+    fn process_unguarded(
+        &self,
+        apply: &impl Fn(&CompiledPolicy, &[u8], &mut Vec<u8>, &mut Scratch) -> Verdict,
         value: &[u8],
         key: Option<&[u8]>,
         out: &mut Processed,
@@ -177,7 +222,7 @@ impl Stage {
         out.rejected = None;
         for route in &self.routes {
             let start = out.buf.len();
-            let verdict = route.engine.apply(value, &mut out.buf, scratch);
+            let verdict = apply(&route.engine, value, &mut out.buf, scratch);
             match verdict.outcome {
                 Outcome::Rejected(r) => {
                     out.outputs.clear();
@@ -261,6 +306,70 @@ impl Stage {
     }
 }
 
+/// Run `work`, the processing of one input from `origin`, and contain a
+/// panic in it: `Err` with the `internal_error` rejection, after logging a
+/// fixed message and the input's coordinates. The panic payload is dropped
+/// unread: it is text built from whatever the failing code had at hand
+/// (an error quoting its input, a formatted value) and may hold event data.
+///
+/// On `Err` the caller must discard every buffer `work` could mutate
+/// ([`Stage::process`] and [`apply_one`] do): that is what makes the
+/// `AssertUnwindSafe` below sound. Everything else `work` reaches is
+/// shared and immutable (compiled policies, pseudonymisers: no interior
+/// mutability) and the engine takes no locks, so nothing half-updated by
+/// the panic can be observed afterwards.
+pub fn contain<T>(origin: Origin<'_>, work: impl FnOnce() -> T) -> Result<T, Reject> {
+    std::panic::catch_unwind(AssertUnwindSafe(work)).map_err(|_payload| {
+        const MSG: &str = "panic while processing an input: dead-lettered as internal_error, \
+                           continuing with fresh buffers (a bug in veil; please report it)";
+        match origin {
+            Origin::Kafka {
+                topic,
+                partition,
+                offset,
+            } => tracing::error!(topic, partition, offset, "{MSG}"),
+            Origin::Line(line) => tracing::error!(line, "{MSG}"),
+        }
+        Reject::INTERNAL_ERROR
+    })
+}
+
+/// One policy applied to one input, for `veil apply` (which has no
+/// [`Stage`]), with a panic contained as in [`Stage::process`]: the verdict
+/// is then the `internal_error` rejection, `out` is back to its length
+/// before the call and `scratch` is new.
+pub fn apply_one(
+    engine: &CompiledPolicy,
+    input: &[u8],
+    origin: Origin<'_>,
+    out: &mut Vec<u8>,
+    scratch: &mut Scratch,
+) -> Verdict {
+    apply_one_using(CompiledPolicy::apply, engine, input, origin, out, scratch)
+}
+
+fn apply_one_using(
+    apply: impl FnOnce(&CompiledPolicy, &[u8], &mut Vec<u8>, &mut Scratch) -> Verdict,
+    engine: &CompiledPolicy,
+    input: &[u8],
+    origin: Origin<'_>,
+    out: &mut Vec<u8>,
+    scratch: &mut Scratch,
+) -> Verdict {
+    let start = out.len();
+    match contain(origin, || apply(engine, input, out, scratch)) {
+        Ok(verdict) => verdict,
+        Err(reject) => {
+            out.truncate(start);
+            *scratch = Scratch::default();
+            Verdict {
+                outcome: Outcome::Rejected(reject),
+                counts: FieldCounts::default(),
+            }
+        }
+    }
+}
+
 /// The scalar at an exact `path` of a clean event, as key text: a string's
 /// content, or a number's or boolean's JSON text. `None` when absent, null,
 /// or a container.
@@ -277,3 +386,6 @@ fn lookup(event: &[u8], path: &FieldPath) -> Option<String> {
         _ => None,
     }
 }
+
+#[cfg(test)]
+mod tests;

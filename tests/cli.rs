@@ -132,7 +132,7 @@ fn apply_on_the_example_forwards_only_consented_events_without_raw_identifiers()
         "{summary}"
     );
     assert!(
-        summary.contains("web-analytics@3") && summary.contains("key k1"),
+        summary.contains("web-analytics@4") && summary.contains("key k1"),
         "{summary}"
     );
 }
@@ -206,7 +206,7 @@ fn bad_lines_go_to_the_dead_letter_file_with_reasons() {
     for r in &records {
         assert!(r.get("payload").is_none() && r.get("payload_base64").is_none());
         assert!(r["detail"].as_str().unwrap().contains("at byte"));
-        assert_eq!(r["policy"], "web-analytics@3");
+        assert_eq!(r["policy"], "web-analytics@4");
     }
     // The raw line only on request.
     let o = apply(
@@ -359,7 +359,7 @@ fn explain_lists_every_field_and_the_consent_rule() {
         "json",
     ]);
     let j: Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(j["policy"]["id"], "web-analytics@3");
+    assert_eq!(j["policy"]["id"], "web-analytics@4");
     assert_eq!(
         j["fields"].as_array().unwrap().len(),
         policy.fields.unwrap().entries.len()
@@ -735,7 +735,7 @@ fn dead_letters_to_dev_stdout_keep_what_stdout_already_holds() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(
         std::fs::read_to_string(&log).unwrap(),
-        "first\n{\"detail\":\"expected a key (a string) at byte 1\",\"line\":1,\"policy\":\"web-analytics@3\",\"reason\":\"invalid_json\"}\nlast\n"
+        "first\n{\"detail\":\"expected a key (a string) at byte 1\",\"line\":1,\"policy\":\"web-analytics@4\",\"reason\":\"invalid_json\"}\nlast\n"
     );
 }
 
@@ -955,10 +955,11 @@ fn apply_metrics_say_ready_and_name_the_live_policy_and_key() {
     assert_eq!(http::get(&addr, "/readyz"), (200, "ready\n".to_owned()));
     assert_eq!(http::sum(&text, "veil_ready", &[]), 1.0, "{text}");
     let policy = veil::policy::load(Path::new("config/policy.yaml")).unwrap();
+    let version = policy.version.to_string();
     let info = [
         ("route", "web-analytics"),
         ("policy", "web-analytics"),
-        ("version", "3"),
+        ("version", version.as_str()),
         ("sha256", policy.sha256.as_str()),
     ];
     assert_eq!(http::sum(&text, "veil_policy_info", &info), 1.0, "{text}");

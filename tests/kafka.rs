@@ -235,7 +235,7 @@ fn clean_topic_holds_exactly_the_consented_events_and_no_raw_identifier() {
             want.get(&at),
             "clean event for input {at:?}"
         );
-        assert_eq!(r.header("veil-policy"), Some("web-analytics@3"));
+        assert_eq!(r.header("veil-policy"), Some("web-analytics@4"));
         assert_eq!(r.header("veil-key-id"), Some("k1"));
         assert_eq!(r.header("veil-source-topic"), Some(raw.as_str()));
         // The key is the route's pseudonym of the raw key (the user id): the
@@ -547,7 +547,7 @@ fn sighup_reloads_a_valid_policy_and_keeps_the_old_one_when_invalid() {
     );
     assert_eq!(
         out.records[0].header("veil-policy"),
-        Some("web-analytics@3")
+        Some("web-analytics@4")
     );
 
     // Write the policy, SIGHUP, wait for `logged`; then event `i` must
@@ -733,7 +733,7 @@ fn metrics_over_http_count_exactly_what_was_forwarded_dropped_and_dead_lettered(
             &[
                 ("route", "analytics"),
                 ("policy", "web-analytics"),
-                ("version", "3")
+                ("version", "4")
             ]
         ),
         1.0

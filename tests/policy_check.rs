@@ -26,7 +26,7 @@ const HEAD: &str = "name: t\nversion: 1\npurpose: analytics\n";
 fn the_shipped_policy_is_valid() {
     let text = std::fs::read_to_string("config/policy.yaml").unwrap();
     let p = Policy::parse(&text, "config/policy.yaml").unwrap();
-    assert_eq!(p.id(), "web-analytics@3");
+    assert_eq!(p.id(), "web-analytics@4");
 }
 
 #[test]
@@ -262,5 +262,170 @@ fn comments_explain_entries() {
             None,
             None
         ]
+    );
+}
+
+// ---- Issue 9: subjects, identity generalisations, YAML scalars, places ----
+
+#[test]
+fn wildcard_subject_is_checked_against_every_entry_that_reaches_it() {
+    one_error(
+        &format!("{HEAD}subject: [\"*.email\"]\nfields:\n  context: keep\n"),
+        4,
+        11,
+        "subject identifier `*.email` is kept in clear",
+    );
+    one_error(
+        &format!(
+            "{HEAD}subject: [\"context.*.email\"]\nfields:\n  context.traits: keep\n  context.page.email: pseudonymise\n"
+        ),
+        4,
+        11,
+        "kept in clear",
+    );
+    one_error(
+        &format!("{HEAD}subject: [\"items[].id\"]\nfields:\n  items: keep\n"),
+        4,
+        11,
+        "kept in clear",
+    );
+    // Every place the wildcard reaches is pseudonymised or dropped: fine.
+    Policy::parse(
+        &format!("{HEAD}subject: [\"*.email\"]\nfields:\n  context: keep\n  context.email: pseudonymise\n  \"*.email\": drop\n"),
+        "p.yaml",
+    )
+    .unwrap();
+}
+
+#[test]
+fn subject_may_only_be_pseudonymised_or_dropped() {
+    for action in [
+        "{ bucket: { width: 10 } }",
+        "{ ip_prefix: { v4: 24, v6: 48 } }",
+        "{ redact: { patterns: ['zzz'] } }",
+        "url",
+        "{ truncate_time: day }",
+    ] {
+        let d = one_error(
+            &format!("{HEAD}subject: [uid]\nfields:\n  uid: {action}\n"),
+            4,
+            11,
+            "subject identifier `uid` is generalised with",
+        );
+        assert!(d.hint.unwrap().contains("only be pseudonymised or dropped"));
+    }
+    // In a rule too.
+    one_error(
+        &format!(
+            "{HEAD}subject: [uid]\nrules:\n  - when: {{ type: x }}\n    fields: {{ uid: url }}\nfields:\n  uid: pseudonymise\n"
+        ),
+        4,
+        11,
+        "by rule 1",
+    );
+}
+
+#[test]
+fn subject_parent_with_a_child_kept_is_refused() {
+    one_error(
+        &format!("{HEAD}subject: [context.traits]\nfields:\n  context.traits.email: keep\n"),
+        4,
+        11,
+        "subject identifier `context.traits` is partly kept",
+    );
+    Policy::parse(
+        &format!("{HEAD}subject: [context.traits]\nfields:\n  context.traits.email: pseudonymise\n  context.traits.phone: drop\n"),
+        "p.yaml",
+    )
+    .unwrap();
+}
+
+#[test]
+fn identity_generalisations_are_refused_everywhere() {
+    for (action, needle) in [
+        ("{ ip_prefix: { v4: 32 } }", "keeps whole addresses"),
+        (
+            "{ ip_prefix: { v4: 24, v6: 128 } }",
+            "keeps whole addresses",
+        ),
+        ("{ bucket: { width: 1 } }", "leaves whole numbers unchanged"),
+        (
+            "{ bucket: { width: 0.5 } }",
+            "leaves whole numbers unchanged",
+        ),
+    ] {
+        one_error(&format!("{HEAD}fields:\n  v: {action}\n"), 5, 6, needle);
+    }
+}
+
+#[test]
+fn yaml_1_1_scalars_in_conditions_are_refused_with_a_hint_to_quote() {
+    for (raw, line_col) in [
+        ("NO", (5, 22)),
+        ("no", (5, 22)),
+        ("on", (5, 22)),
+        ("Off", (5, 22)),
+        ("y", (5, 22)),
+        ("n", (5, 22)),
+        ("yes", (5, 22)),
+        ("True", (5, 22)),
+        ("~", (5, 22)),
+        ("01234", (5, 22)),
+        ("0x10", (5, 22)),
+        ("0o17", (5, 22)),
+        ("+1", (5, 22)),
+        (".5", (5, 22)),
+    ] {
+        let yaml = format!(
+            "{HEAD}rules:\n  - when: {{ country: {raw} }}\n    drop: true\nfields: {{ a: keep }}\n"
+        );
+        let d = one_error(&yaml, line_col.0, line_col.1, "condition on `country`");
+        assert!(d.message.contains(raw), "{d}");
+        assert!(d.hint.unwrap().contains("quote it"));
+    }
+    // In a list, in block style, each item is checked where it stands.
+    one_error(
+        &format!(
+            "{HEAD}rules:\n  - when:\n      country:\n        - DE\n        - NO\n    drop: true\nfields: {{ a: keep }}\n"
+        ),
+        8,
+        11,
+        "`NO` is ambiguous",
+    );
+}
+
+#[test]
+fn conditions_written_plainly_mean_what_they_say() {
+    let p = Policy::parse(
+        &format!("{HEAD}rules:\n  - when: {{ country: \"NO\", n: 9007199254740993, b: true, z: null, s: DE, f: -1.5e3 }}\n    drop: true\nfields: {{ a: keep }}\n"),
+        "p.yaml",
+    )
+    .unwrap();
+    let shown: Vec<String> = p.rules[0]
+        .when
+        .iter()
+        .map(|c| format!("{:?}", c.any_of))
+        .collect();
+    assert_eq!(
+        shown.join(" "),
+        r#"[String("NO")] [Number(9007199254740993)] [Bool(true)] [Null] [String("DE")] [Number(-1.5e3)]"#
+    );
+}
+
+#[test]
+fn diagnostics_point_at_the_offending_key() {
+    one_error(
+        &format!(
+            "{HEAD}pseudonyms:\n  encoding: hex\n  truncate_bytes: 8\nfields: {{ a: keep }}\n"
+        ),
+        6,
+        3,
+        "truncate_bytes is 8",
+    );
+    one_error(
+        &format!("{HEAD}fields: {{ a: keep }}\nrules:\n  - when: {{}}\n    drop: true\n"),
+        6,
+        5,
+        "empty `when`",
     );
 }

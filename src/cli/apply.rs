@@ -17,6 +17,7 @@ use serde_json::json;
 use veil::files::{Output, Role};
 use veil::metrics::{Metrics, StageCounters};
 use veil::outcome::Reject;
+use veil::stage::{Origin, apply_one};
 use veil::{CompiledPolicy, Limits, Outcome, RejectReason, Scratch, compile};
 
 use super::lines::{Line, read_line};
@@ -106,6 +107,7 @@ fn progress(len: Option<u64>) -> ProgressBar {
 }
 
 pub fn run(args: Args) -> CliResult {
+    super::run::quiet_panics();
     let policy = veil::policy::load(&args.policy).map_err(usage)?;
     let ring = veil::keys::load_dir(&args.keys, args.key_id.as_deref()).map_err(usage)?;
     super::warn_keys(&ring);
@@ -221,7 +223,7 @@ fn process(
         let (outcome, size) = match read {
             Line::Complete => {
                 out.clear();
-                let v = engine.apply(&line, &mut out, &mut scratch);
+                let v = apply_one(engine, &line, Origin::Line(lines), &mut out, &mut scratch);
                 if v.outcome == Outcome::Forwarded {
                     out.push(b'\n');
                     output

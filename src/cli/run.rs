@@ -9,7 +9,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use veil::config::{PipelineConfig, Sink, Source};
 use veil::health::Health;
-use veil::kafka::Control;
+use veil::kafka::{Control, ServiceError};
 use veil::metrics::{Metrics, StageCounters};
 use veil::outcome::Reject;
 use veil::stage::{Origin, Processed, Stage};
@@ -17,7 +17,7 @@ use veil::{Outcome, RejectReason, Scratch};
 
 use super::lines::{Line, read_line};
 use super::output::{commit, create, note};
-use super::{CliResult, io, usage};
+use super::{CliResult, Failure, io, usage};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -35,7 +35,12 @@ pub const DEMO_KEY_REFUSED: &str = "veil run refuses the public demo key against
      its pseudonyms protect nobody; make a key with `veil keygen` \
      (or pass --allow-demo-key for a demo or a test)";
 
+/// Exit code when a worker or retry thread died (sysexits EX_SOFTWARE):
+/// non-zero so that an orchestrator restarts veil.
+const EX_SOFTWARE: u8 = 70;
+
 pub fn run(args: Args) -> CliResult {
+    quiet_panics();
     let config = veil::config::load(&args.config).map_err(usage)?;
     let (stage, ring) = veil::stage::load(&config).map_err(usage)?;
     super::warn_keys(&ring);
@@ -64,11 +69,48 @@ fn run_kafka(config: &PipelineConfig, stage: Stage) -> CliResult {
     let control = Control::default();
     super::runtime()?.block_on(async {
         spawn_signal_handlers(control.clone()).map_err(io)?;
-        veil::kafka::run(config, stage, metrics, health, control)
-            .await
-            .map_err(usage)?;
-        Ok(())
+        match veil::kafka::run(config, stage, metrics, health, control).await {
+            Ok(_) => Ok(()),
+            Err(e @ ServiceError::ThreadDied { .. }) => Err(Failure {
+                code: EX_SOFTWARE,
+                error: e.into(),
+            }),
+            Err(e) => Err(usage(e)),
+        }
     })
+}
+
+/// Replace the default panic hook, which prints the panic message, with one
+/// that logs the thread and the code location only. A panic message is
+/// built from whatever the failing code had at hand (an error that quotes
+/// its input, a formatted value) and may hold event data, which logs must
+/// never carry. The panic itself is then contained per input
+/// ([`veil::stage::contain`]) or ends the thread (see `veil::kafka`). A
+/// backtrace (function names and code locations only) follows when
+/// `RUST_BACKTRACE` asks for one, for the first panic only: capturing one
+/// takes tens of milliseconds, and a stream of inputs that each panic must
+/// not slow veil down by that much per input. Installed by `run` and
+/// `apply`, the commands that read events.
+pub(super) fn quiet_panics() {
+    static FIRST: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+    std::panic::set_hook(Box::new(|info| {
+        let thread = std::thread::current();
+        let location = info
+            .location()
+            .map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()))
+            .unwrap_or_default();
+        tracing::error!(
+            thread = thread.name().unwrap_or("unnamed"),
+            location,
+            "panic (its message is not logged: it may hold event data)"
+        );
+        if FIRST.swap(false, std::sync::atomic::Ordering::Relaxed) {
+            let backtrace = std::backtrace::Backtrace::capture();
+            if backtrace.status() == std::backtrace::BacktraceStatus::Captured {
+                eprintln!("{backtrace}");
+            }
+        }
+    }));
 }
 
 /// SIGTERM and SIGINT stop (drain, commit, exit 0); SIGHUP reloads.
@@ -129,7 +171,7 @@ fn run_files(config: &PipelineConfig, stage: &Stage, input: &Path) -> CliResult 
         n += 1;
         let reject = match read {
             Line::Complete => {
-                stage.process(&line, None, &mut processed, &mut scratch);
+                stage.process(&line, None, Origin::Line(n), &mut processed, &mut scratch);
                 counters.record(line.len(), &processed);
                 processed.rejected
             }

@@ -151,7 +151,7 @@ impl CompiledPolicy {
         }
         let text = std::str::from_utf8(input)
             .map_err(|e| reject(RejectReason::InvalidUtf8, e.valid_up_to(), "invalid UTF-8"))?;
-        let start = top_level_start(input)?;
+        let start = top_level_start(input, self.limits.max_depth)?;
         let plan = &self.policy.plan;
         let max_depth = self.limits.max_depth;
         let plen = self.pseudonymiser.len();
@@ -282,8 +282,10 @@ impl CompiledPolicy {
     }
 }
 
-/// Find the top-level `{`, or say why the input is not an event object.
-fn top_level_start(input: &[u8]) -> Result<usize, Reject> {
+/// Find the top-level `{`, or say why the input is not an event object: a
+/// valid JSON value within the configured depth is `not_object`; deeper is
+/// `too_deep`, as it would be inside an object.
+fn top_level_start(input: &[u8], max_depth: u32) -> Result<usize, Reject> {
     if input.starts_with(b"\xEF\xBB\xBF") {
         return Err(reject(
             RejectReason::InvalidJson,
@@ -300,7 +302,7 @@ fn top_level_start(input: &[u8]) -> Result<usize, Reject> {
     }
     // Valid JSON that is not an object is `not_object`; anything else is `invalid_json`.
     let mut bufs = scan::ScanBuffers::default();
-    let mut sc = Scanner::new(input, Limits::default().max_depth, &mut bufs);
+    let mut sc = Scanner::new(input, max_depth, &mut bufs);
     sc.pos = start;
     let mut ignored = 0;
     sc.skip(&mut ignored)?;
@@ -326,9 +328,7 @@ fn scalar_matches(text: &str, (s, e): (u32, u32), any_of: &[Scalar], buf: &mut V
         Scalar::Null => raw == "null",
         Scalar::Bool(true) => raw == "true",
         Scalar::Bool(false) => raw == "false",
-        Scalar::Number(n) => {
-            (first == b'-' || first.is_ascii_digit()) && raw.parse::<f64>().is_ok_and(|v| v == *n)
-        }
+        Scalar::Number(n) => n.matches(raw),
         Scalar::String(want) => {
             if first != b'"' {
                 return false;

@@ -389,3 +389,221 @@ fn scratch_reuse_across_events_of_different_shapes() {
     );
     assert_eq!(String::from_utf8(out).unwrap(), expected);
 }
+
+// ---- Issue 9: reshaped events, timestamps, URLs, embedded IPv4 ----------
+
+/// The counts of one forwarded event.
+fn counts(e: &CompiledPolicy, input: &str) -> FieldCounts {
+    let v = e.apply(input.as_bytes(), &mut Vec::new(), &mut Scratch::default());
+    assert_eq!(v.outcome, Outcome::Forwarded, "{input}");
+    v.counts
+}
+
+#[test]
+fn kept_parent_as_an_array_is_walked_not_copied_whole() {
+    let e = engine(&format!(
+        "{BASE}subject: [context.traits.email]\nfields:\n  context: keep\n  context.ip: ip_prefix\n  context.traits.email: pseudonymise\n"
+    ));
+    let input = r#"{"context":[{"ip":"203.0.113.77","traits":{"email":"ana@example.com"}}]}"#;
+    assert_eq!(run(&e, input).unwrap(), "{}");
+    assert_eq!(counts(&e, input).type_mismatch, 1);
+    // `traits` as an array under a kept, correctly shaped parent.
+    let input =
+        r#"{"context":{"ip":"203.0.113.77","app":"x","traits":[{"email":"ana@example.com"}]}}"#;
+    assert_eq!(
+        run(&e, input).unwrap(),
+        r#"{"context":{"ip":"203.0.113.0","app":"x"}}"#
+    );
+    // A scalar where entries lie beneath.
+    assert_eq!(
+        run(&e, r#"{"context":{"traits":"ana@example.com"}}"#).unwrap(),
+        "{}"
+    );
+}
+
+#[test]
+fn kept_array_with_element_rules_rejects_objects_and_nested_arrays() {
+    let e = engine(&format!(
+        "{BASE}fields:\n  items: keep\n  items[].email: drop\n"
+    ));
+    for input in [
+        r#"{"items":{"email":"ana@example.com","sku":"a"}}"#,
+        r#"{"items":[[{"email":"ana@example.com","sku":"a"}]]}"#,
+    ] {
+        let out = run(&e, input).unwrap();
+        assert!(!out.contains("ana@"), "{input} -> {out}");
+    }
+    assert_eq!(
+        run(&e, r#"{"items":{"email":"ana@example.com","sku":"a"}}"#).unwrap(),
+        "{}"
+    );
+    assert_eq!(
+        run(
+            &e,
+            r#"{"items":[[{"email":"a@b.c"}],{"email":"a@b.c","sku":"a"},3]}"#
+        )
+        .unwrap(),
+        r#"{"items":[{"sku":"a"}]}"#
+    );
+}
+
+#[test]
+fn wildcard_keep_over_an_array_is_walked() {
+    let e = engine(&format!(
+        "{BASE}fields:\n  context: keep\n  context.*: keep\n  context.*.email: drop\n"
+    ));
+    let out = run(&e, r#"{"context":[{"a":{"email":"ana@example.com"}}]}"#).unwrap();
+    assert_eq!(out, "{}");
+    let out = run(
+        &e,
+        r#"{"context":{"a":[{"email":"ana@example.com"}],"b":{"email":"x@y.z","n":1}}}"#,
+    )
+    .unwrap();
+    assert_eq!(out, r#"{"context":{"b":{"n":1}}}"#);
+}
+
+#[test]
+fn consent_path_under_a_kept_parent_makes_its_shape_matter() {
+    let e = engine(&format!(
+        "{BASE}consent:\n  purposes: ctx.consent.purposes\nfields:\n  ctx: keep\n"
+    ));
+    let out = run(
+        &e,
+        r#"{"ctx":{"consent":{"purposes":["analytics"]},"a":1}}"#,
+    );
+    assert_eq!(
+        out.unwrap(),
+        r#"{"ctx":{"consent":{"purposes":["analytics"]},"a":1}}"#
+    );
+    // `consent` as an array: no consent can be read, so no event passes.
+    assert_eq!(
+        reason(run(
+            &e,
+            r#"{"ctx":{"consent":[{"purposes":["analytics"]}]}}"#
+        )),
+        "no_consent"
+    );
+}
+
+#[test]
+fn timestamp_beyond_year_9999_in_utc_is_invalid_not_a_panic() {
+    let e = engine(&format!(
+        "{BASE}fields:\n  sentAt: {{ truncate_time: hour }}\n  k: keep\n"
+    ));
+    let input = r#"{"sentAt":"9999-12-31T23:59:59-01:00","k":1}"#;
+    assert_eq!(run(&e, input).unwrap(), r#"{"k":1}"#);
+    assert_eq!(counts(&e, input).invalid, 1);
+    assert_eq!(
+        run(&e, r#"{"sentAt":"0000-01-01T00:00:00+01:00"}"#).unwrap(),
+        "{}"
+    );
+}
+
+#[test]
+fn url_removes_strings_that_are_not_urls() {
+    let e = engine(&format!(
+        "{BASE}fields:\n  r: {{ url: {{ keep_query: [\"utm_*\"] }} }}\n"
+    ));
+    for not_a_url in [
+        "farid.mueller405@example.com",
+        "Farid Mueller +44 7764656492",
+        "?utm_source=a",
+        "shoes/running",
+        "//cdn.example.com/x",
+        "mailto:ana@example.com",
+        "ftp://files.example.com/a",
+        "javascript:alert(1)",
+        "",
+    ] {
+        let input = serde_json::json!({ "r": not_a_url }).to_string();
+        assert_eq!(run(&e, &input).unwrap(), "{}", "{not_a_url:?}");
+    }
+    let kept = |u: &str| {
+        let input = serde_json::json!({ "r": u }).to_string();
+        let out: serde_json::Value = serde_json::from_str(&run(&e, &input).unwrap()).unwrap();
+        out["r"].as_str().map(str::to_owned)
+    };
+    assert_eq!(
+        kept("/cart?utm_source=a&q=1").as_deref(),
+        Some("/cart?utm_source=a")
+    );
+    assert_eq!(
+        kept("HTTPS://Shop.Example.com/a?utm_source=x;email=a@b.c").as_deref(),
+        Some("https://shop.example.com/a?utm_source=x")
+    );
+    assert_eq!(
+        kept("https://shop.example.com/a?utm_source=x;email=a@b.c").as_deref(),
+        Some("https://shop.example.com/a?utm_source=x")
+    );
+    assert_eq!(
+        kept("/a?utm_a=1;utm_b=2&x=3").as_deref(),
+        Some("/a?utm_a=1&utm_b=2")
+    );
+}
+
+#[test]
+fn ipv6_addresses_that_embed_ipv4_lose_its_host_part() {
+    let e = engine(&format!(
+        "{BASE}fields:\n  ip: {{ ip_prefix: {{ v4: 24, v6: 64 }} }}\n"
+    ));
+    let ip = |a: &str| run(&e, &format!(r#"{{"ip":"{a}"}}"#)).unwrap();
+    // 6to4 2002:1094:9666::1 carries 16.148.150.102.
+    assert_eq!(ip("2002:1094:9666::1"), r#"{"ip":"2002:1094:9600::"}"#);
+    assert_eq!(
+        ip("::ffff:16.148.150.102"),
+        r#"{"ip":"::ffff:16.148.150.0"}"#
+    );
+    assert_eq!(ip("64:ff9b::1094:9666"), r#"{"ip":"64:ff9b::1094:9600"}"#);
+}
+
+#[test]
+fn rule_conditions_compare_numbers_exactly() {
+    let e = engine(&format!(
+        "{BASE}rules:\n  - when: {{ id: 9007199254740993 }}\n    drop: true\nfields:\n  id: keep\n"
+    ));
+    assert_eq!(reason(run(&e, r#"{"id":9007199254740993}"#)), "by_rule");
+    assert_eq!(reason(run(&e, r#"{"id":90071992547409930e-1}"#)), "by_rule");
+    assert_eq!(
+        run(&e, r#"{"id":9007199254740992}"#).unwrap(),
+        r#"{"id":9007199254740992}"#
+    );
+}
+
+#[test]
+fn top_level_arrays_are_not_object_within_the_configured_depth() {
+    let policy = Policy::parse(&format!("{BASE}fields:\n  a: keep\n"), "t.yaml").unwrap();
+    let key = parse_key("k1", KEY.as_bytes(), Path::new("k1.key")).unwrap();
+    let deep = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
+    for (max_depth, n, want) in [
+        (64, 10, "not_object"),
+        (64, 65, "too_deep"),
+        (200, 100, "not_object"),
+        (200, 201, "too_deep"),
+    ] {
+        let e = compile(
+            policy.clone(),
+            &key,
+            Limits {
+                max_depth,
+                ..Limits::default()
+            },
+        );
+        assert_eq!(
+            reason(run(&e, &deep(n))),
+            want,
+            "depth {n} under limit {max_depth}"
+        );
+        // An object nested as deep agrees on too_deep.
+        let obj =
+            format!("{}{}", r#"{"a":"#.repeat(n), "}".repeat(n)).replace(r#"{"a":}"#, r#"{"a":1}"#);
+        let obj_reason = match run(&e, &obj) {
+            Ok(_) => "forwarded",
+            r => reason(r),
+        };
+        assert_eq!(
+            obj_reason == "too_deep",
+            want == "too_deep",
+            "objects {n} deep under {max_depth}"
+        );
+    }
+}

@@ -120,23 +120,30 @@ impl<'a, 'b> Walker<'a, 'b> {
                 false
             }
             Mode::Transform(action) => self.transform(action)?,
-            Mode::Descend { keep_rest } => {
-                let keep_rest = *keep_rest;
-                match self.sc.peek() {
-                    b'{' => self.object(node, keep_rest)?,
-                    b'[' if node.each.is_some() => self.array(node, keep_rest)?,
-                    _ if keep_rest => {
-                        self.sc.skip(&mut self.counts.kept)?;
-                        self.out
-                            .extend_from_slice(&self.sc.input[start..self.sc.pos]);
-                        true
-                    }
-                    _ => {
-                        self.sc.skip(&mut self.counts.removed)?;
-                        false
-                    }
+            Mode::Descend { keep_rest } => match (self.sc.peek(), node.each.as_deref()) {
+                (b'{', _) if node.expects_object() => self.object(node, *keep_rest)?,
+                (b'[', Some(each)) => self.array(each, *keep_rest)?,
+                // `null` carries nothing: kept where the parent is kept.
+                (b'n', _) if *keep_rest => {
+                    self.sc.literal()?;
+                    self.out.extend_from_slice(b"null");
+                    self.counts.kept += 1;
+                    true
                 }
-            }
+                // Entries lie beneath this value but its shape is not the one
+                // they name (an array for an object, a scalar for either):
+                // never copied whole, whatever a parent keeps.
+                _ if node.emits => {
+                    let mut ignored = 0;
+                    self.sc.skip(&mut ignored)?;
+                    self.counts.type_mismatch += 1;
+                    false
+                }
+                _ => {
+                    self.sc.skip(&mut self.counts.removed)?;
+                    false
+                }
+            },
         };
         if let Some(slot) = node.capture {
             self.captures[usize::from(slot)] = Some((start as u32, self.sc.pos as u32));
@@ -218,8 +225,7 @@ impl<'a, 'b> Walker<'a, 'b> {
         Ok(true)
     }
 
-    fn array(&mut self, node: &Node, keep_rest: bool) -> Scan<bool> {
-        let each = node.each.as_deref().expect("checked by caller");
+    fn array(&mut self, each: &Node, keep_rest: bool) -> Scan<bool> {
         self.sc.enter()?;
         self.sc.pos += 1;
         self.sc.ws();

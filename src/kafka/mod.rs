@@ -17,9 +17,14 @@
 //!   producer is idempotent.
 //! - Bounded memory: at most `max_in_flight` inputs are read and not yet
 //!   acknowledged; when full, veil stops polling.
+//! - No silent stall: a panic while processing one input dead-letters it
+//!   (`internal_error`, see [`crate::stage::contain`]); a worker or retry
+//!   thread that dies anyway stops the service with
+//!   [`ServiceError::ThreadDied`] (see [`watchdog`]).
 
 mod clients;
 mod context;
+mod watchdog;
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -45,6 +50,7 @@ use crate::outcome::Outcome;
 use crate::stage::{Origin, Processed, Stage};
 
 use context::{ConsumerCtx, ProducerCtx};
+use watchdog::Watchdog;
 
 pub use clients::{consumer as consumer_config, producer as producer_config};
 
@@ -125,6 +131,10 @@ pub enum ServiceError {
         #[source]
         source: KafkaError,
     },
+    /// A worker or retry thread panicked outside the per-input guard. What
+    /// was complete is committed; the rest is re-read after a restart.
+    #[error("thread {thread} died (a bug in veil); stopped so that veil is restarted")]
+    ThreadDied { thread: String },
 }
 
 /// How a run ended.
@@ -206,6 +216,8 @@ struct Shared {
     closing: AtomicBool,
     /// Set when the drain timeout has passed: workers stop retrying sends.
     abandon: AtomicBool,
+    /// Raised when a worker or the retrier dies.
+    watchdog: Watchdog,
 }
 
 /// One input's outstanding outputs. The last acknowledgement completes the
@@ -331,6 +343,7 @@ pub async fn run(
         retries: retry_tx,
         closing: AtomicBool::new(false),
         abandon: AtomicBool::new(false),
+        watchdog: Watchdog::default(),
     });
     health.set_loaded(true);
 
@@ -377,10 +390,14 @@ pub async fn run(
         let (tx, rx) = mpsc::channel::<Vec<Job>>(64);
         senders.push(tx);
         let (shared, producer) = (shared.clone(), producer.clone());
+        let lifeline = shared.watchdog.lifeline(worker_name(i));
         workers.push(
             std::thread::Builder::new()
-                .name(format!("veil-worker-{i}"))
-                .spawn(move || worker(shared, producer, rx))
+                .name(worker_name(i))
+                .spawn(move || {
+                    let _lifeline = lifeline;
+                    worker(shared, producer, rx)
+                })
                 .expect("spawn worker thread"),
         );
     }
@@ -396,15 +413,25 @@ pub async fn run(
     )
     .await;
 
-    // Shutdown: no more reads; drain what is in flight, commit, close.
+    // Shutdown: no more reads; drain what is in flight, commit, close. After
+    // a thread died, exit promptly instead: commit what is already complete
+    // without waiting (the dead thread's inputs would never complete anyway).
+    let died = shared.watchdog.dead();
+    let drain_timeout = if died.is_some() {
+        health.set_thread_died();
+        shared.metrics.ready.set(0);
+        Duration::ZERO
+    } else {
+        config.drain_timeout
+    };
     info!(
         in_flight = config.max_in_flight - semaphore.available_permits(),
-        drain_timeout_s = config.drain_timeout.as_secs(),
+        drain_timeout_s = drain_timeout.as_secs(),
         "stopping: draining in-flight deliveries"
     );
     shared.closing.store(true, Ordering::Relaxed);
     drop(senders);
-    let deadline = Instant::now() + config.drain_timeout;
+    let deadline = Instant::now() + drain_timeout;
     loop {
         shared.store_positions(&consumer, None);
         let pending = shared
@@ -447,6 +474,10 @@ pub async fn run(
     health.set_assigned(0);
     let completed = control.completed();
     info!(completed, abandoned, "veil stopped");
+    // Also a thread that died while draining.
+    if let Some(thread) = died.or_else(|| shared.watchdog.dead()) {
+        return Err(ServiceError::ThreadDied { thread });
+    }
     Ok(RunSummary {
         completed,
         abandoned,
@@ -470,10 +501,13 @@ async fn consume(
     let mut batches: Vec<Vec<Job>> = (0..senders.len()).map(|_| Vec::new()).collect();
     let stopped = shared.control.stopped();
     tokio::pin!(stopped);
+    let died = shared.watchdog.died();
+    tokio::pin!(died);
     loop {
         let permit = tokio::select! {
             biased;
             _ = &mut stopped => return,
+            _ = &mut died => return,
             permit = semaphore.clone().acquire_owned() => permit.expect("semaphore never closed"),
             _ = tick.tick() => {
                 on_tick(consumer, shared, semaphore, max_in_flight);
@@ -483,6 +517,7 @@ async fn consume(
         let received = tokio::select! {
             biased;
             _ = &mut stopped => return,
+            _ = &mut died => return,
             m = consumer.recv() => m,
             _ = tick.tick() => {
                 on_tick(consumer, shared, semaphore, max_in_flight);
@@ -513,7 +548,9 @@ async fn consume(
         }
         for (w, batch) in batches.iter_mut().enumerate() {
             if !batch.is_empty() && senders[w].send(std::mem::take(batch)).await.is_err() {
-                error!("worker thread ended unexpectedly; stopping");
+                // Its receiver is gone only if the worker died; its lifeline
+                // may not have raised the alarm yet.
+                shared.watchdog.raise(&worker_name(w));
                 return;
             }
         }
@@ -570,6 +607,10 @@ fn track(
         ticket,
         permit,
     }
+}
+
+fn worker_name(i: usize) -> String {
+    format!("veil-worker-{i}")
 }
 
 /// The worker that owns a partition (so its inputs stay in order).
@@ -645,7 +686,13 @@ fn process(
     let msg = &job.msg;
     let payload = msg.payload().unwrap_or_default();
     let started = Instant::now();
-    live.stage.process(payload, msg.key(), processed, scratch);
+    let origin = Origin::Kafka {
+        topic: msg.topic(),
+        partition: msg.partition(),
+        offset: msg.offset(),
+    };
+    live.stage
+        .process(payload, msg.key(), origin, processed, scratch);
     shared
         .metrics
         .process_duration
@@ -681,15 +728,7 @@ fn process(
             .insert(header_str(header::SOURCE_OFFSET, &offset))
     };
     if let Some(reject) = &processed.rejected {
-        let record = live.stage.dead_letter(
-            reject,
-            Origin::Kafka {
-                topic: msg.topic(),
-                partition: msg.partition(),
-                offset: msg.offset(),
-            },
-            payload,
-        );
+        let record = live.stage.dead_letter(reject, origin, payload);
         let headers = source(OwnedHeaders::new_with_capacity(5))
             .insert(header_str(header::REASON, reject.reason.code()));
         let record =
@@ -775,9 +814,11 @@ fn spawn_retrier(
     producer: Arc<ThreadedProducer<ProducerCtx>>,
     retries: std::sync::mpsc::Receiver<Retry>,
 ) -> JoinHandle<()> {
+    let lifeline = shared.watchdog.lifeline("veil-retry".into());
     std::thread::Builder::new()
         .name("veil-retry".into())
         .spawn(move || {
+            let _lifeline = lifeline;
             loop {
                 let r = match retries.recv_timeout(Duration::from_millis(100)) {
                     Ok(r) => r,

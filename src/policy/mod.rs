@@ -10,6 +10,7 @@
 
 pub mod error;
 pub mod glob;
+pub mod number;
 pub mod path;
 pub mod spec;
 pub mod trie;
@@ -90,7 +91,8 @@ pub struct Condition {
 pub enum Scalar {
     Null,
     Bool(bool),
-    Number(f64),
+    /// Compared exactly: `1` matches `1.0`, and big integers keep every digit.
+    Number(number::Decimal),
     String(String),
 }
 

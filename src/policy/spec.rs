@@ -45,8 +45,9 @@ pub struct RawPolicy {
     #[schemars(with = "Vec<String>")]
     pub subject: Vec<SpannedPath>,
     /// How pseudonyms are written.
-    #[serde(default)]
-    pub pseudonyms: PseudonymOptions,
+    #[serde(default = "default_pseudonyms")]
+    #[schemars(with = "PseudonymOptions")]
+    pub pseudonyms: Spanned<PseudonymOptions>,
     /// The default allowlist: anything not matched here is removed. Used for
     /// events that match no rule; without it such events are dropped (`no_rule`).
     #[serde(default)]
@@ -54,7 +55,8 @@ pub struct RawPolicy {
     pub fields: Option<RawFields>,
     /// Per-event-type allowlists; the first rule whose `when` matches decides.
     #[serde(default)]
-    pub rules: Vec<RawRule>,
+    #[schemars(with = "Vec<RawRule>")]
+    pub rules: Vec<Spanned<RawRule>>,
 }
 
 /// Where consent lives in the event.
@@ -76,7 +78,7 @@ pub struct RawConsent {
 pub struct RawRule {
     /// Conditions, all of which must hold: path -> value, or a list of values (any of).
     #[schemars(with = "IndexMap<String, serde_json::Value>")]
-    pub when: IndexMap<SpannedPath, serde_json::Value>,
+    pub when: IndexMap<SpannedPath, Spanned<RawCondition>>,
     /// The allowlist for matching events; defaults to the top-level `fields`.
     #[serde(default)]
     #[schemars(with = "Option<IndexMap<String, RawAction>>")]
@@ -100,6 +102,14 @@ pub struct PseudonymOptions {
     #[serde(default = "default_truncate_bytes")]
     #[schemars(range(min = 16, max = 32))]
     pub truncate_bytes: u8,
+}
+
+fn default_pseudonyms() -> Spanned<PseudonymOptions> {
+    Spanned::new(
+        PseudonymOptions::default(),
+        serde_saphyr::Location::UNKNOWN,
+        serde_saphyr::Location::UNKNOWN,
+    )
 }
 
 fn default_truncate_bytes() -> u8 {
@@ -411,5 +421,71 @@ impl JsonSchema for RawAction {
 
     fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
         ActionSchema::json_schema(generator)
+    }
+}
+
+/// The value(s) a rule condition accepts, each with its place in the file so
+/// that validation can read the scalar exactly as written (YAML would turn
+/// `NO` into `false` and `0x10` into 16).
+#[derive(Debug, Clone, PartialEq)]
+pub enum RawCondition {
+    One(serde_json::Value),
+    AnyOf(Vec<Spanned<serde_json::Value>>),
+}
+
+impl<'de> Deserialize<'de> for RawCondition {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(ConditionVisitor)
+    }
+}
+
+struct ConditionVisitor;
+
+impl<'de> Visitor<'de> for ConditionVisitor {
+    type Value = RawCondition;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a value (string, number, boolean or null) or a list of values")
+    }
+
+    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<RawCondition, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element::<Spanned<serde_json::Value>>()? {
+            items.push(item);
+        }
+        Ok(RawCondition::AnyOf(items))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RawCondition, A::Error> {
+        let value = serde_json::Value::deserialize(de::value::MapAccessDeserializer::new(map))?;
+        Ok(RawCondition::One(value))
+    }
+
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<RawCondition, E> {
+        Ok(RawCondition::One(v.into()))
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<RawCondition, E> {
+        Ok(RawCondition::One(v.into()))
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<RawCondition, E> {
+        Ok(RawCondition::One(v.into()))
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<RawCondition, E> {
+        Ok(RawCondition::One(v.into()))
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<RawCondition, E> {
+        Ok(RawCondition::One(v.into()))
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<RawCondition, E> {
+        Ok(RawCondition::One(serde_json::Value::Null))
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<RawCondition, E> {
+        Ok(RawCondition::One(serde_json::Value::Null))
     }
 }

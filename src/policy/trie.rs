@@ -44,6 +44,10 @@ pub struct Node {
     pub each: Option<Box<Node>>,
     /// Record where this value is, for consent and rule conditions.
     pub capture: Option<u16>,
+    /// Whether anything at or below this node can reach the output. A shape
+    /// mismatch under an emitting node is a `type_mismatch`; under a node
+    /// that emits nothing it is plain removal.
+    pub emits: bool,
 }
 
 impl Node {
@@ -63,6 +67,12 @@ impl Node {
         self.child_fp(key, fingerprint(key))
     }
 
+    /// Entries beneath name object members (`a.b`, `a.*`): an object is walked here.
+    #[inline]
+    pub fn expects_object(&self) -> bool {
+        !self.children.is_empty() || self.any.is_some()
+    }
+
     /// A node that removes everything and captures nothing.
     pub fn drop_all() -> Node {
         Node {
@@ -71,6 +81,7 @@ impl Node {
             any: None,
             each: None,
             capture: None,
+            emits: false,
         }
     }
 }
@@ -118,6 +129,7 @@ pub(super) fn plan(
     default: Option<&FieldSet>,
     rules: &[super::Rule],
     consent: Option<&super::Consent>,
+    subject: &[FieldPath],
 ) -> Plan {
     // One slot per distinct path: a node records one capture.
     let mut captures: Vec<&FieldPath> = Vec::new();
@@ -134,27 +146,36 @@ pub(super) fn plan(
         purposes: slot_for(&mut captures, &c.purposes),
         opt_out: c.opt_out.as_ref().map(|p| slot_for(&mut captures, p)),
     });
-    let mut rule_plans = Vec::new();
-    for rule in rules {
-        let when = rule
-            .when
-            .iter()
-            .map(|c| (slot_for(&mut captures, &c.path), c.any_of.clone()))
-            .collect();
-        rule_plans.push(RulePlan {
-            when,
-            fields: rule.fields.as_ref().map(|f| build(f, &[])),
-            drop: rule.drop,
-        });
-    }
+    let whens: Vec<Vec<(u16, Vec<super::Scalar>)>> = rules
+        .iter()
+        .map(|rule| {
+            rule.when
+                .iter()
+                .map(|c| (slot_for(&mut captures, &c.path), c.any_of.clone()))
+                .collect()
+        })
+        .collect();
     let slots = captures.len();
+    // Every place the policy reads or names beneath a kept parent makes that
+    // parent's shape matter: such values are walked, never copied whole.
+    let markers: Vec<&FieldPath> = captures.iter().copied().chain(subject).collect();
+    let tree = |fields: &FieldSet, captures: &[&FieldPath]| build(fields, captures, &markers);
+    let rule_plans = rules
+        .iter()
+        .zip(whens)
+        .map(|(rule, when)| RulePlan {
+            when,
+            fields: rule.fields.as_ref().map(|f| tree(f, &[])),
+            drop: rule.drop,
+        })
+        .collect();
 
     // Fold captures into the default tree when that is the only tree and
     // every captured path stays reachable; otherwise run a probe pass.
     let mut probe = None;
     let default_node = match default {
         Some(fields) if rules.is_empty() && !captures.is_empty() => {
-            let folded = build(fields, &captures);
+            let folded = tree(fields, &captures);
             if captures
                 .iter()
                 .enumerate()
@@ -162,15 +183,15 @@ pub(super) fn plan(
             {
                 Some(folded)
             } else {
-                probe = Some(build(&FieldSet::default(), &captures));
-                Some(build(fields, &[]))
+                probe = Some(tree(&FieldSet::default(), &captures));
+                Some(tree(fields, &[]))
             }
         }
-        Some(fields) => Some(build(fields, &[])),
+        Some(fields) => Some(tree(fields, &[])),
         None => None,
     };
     if !rules.is_empty() && !captures.is_empty() {
-        probe = Some(build(&FieldSet::default(), &captures));
+        probe = Some(tree(&FieldSet::default(), &captures));
     }
     Plan {
         probe,
@@ -272,19 +293,33 @@ impl Draft {
             _ if keep_rest => Mode::Keep,
             _ => Mode::Drop,
         };
+        let children: Vec<(u64, Box<[u8]>, Node)> = self
+            .children
+            .into_iter()
+            .map(|(k, d)| {
+                let fp = fingerprint(k.as_bytes());
+                (fp, k.into_bytes().into_boxed_slice(), d.finish(keep_rest))
+            })
+            .collect();
+        let any = self.any.map(|d| Box::new(d.finish(keep_rest)));
+        let each = self.each.map(|d| Box::new(d.finish(keep_rest)));
+        let emits = match &mode {
+            Mode::Keep | Mode::Transform(_) => true,
+            Mode::Drop => false,
+            Mode::Descend { keep_rest } => {
+                *keep_rest
+                    || children.iter().any(|(_, _, n)| n.emits)
+                    || any.as_ref().is_some_and(|n| n.emits)
+                    || each.as_ref().is_some_and(|n| n.emits)
+            }
+        };
         Node {
             mode,
-            children: self
-                .children
-                .into_iter()
-                .map(|(k, d)| {
-                    let fp = fingerprint(k.as_bytes());
-                    (fp, k.into_bytes().into_boxed_slice(), d.finish(keep_rest))
-                })
-                .collect(),
-            any: self.any.map(|d| Box::new(d.finish(keep_rest))),
-            each: self.each.map(|d| Box::new(d.finish(keep_rest))),
+            children,
+            any,
+            each,
             capture: self.capture,
+            emits,
         }
     }
 }
@@ -298,11 +333,16 @@ fn merge_opt(mine: &mut Option<Box<Draft>>, general: Option<&Draft>) {
     }
 }
 
-/// Compile one field set, with capture slot `i` at `captures[i]`.
-pub fn build(fields: &FieldSet, captures: &[&FieldPath]) -> Node {
+/// Compile one field set, with capture slot `i` at `captures[i]`. `markers`
+/// are paths the policy names elsewhere (subjects, consent, conditions): they
+/// add no action, only the shape the walk checks on the way to them.
+pub fn build(fields: &FieldSet, captures: &[&FieldPath], markers: &[&FieldPath]) -> Node {
     let mut root = Draft::default();
     for entry in &fields.entries {
         root.insert(&entry.path.0).action = Some(entry.action.clone());
+    }
+    for path in markers {
+        root.insert(&path.0);
     }
     for (slot, path) in captures.iter().enumerate() {
         root.insert(&path.0).capture = Some(slot as u16);
@@ -316,33 +356,78 @@ pub fn build(fields: &FieldSet, captures: &[&FieldPath]) -> Node {
     node
 }
 
-/// What finally happens to the value at an exact path (used to check that
-/// subject identifiers are never kept in clear).
-pub fn effective_mode<'a>(root: &'a Node, path: &FieldPath) -> &'a Mode {
-    static DROP: Mode = Mode::Drop;
-    static KEEP: Mode = Mode::Keep;
-    let mut node = root;
-    for seg in &path.0 {
-        let next = match (seg, &node.mode) {
-            (_, Mode::Keep) => return &KEEP,
-            (_, Mode::Drop) | (_, Mode::Transform(_)) => return &node.mode,
-            (Segment::Key(k), Mode::Descend { keep_rest }) => match node.child(k.as_bytes()) {
-                Some(n) => n,
-                None if *keep_rest => return &KEEP,
-                None => return &DROP,
-            },
-            (Segment::Each, Mode::Descend { keep_rest }) => match node.each.as_deref() {
-                Some(n) => n,
-                None if *keep_rest => return &KEEP,
-                None => return &DROP,
-            },
-            (Segment::Any, _) => return &DROP,
-        };
-        node = next;
-    }
+/// How a tree could let a subject identifier out, if it could.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Exposure {
+    /// Copied verbatim (an entry or a kept parent keeps it).
+    Kept,
+    /// Rewritten by a generaliser (`ip_prefix`, `url`, `redact`, ...): not a
+    /// pseudonym, so the identifier may survive it.
+    Generalised(&'static str),
+    /// The identifier is an object or array and something inside it is kept.
+    ContentKept,
+}
+
+/// Whether the value(s) at `path` (wildcards and `[]` allowed) could reach
+/// the output as anything but a pseudonym. Every branch of the tree that a
+/// wildcard segment could take is followed.
+pub fn exposure(root: &Node, path: &FieldPath) -> Option<Exposure> {
+    exposure_at(root, &path.0)
+}
+
+/// Whether anything inside a value walked at `node` leaves as other than a pseudonym.
+fn exposes_content(node: &Node) -> bool {
     match &node.mode {
-        Mode::Descend { keep_rest: true } => &KEEP,
-        Mode::Descend { keep_rest: false } => &DROP,
-        m => m,
+        Mode::Keep => true,
+        Mode::Drop => false,
+        Mode::Transform(action) => !matches!(action, Action::Pseudonymise { .. }),
+        Mode::Descend { keep_rest } => {
+            *keep_rest
+                || node.children.iter().any(|(_, _, n)| exposes_content(n))
+                || node.any.as_deref().is_some_and(exposes_content)
+                || node.each.as_deref().is_some_and(exposes_content)
+        }
+    }
+}
+
+fn exposure_at(node: &Node, rest: &[Segment]) -> Option<Exposure> {
+    let keep_rest = match &node.mode {
+        Mode::Keep => return Some(Exposure::Kept),
+        Mode::Drop => return None,
+        // A transform applies to scalars: containers at or above the subject
+        // are removed (`type_mismatch`), so only the value itself matters.
+        Mode::Transform(action) => {
+            return match action {
+                Action::Pseudonymise { .. } => None,
+                _ if rest.is_empty() => Some(Exposure::Generalised(action.name())),
+                _ => None,
+            };
+        }
+        Mode::Descend { keep_rest } => *keep_rest,
+    };
+    let Some((seg, rest)) = rest.split_first() else {
+        // The identifier itself is walked here: as a scalar it is a shape
+        // mismatch and removed; as a container, whatever emits inside it leaks.
+        return exposes_content(node).then_some(Exposure::ContentKept);
+    };
+    // Members no entry names are copied whole under a kept parent, but only
+    // where objects are walked at all (elsewhere an object is a mismatch).
+    let unnamed_kept = keep_rest && node.expects_object();
+    match seg {
+        Segment::Key(k) => match node.child(k.as_bytes()) {
+            Some(n) => exposure_at(n, rest),
+            None => unnamed_kept.then_some(Exposure::Kept),
+        },
+        Segment::Any => {
+            let named = node.children.iter().map(|(_, _, n)| n);
+            let mut found = named
+                .chain(node.any.as_deref())
+                .find_map(|n| exposure_at(n, rest));
+            if found.is_none() && node.any.is_none() && unnamed_kept {
+                found = Some(Exposure::Kept);
+            }
+            found
+        }
+        Segment::Each => node.each.as_deref().and_then(|n| exposure_at(n, rest)),
     }
 }

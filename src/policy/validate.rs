@@ -5,24 +5,107 @@ use regex::Regex;
 use serde_saphyr::{Location, Spanned};
 
 use super::error::{Diagnostic, PolicyError};
+use super::number::Decimal;
 use super::path::FieldPath;
-use super::spec::{RawAction, RawFields, RawPolicy};
-use super::trie::{self, Mode};
+use super::spec::{RawAction, RawCondition, RawFields, RawPolicy};
+use super::trie::{self, Exposure};
 use super::{Action, Buckets, Condition, Consent, FieldRule, FieldSet, Policy, Rule, Scalar};
 
 struct Checker<'a> {
     file: &'a str,
+    /// The policy text, to read condition scalars exactly as written.
+    source: &'a str,
     diagnostics: Vec<Diagnostic>,
     /// The comment that explains each line, if any (see [`line_notes`]).
     notes: Vec<Option<String>>,
 }
 
 impl Checker<'_> {
+    /// A condition value as its author wrote it. YAML 1.1 reads plain `NO`,
+    /// `on` or `y` as booleans and `0x10` or `01234` as numbers: a condition
+    /// must compare what the author meant, so such scalars are refused with a
+    /// hint to quote them, and numbers are kept exactly as written.
+    fn condition_value(
+        &mut self,
+        key: &str,
+        value: &serde_json::Value,
+        at: &Location,
+    ) -> Option<Scalar> {
+        use serde_json::Value;
+        let raw = at
+            .span()
+            .byte_offset()
+            .zip(at.span().byte_len())
+            .and_then(|(s, n)| {
+                self.source
+                    .get(usize::try_from(s).ok()?..usize::try_from(s + n).ok()?)
+            })
+            .map(str::trim);
+        let problem = match (value, raw) {
+            (Value::String(s), _) => return Some(Scalar::String(s.clone())),
+            (Value::Bool(b), Some("true" | "false")) => return Some(Scalar::Bool(*b)),
+            (Value::Null, Some("null")) => return Some(Scalar::Null),
+            (Value::Number(_), Some(raw)) => match Decimal::parse(raw) {
+                Some(d) => return Some(Scalar::Number(d)),
+                None => {
+                    format!("`{raw}` is not a plain decimal number; YAML would read it as {value}")
+                }
+            },
+            (Value::Array(_) | Value::Object(_), _) => {
+                self.error(
+                    at,
+                    format!("condition on `{key}` must be a value or a list of values (strings, numbers, booleans, null)"),
+                    None,
+                );
+                return None;
+            }
+            (_, Some(raw)) => format!("`{raw}` is ambiguous: YAML reads it as {value}"),
+            (_, None) => format!("this value is ambiguous: YAML reads it as {value}"),
+        };
+        self.error(
+            at,
+            format!("condition on `{key}`: {problem}"),
+            Some("quote it (`\"NO\"`) to compare text; write `true`, `false`, `null` or a JSON number (`16`, `1234`) otherwise"),
+        );
+        None
+    }
+
+    /// Line and column of `key` inside the mapping that starts at `at` (for a
+    /// diagnostic on one option of a mapping); those of `at` if not found.
+    fn key_within(&self, at: &Location, key: &str) -> (u64, u64) {
+        let found = at
+            .span()
+            .byte_offset()
+            .and_then(|s| usize::try_from(s).ok())
+            .and_then(|s| Some(s + self.source.get(s..)?.find(key)?));
+        let Some(before) = found.and_then(|offset| self.source.get(..offset)) else {
+            return (at.line(), at.column());
+        };
+        let line = before.matches('\n').count() + 1;
+        let column = before
+            .rsplit('\n')
+            .next()
+            .unwrap_or_default()
+            .chars()
+            .count()
+            + 1;
+        (line as u64, column as u64)
+    }
+
     fn error(&mut self, at: &Location, message: impl Into<String>, hint: Option<&str>) {
+        self.error_at((at.line(), at.column()), message, hint);
+    }
+
+    fn error_at(
+        &mut self,
+        (line, column): (u64, u64),
+        message: impl Into<String>,
+        hint: Option<&str>,
+    ) {
         self.diagnostics.push(Diagnostic {
             file: self.file.to_owned(),
-            line: at.line(),
-            column: at.column(),
+            line,
+            column,
             message: message.into(),
             hint: hint.map(str::to_owned),
         });
@@ -83,6 +166,7 @@ pub(super) fn parse(text: &str, file: &str) -> Result<Policy, PolicyError> {
     })?;
     let mut c = Checker {
         file,
+        source: text,
         diagnostics: Vec::new(),
         notes: line_notes(text),
     };
@@ -173,10 +257,11 @@ fn check(c: &mut Checker, raw: RawPolicy, sha256: String) -> Option<Policy> {
             );
         }
     }
-    let p = &raw.pseudonyms;
+    let p = &raw.pseudonyms.value;
     if !(16..=32).contains(&p.truncate_bytes) {
-        c.error(
-            &raw.version.referenced,
+        let at = c.key_within(&raw.pseudonyms.referenced, "truncate_bytes");
+        c.error_at(
+            at,
             format!(
                 "pseudonyms.truncate_bytes is {}; it must be between 16 and 32",
                 p.truncate_bytes
@@ -205,12 +290,14 @@ fn check(c: &mut Checker, raw: RawPolicy, sha256: String) -> Option<Policy> {
 
     let fields = raw.fields.as_ref().map(|f| field_set(c, f));
     let mut rules = Vec::new();
-    for (i, rr) in raw.rules.iter().enumerate() {
-        let line = rr.when.keys().next().map_or(0, |k| k.referenced.line());
+    for (i, spanned_rule) in raw.rules.iter().enumerate() {
+        let rr = &spanned_rule.value;
+        let rule_at = spanned_rule.referenced;
+        let line = rule_at.line();
         let mut when = Vec::new();
         if rr.when.is_empty() {
             c.error(
-                &Location::UNKNOWN,
+                &rule_at,
                 format!(
                     "rule {} has an empty `when`; it would match every event",
                     i + 1
@@ -222,28 +309,24 @@ fn check(c: &mut Checker, raw: RawPolicy, sha256: String) -> Option<Policy> {
             let Some(path) = c.exact_path(k, "rule condition") else {
                 continue;
             };
-            let any_of = match v {
-                serde_json::Value::Array(items) => items.iter().map(scalar).collect(),
-                other => vec![scalar(other)],
+            let written: Vec<(&serde_json::Value, &Location)> = match &v.value {
+                RawCondition::One(value) => vec![(value, &v.defined)],
+                RawCondition::AnyOf(items) => {
+                    items.iter().map(|i| (&i.value, &i.defined)).collect()
+                }
             };
-            match any_of.into_iter().collect::<Option<Vec<_>>>() {
-                Some(any_of) => when.push(Condition { path, any_of }),
-                None => c.error(
-                    &k.referenced,
-                    format!("condition on `{}` must be a value or a list of values (strings, numbers, booleans, null)", k.value),
-                    None,
-                ),
+            let any_of: Option<Vec<Scalar>> = written
+                .into_iter()
+                .map(|(value, at)| c.condition_value(&k.value, value, at))
+                .collect();
+            if let Some(any_of) = any_of {
+                when.push(Condition { path, any_of });
             }
         }
         let rule_fields = rr.fields.as_ref().map(|f| field_set(c, f));
         if !rr.drop && rule_fields.is_none() && fields.is_none() {
-            let at = rr
-                .when
-                .keys()
-                .next()
-                .map_or(Location::UNKNOWN, |k| k.referenced);
             c.error(
-                &at,
+                &rule_at,
                 format!(
                     "rule {} has no `fields` and there is no top-level `fields` to fall back on",
                     i + 1
@@ -252,13 +335,8 @@ fn check(c: &mut Checker, raw: RawPolicy, sha256: String) -> Option<Policy> {
             );
         }
         if rr.drop && rr.fields.is_some() {
-            let at = rr
-                .when
-                .keys()
-                .next()
-                .map_or(Location::UNKNOWN, |k| k.referenced);
             c.error(
-                &at,
+                &rule_at,
                 format!(
                     "rule {} has `drop: true` and `fields`; a dropped event has no fields",
                     i + 1
@@ -281,7 +359,8 @@ fn check(c: &mut Checker, raw: RawPolicy, sha256: String) -> Option<Policy> {
         );
     }
 
-    let plan = trie::plan(fields.as_ref(), &rules, consent.as_ref());
+    let subject_paths: Vec<FieldPath> = subject.iter().map(|(p, _)| p.clone()).collect();
+    let plan = trie::plan(fields.as_ref(), &rules, consent.as_ref(), &subject_paths);
     // Subject identifiers must never pass in clear, under any rule.
     let trees = plan
         .default
@@ -295,13 +374,26 @@ fn check(c: &mut Checker, raw: RawPolicy, sha256: String) -> Option<Policy> {
         );
     for (where_, tree) in trees {
         for (path, at) in &subject {
-            if matches!(trie::effective_mode(tree, path), Mode::Keep) {
-                c.error(
-                    at,
-                    format!("subject identifier `{path}` is kept in clear by {where_}"),
-                    Some("pseudonymise it (`pseudonymise`) or leave it out of the allowlist; keeping it would publish the raw identifier"),
-                );
-            }
+            let (what, hint) = match trie::exposure(tree, path) {
+                None => continue,
+                Some(Exposure::Kept) => (
+                    "kept in clear".to_owned(),
+                    "pseudonymise it (`pseudonymise`) or leave it out of the allowlist; keeping it would publish the raw identifier",
+                ),
+                Some(Exposure::Generalised(action)) => (
+                    format!("generalised with `{action}`"),
+                    "a subject identifier may only be pseudonymised or dropped: a generaliser can leave it unchanged (an exact IP, a value no pattern matches) and is no pseudonym",
+                ),
+                Some(Exposure::ContentKept) => (
+                    "partly kept (something inside it is kept or generalised)".to_owned(),
+                    "list the identifier's own fields as subjects, or drop or pseudonymise everything inside it",
+                ),
+            };
+            c.error(
+                at,
+                format!("subject identifier `{path}` is {what} by {where_}"),
+                Some(hint),
+            );
         }
     }
 
@@ -311,21 +403,11 @@ fn check(c: &mut Checker, raw: RawPolicy, sha256: String) -> Option<Policy> {
         purpose: raw.purpose.value,
         consent,
         subject: subject.into_iter().map(|(p, _)| p).collect(),
-        pseudonyms: raw.pseudonyms,
+        pseudonyms: raw.pseudonyms.value,
         fields,
         rules,
         sha256,
         plan,
-    })
-}
-
-fn scalar(v: &serde_json::Value) -> Option<Scalar> {
-    Some(match v {
-        serde_json::Value::Null => Scalar::Null,
-        serde_json::Value::Bool(b) => Scalar::Bool(*b),
-        serde_json::Value::Number(n) => Scalar::Number(n.as_f64()?),
-        serde_json::Value::String(s) => Scalar::String(s.clone()),
-        _ => return None,
     })
 }
 
@@ -427,6 +509,17 @@ fn compile_action(c: &mut Checker, raw: &RawAction, at: &Location) -> Option<Act
                 );
                 return None;
             }
+            if o.v4 == 32 || o.v6 == 128 {
+                c.error(
+                    at,
+                    format!(
+                        "ip_prefix with v4 {} and v6 {} keeps whole addresses unchanged (v4 32 or v6 128 is the full address)",
+                        o.v4, o.v6
+                    ),
+                    Some("a generaliser must generalise: use v4: 24 and v6: 48 (or shorter), `pseudonymise` to link visits, or `drop`"),
+                );
+                return None;
+            }
             Action::IpPrefix { v4: o.v4, v6: o.v6 }
         }
         RawAction::Url(o) => Action::Url {
@@ -443,7 +536,15 @@ fn compile_action(c: &mut Checker, raw: &RawAction, at: &Location) -> Option<Act
                 }
                 Action::Bucket(Buckets::Edges(edges.clone()))
             }
-            (None, Some(w)) if w.is_finite() && w > 0.0 => Action::Bucket(Buckets::Width(w)),
+            (None, Some(w)) if w.is_finite() && w > 1.0 => Action::Bucket(Buckets::Width(w)),
+            (None, Some(w)) if w.is_finite() && w > 0.0 => {
+                c.error(
+                    at,
+                    format!("bucket width {w} leaves whole numbers unchanged"),
+                    Some("use a width above 1 (e.g. `{ bucket: { width: 10 } }`) or `edges`; a width of 1 or less is no generalisation for integer values"),
+                );
+                return None;
+            }
             (None, Some(w)) => {
                 c.error(
                     at,

@@ -50,7 +50,10 @@ fn walk(policy: &CompiledPolicy, node: &Node, v: &Value) -> Option<Value> {
         Mode::Keep => Some(v.clone()),
         Mode::Drop => None,
         Mode::Transform(a) => transform(policy, a, v),
+        // Shapes must be the ones the entries beneath name; anything else is
+        // removed, except `null` (it carries nothing) under a kept parent.
         Mode::Descend { keep_rest } => match v {
+            Value::Object(_) if node.children.is_empty() && node.any.is_none() => None,
             Value::Object(m) if m.is_empty() => keep_rest.then(|| v.clone()),
             Value::Object(m) => {
                 let mut out = Map::new();
@@ -66,15 +69,16 @@ fn walk(policy: &CompiledPolicy, node: &Node, v: &Value) -> Option<Value> {
                 }
                 (!out.is_empty()).then_some(Value::Object(out))
             }
-            Value::Array(items) if node.each.is_some() => {
+            Value::Array(items) => {
+                let each = node.each.as_deref()?;
                 if items.is_empty() {
                     return keep_rest.then(|| v.clone());
                 }
-                let each = node.each.as_deref().unwrap();
                 let out: Vec<Value> = items.iter().filter_map(|x| walk(policy, each, x)).collect();
                 (!out.is_empty()).then_some(Value::Array(out))
             }
-            _ => keep_rest.then(|| v.clone()),
+            Value::Null => keep_rest.then_some(Value::Null),
+            _ => None,
         },
     }
 }

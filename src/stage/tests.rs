@@ -1,0 +1,207 @@
+//! The per-input panic guard. A panic is injected through the engine-call
+//! parameter of `process_using` / `apply_one_using`: the shipped code paths
+//! pass `CompiledPolicy::apply`, so nothing here can be triggered in production.
+
+use std::io;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use super::*;
+use crate::keys::parse_key;
+use crate::outcome::RejectReason;
+
+const KEY: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+const POLICY: &str =
+    "version: 1\nname: t\npurpose: analytics\nfields:\n  type: keep\n  userId: pseudonymise\n";
+/// Stands for event content: it must never reach a log line or a dead letter.
+const SECRET: &str = "ana@example.com";
+
+fn stage() -> Stage {
+    let config = crate::config::parse(
+        "source:\n  file: in.ndjson\nroutes:\n  - name: a\n    policy: a.yaml\n    file: a.ndjson\n  \
+         - name: b\n    policy: b.yaml\n    file: b.ndjson\ndead_letter:\n  file: dead.ndjson\nkeys:\n  dir: keys\n",
+        Path::new("pipeline.yaml"),
+        Path::new("/nonexistent"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let key = parse_key("k1", KEY.as_bytes(), Path::new("k1.key")).unwrap();
+    let ring = KeyRing::single(key);
+    let policies = ["a", "b"]
+        .iter()
+        .map(|n| {
+            let p = crate::Policy::parse(POLICY, "t.yaml").unwrap_or_else(|e| panic!("{e}"));
+            (n.to_string(), p)
+        })
+        .collect();
+    Stage::new(&config, policies, &ring).unwrap()
+}
+
+fn event(user: &str) -> Vec<u8> {
+    format!(r#"{{"type":"track","userId":"{user}","email":"{SECRET}"}}"#).into_bytes()
+}
+
+const AT: Origin<'static> = Origin::Kafka {
+    topic: "raw",
+    partition: 3,
+    offset: 41,
+};
+
+/// The engine call of `stage`'s second route: it writes, fills the scratch
+/// buffers, then panics with event content in its message; the first
+/// route's call is the real one and forwards.
+fn second_route_panics(
+    stage: &Stage,
+) -> impl Fn(&CompiledPolicy, &[u8], &mut Vec<u8>, &mut Scratch) -> Verdict + '_ {
+    let second = &stage.routes()[1].engine;
+    move |engine, input, out, scratch| {
+        let v = engine.apply(input, out, scratch);
+        if std::ptr::eq(engine, second) {
+            out.extend_from_slice(b"half-written");
+            panic!("cannot handle {}", String::from_utf8_lossy(input));
+        }
+        v
+    }
+}
+
+#[test]
+fn a_panic_in_any_route_dead_letters_the_input_as_internal_error_with_nothing_forwarded() {
+    let stage = stage();
+    let mut out = Processed::default();
+    let mut scratch = Scratch::default();
+    let input = event("u1");
+    stage.process_using(
+        second_route_panics(&stage),
+        &input,
+        Some(b"k"),
+        AT,
+        &mut out,
+        &mut scratch,
+    );
+    assert_eq!(out.rejected, Some(Reject::INTERNAL_ERROR));
+    assert!(
+        out.outputs.is_empty(),
+        "the first route's output is withdrawn"
+    );
+    assert_eq!(
+        out.buf.capacity(),
+        0,
+        "the buffers the panic touched are replaced, not cleared"
+    );
+
+    let record = stage.dead_letter(out.rejected.as_ref().unwrap(), AT, &input);
+    let record: serde_json::Value = serde_json::from_slice(&record).unwrap();
+    assert_eq!(record["reason"], "internal_error");
+    assert_eq!(record["source"]["offset"], 41);
+    let detail = record["detail"].as_str().unwrap();
+    assert!(!detail.contains("at byte"), "{detail}");
+    assert!(!record.to_string().contains(SECRET));
+}
+
+#[test]
+fn after_a_contained_panic_the_next_input_is_processed_as_if_nothing_happened() {
+    let stage = stage();
+    let (mut out, mut scratch) = (Processed::default(), Scratch::default());
+    stage.process_using(
+        second_route_panics(&stage),
+        &event("u1"),
+        None,
+        AT,
+        &mut out,
+        &mut scratch,
+    );
+    assert!(out.rejected.is_some());
+
+    let next = event("u2");
+    stage.process(&next, None, Origin::Line(2), &mut out, &mut scratch);
+    let (mut fresh, mut fresh_scratch) = (Processed::default(), Scratch::default());
+    stage.process(&next, None, Origin::Line(2), &mut fresh, &mut fresh_scratch);
+    assert_eq!(out.rejected, None);
+    assert_eq!(out.outputs, fresh.outputs);
+    assert_eq!(out.outputs.len(), 2);
+    for o in &out.outputs {
+        assert_eq!(o.outcome, Outcome::Forwarded);
+        assert_eq!(out.value(o), fresh.value(o));
+    }
+}
+
+#[test]
+fn apply_one_contains_a_panic_and_leaves_the_callers_buffer_as_it_was() {
+    let stage = stage();
+    let engine = &stage.routes()[0].engine;
+    let mut out = b"PREFIX".to_vec();
+    let mut scratch = Scratch::default();
+    let v = apply_one_using(
+        |e, input, out, scratch| {
+            e.apply(input, out, scratch);
+            panic!("at {SECRET}")
+        },
+        engine,
+        &event("u1"),
+        Origin::Line(7),
+        &mut out,
+        &mut scratch,
+    );
+    assert_eq!(v.outcome, Outcome::Rejected(Reject::INTERNAL_ERROR));
+    assert_eq!(v.counts, FieldCounts::default());
+    assert_eq!(out, b"PREFIX");
+
+    // And without a panic it is exactly the engine's apply.
+    out.clear();
+    let v = apply_one(
+        engine,
+        &event("u1"),
+        Origin::Line(8),
+        &mut out,
+        &mut scratch,
+    );
+    let mut want = Vec::new();
+    let w = engine.apply(&event("u1"), &mut want, &mut Scratch::default());
+    assert_eq!((v, out), (w, want));
+}
+
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_contained_panic_is_logged_with_its_coordinates_and_without_its_message() {
+    let logs = Captured::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let result: Result<(), Reject> = tracing::subscriber::with_default(subscriber, || {
+        contain(AT, || panic!("value was {SECRET}"))
+    });
+    assert_eq!(result, Err(Reject::INTERNAL_ERROR));
+    assert_eq!(contain(AT, || 5), Ok(5));
+    let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    assert!(logs.contains("internal_error"), "{logs}");
+    assert!(
+        logs.contains("topic=\"raw\"") || logs.contains("topic=raw"),
+        "{logs}"
+    );
+    assert!(
+        logs.contains("partition=3") && logs.contains("offset=41"),
+        "{logs}"
+    );
+    assert!(!logs.contains(SECRET), "{logs}");
+    assert_eq!(logs.lines().count(), 1, "{logs}");
+}
+
+#[test]
+fn internal_error_is_a_reason_with_a_fixed_label() {
+    assert!(RejectReason::ALL.contains(&RejectReason::InternalError));
+    assert_eq!(RejectReason::InternalError.code(), "internal_error");
+    assert_eq!(Reject::INTERNAL_ERROR.reason, RejectReason::InternalError);
+}
