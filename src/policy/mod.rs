@@ -25,6 +25,7 @@ pub use error::{Diagnostic, PolicyError};
 pub use path::{FieldPath, Segment};
 pub use spec::{Encoding, Normalise, PseudonymOptions, TimeUnit};
 pub use trie::Plan;
+pub use validate::name_ok;
 
 /// A validated policy.
 #[derive(Debug, Clone)]
