@@ -186,9 +186,9 @@ impl Policy {
 
 /// Read and validate a policy file.
 pub fn load(path: &Path) -> Result<Policy, PolicyError> {
-    let bytes = std::fs::read(path).map_err(|source| PolicyError::Io {
+    let bytes = std::fs::read(path).map_err(|cause| PolicyError::Io {
         path: path.to_owned(),
-        source,
+        cause,
     })?;
     let file = path.display().to_string();
     let text = String::from_utf8(bytes).map_err(|e| PolicyError::Invalid {
