@@ -98,7 +98,12 @@ fn filter_query(query: &str, keep: &GlobSet) -> String {
 /// and is removed: a free-text field must never pass as a "URL".
 pub fn url(text: &str, keep: &GlobSet) -> Option<String> {
     if text.starts_with('/') && !text.starts_with("//") {
-        return Some(relative(text, keep));
+        // Only URL characters (RFC 3986, plus `%`-escapes): free text that
+        // happens to start with `/` is not a path.
+        let url_chars = text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/?#%[]".contains(&b));
+        return url_chars.then(|| relative(text, keep));
     }
     if let Some(fast) = url_fast(text, keep) {
         return Some(fast);
@@ -254,7 +259,12 @@ pub fn redact<'t>(text: &'t str, patterns: &[Regex], replacement: &str) -> Cow<'
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 mod tests {
     use super::*;
     fn keep(globs: &[&str]) -> GlobSet {

@@ -513,6 +513,8 @@ fn url_removes_strings_that_are_not_urls() {
         "mailto:ana@example.com",
         "ftp://files.example.com/a",
         "javascript:alert(1)",
+        "/Farid Mueller +44 7764656492",
+        "/ana\"@example.com",
         "",
     ] {
         let input = serde_json::json!({ "r": not_a_url }).to_string();
