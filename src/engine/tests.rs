@@ -414,10 +414,14 @@ fn kept_parent_as_an_array_is_walked_not_copied_whole() {
         run(&e, input).unwrap(),
         r#"{"context":{"ip":"203.0.113.0","app":"x"}}"#
     );
-    // A scalar where entries lie beneath.
+    // A scalar (null too) where entries lie beneath.
     assert_eq!(
         run(&e, r#"{"context":{"traits":"ana@example.com"}}"#).unwrap(),
         "{}"
+    );
+    assert_eq!(
+        run(&e, r#"{"context":{"traits":null,"app":null}}"#).unwrap(),
+        r#"{"context":{"app":null}}"#
     );
 }
 

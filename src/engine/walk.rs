@@ -124,16 +124,9 @@ impl<'a, 'b> Walker<'a, 'b> {
             Mode::Descend { keep_rest } => match (self.sc.peek(), node.each.as_deref()) {
                 (b'{', _) if node.expects_object() => self.object(node, *keep_rest)?,
                 (b'[', Some(each)) => self.array(each, *keep_rest)?,
-                // `null` carries nothing: kept where the parent is kept.
-                (b'n', _) if *keep_rest => {
-                    self.sc.literal()?;
-                    self.out.extend_from_slice(b"null");
-                    self.counts.kept += 1;
-                    true
-                }
                 // Entries lie beneath this value but its shape is not the one
-                // they name (an array for an object, a scalar for either):
-                // never copied whole, whatever a parent keeps.
+                // they name (an array for an object, a scalar or null for
+                // either): never copied whole, whatever a parent keeps.
                 _ if node.emits => {
                     let mut ignored = 0;
                     self.sc.skip(&mut ignored)?;
