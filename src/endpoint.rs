@@ -16,24 +16,24 @@ use prometheus::{Encoder, Registry, TextEncoder};
 
 use crate::health::Health;
 
-/// The address could not be bound.
+/// The address could not be bound. The I/O error is in the message, not a
+/// `source()`, so `{:#}` prints it once.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot serve metrics on {addr} ({setting}): {source}")]
+#[error("cannot serve metrics on {addr} ({setting}): {error}")]
 pub struct BindError {
     pub addr: SocketAddr,
     /// Where the address came from, e.g. `metrics.listen` or `--metrics-listen`.
     pub setting: &'static str,
-    #[source]
-    pub source: std::io::Error,
+    pub error: std::io::Error,
 }
 
 /// Bind now (so a taken port fails at start, with the setting named), serve
 /// later with [`serve`].
 pub fn bind(addr: SocketAddr, setting: &'static str) -> Result<std::net::TcpListener, BindError> {
-    let bind_error = |source| BindError {
+    let bind_error = |error| BindError {
         addr,
         setting,
-        source,
+        error,
     };
     let listener = std::net::TcpListener::bind(addr).map_err(bind_error)?;
     listener.set_nonblocking(true).map_err(bind_error)?;

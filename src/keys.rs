@@ -4,6 +4,12 @@
 //! [`SecretKey`] type prints a fixed marker in `Debug`, is zeroed on drop, and
 //! errors describe what is wrong with a file (length, position of a bad
 //! character) without quoting its content.
+//!
+//! Loading refuses what anyone could tamper with: a key file or key
+//! directory writable by every user (unless on a read-only mount, as a
+//! Kubernetes Secret volume is, whose directory mode is 1777). It warns,
+//! through [`KeyRing::warnings`], about key files other users can read and
+//! about veil's public demo key, recognised by the SHA-256 of its bytes.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -13,6 +19,10 @@ use zeroize::Zeroizing;
 
 /// Minimum key length in bytes (64 hex characters).
 pub const MIN_KEY_BYTES: usize = 32;
+
+/// SHA-256 of the bytes of `examples/keys/demo.key`, the demo key published
+/// with veil's source: a fingerprint, so the key itself is not repeated here.
+const DEMO_KEY_SHA256: &str = "e0aab28d000ce0f9589868405c5f80c420dd90fc64251235b69beee89363af16";
 
 /// Key bytes. `Debug` never shows them.
 #[derive(Clone)]
@@ -38,21 +48,31 @@ pub struct Key {
     pub secret: SecretKey,
 }
 
+impl Key {
+    /// Whether this is veil's public demo key (`examples/keys/demo.key`):
+    /// anyone can recompute its pseudonyms, so they protect nobody.
+    pub fn is_public_demo(&self) -> bool {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(self.secret.expose())) == DEMO_KEY_SHA256
+    }
+}
+
 /// Why a key could not be used. No variant carries key material.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
-    #[error("cannot read key directory {}: {source}", dir.display())]
-    DirUnreadable {
-        dir: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("cannot read key file {}: {source}", path.display())]
+    // The I/O error is part of the message and deliberately not a
+    // `source()`: `{:#}` would print it twice.
+    #[error("cannot read key directory {}: {error}", dir.display())]
+    DirUnreadable { dir: PathBuf, error: std::io::Error },
+    #[error("cannot read key file {}: {error}", path.display())]
     FileUnreadable {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
+    #[error("key directory {} is writable by every user (mode {mode:04o}): anyone could add or replace keys; run `chmod o-w {}` (or `chmod 700`)", dir.display(), dir.display())]
+    DirWorldWritable { dir: PathBuf, mode: u32 },
+    #[error("key file {} is writable by every user (mode {mode:04o}): anyone could have replaced the key; check it, then run `chmod 600 {}`", path.display(), path.display())]
+    FileWorldWritable { path: PathBuf, mode: u32 },
     #[error("key file {}: character {position} is not a hex digit (a key file holds only hex text)", path.display())]
     NotHex { path: PathBuf, position: usize },
     #[error("key file {}: {hex_chars} hex characters is an odd number; every byte takes two", path.display())]
@@ -75,14 +95,22 @@ pub enum KeyError {
     },
     #[error("key file {} already exists; refusing to overwrite a key", path.display())]
     Exists { path: PathBuf },
-    #[error("cannot write key file {}: {source}", path.display())]
+    #[error("cannot write key file {}: {error}", path.display())]
     Write {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("the system random number generator failed: {0}")]
     Random(String),
+}
+
+/// Something about the keys worth a warning; they are still used.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum KeyWarning {
+    #[error("key file {} is open to other users (mode {mode:04o}); make it private: `chmod 600 {}` (Kubernetes: mount the Secret with `defaultMode: 0400`)", path.display(), path.display())]
+    Readable { path: PathBuf, mode: u32 },
+    #[error("key `{id}` ({}) is veil's PUBLIC demo key: anyone can recompute its pseudonyms and re-identify people; make your own with `veil keygen --dir DIR --id k1`", path.display())]
+    PublicDemo { id: String, path: PathBuf },
 }
 
 /// Every key of a directory, and the active one.
@@ -90,6 +118,7 @@ pub enum KeyError {
 pub struct KeyRing {
     keys: BTreeMap<String, Key>,
     active: String,
+    warnings: Vec<KeyWarning>,
 }
 
 impl KeyRing {
@@ -99,7 +128,13 @@ impl KeyRing {
         KeyRing {
             keys: BTreeMap::from([(active.clone(), key)]),
             active,
+            warnings: Vec::new(),
         }
+    }
+
+    /// What the caller should tell the operator (loading does not print).
+    pub fn warnings(&self) -> &[KeyWarning] {
+        &self.warnings
     }
 
     pub fn active(&self) -> &Key {
@@ -162,35 +197,45 @@ pub fn parse_key(id: &str, text: &[u8], path: &Path) -> Result<Key, KeyError> {
 /// Load every `<key_id>.key` in `dir`; the active key is `active`, or the
 /// only key when `active` is `None`. Other files are ignored.
 pub fn load_dir(dir: &Path, active: Option<&str>) -> Result<KeyRing, KeyError> {
-    let entries = std::fs::read_dir(dir).map_err(|source| KeyError::DirUnreadable {
+    let unreadable = |error| KeyError::DirUnreadable {
         dir: dir.to_owned(),
-        source,
-    })?;
-    let mut keys = BTreeMap::new();
-    for entry in entries {
-        let entry = entry.map_err(|source| KeyError::DirUnreadable {
+        error,
+    };
+    let meta = std::fs::metadata(dir).map_err(unreadable)?;
+    if let Some(mode) = world_writable(&meta, dir) {
+        return Err(KeyError::DirWorldWritable {
             dir: dir.to_owned(),
-            source,
-        })?;
-        let path = entry.path();
-        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
-            continue;
-        };
-        // Kubernetes secret volumes hold `..data` links and dot-directories: skip them.
-        let Some(id) = name.strip_suffix(".key") else {
-            continue;
-        };
-        if !id_ok(id) || !path.is_file() {
-            continue;
+            mode,
+        });
+    }
+    let mut keys = BTreeMap::new();
+    let mut warnings = Vec::new();
+    for (id, path, meta) in key_files(dir).map_err(unreadable)? {
+        let id = id.as_str();
+        if let Some(mode) = world_writable(&meta, &path) {
+            return Err(KeyError::FileWorldWritable { path, mode });
         }
         let text =
             Zeroizing::new(
-                std::fs::read(&path).map_err(|source| KeyError::FileUnreadable {
+                std::fs::read(&path).map_err(|error| KeyError::FileUnreadable {
                     path: path.clone(),
-                    source,
+                    error,
                 })?,
             );
-        keys.insert(id.to_owned(), parse_key(id, &text, &path)?);
+        let key = parse_key(id, &text, &path)?;
+        if let Some(mode) = others_may_read(&meta) {
+            warnings.push(KeyWarning::Readable {
+                path: path.clone(),
+                mode,
+            });
+        }
+        if key.is_public_demo() {
+            warnings.push(KeyWarning::PublicDemo {
+                id: id.to_owned(),
+                path: path.clone(),
+            });
+        }
+        keys.insert(id.to_owned(), key);
     }
     let ids: Vec<String> = keys.keys().cloned().collect();
     let active = match active {
@@ -217,7 +262,123 @@ pub fn load_dir(dir: &Path, active: Option<&str>) -> Result<KeyRing, KeyError> {
             }
         },
     };
-    Ok(KeyRing { keys, active })
+    Ok(KeyRing {
+        keys,
+        active,
+        warnings,
+    })
+}
+
+/// The key files of `dir`: `<id>.key` regular files (through symbolic
+/// links, as Kubernetes links `k1.key` to `..data/k1.key`) with a valid id;
+/// the `..data` links and dot-directories of a Secret volume are skipped.
+fn key_files(dir: &Path) -> std::io::Result<Vec<(String, PathBuf, std::fs::Metadata)>> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        let Some(id) = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(".key"))
+            .filter(|id| id_ok(id))
+            .map(str::to_owned)
+        else {
+            continue;
+        };
+        match std::fs::metadata(&path) {
+            Ok(meta) if meta.is_file() => files.push((id, path, meta)),
+            _ => continue,
+        }
+    }
+    Ok(files)
+}
+
+/// The paths of the key files [`load_dir`] would read (none if the
+/// directory cannot be read), so that no output is written over one.
+pub fn key_file_paths(dir: &Path) -> Vec<PathBuf> {
+    key_files(dir)
+        .map(|files| files.into_iter().map(|(_, path, _)| path).collect())
+        .unwrap_or_default()
+}
+
+/// The mode, if every user may write this file or directory. A read-only
+/// mount is safe whatever the mode (Kubernetes Secret volumes are 1777).
+#[cfg(unix)]
+fn world_writable(meta: &std::fs::Metadata, path: &Path) -> Option<u32> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = meta.permissions().mode() & 0o7777;
+    (mode & 0o002 != 0 && !on_read_only_mount(path)).then_some(mode)
+}
+
+#[cfg(not(unix))]
+fn world_writable(_: &std::fs::Metadata, _: &Path) -> Option<u32> {
+    None
+}
+
+/// The mode, if users other than the owner may read this key file.
+#[cfg(unix)]
+fn others_may_read(meta: &std::fs::Metadata) -> Option<u32> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = meta.permissions().mode() & 0o7777;
+    (mode & 0o077 != 0).then_some(mode)
+}
+
+#[cfg(not(unix))]
+fn others_may_read(_: &std::fs::Metadata) -> Option<u32> {
+    None
+}
+
+/// Whether `path` lies on a file system mounted read-only (Linux:
+/// `/proc/self/mountinfo`; elsewhere, or if unknown, `false`).
+fn on_read_only_mount(path: &Path) -> bool {
+    let (Ok(path), Ok(info)) = (
+        path.canonicalize(),
+        std::fs::read_to_string("/proc/self/mountinfo"),
+    ) else {
+        return false;
+    };
+    mount_is_read_only(&info, &path)
+}
+
+/// From mountinfo text: whether the mount holding `path` (the longest
+/// mount point above it; the later line for a mount on top of another) is
+/// read-only. Fields: id, parent, dev, root, mount point, options, ...
+fn mount_is_read_only(mountinfo: &str, path: &Path) -> bool {
+    let mut best: Option<(usize, bool)> = None;
+    for line in mountinfo.lines() {
+        let mut fields = line.split(' ').skip(4);
+        let (Some(point), Some(options)) = (fields.next(), fields.next()) else {
+            continue;
+        };
+        // Spaces and the like are octal escapes (`\040`).
+        let point = unescape_octal(point);
+        if path.starts_with(&point) && best.is_none_or(|(len, _)| point.len() >= len) {
+            best = Some((point.len(), options.split(',').any(|o| o == "ro")));
+        }
+    }
+    best.is_some_and(|(_, ro)| ro)
+}
+
+fn unescape_octal(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let digits = b
+            .get(i + 1..i + 4)
+            .filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
+        match (b[i], digits) {
+            (b'\\', Some(d)) => {
+                out.push(d.iter().fold(0u8, |n, c| n.wrapping_mul(8) + (c - b'0')));
+                i += 4;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Write a new random 32-byte key to `dir/<id>.key` with mode 0600. Creates
@@ -228,9 +389,9 @@ pub fn generate(dir: &Path, id: &str) -> Result<PathBuf, KeyError> {
         return Err(KeyError::BadId { id: id.to_owned() });
     }
     let path = dir.join(format!("{id}.key"));
-    let write_err = |source| KeyError::Write {
+    let write_err = |error| KeyError::Write {
         path: path.clone(),
-        source,
+        error,
     };
     let mut builder = std::fs::DirBuilder::new();
     builder.recursive(true);
@@ -334,5 +495,104 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let msg = load_dir(dir.path(), None).unwrap_err().to_string();
         assert!(msg.contains("veil keygen"), "{msg}");
+    }
+
+    #[cfg(unix)]
+    fn chmod(path: &Path, mode: u32) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn world_writable_key_files_and_directories_are_refused_naming_the_fix() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = generate(dir.path(), "k1").unwrap();
+        chmod(&path, 0o646);
+        let msg = load_dir(dir.path(), None).unwrap_err().to_string();
+        assert!(msg.contains("writable by every user (mode 0646)"), "{msg}");
+        assert!(
+            msg.contains(&format!("chmod 600 {}", path.display())),
+            "{msg}"
+        );
+        chmod(&path, 0o600);
+        chmod(dir.path(), 0o1777);
+        let msg = load_dir(dir.path(), None).unwrap_err().to_string();
+        assert!(
+            msg.contains("key directory") && msg.contains("mode 1777") && msg.contains("chmod o-w"),
+            "{msg}"
+        );
+        chmod(dir.path(), 0o700);
+        let ring = load_dir(dir.path(), None).unwrap();
+        assert!(ring.warnings().is_empty(), "{:?}", ring.warnings());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn key_files_other_users_can_read_load_with_a_warning() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = generate(dir.path(), "k1").unwrap();
+        // What a fresh clone with umask 022 gives.
+        chmod(&path, 0o644);
+        let ring = load_dir(dir.path(), None).unwrap();
+        let warnings: Vec<String> = ring.warnings().iter().map(|w| w.to_string()).collect();
+        assert_eq!(
+            warnings,
+            [format!(
+                "key file {} is open to other users (mode 0644); make it private: `chmod 600 {}` (Kubernetes: mount the Secret with `defaultMode: 0400`)",
+                path.display(),
+                path.display()
+            )]
+        );
+    }
+
+    #[test]
+    fn the_public_demo_key_is_recognised_by_fingerprint() {
+        let demo = std::fs::read("examples/keys/demo.key").unwrap();
+        let k = parse_key("demo", &demo, Path::new("demo.key")).unwrap();
+        assert!(k.is_public_demo());
+        let other = parse_key("k1", HEX.as_bytes(), Path::new("k1.key")).unwrap();
+        assert!(!other.is_public_demo());
+        let ring = load_dir(Path::new("examples/keys"), None).unwrap();
+        let shown: Vec<String> = ring.warnings().iter().map(|w| w.to_string()).collect();
+        assert!(
+            shown
+                .iter()
+                .any(|w| w.contains("PUBLIC demo key") && w.contains("veil keygen")),
+            "{shown:?}"
+        );
+        let secret = std::str::from_utf8(&demo.trim_ascii()[..16]).unwrap();
+        assert!(!shown.concat().contains(secret), "never print key material");
+    }
+
+    #[test]
+    fn a_missing_key_directory_names_the_cause_once() {
+        let e = load_dir(Path::new("/nonexistent/keys"), None).unwrap_err();
+        let all = format!("{:#}", anyhow::Error::new(e));
+        assert_eq!(all.matches("No such file or directory").count(), 1, "{all}");
+        assert!(
+            all.starts_with("cannot read key directory /nonexistent/keys: "),
+            "{all}"
+        );
+    }
+
+    #[test]
+    fn read_only_mounts_are_found_in_mountinfo() {
+        let info = "22 27 0:21 / /proc rw,relatime - proc proc rw\n\
+                    27 1 254:0 / / rw,relatime - ext4 /dev/vda rw\n\
+                    40 27 0:40 / /etc/veil/my\\040keys ro,relatime - tmpfs tmpfs rw\n\
+                    41 27 0:41 / /etc/veil/other rw,relatime - tmpfs tmpfs rw\n\
+                    42 41 0:42 / /etc/veil/other ro,relatime - tmpfs tmpfs rw\n";
+        assert!(mount_is_read_only(info, Path::new("/etc/veil/my keys")));
+        assert!(mount_is_read_only(
+            info,
+            Path::new("/etc/veil/my keys/..data")
+        ));
+        assert!(
+            mount_is_read_only(info, Path::new("/etc/veil/other")),
+            "the mount on top"
+        );
+        assert!(!mount_is_read_only(info, Path::new("/etc/veil")));
+        assert!(!mount_is_read_only(info, Path::new("/etc/veil/my")));
     }
 }

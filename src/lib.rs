@@ -22,6 +22,8 @@
 //! - [`stage`]: every route's policy applied to one input; output keys and
 //!   dead-letter records (pure, shared by the Kafka and file adapters).
 //! - [`offsets`]: the at-least-once ledger (pure).
+//! - [`files`]: file identity (no run writes what it reads) and output files
+//!   replaced only when a run succeeds.
 //! - [`kafka`]: the Kafka adapter (`veil run` with a Kafka source).
 //! - [`metrics`], [`health`]: metric definitions and readiness state.
 //! - [`endpoint`]: serves `/metrics`, `/healthz`, `/readyz` over HTTP.
@@ -34,6 +36,7 @@ pub mod config;
 pub mod endpoint;
 pub mod engine;
 pub mod explain;
+pub mod files;
 pub mod health;
 pub mod kafka;
 pub mod keys;

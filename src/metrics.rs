@@ -16,6 +16,8 @@ use prometheus::{
     Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
 
+use crate::engine::CompiledPolicy;
+use crate::health::Health;
 use crate::outcome::{DropReason, FieldCounts, RejectReason};
 use crate::stage::{Processed, Stage};
 
@@ -203,20 +205,37 @@ impl Metrics {
 
     /// Publish the live policies and key (replacing the previous ones).
     pub fn set_live(&self, stage: &Stage) {
+        let routes = stage.routes().iter().map(|r| (r.name.as_str(), &r.engine));
+        self.set_live_routes(routes, stage.key_id());
+    }
+
+    /// [`Self::set_live`] for routes that are not a [`Stage`] (`veil apply`:
+    /// one route named after its policy).
+    pub fn set_live_routes<'a>(
+        &self,
+        routes: impl IntoIterator<Item = (&'a str, &'a CompiledPolicy)>,
+        key_id: &str,
+    ) {
         self.policy_info.reset();
         self.key_info.reset();
-        for route in stage.routes() {
-            let p = route.engine.policy();
+        for (route, engine) in routes {
+            let p = engine.policy();
             self.policy_info
                 .with_label_values(&[
-                    route.name.as_str(),
+                    route,
                     p.name.as_str(),
                     &p.version.to_string(),
                     p.sha256.as_str(),
                 ])
                 .set(1);
         }
-        self.key_info.with_label_values(&[stage.key_id()]).set(1);
+        self.key_info.with_label_values(&[key_id]).set(1);
+    }
+
+    /// `veil_ready` from what `/readyz` answers.
+    pub fn set_ready(&self, health: &Health) {
+        self.ready
+            .set(i64::from(health.not_ready_reason().is_none()));
     }
 }
 

@@ -6,6 +6,20 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
+/// The test key directory. Git keeps no 0600, so in a clone the key file
+/// is 0644 and veil would warn that other users can read it: make it
+/// private first, as an operator would.
+fn keys() -> &'static str {
+    static PRIVATE: std::sync::Once = std::sync::Once::new();
+    PRIVATE.call_once(|| chmod(Path::new("tests/keys/k1.key"), 0o600));
+    "tests/keys"
+}
+
+fn chmod(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
 fn veil(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_veil"))
         .args(args)
@@ -20,13 +34,7 @@ fn stderr(o: &Output) -> String {
 /// `veil apply` with the shipped policy and the test key, to be run as a child.
 fn apply_command() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_veil"));
-    c.args([
-        "apply",
-        "--policy",
-        "config/policy.yaml",
-        "--keys",
-        "tests/keys",
-    ]);
+    c.args(["apply", "--policy", "config/policy.yaml", "--keys", keys()]);
     c
 }
 
@@ -37,7 +45,7 @@ fn apply(input: &str, output: &Path, extra: &[&str]) -> Output {
         "--policy",
         "config/policy.yaml",
         "--keys",
-        "tests/keys",
+        keys(),
         "--input",
         input,
         "--output",
@@ -146,14 +154,7 @@ fn hash_prints_the_pseudonyms_apply_writes() {
         .unwrap()
         .to_uppercase();
     let anon = raw["anonymousId"].as_str().unwrap();
-    let h = veil(&[
-        "hash",
-        "--keys",
-        "tests/keys",
-        "--purpose",
-        "analytics",
-        anon,
-    ]);
+    let h = veil(&["hash", "--keys", keys(), "--purpose", "analytics", anon]);
     assert_eq!(
         String::from_utf8(h.stdout).unwrap().trim(),
         first["anonymousId"]
@@ -161,7 +162,7 @@ fn hash_prints_the_pseudonyms_apply_writes() {
     let h = veil(&[
         "hash",
         "--keys",
-        "tests/keys",
+        keys(),
         "--policy",
         "config/policy.yaml",
         "--normalise",
@@ -300,7 +301,7 @@ fn bad_arguments_exit_64_and_missing_input_66() {
         "--policy",
         "config/policy.yaml",
         "--keys",
-        "tests/keys",
+        keys(),
         "--input",
         "/nonexistent",
     ]);
@@ -407,14 +408,7 @@ fn apply_reads_stdin_and_writes_stdout_by_default() {
     let o = child.wait_with_output().unwrap();
     assert!(o.status.success());
     assert!(o.stderr.is_empty(), "--quiet prints nothing");
-    let h = veil(&[
-        "hash",
-        "--keys",
-        "tests/keys",
-        "--purpose",
-        "analytics",
-        "u1",
-    ]);
+    let h = veil(&["hash", "--keys", keys(), "--purpose", "analytics", "u1"]);
     let u1 = String::from_utf8(h.stdout).unwrap();
     assert_eq!(
         String::from_utf8(o.stdout).unwrap(),
@@ -428,9 +422,41 @@ fn apply_reads_stdin_and_writes_stdout_by_default() {
 #[path = "support/http.rs"]
 mod http;
 
+/// The address a child veil serves its endpoint on, from its log (stderr,
+/// read on a thread so that a missing line fails the test instead of
+/// hanging it); then the log so far, the rest of it, and the reader thread.
+fn endpoint_of(
+    child: &mut std::process::Child,
+) -> (
+    String,
+    String,
+    std::sync::mpsc::Receiver<String>,
+    std::thread::JoinHandle<()>,
+) {
+    use std::io::{BufRead, BufReader};
+    let err = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(err).lines() {
+            let _ = tx.send(line.unwrap());
+        }
+    });
+    let mut log = String::new();
+    loop {
+        let line = rx
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("no endpoint line; log:\n{log}"));
+        log.push_str(&line);
+        log.push('\n');
+        if let Some(addr) = http::served_addr(&line) {
+            return (addr, log, rx, reader);
+        }
+    }
+}
+
 #[test]
 fn apply_serves_its_counters_over_http_while_running_and_summarises_the_same() {
-    use std::io::{BufRead, BufReader, Write};
+    use std::io::Write;
     use std::process::Stdio;
 
     let dir = tempfile::tempdir().unwrap();
@@ -444,26 +470,7 @@ fn apply_serves_its_counters_over_http_while_running_and_summarises_the_same() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // The endpoint's address is in the first log lines (read on a thread,
-    // so a missing line fails the test instead of hanging it).
-    let err = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let reader = std::thread::spawn(move || {
-        for line in BufReader::new(err).lines() {
-            let _ = tx.send(line.unwrap());
-        }
-    });
-    let mut log = String::new();
-    let addr = loop {
-        let line = rx
-            .recv_timeout(std::time::Duration::from_secs(60))
-            .unwrap_or_else(|_| panic!("no endpoint line; log:\n{log}"));
-        log.push_str(&line);
-        log.push('\n');
-        if let Some(a) = http::served_addr(&line) {
-            break a;
-        }
-    };
+    let (addr, log, rx, reader) = endpoint_of(&mut child);
     // Feed the example and the bad events, but keep stdin open: veil is
     // still running while it is scraped.
     let mut stdin = child.stdin.take().unwrap();
@@ -534,4 +541,478 @@ fn apply_serves_its_counters_over_http_while_running_and_summarises_the_same() {
         "{rest}"
     );
     assert_eq!(lines(&out).len(), 698);
+}
+
+// Regression tests for issue 9 (items 3, 8, 9, 10, 11, 13).
+
+/// An input file and a copy of its bytes, to prove it survived.
+fn input_file(dir: &Path) -> (std::path::PathBuf, Vec<u8>) {
+    let path = dir.join("in.ndjson");
+    let bytes: Vec<u8> = std::fs::read("examples/events.ndjson").unwrap()[..20_000].to_vec();
+    std::fs::write(&path, &bytes).unwrap();
+    (path, bytes)
+}
+
+#[test]
+fn apply_refuses_an_output_that_is_its_input_however_named_and_leaves_it_intact() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (input, bytes) = input_file(d);
+    std::os::unix::fs::symlink(&input, d.join("link")).unwrap();
+    std::fs::hard_link(&input, d.join("hard")).unwrap();
+    // Run from the input's directory, so that paths are spelt as a user would.
+    let cwd_relative = |input: &str, output: &str| {
+        let root = std::env::current_dir().unwrap();
+        let mut c = Command::new(env!("CARGO_BIN_EXE_veil"));
+        c.current_dir(d).arg("apply");
+        c.arg("--policy").arg(root.join("config/policy.yaml"));
+        c.arg("--keys").arg(root.join(keys()));
+        c.args(["--input", input, "--output", output]);
+        c
+    };
+    let absolute = input.to_str().unwrap().to_owned();
+    for output in [
+        "in.ndjson",
+        "./in.ndjson",
+        &absolute,
+        "link",
+        "hard",
+        "sub/../in.ndjson",
+    ] {
+        std::fs::create_dir_all(d.join("sub")).unwrap();
+        let o = cwd_relative("in.ndjson", output).output().unwrap();
+        assert_eq!(o.status.code(), Some(64), "{output}: {}", stderr(&o));
+        assert_eq!(
+            stderr(&o),
+            format!(
+                "veil: error: --output {output} and --input in.ndjson: they are one file, and the output would overwrite the input while it is read; give each output a file of its own\n"
+            )
+        );
+        assert_eq!(std::fs::read(&input).unwrap(), bytes, "{output}");
+    }
+    // The same file behind the shell's redirections: `< in` with `--output in`,
+    // and `>> in` with the default stdout.
+    let o = cwd_relative("-", "in.ndjson")
+        .stdin(std::fs::File::open(&input).unwrap())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(64), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("--input - (standard input)"),
+        "{}",
+        stderr(&o)
+    );
+    let appending = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&input)
+        .unwrap();
+    let o = cwd_relative("in.ndjson", "-")
+        .stdout(appending)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(64), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("--output - (standard output)"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(std::fs::read(&input).unwrap(), bytes);
+}
+
+#[test]
+fn apply_refuses_two_outputs_in_one_file_and_two_names_of_stdout() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, _) = input_file(dir.path());
+    let x = dir.path().join("x");
+    let dotted = dir.path().join(".").join("x");
+    let o = apply(
+        input.to_str().unwrap(),
+        &x,
+        &["--dead-letter", dotted.to_str().unwrap()],
+    );
+    assert_eq!(o.status.code(), Some(64));
+    assert_eq!(
+        stderr(&o),
+        format!(
+            "veil: error: --dead-letter {} and --output {}: they are one file, and two outputs would interleave into a corrupt file; give each output a file of its own\n",
+            dotted.display(),
+            x.display()
+        )
+    );
+    assert!(!x.exists(), "nothing created");
+    let o = apply(
+        input.to_str().unwrap(),
+        Path::new("-"),
+        &["--dead-letter", "/dev/stdout"],
+    );
+    assert_eq!(o.status.code(), Some(64));
+    assert_eq!(
+        stderr(&o),
+        "veil: error: --dead-letter /dev/stdout and --output - (standard output): both write to standard output, where their lines would interleave; give each output a file of its own\n"
+    );
+    assert!(o.stdout.is_empty());
+    // /dev/null may take both.
+    let o = apply(
+        input.to_str().unwrap(),
+        Path::new("/dev/null"),
+        &["--dead-letter", "/dev/null", "--quiet"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+#[test]
+fn a_failed_apply_leaves_the_previous_output_whole_and_no_temporary_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.ndjson");
+    std::fs::write(&out, "previous run\n").unwrap();
+    // A directory opens, then fails to read: an I/O error mid-run.
+    let input = dir.path().join("a-directory");
+    std::fs::create_dir(&input).unwrap();
+    let o = apply(input.to_str().unwrap(), &out, &[]);
+    assert_eq!(o.status.code(), Some(74), "{}", stderr(&o));
+    assert!(stderr(&o).contains("cannot read input"), "{}", stderr(&o));
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "previous run\n");
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names.len(), 2, "no temporary file left: {names:?}");
+    // A successful run replaces it, keeping its mode.
+    chmod(&out, 0o640);
+    let (input, _) = input_file(dir.path());
+    let o = apply(input.to_str().unwrap(), &out, &["--quiet"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(lines(&out).len() > 5);
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&out).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o640);
+}
+
+#[test]
+fn apply_into_a_directory_or_a_missing_directory_fails_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, _) = input_file(dir.path());
+    let o = apply(input.to_str().unwrap(), dir.path(), &[]);
+    assert_eq!(o.status.code(), Some(74));
+    assert_eq!(
+        stderr(&o),
+        format!(
+            "veil: error: cannot create output {}: it is a directory; give a file name\n",
+            dir.path().display()
+        )
+    );
+    let missing = dir.path().join("missing/out.ndjson");
+    let o = apply(input.to_str().unwrap(), &missing, &[]);
+    assert_eq!(o.status.code(), Some(74));
+    assert_eq!(
+        stderr(&o),
+        format!(
+            "veil: error: cannot create output {}: in directory {}: No such file or directory (os error 2)\n",
+            missing.display(),
+            dir.path().join("missing").display()
+        )
+    );
+}
+
+#[test]
+fn dead_letters_to_dev_stdout_keep_what_stdout_already_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.ndjson");
+    std::fs::write(&bad, "{bad\n").unwrap();
+    let log = dir.path().join("log");
+    // `>` (not `>>`): veil must write at the shell's offset, not truncate.
+    let script = format!(
+        "echo first; {} apply --policy config/policy.yaml --keys {} --input {} --output /dev/null --dead-letter /dev/stdout --quiet; echo last",
+        env!("CARGO_BIN_EXE_veil"),
+        keys(),
+        bad.display()
+    );
+    let o = Command::new("sh")
+        .args(["-c", &script])
+        .stdout(std::fs::File::create(&log).unwrap())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        std::fs::read_to_string(&log).unwrap(),
+        "first\n{\"detail\":\"expected a key (a string) at byte 1\",\"line\":1,\"policy\":\"web-analytics@4\",\"reason\":\"invalid_json\"}\nlast\n"
+    );
+}
+
+#[test]
+fn every_command_exits_141_quietly_when_its_reader_has_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("files.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "source:\n  file: {}\nroutes:\n  - name: a\n    policy: {}\n    file: \"-\"\ndead_letter:\n  file: {}\nkeys:\n  dir: {}\n",
+            std::fs::canonicalize("examples/events.ndjson").unwrap().display(),
+            std::fs::canonicalize("config/policy.yaml").unwrap().display(),
+            dir.path().join("dl").display(),
+            std::fs::canonicalize(keys()).unwrap().display(),
+        ),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    let commands: [&[&str]; 8] = [
+        &["hash", "--keys", keys(), "--purpose", "a", "v1", "v2"],
+        &["schema"],
+        &["explain", "--policy", "config/policy.yaml"],
+        &[
+            "explain",
+            "--policy",
+            "config/policy.yaml",
+            "--format",
+            "json",
+        ],
+        &["check", "--policy", "config/policy.yaml"],
+        &["check", "--config", config],
+        &[
+            "apply",
+            "--policy",
+            "config/policy.yaml",
+            "--keys",
+            keys(),
+            "--input",
+            "examples/events.ndjson",
+        ],
+        &["run", "--config", config],
+    ];
+    for args in commands {
+        // A pipe whose reading end is already closed: every write fails
+        // with EPIPE, deterministically.
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let o = Command::new(env!("CARGO_BIN_EXE_veil"))
+            .args(args)
+            .stdout(writer)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(141), "{args:?}: {}", stderr(&o));
+        assert!(
+            !stderr(&o).contains("panicked") && !stderr(&o).contains("error"),
+            "{args:?}: {}",
+            stderr(&o)
+        );
+    }
+}
+
+#[test]
+fn a_line_of_exactly_the_limit_followed_by_crlf_is_not_too_large() {
+    let dir = tempfile::tempdir().unwrap();
+    let event = r#"{"type":"track","context":{"consent":{"purposes":["analytics"]}}}"#;
+    let longer = event.replacen(':', ": ", 1);
+    let input = dir.path().join("in.ndjson");
+    std::fs::write(&input, format!("{event}\r\n{longer}\r\n")).unwrap();
+    let out = dir.path().join("out.ndjson");
+    let dl = dir.path().join("dl.ndjson");
+    let limit = event.len().to_string();
+    let o = apply(
+        input.to_str().unwrap(),
+        &out,
+        &[
+            "--dead-letter",
+            dl.to_str().unwrap(),
+            "--max-message-bytes",
+            &limit,
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        std::fs::read_to_string(&out).unwrap(),
+        "{\"type\":\"track\"}\n"
+    );
+    let dead = lines(&dl);
+    assert_eq!(dead.len(), 1);
+    assert_eq!(
+        (dead[0]["line"].as_u64(), dead[0]["reason"].as_str()),
+        (Some(2), Some("too_large"))
+    );
+}
+
+#[test]
+fn key_directories_anyone_can_write_are_refused_and_readable_keys_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys");
+    let o = veil(&["keygen", "--dir", keys.to_str().unwrap(), "--id", "k1"]);
+    assert!(o.status.success());
+    let key = keys.join("k1.key");
+    let hash = || {
+        veil(&[
+            "hash",
+            "--keys",
+            keys.to_str().unwrap(),
+            "--purpose",
+            "a",
+            "v",
+        ])
+    };
+    chmod(&keys, 0o777);
+    let o = hash();
+    assert_eq!(o.status.code(), Some(64));
+    assert_eq!(
+        stderr(&o),
+        format!(
+            "veil: error: key directory {} is writable by every user (mode 0777): anyone could add or replace keys; run `chmod o-w {}` (or `chmod 700`)\n",
+            keys.display(),
+            keys.display()
+        )
+    );
+    assert!(o.stdout.is_empty());
+    chmod(&keys, 0o755);
+    chmod(&key, 0o666);
+    let o = hash();
+    assert_eq!(o.status.code(), Some(64));
+    assert!(
+        stderr(&o).contains(&format!(
+            "key file {} is writable by every user (mode 0666)",
+            key.display()
+        )),
+        "{}",
+        stderr(&o)
+    );
+    // What a clone with umask 022 gives: works, with the fix spelt out.
+    chmod(&key, 0o644);
+    let o = hash();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(
+        e.contains(&format!("key file {} is open to other users (mode 0644); make it private: `chmod 600 {}` (Kubernetes: mount the Secret with `defaultMode: 0400`)", key.display(), key.display())),
+        "{e}"
+    );
+    chmod(&key, 0o600);
+    assert!(hash().stderr.is_empty());
+}
+
+#[test]
+fn a_missing_key_directory_is_reported_once() {
+    let o = veil(&["hash", "--keys", "/nonexistent/keys", "--purpose", "a", "v"]);
+    assert_eq!(o.status.code(), Some(64));
+    assert_eq!(
+        stderr(&o),
+        "veil: error: cannot read key directory /nonexistent/keys: No such file or directory (os error 2)\n"
+    );
+}
+
+#[test]
+fn hash_refuses_an_empty_purpose() {
+    for purpose in ["", "a b"] {
+        let o = veil(&["hash", "--keys", keys(), "--purpose", purpose, "v"]);
+        assert_eq!(o.status.code(), Some(64), "{purpose:?}");
+        assert_eq!(
+            stderr(&o),
+            format!(
+                "veil: error: --purpose must be letters, digits, `.`, `_` or `-`, as a policy's `purpose`; got `{purpose}`\n"
+            )
+        );
+        assert!(o.stdout.is_empty());
+    }
+}
+
+#[test]
+fn apply_with_the_public_demo_key_warns_loudly_without_printing_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys");
+    std::fs::create_dir(&keys).unwrap();
+    std::fs::copy("examples/keys/demo.key", keys.join("demo.key")).unwrap();
+    chmod(&keys.join("demo.key"), 0o600);
+    let o = veil(&[
+        "apply",
+        "--policy",
+        "config/policy.yaml",
+        "--keys",
+        keys.to_str().unwrap(),
+        "--input",
+        "examples/bad-events.ndjson",
+        "--output",
+        "/dev/null",
+        "--quiet",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(
+        e.contains(&format!("key `demo` ({}) is veil's PUBLIC demo key: anyone can recompute its pseudonyms and re-identify people; make your own with `veil keygen --dir DIR --id k1`", keys.join("demo.key").display())),
+        "{e}"
+    );
+    let secret = std::fs::read_to_string("examples/keys/demo.key").unwrap();
+    assert!(!e.contains(&secret.trim()[..16]));
+}
+
+#[test]
+fn apply_metrics_say_ready_and_name_the_live_policy_and_key() {
+    use std::process::Stdio;
+    let mut child = apply_command()
+        .args(["--output", "/dev/null", "--metrics-listen", "127.0.0.1:0"])
+        .env("VEIL_LOG", "info")
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (addr, log, _rx, reader) = endpoint_of(&mut child);
+    let (status, text) = http::get(&addr, "/metrics");
+    assert_eq!(status, 200);
+    assert_eq!(http::get(&addr, "/readyz"), (200, "ready\n".to_owned()));
+    assert_eq!(http::sum(&text, "veil_ready", &[]), 1.0, "{text}");
+    let policy = veil::policy::load(Path::new("config/policy.yaml")).unwrap();
+    let version = policy.version.to_string();
+    let info = [
+        ("route", "web-analytics"),
+        ("policy", "web-analytics"),
+        ("version", version.as_str()),
+        ("sha256", policy.sha256.as_str()),
+    ];
+    assert_eq!(http::sum(&text, "veil_policy_info", &info), 1.0, "{text}");
+    assert_eq!(
+        http::sum(&text, "veil_key_info", &[("key_id", "k1")]),
+        1.0,
+        "{text}"
+    );
+    drop(child.stdin.take());
+    assert!(child.wait().unwrap().success(), "{log}");
+    reader.join().unwrap();
+}
+
+#[test]
+fn apply_refuses_to_write_over_its_policy_or_a_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let policy = d.join("policy.yaml");
+    std::fs::copy("config/policy.yaml", &policy).unwrap();
+    let keys = d.join("keys");
+    veil(&["keygen", "--dir", keys.to_str().unwrap(), "--id", "k1"]);
+    let key = keys.join("k1.key");
+    let before = (
+        std::fs::read(&policy).unwrap(),
+        std::fs::read(&key).unwrap(),
+    );
+    for (output, what) in [(&policy, "--policy"), (&key, "key file")] {
+        let o = veil(&[
+            "apply",
+            "--policy",
+            policy.to_str().unwrap(),
+            "--keys",
+            keys.to_str().unwrap(),
+            "--input",
+            "examples/events.ndjson",
+            "--dead-letter",
+            output.to_str().unwrap(),
+        ]);
+        assert_eq!(o.status.code(), Some(64));
+        assert_eq!(
+            stderr(&o),
+            format!(
+                "veil: error: --dead-letter {} and {what} {}: they are one file, and the output would overwrite the input while it is read; give each output a file of its own\n",
+                output.display(),
+                output.display()
+            )
+        );
+    }
+    assert_eq!(
+        (
+            std::fs::read(&policy).unwrap(),
+            std::fs::read(&key).unwrap()
+        ),
+        before
+    );
 }

@@ -122,3 +122,162 @@ fn a_reserved_librdkafka_property_is_a_config_error_with_its_line() {
     assert!(stderr.contains("pipeline.yaml:6:"), "{stderr}");
     assert!(stderr.contains("enable.auto.commit"), "{stderr}");
 }
+
+// Regression tests for issue 9 (items 3 and 13).
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A file-mode config in `dir` reading `in.ndjson` (a copy of the example
+/// events, returned as bytes) with these route files and dead-letter file.
+fn files_config(dir: &Path, routes: &[&str], dead_letter: &str) -> (PathBuf, Vec<u8>) {
+    let bytes = std::fs::read(root().join("examples/events.ndjson")).unwrap();
+    std::fs::write(dir.join("in.ndjson"), &bytes).unwrap();
+    let mut yaml = "source:\n  file: in.ndjson\nroutes:\n".to_owned();
+    for (i, file) in routes.iter().enumerate() {
+        yaml += &format!(
+            "  - name: r{i}\n    policy: \"{}\"\n    file: \"{file}\"\n",
+            root().join("config/policy.yaml").display()
+        );
+    }
+    yaml += &format!(
+        "dead_letter:\n  file: \"{dead_letter}\"\nkeys:\n  dir: \"{}\"\n",
+        root().join("tests/keys").display()
+    );
+    (write_config(dir, &yaml), bytes)
+}
+
+#[test]
+fn a_route_file_that_is_the_source_file_is_refused_and_the_input_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (config, bytes) = files_config(d, &["./in.ndjson"], "dead.ndjson");
+    let want = format!(
+        "veil: error: {}:6:11: route `r0` file `./in.ndjson` and source.file `in.ndjson`: they are one file, and the output would overwrite the input while it is read\n  hint: give each route and the dead letters a file of their own, apart from source.file\n1 error in config\n",
+        config.display()
+    );
+    for command in ["check", "run"] {
+        let out = veil(&[command, "--config", config.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(64), "{command}");
+        assert_eq!(stderr(&out), want, "{command}");
+        assert_eq!(std::fs::read(d.join("in.ndjson")).unwrap(), bytes);
+    }
+    // Nor may a route write over its policy or a key.
+    let keys = d.join("keys");
+    std::fs::create_dir(&keys).unwrap();
+    std::fs::copy(root().join("tests/keys/k1.key"), keys.join("k1.key")).unwrap();
+    let yaml = "source:\n  file: in.ndjson\nroutes:\n  - name: a\n    policy: policy.yaml\n    file: policy.yaml\n\
+         dead_letter:\n  file: keys/k1.key\nkeys:\n  dir: keys\n";
+    std::fs::copy(root().join("config/policy.yaml"), d.join("policy.yaml")).unwrap();
+    let config = write_config(d, yaml);
+    let out = veil(&["check", "--config", config.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(64));
+    let e = stderr(&out);
+    assert!(
+        e.contains(":6:11: route `a` file `policy.yaml` and route `a` policy `policy.yaml`: they are one file"),
+        "{e}"
+    );
+    assert!(
+        e.contains(&format!(
+            ":8:9: dead_letter.file `keys/k1.key` and key file `{}`: they are one file",
+            keys.join("k1.key").display()
+        )),
+        "{e}"
+    );
+    // A hard link to the input is the input too.
+    std::fs::hard_link(d.join("in.ndjson"), d.join("hard")).unwrap();
+    let (config, _) = files_config(d, &["hard"], "dead.ndjson");
+    let out = veil(&["run", "--config", config.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(64));
+    assert_eq!(std::fs::read(d.join("in.ndjson")).unwrap(), bytes);
+}
+
+#[test]
+fn two_routes_writing_one_file_under_different_spellings_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let absolute = d.join("out.ndjson");
+    let (config, _) = files_config(
+        d,
+        &["out.ndjson", "./out.ndjson"],
+        absolute.to_str().unwrap(),
+    );
+    let out = veil(&["check", "--config", config.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(64));
+    let file = config.display();
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "veil: error: {file}:9:11: route `r1` file `./out.ndjson` and route `r0` file `out.ndjson`: they are one file, and two outputs would interleave into a corrupt file\n  hint: give each route and the dead letters a file of their own, apart from source.file\n\
+             {file}:11:9: dead_letter.file `{}` and route `r0` file `out.ndjson`: they are one file, and two outputs would interleave into a corrupt file\n  hint: give each route and the dead letters a file of their own, apart from source.file\n\
+             2 errors in config\n",
+            absolute.display()
+        )
+    );
+    assert!(!absolute.exists());
+}
+
+#[test]
+fn a_failed_file_run_leaves_the_previous_outputs_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (config, _) = files_config(d, &["clean.ndjson"], "dead.ndjson");
+    let out = veil(&["run", "--config", config.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let clean = std::fs::read(d.join("clean.ndjson")).unwrap();
+    assert!(clean.len() > 1000);
+    // The input becomes unreadable mid-run (a directory opens, then fails).
+    std::fs::remove_file(d.join("in.ndjson")).unwrap();
+    std::fs::create_dir(d.join("in.ndjson")).unwrap();
+    let out = veil(&["run", "--config", config.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(74), "{}", stderr(&out));
+    assert_eq!(std::fs::read(d.join("clean.ndjson")).unwrap(), clean);
+    let mut names: Vec<_> = std::fs::read_dir(d)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["clean.ndjson", "dead.ndjson", "in.ndjson", "pipeline.yaml"]
+    );
+}
+
+#[test]
+fn run_refuses_the_public_demo_key_against_a_broker_unless_allowed() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &kafka_config("", &root().join("examples/keys")));
+    let config = config.to_str().unwrap();
+    let out = veil(&["run", "--config", config]);
+    assert_eq!(out.status.code(), Some(64));
+    let e = stderr(&out);
+    assert!(e.contains("is veil's PUBLIC demo key"), "{e}");
+    assert!(
+        e.ends_with("veil: error: veil run refuses the public demo key against a Kafka broker: its pseudonyms protect nobody; make a key with `veil keygen` (or pass --allow-demo-key for a demo or a test)\n"),
+        "{e}"
+    );
+    // `check` says the same, as a warning.
+    let out = veil(&["check", "--config", config]);
+    assert!(out.status.success());
+    assert!(
+        stderr(&out).contains("veil run refuses the public demo key"),
+        "{}",
+        stderr(&out)
+    );
+    // Allowed explicitly, it starts (and would consume).
+    let mut child = Command::new(env!("CARGO_BIN_EXE_veil"))
+        .args(["run", "--config", config, "--allow-demo-key"])
+        .env("VEIL_LOG", "info,librdkafka=off,rdkafka=off")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = BufReader::new(child.stderr.take().unwrap())
+        .lines()
+        .map_while(Result::ok)
+        .any(|l| l.contains("veil is consuming"));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(started);
+}

@@ -44,7 +44,7 @@ keys:
 metrics:
   listen: 127.0.0.1:$metrics_port
 EOF
-VEIL_LOG=info,librdkafka=warn target/release/veil run --config "$work/pipeline.yaml" >"$work/veil.log" 2>&1 &
+VEIL_LOG=info,librdkafka=warn target/release/veil run --config "$work/pipeline.yaml" --allow-demo-key >"$work/veil.log" 2>&1 &
 veil_pid=$!
 pids+=($veil_pid)
 

@@ -14,13 +14,14 @@ use anyhow::Context;
 use base64::Engine as _;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
-use veil::health::Health;
+use veil::files::{Output, Role};
 use veil::metrics::{Metrics, StageCounters};
 use veil::outcome::Reject;
 use veil::stage::{Origin, apply_one};
 use veil::{CompiledPolicy, Limits, Outcome, RejectReason, Scratch, compile};
 
 use super::lines::{Line, read_line};
+use super::output::{commit, create, note, refuse_clashes};
 use super::{CliResult, EX_NOINPUT, Failure, io, usage};
 
 #[derive(clap::Args)]
@@ -37,7 +38,9 @@ pub struct Args {
     /// NDJSON input file, or `-` for stdin.
     #[arg(long, value_name = "FILE", default_value = "-")]
     input: PathBuf,
-    /// NDJSON output file, or `-` for stdout.
+    /// NDJSON output file, or `-` for stdout. A file is written aside and
+    /// renamed into place only when the run succeeds; it may not be the
+    /// input or the dead-letter file (compared by file identity).
     #[arg(long, value_name = "FILE", default_value = "-")]
     output: PathBuf,
     /// Where rejected lines are recorded (JSON lines with line, reason, detail).
@@ -46,7 +49,7 @@ pub struct Args {
     /// Also copy the raw rejected line into its dead-letter record (may hold personal data).
     #[arg(long, requires = "dead_letter")]
     dead_letter_payload: bool,
-    /// Reject lines larger than this many bytes.
+    /// Reject lines larger than this many bytes (the `\n` or `\r\n` not counted).
     #[arg(long, value_name = "BYTES", default_value_t = Limits::default().max_message_bytes)]
     max_message_bytes: usize,
     /// Reject events nested deeper than this.
@@ -85,16 +88,6 @@ pub(super) fn open_input(path: &Path) -> Result<(Box<dyn BufRead>, Option<u64>),
     Ok((Box::new(BufReader::with_capacity(1 << 16, file)), len))
 }
 
-fn create(path: &Path, what: &str) -> Result<Box<dyn Write>, Failure> {
-    if path == Path::new("-") {
-        return Ok(Box::new(io::stdout().lock()));
-    }
-    let file = File::create(path)
-        .with_context(|| format!("cannot create {what} {}", path.display()))
-        .map_err(io)?;
-    Ok(Box::new(file))
-}
-
 fn progress(len: Option<u64>) -> ProgressBar {
     // Only on a terminal, and only where it is worth drawing.
     if !io::stderr().is_terminal() || len.is_some_and(|l| l < 8 << 20) {
@@ -117,6 +110,7 @@ pub fn run(args: Args) -> CliResult {
     super::run::quiet_panics();
     let policy = veil::policy::load(&args.policy).map_err(usage)?;
     let ring = veil::keys::load_dir(&args.keys, args.key_id.as_deref()).map_err(usage)?;
+    super::warn_keys(&ring);
     if args.max_message_bytes == 0 || args.max_message_bytes > Limits::MAX_MESSAGE_BYTES {
         return Err(usage(anyhow::anyhow!(
             "--max-message-bytes must be between 1 and {}",
@@ -133,30 +127,42 @@ pub fn run(args: Args) -> CliResult {
         max_message_bytes: args.max_message_bytes,
         max_depth: args.max_depth,
     };
+    // Everything read (the events, the policy, the keys) against everything written.
+    let key_files = veil::keys::key_file_paths(&args.keys);
+    let mut places = vec![
+        (Role::Input, args.input.as_path(), "--input"),
+        (Role::Input, args.policy.as_path(), "--policy"),
+    ];
+    places.extend(
+        key_files
+            .iter()
+            .map(|k| (Role::Input, k.as_path(), "key file")),
+    );
+    places.push((Role::Output, args.output.as_path(), "--output"));
+    if let Some(d) = &args.dead_letter {
+        places.push((Role::Output, d.as_path(), "--dead-letter"));
+    }
+    refuse_clashes(&places)?;
     let engine = compile(policy, ring.active(), limits);
     let registry = prometheus::Registry::new();
     let metrics = Metrics::new(&registry).map_err(io)?;
     let route = engine.policy().name.clone();
+    metrics.set_live_routes([(route.as_str(), &engine)], engine.key_id());
     let counting = Counting {
         counters: StageCounters::for_routes(&metrics, [route.as_str()]),
         metrics,
         route,
     };
-    let health = std::sync::Arc::new(Health::default());
-    health.set_loaded(true);
-    let _endpoint = match args.metrics_listen {
-        Some(addr) => Some(super::serve_endpoint(
-            addr,
-            "--metrics-listen",
-            registry,
-            health,
-        )?),
-        None => None,
-    };
+    let _endpoint = super::serve_file_run(
+        args.metrics_listen,
+        "--metrics-listen",
+        registry,
+        &counting.metrics,
+    )?;
     let (mut input, len) = open_input(&args.input)?;
-    let mut output = BufWriter::with_capacity(1 << 16, create(&args.output, "output")?);
+    let mut output = create(&args.output, "output")?;
     let mut dead = match &args.dead_letter {
-        Some(p) => Some(BufWriter::new(create(p, "dead-letter file")?)),
+        Some(p) => Some(create(p, "dead-letter file")?),
         None => None,
     };
     let bar = progress(len);
@@ -170,15 +176,14 @@ pub fn run(args: Args) -> CliResult {
         dead.as_mut(),
         &bar,
     )?;
-    output.flush().context("cannot write output").map_err(io)?;
-    if let Some(d) = dead.as_mut() {
-        d.flush()
-            .context("cannot write dead-letter file")
-            .map_err(io)?;
+    // Only now, the whole input read, do the files take their final names.
+    commit(output, &args.output, "output")?;
+    if let (Some(d), Some(path)) = (dead, &args.dead_letter) {
+        commit(d, path, "dead-letter file")?;
     }
     bar.finish_and_clear();
     if !args.quiet {
-        eprint!(
+        note(format_args!(
             "{}",
             summary(
                 &engine,
@@ -187,7 +192,7 @@ pub fn run(args: Args) -> CliResult {
                 started.elapsed(),
                 args.dead_letter.is_some()
             )
-        );
+        ));
     }
     Ok(())
 }
@@ -199,7 +204,7 @@ fn process(
     counting: &Counting,
     input: &mut dyn BufRead,
     output: &mut impl Write,
-    mut dead: Option<&mut BufWriter<Box<dyn Write>>>,
+    mut dead: Option<&mut BufWriter<Output>>,
     bar: &ProgressBar,
 ) -> Result<u64, Failure> {
     let (mut lines, mut bytes) = (0u64, 0u64);

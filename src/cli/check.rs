@@ -6,7 +6,7 @@ use std::path::Path;
 use veil::explain::class_name;
 use veil::policy::{self, FieldSet, Policy};
 
-use super::{CliResult, usage};
+use super::{CliResult, print, usage};
 
 /// A pipeline config: the config itself, every route's policy, the keys,
 /// and the librdkafka properties (checked by building the clients, which
@@ -14,35 +14,41 @@ use super::{CliResult, usage};
 pub fn run_config(path: &Path) -> CliResult {
     let config = veil::config::load(path).map_err(usage)?;
     let (stage, ring) = veil::stage::load(&config).map_err(usage)?;
+    super::warn_keys(&ring);
     if let veil::config::Source::Kafka(src) = &config.source {
         veil::kafka::check_client_config(src).map_err(usage)?;
+        if ring.active().is_public_demo() {
+            tracing::warn!("{}", super::run::DEMO_KEY_REFUSED);
+        }
     }
-    println!(
-        "OK {}: {} route(s), active key `{}` ({} key(s) loaded)",
+    print(format_args!(
+        "OK {}: {} route(s), active key `{}` ({} key(s) loaded)\n",
         path.display(),
         stage.routes().len(),
         stage.key_id(),
         ring.ids().count()
-    );
+    ))?;
     for (route, r) in config.routes.iter().zip(stage.routes()) {
         let to = match &route.sink {
             veil::config::Sink::Topic(t) => format!("topic {t}"),
             veil::config::Sink::File(f) => format!("file {}", f.display()),
         };
-        println!(
-            "  route {}: policy {} ({}) -> {to}",
+        print(format_args!(
+            "  route {}: policy {} ({}) -> {to}\n",
             route.name,
             r.engine.policy_id(),
             route.policy.display()
-        );
+        ))?;
     }
     Ok(())
 }
 
 pub fn run(path: &Path) -> CliResult {
     let policy = policy::load(path).map_err(usage)?;
-    print!("{}", summary(&policy, &path.display().to_string()));
-    Ok(())
+    print(format_args!(
+        "{}",
+        summary(&policy, &path.display().to_string())
+    ))
 }
 
 fn tally(fields: &FieldSet) -> String {

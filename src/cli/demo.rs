@@ -59,7 +59,9 @@ pub fn run(args: Args) -> CliResult {
         cluster.create_topic(topic, partitions, 1).map_err(io)?;
     }
     let bootstrap = cluster.bootstrap_servers();
-    eprintln!("mock Kafka cluster at {bootstrap}; topics {RAW} -> {CLEAN}, {DEAD}");
+    super::note(format_args!(
+        "mock Kafka cluster at {bootstrap}; topics {RAW} -> {CLEAN}, {DEAD}\n"
+    ));
 
     let keys = tempfile::tempdir().map_err(io)?;
     veil::keys::generate(keys.path(), "demo").map_err(io)?;
@@ -75,7 +77,10 @@ pub fn run(args: Args) -> CliResult {
     let (stage, _ring) = veil::stage::load(&config).map_err(usage)?;
 
     load_raw(&bootstrap, &events)?;
-    eprintln!("loaded {} raw events; running veil", events.len());
+    super::note(format_args!(
+        "loaded {} raw events; running veil\n",
+        events.len()
+    ));
 
     let registry = prometheus::Registry::new();
     let metrics = Metrics::new(&registry).map_err(io)?;
@@ -114,8 +119,10 @@ pub fn run(args: Args) -> CliResult {
 
     let clean = read_all(&bootstrap, CLEAN)?;
     let dead = read_all(&bootstrap, DEAD)?;
-    print_report(&events, &clean, &dead, total, elapsed);
-    Ok(())
+    super::print(format_args!(
+        "{}",
+        report(&events, &clean, &dead, total, elapsed)
+    ))
 }
 
 fn load_raw(bootstrap: &str, events: &[Vec<u8>]) -> CliResult {
@@ -195,15 +202,25 @@ fn read_all(bootstrap: &str, topic: &str) -> Result<Vec<Record>, super::Failure>
     Ok(out)
 }
 
-fn print_report(raw: &[Vec<u8>], clean: &[Record], dead: &[Record], total: u64, elapsed: Duration) {
-    println!(
+fn report(
+    raw: &[Vec<u8>],
+    clean: &[Record],
+    dead: &[Record],
+    total: u64,
+    elapsed: Duration,
+) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
         "veil demo: {total} events through the mock cluster in {:.2} s",
         elapsed.as_secs_f64()
     );
     if let Some(sample) = clean.first() {
         let offset = sample.headers.get(header::SOURCE_OFFSET);
         let partition = sample.headers.get(header::SOURCE_PARTITION);
-        println!(
+        let _ = writeln!(
+            out,
             "\nsample: {RAW} partition {} offset {}",
             partition.map_or("?", String::as_str),
             offset.map_or("?", String::as_str)
@@ -215,10 +232,11 @@ fn print_report(raw: &[Vec<u8>], clean: &[Record], dead: &[Record], total: u64, 
             let raw: serde_json::Value = serde_json::from_slice(r).unwrap_or_default();
             raw.get("messageId").is_some() && raw.get("messageId") == clean.get("messageId")
         }) {
-            println!("  before: {}", String::from_utf8_lossy(input));
+            let _ = writeln!(out, "  before: {}", String::from_utf8_lossy(input));
         }
-        println!("  after:  {}", String::from_utf8_lossy(&sample.value));
-        println!(
+        let _ = writeln!(out, "  after:  {}", String::from_utf8_lossy(&sample.value));
+        let _ = writeln!(
+            out,
             "  key:    {}",
             sample
                 .key
@@ -226,7 +244,7 @@ fn print_report(raw: &[Vec<u8>], clean: &[Record], dead: &[Record], total: u64, 
                 .map_or("(none)".into(), String::from_utf8_lossy)
         );
         for (k, v) in &sample.headers {
-            println!("  header: {k}: {v}");
+            let _ = writeln!(out, "  header: {k}: {v}");
         }
     }
     let mut reasons: BTreeMap<&str, u64> = BTreeMap::new();
@@ -236,14 +254,16 @@ fn print_report(raw: &[Vec<u8>], clean: &[Record], dead: &[Record], total: u64, 
             .or_default() += 1;
     }
     let dropped = total - clean.len() as u64 - dead.len() as u64;
-    println!("\ncounts:");
-    println!("  read            {total:>6}");
-    println!("  forwarded       {:>6}  -> {CLEAN}", clean.len());
-    println!(
+    let _ = writeln!(out, "\ncounts:");
+    let _ = writeln!(out, "  read            {total:>6}");
+    let _ = writeln!(out, "  forwarded       {:>6}  -> {CLEAN}", clean.len());
+    let _ = writeln!(
+        out,
         "  dropped         {dropped:>6}  (no consent for the purpose, opted out, or a drop rule)"
     );
-    println!("  dead-lettered   {:>6}  -> {DEAD}", dead.len());
+    let _ = writeln!(out, "  dead-lettered   {:>6}  -> {DEAD}", dead.len());
     for (reason, n) in reasons {
-        println!("    {reason:<14}{n:>6}");
+        let _ = writeln!(out, "    {reason:<14}{n:>6}");
     }
+    out
 }

@@ -7,7 +7,7 @@ use veil::engine::normalise_into;
 use veil::policy::{self, Normalise, PseudonymOptions};
 use veil::pseudonym::Pseudonymiser;
 
-use super::{CliResult, usage};
+use super::{CliResult, print, usage};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -17,7 +17,8 @@ pub struct Args {
     /// Key to use; default: the only key in the directory.
     #[arg(long, value_name = "ID")]
     key_id: Option<String>,
-    /// Purpose the pseudonyms are for (default: the policy's, with --policy).
+    /// Purpose the pseudonyms are for (default: the policy's, with --policy):
+    /// letters, digits, `.`, `_`, `-`, as a policy's `purpose`.
     #[arg(long, value_name = "PURPOSE")]
     purpose: Option<String>,
     /// Take purpose and pseudonym options (encoding, prefix, length) from this policy.
@@ -52,7 +53,13 @@ pub fn run(args: Args) -> CliResult {
             PseudonymOptions::default(),
         ),
     };
+    if !policy::name_ok(&purpose) {
+        return Err(usage(anyhow!(
+            "--purpose must be letters, digits, `.`, `_` or `-`, as a policy's `purpose`; got `{purpose}`"
+        )));
+    }
     let ring = veil::keys::load_dir(&args.keys, args.key_id.as_deref()).map_err(usage)?;
+    super::warn_keys(&ring);
     let p = Pseudonymiser::new(ring.active(), &purpose, &options);
     let steps: Vec<Normalise> = args
         .normalise
@@ -66,7 +73,7 @@ pub fn run(args: Args) -> CliResult {
     for v in &args.values {
         bytes.clear();
         normalise_into(v, &steps, &mut bytes);
-        println!("{}", p.pseudonym(&bytes));
+        print(format_args!("{}\n", p.pseudonym(&bytes)))?;
     }
     Ok(())
 }

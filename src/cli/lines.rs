@@ -12,12 +12,15 @@ pub enum Line {
 }
 
 /// Read the next line into `buf` (cleared first); `None` at end of input.
+/// The terminator (`\n` or `\r\n`) does not count toward `limit`.
 pub fn read_line(
     reader: &mut impl BufRead,
     buf: &mut Vec<u8>,
     limit: usize,
 ) -> io::Result<Option<Line>> {
     buf.clear();
+    // One byte more than the limit may be a `\r` before the `\n`.
+    let room = limit.saturating_add(1);
     let mut total = 0usize;
     let mut too_long = false;
     loop {
@@ -38,7 +41,7 @@ pub fn read_line(
         };
         total += take;
         if !too_long {
-            if total > limit {
+            if total > room {
                 too_long = true;
                 buf.clear();
             } else {
@@ -52,11 +55,12 @@ pub fn read_line(
             break;
         }
     }
-    if too_long {
-        return Ok(Some(Line::TooLong { len: total }));
-    }
     if buf.last() == Some(&b'\r') {
         buf.pop();
+    }
+    if too_long || buf.len() > limit {
+        buf.clear();
+        return Ok(Some(Line::TooLong { len: total }));
     }
     Ok(Some(Line::Complete))
 }
@@ -78,5 +82,30 @@ mod tests {
             }
         }
         assert_eq!(seen, ["ab", "", "<too long>", "last"]);
+    }
+
+    fn read_all(data: &[u8], limit: usize) -> Vec<String> {
+        // A small buffer, so lines and terminators straddle reads.
+        let mut r = io::BufReader::with_capacity(3, data);
+        let mut buf = Vec::new();
+        let mut seen = Vec::new();
+        while let Some(line) = read_line(&mut r, &mut buf, limit).unwrap() {
+            match line {
+                Line::Complete => seen.push(String::from_utf8(buf.clone()).unwrap()),
+                Line::TooLong { len } => seen.push(format!("<too long: {len}>")),
+            }
+        }
+        seen
+    }
+
+    #[test]
+    fn crlf_does_not_count_toward_the_limit() {
+        assert_eq!(
+            read_all(b"12345\r\n12345\n123456\r\n123456\n1234\r\r\n", 5),
+            ["12345", "12345", "<too long: 8>", "<too long: 7>", "1234\r"]
+        );
+        // At end of input without a newline, as before.
+        assert_eq!(read_all(b"12345\r", 5), ["12345"]);
+        assert_eq!(read_all(b"123456", 5), ["<too long: 6>"]);
     }
 }

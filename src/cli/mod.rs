@@ -6,6 +6,7 @@ mod check;
 mod demo;
 mod hash;
 mod lines;
+mod output;
 mod run;
 
 use std::path::PathBuf;
@@ -26,6 +27,8 @@ pub struct Failure {
 }
 
 pub type CliResult = Result<(), Failure>;
+
+use output::{note, print};
 
 pub fn usage(error: impl Into<anyhow::Error>) -> Failure {
     Failure {
@@ -53,7 +56,7 @@ pub fn io(error: impl Into<anyhow::Error>) -> Failure {
 struct Cli {
     #[command(subcommand)]
     command: Command,
-    /// Log format of `run`, `demo` and `apply` (stderr). Levels: VEIL_LOG, e.g. `info,veil=debug`.
+    /// Log format of logs and warnings (stderr). Levels: VEIL_LOG, e.g. `info,veil=debug`.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Pretty, env = "VEIL_LOG_FORMAT")]
     log_format: LogFormat,
 }
@@ -98,6 +101,32 @@ pub fn serve_endpoint(
     Ok(Endpoint { _runtime: runtime })
 }
 
+/// The endpoint of a one-shot file run (`apply`, `run` over files), if
+/// asked for. Call once policies and keys are loaded and published with
+/// [`veil::metrics::Metrics::set_live`]: such a run is ready from then on,
+/// and `veil_ready` says what `/readyz` says.
+pub fn serve_file_run(
+    listen: Option<std::net::SocketAddr>,
+    setting: &'static str,
+    registry: prometheus::Registry,
+    metrics: &veil::metrics::Metrics,
+) -> Result<Option<Endpoint>, Failure> {
+    let health = std::sync::Arc::new(veil::health::Health::default());
+    health.set_loaded(true);
+    metrics.set_ready(&health);
+    listen
+        .map(|addr| serve_endpoint(addr, setting, registry, health))
+        .transpose()
+}
+
+/// Tell the operator what is wrong with the keys that were loaded anyway
+/// (key files other users can read, the public demo key).
+pub fn warn_keys(ring: &veil::keys::KeyRing) {
+    for w in ring.warnings() {
+        tracing::warn!("{w}");
+    }
+}
+
 /// The async runtime of the Kafka commands: signals, timers, the consumer.
 /// Policy work runs on veil's own worker threads, so two suffice.
 fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
@@ -109,8 +138,7 @@ fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
 }
 
 /// Logs go to stderr; fields are codes, names and counts, never event content.
-/// Levels from `VEIL_LOG`, else `RUST_LOG`, else `default` (`info` for the
-/// long-running commands, `warn` for `apply`, whose summary is its report).
+/// Levels from `VEIL_LOG`, else `RUST_LOG`, else `default`.
 fn init_logging(format: LogFormat, default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("VEIL_LOG")
         .or_else(|_| tracing_subscriber::EnvFilter::try_from_env("RUST_LOG"))
@@ -181,43 +209,40 @@ pub fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
+    // The long-running commands log at info; the others only print veil's
+    // warnings (about keys), their output being their report.
+    let long_running = matches!(cli.command, Command::Run(_) | Command::Demo(_));
+    init_logging(
+        cli.log_format,
+        if long_running { "info" } else { "veil=warn" },
+    );
     let result = match cli.command {
         Command::Check { policy, config } => match (policy, config) {
             (Some(p), _) => check::run(&p),
             (None, Some(c)) => check::run_config(&c),
             (None, None) => unreachable!("clap requires one"),
         },
-        Command::Run(args) => {
-            init_logging(cli.log_format, "info");
-            run::run(args)
-        }
-        Command::Demo(args) => {
-            init_logging(cli.log_format, "info");
-            demo::run(args)
-        }
-        Command::Apply(args) => {
-            init_logging(cli.log_format, "warn");
-            apply::run(args)
-        }
+        Command::Run(args) => run::run(args),
+        Command::Demo(args) => demo::run(args),
+        Command::Apply(args) => apply::run(args),
         Command::Hash(args) => hash::run(args),
         Command::Keygen { dir, id } => veil::keys::generate(&dir, &id)
             .map(|path| {
-                eprintln!(
-                    "wrote {} (mode 0600); keep it secret, back it up",
+                note(format_args!(
+                    "wrote {} (mode 0600); keep it secret, back it up\n",
                     path.display()
-                )
+                ))
             })
             .map_err(usage),
         Command::Explain { policy, format } => explain(&policy, format),
-        Command::Schema => {
-            print!("{}", veil::schema::policy_schema_json());
-            Ok(())
-        }
+        Command::Schema => print(format_args!("{}", veil::schema::policy_schema_json())),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // The reader went away (`veil hash … | head -1`): stop quietly.
+        Err(f) if output::is_broken_pipe(&f.error) => ExitCode::from(output::EX_PIPE),
         Err(f) => {
-            eprintln!("veil: error: {:#}", f.error);
+            note(format_args!("veil: error: {:#}\n", f.error));
             ExitCode::from(f.code)
         }
     }
@@ -226,11 +251,10 @@ pub fn main() -> ExitCode {
 fn explain(path: &std::path::Path, format: ExplainFormat) -> CliResult {
     let policy = veil::policy::load(path).map_err(usage)?;
     match format {
-        ExplainFormat::Markdown => print!("{}", veil::explain::markdown(&policy)),
-        ExplainFormat::Json => println!(
-            "{}",
+        ExplainFormat::Markdown => print(format_args!("{}", veil::explain::markdown(&policy))),
+        ExplainFormat::Json => print(format_args!(
+            "{}\n",
             serde_json::to_string_pretty(&veil::explain::json(&policy)).map_err(io)?
-        ),
+        )),
     }
-    Ok(())
 }

@@ -2,8 +2,7 @@
 //! long-lived service (`veil::kafka`); a file source runs the same
 //! [`Stage`] over NDJSON lines once and exits.
 
-use std::fs::File;
-use std::io::{self, BufWriter, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -17,6 +16,7 @@ use veil::stage::{Origin, Processed, Stage};
 use veil::{Outcome, RejectReason, Scratch};
 
 use super::lines::{Line, read_line};
+use super::output::{commit, create, note};
 use super::{CliResult, Failure, io, usage};
 
 #[derive(clap::Args)]
@@ -24,7 +24,16 @@ pub struct Args {
     /// Pipeline config (YAML): source, routes, dead letters, keys.
     #[arg(long, value_name = "FILE", env = "VEIL_CONFIG")]
     config: PathBuf,
+    /// Run against a Kafka broker even with veil's public demo key (whose
+    /// pseudonyms anyone can recompute): for demos and tests only.
+    #[arg(long, env = "VEIL_ALLOW_DEMO_KEY", value_parser = clap::builder::BoolishValueParser::new())]
+    allow_demo_key: bool,
 }
+
+/// Why `veil run` refuses the demo key against a broker (also warned by `veil check`).
+pub const DEMO_KEY_REFUSED: &str = "veil run refuses the public demo key against a Kafka broker: \
+     its pseudonyms protect nobody; make a key with `veil keygen` \
+     (or pass --allow-demo-key for a demo or a test)";
 
 /// Exit code when a worker or retry thread died (sysexits EX_SOFTWARE):
 /// non-zero so that an orchestrator restarts veil.
@@ -33,8 +42,12 @@ const EX_SOFTWARE: u8 = 70;
 pub fn run(args: Args) -> CliResult {
     quiet_panics();
     let config = veil::config::load(&args.config).map_err(usage)?;
-    let (stage, _ring) = veil::stage::load(&config).map_err(usage)?;
+    let (stage, ring) = veil::stage::load(&config).map_err(usage)?;
+    super::warn_keys(&ring);
     match &config.source {
+        Source::Kafka(_) if ring.active().is_public_demo() && !args.allow_demo_key => {
+            Err(usage(anyhow::anyhow!(DEMO_KEY_REFUSED)))
+        }
         Source::Kafka(_) => run_kafka(&config, stage),
         Source::File(input) => run_files(&config, &stage, input),
     }
@@ -118,20 +131,11 @@ fn spawn_signal_handlers(control: Control) -> io::Result<()> {
     Ok(())
 }
 
-fn create(sink: &Sink) -> Result<BufWriter<Box<dyn Write>>, Failure> {
-    let Sink::File(path) = sink else {
-        unreachable!("validated: a file source writes to files")
-    };
-    let w: Box<dyn Write> = if path == Path::new("-") {
-        Box::new(io::stdout())
-    } else {
-        Box::new(
-            File::create(path)
-                .with_context(|| format!("cannot create {}", path.display()))
-                .map_err(io)?,
-        )
-    };
-    Ok(BufWriter::with_capacity(1 << 16, w))
+fn sink_path(sink: &Sink) -> &Path {
+    match sink {
+        Sink::File(path) => path,
+        Sink::Topic(_) => unreachable!("validated: a file source writes to files"),
+    }
 }
 
 /// File mode: each line through every route; clean lines to each route's
@@ -140,24 +144,21 @@ fn run_files(config: &PipelineConfig, stage: &Stage, input: &Path) -> CliResult 
     let registry = prometheus::Registry::new();
     let metrics = Metrics::new(&registry).map_err(io)?;
     let counters = StageCounters::new(&metrics, stage);
-    let health = Arc::new(Health::default());
-    health.set_loaded(true);
-    let _endpoint = match config.metrics.listen {
-        Some(addr) => Some(super::serve_endpoint(
-            addr,
-            "metrics.listen",
-            registry.clone(),
-            health,
-        )?),
-        None => None,
-    };
+    metrics.set_live(stage);
+    let _endpoint = super::serve_file_run(
+        config.metrics.listen,
+        "metrics.listen",
+        registry.clone(),
+        &metrics,
+    )?;
     let (mut reader, _len) = super::apply::open_input(input)?;
+    let dead_path = sink_path(&config.dead_letter.sink);
     let mut outputs = config
         .routes
         .iter()
-        .map(|r| create(&r.sink))
+        .map(|r| create(sink_path(&r.sink), &format!("route `{}` file", r.name)))
         .collect::<Result<Vec<_>, _>>()?;
-    let mut dead = create(&config.dead_letter.sink)?;
+    let mut dead = create(dead_path, "dead-letter file")?;
     let limit = stage.limits().max_message_bytes;
     let (mut line, mut n) = (Vec::new(), 0u64);
     let mut processed = Processed::default();
@@ -198,10 +199,12 @@ fn run_files(config: &PipelineConfig, stage: &Stage, input: &Path) -> CliResult 
             }
         }
     }
-    for w in outputs.iter_mut().chain(std::iter::once(&mut dead)) {
-        w.flush().map_err(write_err)?;
+    // Only now, the whole input read, do the files take their final names.
+    for (w, r) in outputs.into_iter().zip(&config.routes) {
+        commit(w, sink_path(&r.sink), &format!("route `{}` file", r.name))?;
     }
-    eprint!("{}", file_summary(stage, &metrics, n));
+    commit(dead, dead_path, "dead-letter file")?;
+    note(format_args!("{}", file_summary(stage, &metrics, n)));
     Ok(())
 }
 

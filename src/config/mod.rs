@@ -4,8 +4,10 @@
 //! a [`PipelineConfig`] that cannot be invalid; every problem is reported
 //! with file, line and column, all at once.
 //!
-//! Only [`load`] touches the file system; policies and keys named by the
-//! config are read by [`crate::stage::load`].
+//! Validation reads no file: it only compares the files of a file-mode
+//! config by identity ([`crate::files::clashes`], metadata only), so no
+//! output can be the input or another output. [`load`] reads the config;
+//! policies and keys named by it are read by [`crate::stage::load`].
 
 mod spec;
 mod validate;
@@ -114,11 +116,12 @@ pub struct MetricsConfig {
 /// Why a config could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {}: {source}", path.display())]
+    // The I/O error is in the message, not a `source()`: `{:#}` would
+    // print it twice.
+    #[error("cannot read config file {}: {error}", path.display())]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("{}", crate::policy::error::render(diagnostics, "config"))]
     Invalid { diagnostics: Vec<Diagnostic> },
@@ -136,9 +139,9 @@ impl ConfigError {
 /// Read and validate a config file. Relative paths in it (policies, keys,
 /// files) are resolved against the file's directory.
 pub fn load(path: &Path) -> Result<PipelineConfig, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+    let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Io {
         path: path.to_owned(),
-        source,
+        error,
     })?;
     let base = path.parent().unwrap_or(Path::new("."));
     validate::parse(&text, path, base)

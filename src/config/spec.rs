@@ -38,7 +38,7 @@ pub struct RawConfig {
 #[serde(deny_unknown_fields, rename_all = "snake_case")]
 pub enum RawSource {
     Kafka(Box<RawKafka>),
-    File(String),
+    File(Spanned<String>),
 }
 
 #[derive(Debug, Deserialize)]

@@ -14,6 +14,7 @@ use super::{
     PipelineConfig, RouteConfig, Sink, Source,
 };
 use crate::engine::Limits;
+use crate::files::Role;
 use crate::policy::validate::strip_location_prefix;
 use crate::policy::{Diagnostic, FieldPath};
 
@@ -212,6 +213,53 @@ fn kafka(c: &mut Checker, k: RawKafka) -> KafkaSource {
     }
 }
 
+/// A file the run reads or writes, where the config names it.
+struct FilePlace {
+    role: Role,
+    path: PathBuf,
+    at: Location,
+    written: String,
+    what: String,
+}
+
+impl FilePlace {
+    fn new(role: Role, path: &Path, written: &Spanned<String>, what: String) -> FilePlace {
+        FilePlace {
+            role,
+            path: path.to_owned(),
+            at: written.referenced,
+            written: written.value.clone(),
+            what,
+        }
+    }
+}
+
+/// No route or dead-letter file may be the source file or another output,
+/// however spelt ([`crate::files::clashes`]).
+fn file_clashes(c: &mut Checker, files: &mut [FilePlace]) {
+    // Inputs first, so that each clash is reported where an output is named.
+    files.sort_by_key(|f| f.role == Role::Output);
+    let places: Vec<(Role, &Path)> = files.iter().map(|f| (f.role, f.path.as_path())).collect();
+    let mut reported = BTreeSet::new();
+    for clash in crate::files::clashes(&places) {
+        // Once per place, against the first it clashes with.
+        if !reported.insert(clash.second) {
+            continue;
+        }
+        let (a, b) = (&files[clash.first], &files[clash.second]);
+        c.error(
+            &b.at,
+            format!(
+                "{} `{}` and {} `{}`: {}",
+                b.what, b.written, a.what, a.written, clash.why
+            ),
+            Some(
+                "give each route and the dead letters a file of their own, apart from source.file",
+            ),
+        );
+    }
+}
+
 /// A destination: exactly one of `topic` or `file`, matching the source kind.
 fn sink(
     c: &mut Checker,
@@ -261,9 +309,15 @@ fn sink(
 }
 
 fn check(c: &mut Checker, raw: RawConfig, file: &Path) -> PipelineConfig {
+    // File mode: every file read or written, for the identity check.
+    let mut files: Vec<FilePlace> = Vec::new();
     let source = match raw.source.value {
         RawSource::Kafka(k) => Source::Kafka(kafka(c, *k)),
-        RawSource::File(f) => Source::File(c.path(&f)),
+        RawSource::File(f) => {
+            let path = c.path(&f.value);
+            files.push(FilePlace::new(Role::Input, &path, &f, "source.file".into()));
+            Source::File(path)
+        }
     };
     let is_kafka = matches!(source, Source::Kafka(_));
 
@@ -287,19 +341,34 @@ fn check(c: &mut Checker, raw: RawConfig, file: &Path) -> PipelineConfig {
             );
         }
         let what = format!("route `{}`", r.name.value);
+        let file = r.file.clone();
         let Some(sink) = sink(c, &r.name.referenced, &what, r.topic, r.file, is_kafka) else {
             continue;
         };
-        if !outputs.insert(sink.clone()) {
+        if let (Sink::File(path), Some(f)) = (&sink, &file) {
+            files.push(FilePlace::new(
+                Role::Output,
+                path,
+                f,
+                format!("{what} file"),
+            ));
+        } else if !outputs.insert(sink.clone()) {
             c.error(
                 &r.name.referenced,
                 format!("{what} writes to the same destination as another route"),
                 Some("give each purpose its own topic or file"),
             );
         }
+        let policy = c.path(&r.policy.value);
+        files.push(FilePlace::new(
+            Role::Input,
+            &policy,
+            &r.policy,
+            format!("{what} policy"),
+        ));
         routes.push(RouteConfig {
             name: r.name.value,
-            policy: c.path(&r.policy.value),
+            policy,
             sink,
         });
     }
@@ -352,6 +421,7 @@ fn check(c: &mut Checker, raw: RawConfig, file: &Path) -> PipelineConfig {
     }
 
     let dl = raw.dead_letter.value;
+    let dead_file = dl.file.clone();
     let dead_sink = sink(
         c,
         &raw.dead_letter.referenced,
@@ -360,6 +430,14 @@ fn check(c: &mut Checker, raw: RawConfig, file: &Path) -> PipelineConfig {
         dl.file,
         is_kafka,
     );
+    if let (Some(Sink::File(path)), Some(f)) = (&dead_sink, &dead_file) {
+        files.push(FilePlace::new(
+            Role::Output,
+            path,
+            f,
+            "dead_letter.file".into(),
+        ));
+    }
     if let Some(s) = &dead_sink
         && outputs.contains(s)
     {
@@ -387,6 +465,27 @@ fn check(c: &mut Checker, raw: RawConfig, file: &Path) -> PipelineConfig {
         dir: c.path(&raw.keys.value.dir.value),
         active: raw.keys.value.active.map(|a| a.value),
     };
+    if !is_kafka {
+        // Inputs are never where a clash is reported: any place will do.
+        let at = raw.keys.value.dir.referenced;
+        for path in crate::keys::key_file_paths(&keys.dir) {
+            let written = Spanned::new(path.display().to_string(), at, at);
+            files.push(FilePlace::new(
+                Role::Input,
+                &path,
+                &written,
+                "key file".into(),
+            ));
+        }
+        let written = Spanned::new(file.display().to_string(), at, at);
+        files.push(FilePlace::new(
+            Role::Input,
+            file,
+            &written,
+            "the config file".into(),
+        ));
+        file_clashes(c, &mut files);
+    }
 
     let defaults = Limits::default();
     let limits = Limits {

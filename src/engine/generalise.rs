@@ -98,7 +98,12 @@ fn filter_query(query: &str, keep: &GlobSet) -> String {
 /// and is removed: a free-text field must never pass as a "URL".
 pub fn url(text: &str, keep: &GlobSet) -> Option<String> {
     if text.starts_with('/') && !text.starts_with("//") {
-        return Some(relative(text, keep));
+        // Only URL characters (RFC 3986, plus `%`-escapes): free text that
+        // happens to start with `/` is not a path.
+        let url_chars = text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/?#%[]".contains(&b));
+        return url_chars.then(|| relative(text, keep));
     }
     if let Some(fast) = url_fast(text, keep) {
         return Some(fast);
@@ -146,7 +151,7 @@ fn url_fast(text: &str, keep: &GlobSet) -> Option<String> {
         && host
             .rsplit('.')
             .find(|l| !l.is_empty())
-            .is_some_and(|last| last.as_bytes()[0].is_ascii_lowercase());
+            .is_some_and(|last| last.as_bytes().first().is_some_and(u8::is_ascii_lowercase));
     if !plain_host {
         return None;
     }
@@ -224,7 +229,7 @@ pub fn bucket(value: f64, buckets: &Buckets) -> Option<f64> {
     match buckets {
         Buckets::Edges(edges) => {
             let i = edges.partition_point(|e| *e <= value);
-            (i > 0).then(|| edges[i - 1])
+            i.checked_sub(1).and_then(|i| edges.get(i)).copied()
         }
         Buckets::Width(w) => {
             let b = (value / w).floor() * w;
@@ -254,6 +259,12 @@ pub fn redact<'t>(text: &'t str, patterns: &[Regex], replacement: &str) -> Cow<'
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 mod tests {
     use super::*;
     fn keep(globs: &[&str]) -> GlobSet {

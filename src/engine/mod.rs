@@ -12,6 +12,15 @@
 //!   whatever the policy, so whether an event is rejected never depends on
 //!   which fields a policy happens to read.
 //! - Numbers are kept as their exact input text; `bucket` reads them as f64.
+//! - No input can panic it: the lints below forbid `unwrap`, `expect`,
+//!   `panic!` and unchecked indexing in this module and everything under it.
+
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 mod generalise;
 mod scan;
@@ -191,10 +200,16 @@ impl CompiledPolicy {
         }
         for p in &bufs.pending {
             let bytes = match p.src {
-                Src::Input(s, e) => &input[s as usize..e as usize],
-                Src::Values(s, e) => &bufs.values[s as usize..e as usize],
+                Src::Input(s, e) => input.get(s as usize..e as usize),
+                Src::Values(s, e) => bufs.values.get(s as usize..e as usize),
             };
-            self.pseudonymiser.write(bytes, &mut out[p.at..p.at + plen]);
+            // Spans and placeholders are recorded by the walk above; a miss
+            // would be a bug in it, and still never a panic or a raw value.
+            let slot = out.get_mut(p.at..p.at.saturating_add(plen));
+            let (Some(bytes), Some(slot)) = (bytes, slot) else {
+                return Err(Reject::INTERNAL_ERROR);
+            };
+            self.pseudonymiser.write(bytes, slot);
         }
         Ok((Outcome::Forwarded, counts))
     }
@@ -207,7 +222,7 @@ impl CompiledPolicy {
         let plan = &self.policy.plan;
         for rule in &plan.rules {
             let matches = rule.when.iter().all(|(slot, any_of)| {
-                bufs.captures[usize::from(*slot)]
+                capture(&bufs.captures, *slot)
                     .is_some_and(|span| scalar_matches(text, span, any_of, &mut bufs.text))
             });
             if matches {
@@ -230,15 +245,15 @@ impl CompiledPolicy {
     fn consent(&self, text: &str, bufs: &mut Buffers) -> Option<DropReason> {
         let slots = self.policy.plan.consent?;
         if let Some(slot) = slots.opt_out
-            && let Some((s, e)) = bufs.captures[usize::from(slot)]
+            && let Some((s, e)) = capture(&bufs.captures, slot)
         {
             // Fail closed: anything but false or null counts as an opt-out.
-            match &text[s as usize..e as usize] {
-                "false" | "null" => {}
+            match text.get(s as usize..e as usize) {
+                Some("false" | "null") => {}
                 _ => return Some(DropReason::OptedOut),
             }
         }
-        let Some((s, _)) = bufs.captures[usize::from(slots.purposes)] else {
+        let Some((s, _)) = capture(&bufs.captures, slots.purposes) else {
             return Some(DropReason::NoConsent);
         };
         let purpose = self.policy.purpose.as_bytes();
@@ -254,7 +269,10 @@ impl CompiledPolicy {
                 b'"' => {
                     let vs = sc.pos + 1;
                     let escaped = sc.string().ok()?;
-                    let content = &text.as_bytes()[vs..sc.pos - 1];
+                    let content = text
+                        .as_bytes()
+                        .get(vs..sc.pos.saturating_sub(1))
+                        .unwrap_or_default();
                     let granted = if escaped {
                         bufs.text.clear();
                         unescape(content, &mut bufs.text);
@@ -297,7 +315,7 @@ fn top_level_start(input: &[u8], max_depth: u32) -> Result<usize, Reject> {
         .iter()
         .position(|b| !matches!(b, b' ' | b'\n' | b'\r' | b'\t'))
         .ok_or_else(|| reject(RejectReason::InvalidJson, input.len(), "empty input"))?;
-    if input[start] == b'{' {
+    if input.get(start) == Some(&b'{') {
         return Ok(start);
     }
     // Valid JSON that is not an object is `not_object`; anything else is `invalid_json`.
@@ -321,8 +339,13 @@ fn top_level_start(input: &[u8], max_depth: u32) -> Result<usize, Reject> {
     ))
 }
 
+/// The span recorded in capture slot `slot`, if the walk saw that value.
+fn capture(captures: &[Option<(u32, u32)>], slot: u16) -> Option<(u32, u32)> {
+    captures.get(usize::from(slot)).copied().flatten()
+}
+
 fn scalar_matches(text: &str, (s, e): (u32, u32), any_of: &[Scalar], buf: &mut Vec<u8>) -> bool {
-    let raw = &text[s as usize..e as usize];
+    let raw = text.get(s as usize..e as usize).unwrap_or_default();
     let first = raw.as_bytes().first().copied().unwrap_or(0);
     any_of.iter().any(|want| match want {
         Scalar::Null => raw == "null",
@@ -333,7 +356,11 @@ fn scalar_matches(text: &str, (s, e): (u32, u32), any_of: &[Scalar], buf: &mut V
             if first != b'"' {
                 return false;
             }
-            let content = &raw.as_bytes()[1..raw.len() - 1];
+            // A captured string span includes its quotes.
+            let content = raw
+                .as_bytes()
+                .get(1..raw.len().saturating_sub(1))
+                .unwrap_or_default();
             if content.contains(&b'\\') {
                 buf.clear();
                 unescape(content, buf);
@@ -346,4 +373,10 @@ fn scalar_matches(text: &str, (s, e): (u32, u32), any_of: &[Scalar], buf: &mut V
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 mod tests;

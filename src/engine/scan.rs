@@ -74,6 +74,13 @@ impl<'a, 'b> Scanner<'a, 'b> {
         self.input.get(self.pos).copied().unwrap_or(0)
     }
 
+    /// `input[start..end]` for a span the scan recorded; a span outside the
+    /// input would be a bug in the scanner, reported as `internal_error`.
+    #[inline(always)]
+    pub fn slice(&self, start: usize, end: usize) -> Scan<&'a [u8]> {
+        self.input.get(start..end).ok_or(Reject::INTERNAL_ERROR)
+    }
+
     #[inline(always)]
     pub fn ws(&mut self) {
         while let Some(b' ' | b'\n' | b'\r' | b'\t') = self.input.get(self.pos) {
@@ -164,19 +171,19 @@ impl<'a, 'b> Scanner<'a, 'b> {
         let end = self.pos - 1;
         let key = if escaped {
             let at = self.bufs.arena.len();
-            unescape(&self.input[start..end], &mut self.bufs.arena);
+            unescape(self.slice(start, end)?, &mut self.bufs.arena);
             KeyRef {
                 start: at as u32,
                 len: (self.bufs.arena.len() - at) as u32,
                 in_arena: true,
-                fp: fingerprint(&self.bufs.arena[at..]),
+                fp: fingerprint(self.bufs.arena.get(at..).unwrap_or_default()),
             }
         } else {
             KeyRef {
                 start: start as u32,
                 len: (end - start) as u32,
                 in_arena: false,
-                fp: fingerprint(&self.input[start..end]),
+                fp: fingerprint(self.slice(start, end)?),
             }
         };
         self.bufs.keys.push(key);
@@ -186,32 +193,30 @@ impl<'a, 'b> Scanner<'a, 'b> {
     #[inline(always)]
     pub fn key_bytes(&self, k: KeyRef) -> &[u8] {
         let (s, e) = (k.start as usize, (k.start + k.len) as usize);
-        if k.in_arena {
-            &self.bufs.arena[s..e]
+        // Recorded by `key` from validated spans: a miss cannot happen, and
+        // would only make the key match nothing (removed, fail closed).
+        let bytes = if k.in_arena {
+            self.bufs.arena.get(s..e)
         } else {
-            &self.input[s..e]
-        }
+            self.input.get(s..e)
+        };
+        bytes.unwrap_or_default()
     }
 
     /// Check the keys recorded since `base` (one object's) for duplicates,
     /// then forget them. `at` is the offset reported on failure.
     pub fn close_object(&mut self, base: usize, at: usize) -> Scan<()> {
-        let n = self.bufs.keys.len() - base;
-        let dup = if n <= LINEAR_DUP_CHECK {
-            let keys = &self.bufs.keys[base..];
-            (1..n).any(|i| {
-                let ki = keys[i];
-                keys[..i]
-                    .iter()
-                    .any(|k| k.fp == ki.fp && self.key_bytes(*k) == self.key_bytes(ki))
+        let keys = self.bufs.keys.get(base..).unwrap_or_default();
+        let dup = if keys.len() <= LINEAR_DUP_CHECK {
+            keys.iter().enumerate().any(|(i, ki)| {
+                keys.iter()
+                    .take(i)
+                    .any(|k| k.fp == ki.fp && self.key_bytes(*k) == self.key_bytes(*ki))
             })
         } else {
-            let mut all: Vec<&[u8]> = self.bufs.keys[base..]
-                .iter()
-                .map(|k| self.key_bytes(*k))
-                .collect();
+            let mut all: Vec<&[u8]> = keys.iter().map(|k| self.key_bytes(*k)).collect();
             all.sort_unstable();
-            all.windows(2).any(|w| w[0] == w[1])
+            all.windows(2).any(|w| matches!(w, [a, b] if a == b))
         };
         if dup {
             return Err(reject(
@@ -273,7 +278,7 @@ impl<'a, 'b> Scanner<'a, 'b> {
     /// Scan `true`, `false` or `null` at the cursor.
     #[inline]
     pub fn literal(&mut self) -> Scan<()> {
-        let rest = &self.input[self.pos..];
+        let rest = self.input.get(self.pos..).unwrap_or_default();
         for lit in [&b"true"[..], b"false", b"null"] {
             if rest.starts_with(lit) {
                 self.pos += lit.len();
@@ -367,8 +372,8 @@ const HI: u64 = 0x8080_8080_8080_8080;
 /// each word is exact; higher flags may be false and are never used.
 #[inline(always)]
 fn find_special(input: &[u8], mut i: usize) -> usize {
-    while i + 8 <= input.len() {
-        let w = u64::from_le_bytes(input[i..i + 8].try_into().expect("8 bytes"));
+    while let Some(word) = input.get(i..).and_then(<[u8]>::first_chunk::<8>) {
+        let w = u64::from_le_bytes(*word);
         let quote = w ^ (LO * u64::from(b'"'));
         let backslash = w ^ (LO * u64::from(b'\\'));
         let mask = (quote.wrapping_sub(LO) & !quote)
@@ -380,8 +385,7 @@ fn find_special(input: &[u8], mut i: usize) -> usize {
         }
         i += 8;
     }
-    while i < input.len() {
-        let b = input[i];
+    while let Some(&b) = input.get(i) {
         if b == b'"' || b == b'\\' || b < 0x20 {
             return i;
         }
@@ -435,13 +439,15 @@ fn escape_end(input: &[u8], j: usize) -> Scan<usize> {
 pub fn unescape(content: &[u8], out: &mut Vec<u8>) {
     let mut i = 0;
     while i < content.len() {
-        let Some(off) = memchr::memchr(b'\\', &content[i..]) else {
-            out.extend_from_slice(&content[i..]);
+        let rest = content.get(i..).unwrap_or_default();
+        let Some(off) = memchr::memchr(b'\\', rest) else {
+            out.extend_from_slice(rest);
             return;
         };
-        out.extend_from_slice(&content[i..i + off]);
+        out.extend_from_slice(rest.get(..off).unwrap_or_default());
         let j = i + off;
-        let (ch, next) = match content[j + 1] {
+        // Validated by the scanner: a backslash is always followed by an escape.
+        let (ch, next) = match content.get(j + 1).copied().unwrap_or(b'u') {
             b'"' => ('"', j + 2),
             b'\\' => ('\\', j + 2),
             b'/' => ('/', j + 2),
@@ -469,6 +475,12 @@ pub fn unescape(content: &[u8], out: &mut Vec<u8>) {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 mod tests {
     use super::*;
 

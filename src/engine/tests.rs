@@ -414,10 +414,14 @@ fn kept_parent_as_an_array_is_walked_not_copied_whole() {
         run(&e, input).unwrap(),
         r#"{"context":{"ip":"203.0.113.0","app":"x"}}"#
     );
-    // A scalar where entries lie beneath.
+    // A scalar (null too) where entries lie beneath.
     assert_eq!(
         run(&e, r#"{"context":{"traits":"ana@example.com"}}"#).unwrap(),
         "{}"
+    );
+    assert_eq!(
+        run(&e, r#"{"context":{"traits":null,"app":null}}"#).unwrap(),
+        r#"{"context":{"app":null}}"#
     );
 }
 
@@ -513,6 +517,8 @@ fn url_removes_strings_that_are_not_urls() {
         "mailto:ana@example.com",
         "ftp://files.example.com/a",
         "javascript:alert(1)",
+        "/Farid Mueller +44 7764656492",
+        "/ana\"@example.com",
         "",
     ] {
         let input = serde_json::json!({ "r": not_a_url }).to_string();

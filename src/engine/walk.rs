@@ -16,6 +16,7 @@ use crate::policy::{Action, Normalise};
 
 use super::generalise;
 use super::scan::{Scan, ScanBuffers, Scanner, reject, unescape};
+use crate::outcome::Reject;
 
 /// Where the bytes to hash are.
 #[derive(Debug, Clone, Copy)]
@@ -112,7 +113,7 @@ impl<'a, 'b> Walker<'a, 'b> {
             Mode::Keep => {
                 self.sc.skip(&mut self.counts.kept)?;
                 self.out
-                    .extend_from_slice(&self.sc.input[start..self.sc.pos]);
+                    .extend_from_slice(self.sc.slice(start, self.sc.pos)?);
                 true
             }
             Mode::Drop => {
@@ -123,16 +124,9 @@ impl<'a, 'b> Walker<'a, 'b> {
             Mode::Descend { keep_rest } => match (self.sc.peek(), node.each.as_deref()) {
                 (b'{', _) if node.expects_object() => self.object(node, *keep_rest)?,
                 (b'[', Some(each)) => self.array(each, *keep_rest)?,
-                // `null` carries nothing: kept where the parent is kept.
-                (b'n', _) if *keep_rest => {
-                    self.sc.literal()?;
-                    self.out.extend_from_slice(b"null");
-                    self.counts.kept += 1;
-                    true
-                }
                 // Entries lie beneath this value but its shape is not the one
-                // they name (an array for an object, a scalar for either):
-                // never copied whole, whatever a parent keeps.
+                // they name (an array for an object, a scalar or null for
+                // either): never copied whole, whatever a parent keeps.
                 _ if node.emits => {
                     let mut ignored = 0;
                     self.sc.skip(&mut ignored)?;
@@ -145,15 +139,16 @@ impl<'a, 'b> Walker<'a, 'b> {
                 }
             },
         };
-        if let Some(slot) = node.capture {
-            self.captures[usize::from(slot)] = Some((start as u32, self.sc.pos as u32));
+        if let Some(slot) = node.capture
+            && let Some(c) = self.captures.get_mut(usize::from(slot))
+        {
+            *c = Some((start as u32, self.sc.pos as u32));
         }
         Ok(written)
     }
 
     fn object(&mut self, node: &Node, keep_rest: bool) -> Scan<bool> {
         let open = self.sc.pos;
-        let input = self.sc.input;
         self.sc.enter()?;
         self.sc.pos += 1;
         self.sc.ws();
@@ -187,7 +182,8 @@ impl<'a, 'b> Walker<'a, 'b> {
                     if written > 0 {
                         self.out.push(b',');
                     }
-                    self.out.extend_from_slice(&input[key_start..key_end]);
+                    self.out
+                        .extend_from_slice(self.sc.slice(key_start, key_end)?);
                     self.out.push(b':');
                     if self.value(child)? {
                         written += 1;
@@ -199,11 +195,13 @@ impl<'a, 'b> Walker<'a, 'b> {
                     if written > 0 {
                         self.out.push(b',');
                     }
-                    self.out.extend_from_slice(&input[key_start..key_end]);
+                    self.out
+                        .extend_from_slice(self.sc.slice(key_start, key_end)?);
                     self.out.push(b':');
                     let value_start = self.sc.pos;
                     self.sc.skip(&mut self.counts.kept)?;
-                    self.out.extend_from_slice(&input[value_start..self.sc.pos]);
+                    self.out
+                        .extend_from_slice(self.sc.slice(value_start, self.sc.pos)?);
                     written += 1;
                 }
                 None => self.sc.skip(&mut self.counts.removed)?,
@@ -278,10 +276,10 @@ impl<'a, 'b> Walker<'a, 'b> {
                 let (s, e) = (start + 1, self.sc.pos - 1);
                 match action {
                     Action::Pseudonymise { normalise } => {
-                        self.pend_string(s, e, escaped, normalise);
+                        self.pend_string(s, e, escaped, normalise)?;
                         Ok(true)
                     }
-                    _ => Ok(self.generalise_string(action, s, e, escaped)),
+                    _ => self.generalise_string(action, s, e, escaped),
                 }
             }
             b'{' | b'[' => {
@@ -311,7 +309,11 @@ impl<'a, 'b> Walker<'a, 'b> {
                         Ok(true)
                     }
                     Action::Bucket(b) if first != b't' && first != b'f' => {
-                        let v: f64 = self.text[start..end].parse().unwrap_or(f64::NAN);
+                        let v: f64 = self
+                            .text
+                            .get(start..end)
+                            .and_then(|t| t.parse().ok())
+                            .unwrap_or(f64::NAN);
                         match generalise::bucket(v, b) {
                             Some(x) => {
                                 generalise::write_number(x, self.out);
@@ -342,29 +344,44 @@ impl<'a, 'b> Walker<'a, 'b> {
         self.counts.pseudonymised += 1;
     }
 
-    fn pend_string(&mut self, s: usize, e: usize, escaped: bool, normalise: &[Normalise]) {
+    fn pend_string(
+        &mut self,
+        s: usize,
+        e: usize,
+        escaped: bool,
+        normalise: &[Normalise],
+    ) -> Scan<()> {
         if !escaped && normalise.is_empty() {
-            return self.pend(Src::Input(s as u32, e as u32));
+            self.pend(Src::Input(s as u32, e as u32));
+            return Ok(());
         }
         self.scratch.clear();
+        let content = self.sc.slice(s, e)?;
         if escaped {
-            unescape(&self.sc.input[s..e], self.scratch);
+            unescape(content, self.scratch);
         } else {
-            self.scratch.extend_from_slice(&self.sc.input[s..e]);
+            self.scratch.extend_from_slice(content);
         }
         let at = self.values.len();
-        let text = std::str::from_utf8(self.scratch).unwrap_or_default();
+        let text = std::str::from_utf8(self.scratch).map_err(|_| Reject::INTERNAL_ERROR)?;
         normalise_into(text, normalise, self.values);
         self.pend(Src::Values(at as u32, self.values.len() as u32));
+        Ok(())
     }
 
-    fn generalise_string(&mut self, action: &Action, s: usize, e: usize, escaped: bool) -> bool {
+    fn generalise_string(
+        &mut self,
+        action: &Action,
+        s: usize,
+        e: usize,
+        escaped: bool,
+    ) -> Scan<bool> {
         let text: &str = if escaped {
             self.scratch.clear();
-            unescape(&self.sc.input[s..e], self.scratch);
-            std::str::from_utf8(self.scratch).unwrap_or_default()
+            unescape(self.sc.slice(s, e)?, self.scratch);
+            std::str::from_utf8(self.scratch).map_err(|_| Reject::INTERNAL_ERROR)?
         } else {
-            &self.text[s..e]
+            self.text.get(s..e).ok_or(Reject::INTERNAL_ERROR)?
         };
         let result: Option<std::borrow::Cow<str>> = match action {
             Action::IpPrefix { v4, v6 } => generalise::ip_prefix(text, *v4, *v6).map(Into::into),
@@ -376,22 +393,24 @@ impl<'a, 'b> Walker<'a, 'b> {
             } => Some(generalise::redact(text, patterns, replacement)),
             _ => {
                 self.counts.type_mismatch += 1;
-                return false;
+                return Ok(false);
             }
         };
         match result {
             Some(v) => {
-                serde_json::to_writer(&mut *self.out, v.as_ref()).expect("writing to a Vec");
+                // Writing a string into a Vec cannot fail.
+                serde_json::to_writer(&mut *self.out, v.as_ref())
+                    .map_err(|_| Reject::INTERNAL_ERROR)?;
                 if matches!(action, Action::Redact { .. }) {
                     self.counts.redacted += 1;
                 } else {
                     self.counts.generalised += 1;
                 }
-                true
+                Ok(true)
             }
             None => {
                 self.counts.invalid += 1;
-                false
+                Ok(false)
             }
         }
     }

@@ -630,8 +630,7 @@ fn on_tick(
     let m = &shared.metrics;
     m.in_flight
         .set((max_in_flight - semaphore.available_permits()) as i64);
-    m.ready
-        .set(i64::from(shared.health.not_ready_reason().is_none()));
+    m.set_ready(&shared.health);
 }
 
 /// Commit what is stored, synchronously.

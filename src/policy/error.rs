@@ -33,11 +33,12 @@ impl fmt::Display for Diagnostic {
 /// Why a policy could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
-    #[error("cannot read policy file {}: {source}", path.display())]
+    // The cause is in the message, so it is not chained as a source too
+    // (`{:#}` would print it twice).
+    #[error("cannot read policy file {}: {cause}", path.display())]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("{}", render(diagnostics, "policy"))]
     Invalid { diagnostics: Vec<Diagnostic> },

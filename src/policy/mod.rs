@@ -25,6 +25,7 @@ pub use error::{Diagnostic, PolicyError};
 pub use path::{FieldPath, Segment};
 pub use spec::{Encoding, Normalise, PseudonymOptions, TimeUnit};
 pub use trie::Plan;
+pub use validate::name_ok;
 
 /// A validated policy.
 #[derive(Debug, Clone)]
@@ -185,9 +186,9 @@ impl Policy {
 
 /// Read and validate a policy file.
 pub fn load(path: &Path) -> Result<Policy, PolicyError> {
-    let bytes = std::fs::read(path).map_err(|source| PolicyError::Io {
+    let bytes = std::fs::read(path).map_err(|cause| PolicyError::Io {
         path: path.to_owned(),
-        source,
+        cause,
     })?;
     let file = path.display().to_string();
     let text = String::from_utf8(bytes).map_err(|e| PolicyError::Invalid {

@@ -237,7 +237,8 @@ fn line_notes(text: &str) -> Vec<Option<String>> {
     notes
 }
 
-fn name_ok(s: &str) -> bool {
+/// The rule for a policy's `name` and `purpose` (also `veil hash --purpose`).
+pub fn name_ok(s: &str) -> bool {
     !s.is_empty()
         && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))

@@ -50,8 +50,8 @@ fn walk(policy: &CompiledPolicy, node: &Node, v: &Value) -> Option<Value> {
         Mode::Keep => Some(v.clone()),
         Mode::Drop => None,
         Mode::Transform(a) => transform(policy, a, v),
-        // Shapes must be the ones the entries beneath name; anything else is
-        // removed, except `null` (it carries nothing) under a kept parent.
+        // Shapes must be the ones the entries beneath name; anything else
+        // (scalars and null included) is removed.
         Mode::Descend { keep_rest } => match v {
             Value::Object(_) if node.children.is_empty() && node.any.is_none() => None,
             Value::Object(m) if m.is_empty() => keep_rest.then(|| v.clone()),
@@ -77,7 +77,6 @@ fn walk(policy: &CompiledPolicy, node: &Node, v: &Value) -> Option<Value> {
                 let out: Vec<Value> = items.iter().filter_map(|x| walk(policy, each, x)).collect();
                 (!out.is_empty()).then_some(Value::Array(out))
             }
-            Value::Null => keep_rest.then_some(Value::Null),
             _ => None,
         },
     }
