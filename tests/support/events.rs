@@ -288,7 +288,7 @@ pub(crate) fn event() -> impl Strategy<Value = Event> {
     (
         prop::option::weighted(0.8, any::<u8>()),
         prop::collection::vec((key(), shape()), 0..4),
-        prop::collection::vec(injection(), 0..5),
+        prop::collection::vec(injection(), 1..6),
         prop::bool::weighted(0.2),
     )
         .prop_map(|(consent, base, injections, escape)| Event {
