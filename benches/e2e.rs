@@ -610,13 +610,11 @@ impl ProducerContext for Acks {
 
 fn relay(config_path: &Path) {
     let config = veil::config::load(config_path).expect("pipeline config");
-    let veil::config::Source::Kafka(src) = &config.source else {
-        panic!("relay needs a Kafka source");
+    let veil::config::Pipeline::Kafka(kafka) = &config.pipeline else {
+        panic!("relay needs a Kafka pipeline");
     };
-    let veil::config::Sink::Topic(out) = &config.routes[0].sink else {
-        panic!("relay needs a Kafka route");
-    };
-    let max_in_flight = config.max_in_flight;
+    let (src, out) = (&kafka.source, &kafka.routes[0].to);
+    let max_in_flight = kafka.max_in_flight;
     let consumer: BaseConsumer = veil::kafka::consumer_config(src)
         .create()
         .expect("consumer");

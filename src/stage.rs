@@ -22,7 +22,7 @@ use std::panic::AssertUnwindSafe;
 use base64::Engine as _;
 use serde_json::json;
 
-use crate::config::{MessageKey, PipelineConfig};
+use crate::config::{MessageKey, PipelineConfig, StageConfig};
 use crate::engine::{CompiledPolicy, Limits, Scratch, compile};
 use crate::keys::{KeyError, KeyRing};
 use crate::outcome::{FieldCounts, Outcome, Reject, Verdict};
@@ -109,21 +109,21 @@ pub enum StageError {
 pub fn load(config: &PipelineConfig) -> Result<(Stage, KeyRing), StageError> {
     let ring = crate::keys::load_dir(&config.keys.dir, config.keys.active.as_deref())?;
     let mut policies = Vec::new();
-    for r in &config.routes {
-        let policy = crate::policy::load(&r.policy).map_err(|source| StageError::Policy {
-            route: r.name.clone(),
+    for (name, path) in config.policies() {
+        let policy = crate::policy::load(path).map_err(|source| StageError::Policy {
+            route: name.to_owned(),
             source,
         })?;
-        policies.push((r.name.clone(), policy));
+        policies.push((name.to_owned(), policy));
     }
-    let stage = Stage::new(config, policies, &ring)?;
+    let stage = Stage::new(&config.stage, policies, &ring)?;
     Ok((stage, ring))
 }
 
 impl Stage {
     /// Compile `policies` (one per route, in route order) under the ring's active key.
     pub fn new(
-        config: &PipelineConfig,
+        config: &StageConfig,
         policies: Vec<(String, crate::Policy)>,
         ring: &KeyRing,
     ) -> Result<Stage, StageError> {
@@ -146,7 +146,7 @@ impl Stage {
             routes,
             message_key: config.message_key.clone(),
             keep_headers: config.keep_headers.clone(),
-            include_payload: config.dead_letter.include_payload,
+            include_payload: config.include_payload,
             limits: config.limits,
             key_id: key.id.clone(),
         })

@@ -107,9 +107,10 @@ fn kubernetes_manifests_agree_with_the_config_they_ship() {
         policy,
         &root().join("tests/keys"),
     );
-    let veil::config::Source::Kafka(kafka) = &config.source else {
+    let veil::config::Pipeline::Kafka(pipeline) = &config.pipeline else {
         panic!("the ConfigMap's pipeline reads Kafka")
     };
+    let kafka = &pipeline.source;
     let metrics_port = config.metrics.listen.expect("metrics served").port();
 
     let deployment = docs("deploy/kubernetes/deployment.yaml");
@@ -117,9 +118,9 @@ fn kubernetes_manifests_agree_with_the_config_they_ship() {
     let pod = &d["spec"]["template"]["spec"];
     let grace = pod["terminationGracePeriodSeconds"].as_u64().unwrap();
     assert!(
-        grace > config.drain_timeout.as_secs(),
+        grace > pipeline.drain_timeout.as_secs(),
         "grace period {grace}s must exceed the drain timeout {:?}",
-        config.drain_timeout
+        pipeline.drain_timeout
     );
     assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
     let c = &pod["containers"][0];

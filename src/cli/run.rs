@@ -3,11 +3,11 @@
 //! [`Stage`] over NDJSON lines once and exits.
 
 use std::io::{self, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
-use veil::config::{PipelineConfig, Sink, Source};
+use veil::config::{FilesPipeline, Pipeline, PipelineConfig};
 use veil::health::Health;
 use veil::kafka::{Control, ServiceError};
 use veil::metrics::{Metrics, StageCounters};
@@ -44,12 +44,12 @@ pub fn run(args: Args) -> CliResult {
     let config = veil::config::load(&args.config).map_err(usage)?;
     let (stage, ring) = veil::stage::load(&config).map_err(usage)?;
     super::warn_keys(&ring);
-    match &config.source {
-        Source::Kafka(_) if ring.active().is_public_demo() && !args.allow_demo_key => {
+    match &config.pipeline {
+        Pipeline::Kafka(_) if ring.active().is_public_demo() && !args.allow_demo_key => {
             Err(usage(anyhow::anyhow!(DEMO_KEY_REFUSED)))
         }
-        Source::Kafka(_) => run_kafka(&config, stage),
-        Source::File(input) => run_files(&config, &stage, input),
+        Pipeline::Kafka(_) => run_kafka(&config, stage),
+        Pipeline::Files(files) => run_files(&config, files, &stage),
     }
 }
 
@@ -131,16 +131,9 @@ fn spawn_signal_handlers(control: Control) -> io::Result<()> {
     Ok(())
 }
 
-fn sink_path(sink: &Sink) -> &Path {
-    match sink {
-        Sink::File(path) => path,
-        Sink::Topic(_) => unreachable!("validated: a file source writes to files"),
-    }
-}
-
 /// File mode: each line through every route; clean lines to each route's
 /// file, rejected lines to the dead-letter file; a per-route summary.
-fn run_files(config: &PipelineConfig, stage: &Stage, input: &Path) -> CliResult {
+fn run_files(config: &PipelineConfig, files: &FilesPipeline, stage: &Stage) -> CliResult {
     let registry = prometheus::Registry::new();
     let metrics = Metrics::new(&registry).map_err(io)?;
     let counters = StageCounters::new(&metrics, stage);
@@ -151,12 +144,12 @@ fn run_files(config: &PipelineConfig, stage: &Stage, input: &Path) -> CliResult 
         registry.clone(),
         &metrics,
     )?;
-    let (mut reader, _len) = super::apply::open_input(input)?;
-    let dead_path = sink_path(&config.dead_letter.sink);
-    let mut outputs = config
+    let (mut reader, _len) = super::apply::open_input(&files.input)?;
+    let dead_path = &files.dead_letter_file;
+    let mut outputs = files
         .routes
         .iter()
-        .map(|r| create(sink_path(&r.sink), &format!("route `{}` file", r.name)))
+        .map(|r| create(&r.to, &format!("route `{}` file", r.name)))
         .collect::<Result<Vec<_>, _>>()?;
     let mut dead = create(dead_path, "dead-letter file")?;
     let limit = stage.limits().max_message_bytes;
@@ -200,8 +193,8 @@ fn run_files(config: &PipelineConfig, stage: &Stage, input: &Path) -> CliResult 
         }
     }
     // Only now, the whole input read, do the files take their final names.
-    for (w, r) in outputs.into_iter().zip(&config.routes) {
-        commit(w, sink_path(&r.sink), &format!("route `{}` file", r.name))?;
+    for (w, r) in outputs.into_iter().zip(&files.routes) {
+        commit(w, &r.to, &format!("route `{}` file", r.name))?;
     }
     commit(dead, dead_path, "dead-letter file")?;
     note(format_args!("{}", file_summary(stage, &metrics, n)));

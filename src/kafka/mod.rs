@@ -41,7 +41,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tracing::{debug, error, info, warn};
 
-use crate::config::{KafkaSource, PipelineConfig, Sink};
+use crate::config::{KafkaSource, Pipeline, PipelineConfig};
 use crate::engine::Scratch;
 use crate::health::Health;
 use crate::metrics::{Metrics, StageCounters};
@@ -316,20 +316,12 @@ pub async fn run(
     health: Arc<Health>,
     control: Control,
 ) -> Result<RunSummary, ServiceError> {
-    let crate::config::Source::Kafka(src) = &config.source else {
+    let Pipeline::Kafka(kafka) = &config.pipeline else {
         return Err(ServiceError::NotKafka);
     };
-    let route_topics = config
-        .routes
-        .iter()
-        .map(|r| match &r.sink {
-            Sink::Topic(t) => t.clone(),
-            Sink::File(_) => unreachable!("validated: Kafka source, topic sinks"),
-        })
-        .collect();
-    let Sink::Topic(dead_letter_topic) = config.dead_letter.sink.clone() else {
-        unreachable!("validated: Kafka source, topic dead letters")
-    };
+    let src = &kafka.source;
+    let route_topics = kafka.routes.iter().map(|r| r.to.clone()).collect();
+    let dead_letter_topic = kafka.dead_letter_topic.clone();
     let (retry_tx, retry_rx) = std::sync::mpsc::channel();
     let shared = Arc::new(Shared {
         book: Mutex::default(),
@@ -339,7 +331,7 @@ pub async fn run(
         control: control.clone(),
         route_topics,
         dead_letter_topic,
-        drain_timeout: config.drain_timeout,
+        drain_timeout: kafka.drain_timeout,
         retries: retry_tx,
         closing: AtomicBool::new(false),
         abandon: AtomicBool::new(false),
@@ -377,16 +369,16 @@ pub async fn run(
         group = %src.group_id,
         policies = %policies,
         key_id = %key_id,
-        routes = config.routes.len(),
-        workers = config.workers,
-        max_in_flight = config.max_in_flight,
+        routes = kafka.routes.len(),
+        workers = kafka.workers,
+        max_in_flight = kafka.max_in_flight,
         "veil is consuming"
     );
 
     let retrier = spawn_retrier(shared.clone(), producer.clone(), retry_rx);
-    let mut senders = Vec::with_capacity(config.workers);
-    let mut workers: Vec<JoinHandle<()>> = Vec::with_capacity(config.workers);
-    for i in 0..config.workers {
+    let mut senders = Vec::with_capacity(kafka.workers);
+    let mut workers: Vec<JoinHandle<()>> = Vec::with_capacity(kafka.workers);
+    for i in 0..kafka.workers {
         let (tx, rx) = mpsc::channel::<Vec<Job>>(64);
         senders.push(tx);
         let (shared, producer) = (shared.clone(), producer.clone());
@@ -403,13 +395,13 @@ pub async fn run(
     }
     let reloader = tokio::spawn(reload_loop(config.clone(), shared.clone()));
 
-    let semaphore = Arc::new(Semaphore::new(config.max_in_flight));
+    let semaphore = Arc::new(Semaphore::new(kafka.max_in_flight));
     consume(
         &consumer,
         &shared,
         &senders,
         &semaphore,
-        config.max_in_flight,
+        kafka.max_in_flight,
     )
     .await;
 
@@ -422,10 +414,10 @@ pub async fn run(
         shared.metrics.ready.set(0);
         Duration::ZERO
     } else {
-        config.drain_timeout
+        kafka.drain_timeout
     };
     info!(
-        in_flight = config.max_in_flight - semaphore.available_permits(),
+        in_flight = kafka.max_in_flight - semaphore.available_permits(),
         drain_timeout_s = drain_timeout.as_secs(),
         "stopping: draining in-flight deliveries"
     );

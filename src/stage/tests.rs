@@ -33,7 +33,7 @@ fn stage() -> Stage {
             (n.to_string(), p)
         })
         .collect();
-    Stage::new(&config, policies, &ring).unwrap()
+    Stage::new(&config.stage, policies, &ring).unwrap()
 }
 
 fn event(user: &str) -> Vec<u8> {
