@@ -49,5 +49,5 @@ pub mod schema;
 pub mod stage;
 
 pub use engine::{CompiledPolicy, Limits, Scratch, compile};
-pub use outcome::{DropReason, FieldCounts, Outcome, Reject, RejectReason, Verdict};
+pub use outcome::{DropReason, FieldCounts, Outcome, Reject, RejectReason, RouteOutcome, Verdict};
 pub use policy::Policy;

@@ -6,6 +6,7 @@ mod check;
 mod demo;
 mod hash;
 mod lines;
+mod ndjson;
 mod output;
 mod run;
 
@@ -103,7 +104,7 @@ pub fn serve_endpoint(
 
 /// The endpoint of a one-shot file run (`apply`, `run` over files), if
 /// asked for. Call once policies and keys are loaded and published with
-/// [`veil::metrics::Metrics::set_live`]: such a run is ready from then on,
+/// [`veil::metrics::Metrics::live`]: such a run is ready from then on,
 /// and `veil_ready` says what `/readyz` says.
 pub fn serve_file_run(
     listen: Option<std::net::SocketAddr>,
@@ -117,6 +118,16 @@ pub fn serve_file_run(
     listen
         .map(|addr| serve_endpoint(addr, setting, registry, health))
         .transpose()
+}
+
+/// `  (code n, code n)`: a count broken down by reason code, for the
+/// summaries; empty when there is nothing to break down.
+pub fn breakdown(parts: impl Iterator<Item = (&'static str, u64)>) -> String {
+    let parts: Vec<String> = parts.map(|(code, n)| format!("{code} {n}")).collect();
+    if parts.is_empty() {
+        return String::new();
+    }
+    format!("  ({})", parts.join(", "))
 }
 
 /// Tell the operator what is wrong with the keys that were loaded anyway
