@@ -1120,3 +1120,42 @@ fn a_file_run_summary_breaks_drops_and_dead_letters_down_by_reason() {
          route analytics    policy web-analytics@4          forwarded      698  dropped      302  (no_consent 211, opted_out 91)\n"
     );
 }
+
+#[test]
+fn demo_runs_outside_the_repository_with_the_examples_built_in() {
+    // It used to fail with "cannot read examples/events.ndjson" anywhere
+    // but the repository's root; its summary did not break drops down.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_veil"))
+        .arg("demo")
+        .current_dir(elsewhere.path())
+        .env("VEIL_LOG", "warn,librdkafka=off,rdkafka=off")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let stdout = String::from_utf8(o.stdout).unwrap();
+    // The counts of the example events as `apply` summarises them (above),
+    // dead letters by reason code in alphabetical order.
+    assert!(
+        stdout.ends_with(
+            "\ncounts:\n  read              1006\n  forwarded          698  -> demo.events.clean\n  \
+             dropped            302  (no_consent 211, opted_out 91)\n  \
+             dead-lettered        6  -> demo.events.dead-letter\n    duplicate_key      1\n    \
+             invalid_json       2\n    invalid_utf8       1\n    not_object         1\n    \
+             too_deep           1\n"
+        ),
+        "{stdout}"
+    );
+    // `--events` still reads files, and says which one it cannot read.
+    let o = Command::new(env!("CARGO_BIN_EXE_veil"))
+        .args(["demo", "--events", "missing.ndjson"])
+        .current_dir(elsewhere.path())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(64));
+    assert!(
+        stderr(&o).starts_with("veil: error: cannot read events missing.ndjson: "),
+        "{}",
+        stderr(&o)
+    );
+}
