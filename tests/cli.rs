@@ -1159,3 +1159,61 @@ fn demo_runs_outside_the_repository_with_the_examples_built_in() {
         stderr(&o)
     );
 }
+
+#[test]
+fn log_format_is_offered_only_by_the_commands_that_log() {
+    for command in ["run", "demo", "apply"] {
+        let o = veil(&[command, "--help"]);
+        let help = String::from_utf8(o.stdout).unwrap();
+        assert!(
+            help.contains("--log-format <LOG_FORMAT>"),
+            "{command}:\n{help}"
+        );
+    }
+    for command in ["keygen", "schema", "explain", "hash", "check"] {
+        let o = veil(&[command, "--help"]);
+        assert!(o.status.success(), "{command}");
+        let help = String::from_utf8(o.stdout).unwrap();
+        assert!(!help.contains("log-format"), "{command}:\n{help}");
+    }
+    let top = String::from_utf8(veil(&["--help"]).stdout).unwrap();
+    assert!(!top.contains("log-format"), "{top}");
+    // Where it means nothing it is refused, and the environment variable
+    // (set for a whole container, say) is ignored.
+    let o = veil(&["schema", "--log-format", "json"]);
+    assert_eq!(o.status.code(), Some(64));
+    assert!(
+        stderr(&o).starts_with("error: unexpected argument '--log-format' found"),
+        "{}",
+        stderr(&o)
+    );
+    let o = Command::new(env!("CARGO_BIN_EXE_veil"))
+        .arg("schema")
+        .env("VEIL_LOG_FORMAT", "json")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    // Where it does something, it does it: apply's warnings as JSON.
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys");
+    std::fs::create_dir(&keys).unwrap();
+    std::fs::copy("examples/keys/demo.key", keys.join("demo.key")).unwrap();
+    chmod(&keys.join("demo.key"), 0o600);
+    let o = veil(&[
+        "apply",
+        "--policy",
+        "config/policy.yaml",
+        "--keys",
+        keys.to_str().unwrap(),
+        "--input",
+        "examples/bad-events.ndjson",
+        "--output",
+        "/dev/null",
+        "--quiet",
+        "--log-format",
+        "json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let warning: Value = serde_json::from_str(stderr(&o).lines().next().unwrap()).unwrap();
+    assert_eq!(warning["level"], "WARN", "{warning}");
+}

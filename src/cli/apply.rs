@@ -58,6 +58,8 @@ pub struct Args {
     /// (the same metrics as `veil run`; the route label is the policy name).
     #[arg(long, value_name = "ADDR")]
     metrics_listen: Option<std::net::SocketAddr>,
+    #[command(flatten)]
+    pub logging: super::Logging,
 }
 
 pub(super) fn open_input(path: &Path) -> Result<(Box<dyn BufRead>, Option<u64>), Failure> {

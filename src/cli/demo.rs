@@ -38,6 +38,8 @@ pub struct Args {
     /// Partitions of the raw topic.
     #[arg(long, default_value_t = 3)]
     partitions: i32,
+    #[command(flatten)]
+    pub logging: super::Logging,
 }
 
 const RAW: &str = "demo.events.raw";

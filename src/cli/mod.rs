@@ -57,13 +57,19 @@ pub fn io(error: impl Into<anyhow::Error>) -> Failure {
 struct Cli {
     #[command(subcommand)]
     command: Command,
+}
+
+/// `--log-format`, on the commands that log (`run`, `demo`, `apply`); the
+/// others only print their result and, at most, a warning about keys.
+#[derive(clap::Args)]
+pub struct Logging {
     /// Log format of logs and warnings (stderr). Levels: VEIL_LOG, e.g. `info,veil=debug`.
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Pretty, env = "VEIL_LOG_FORMAT")]
+    #[arg(long, value_enum, default_value_t = LogFormat::Pretty, env = "VEIL_LOG_FORMAT")]
     log_format: LogFormat,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
-enum LogFormat {
+pub enum LogFormat {
     /// One human-readable line per event.
     Pretty,
     /// One JSON object per line, for log pipelines.
@@ -221,12 +227,15 @@ pub fn main() -> ExitCode {
         }
     };
     // The long-running commands log at info; the others only print veil's
-    // warnings (about keys), their output being their report.
-    let long_running = matches!(cli.command, Command::Run(_) | Command::Demo(_));
-    init_logging(
-        cli.log_format,
-        if long_running { "info" } else { "veil=warn" },
-    );
+    // warnings (about keys, and `apply`'s contained panics), their output
+    // being their report.
+    let (format, default) = match &cli.command {
+        Command::Run(args) => (args.logging.log_format, "info"),
+        Command::Demo(args) => (args.logging.log_format, "info"),
+        Command::Apply(args) => (args.logging.log_format, "veil=warn"),
+        _ => (LogFormat::Pretty, "veil=warn"),
+    };
+    init_logging(format, default);
     let result = match cli.command {
         Command::Check { policy, config } => match (policy, config) {
             (Some(p), _) => check::run(&p),

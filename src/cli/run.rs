@@ -24,6 +24,8 @@ pub struct Args {
     /// pseudonyms anyone can recompute): for demos and tests only.
     #[arg(long, env = "VEIL_ALLOW_DEMO_KEY", value_parser = clap::builder::BoolishValueParser::new())]
     allow_demo_key: bool,
+    #[command(flatten)]
+    pub logging: super::Logging,
 }
 
 /// Why `veil run` refuses the demo key against a broker (also warned by `veil check`).
