@@ -38,7 +38,7 @@ pub struct Family {
     pub labels: &'static [&'static str],
 }
 
-const fn family(name: &'static str, help: &'static str, labels: &'static [&'static str]) -> Family {
+const fn spec(name: &'static str, help: &'static str, labels: &'static [&'static str]) -> Family {
     Family { name, help, labels }
 }
 
@@ -46,24 +46,24 @@ const fn family(name: &'static str, help: &'static str, labels: &'static [&'stat
 /// `docs/operations.md` documents.
 #[rustfmt::skip]
 pub mod family {
-    use super::{Family, family};
+    use super::{Family, spec};
 
-    pub const EVENTS: Family = family("veil_events_total", "Input events by route and outcome (forwarded, dropped_<reason>, dead_lettered).", &["route", "outcome"]);
-    pub const DEAD_LETTERS: Family = family("veil_dead_letters_total", "Inputs rejected and dead-lettered, by reason.", &["reason"]);
-    pub const FIELDS: Family = family("veil_fields_total", "Values by route and what the policy did to them.", &["route", "action"]);
-    pub const INPUT_BYTES: Family = family("veil_input_bytes_total", "Bytes of input message values read.", &[]);
-    pub const OUTPUT_BYTES: Family = family("veil_output_bytes_total", "Bytes of clean message values produced, by route.", &["route"]);
-    pub const PROCESS_DURATION: Family = family("veil_process_duration_seconds", "Time to apply all routes' policies to one input message.", &[]);
-    pub const END_TO_END_LATENCY: Family = family("veil_end_to_end_latency_seconds", "From the input's broker timestamp to the acknowledgement of its last output.", &[]);
-    pub const CONSUMER_LAG: Family = family("veil_consumer_lag", "Messages behind the partition's high watermark (librdkafka statistics).", &["topic", "partition"]);
-    pub const IN_FLIGHT: Family = family("veil_in_flight", "Input messages read but not yet fully acknowledged.", &[]);
-    pub const PRODUCE_ERRORS: Family = family("veil_produce_errors_total", "Failed deliveries by librdkafka error code; each is retried.", &["reason"]);
-    pub const COMMITS: Family = family("veil_commits_total", "Offset commits by result.", &["result"]);
-    pub const REBALANCES: Family = family("veil_rebalances_total", "Partition assignments and revocations.", &["kind"]);
-    pub const POLICY_INFO: Family = family("veil_policy_info", "The live policy of each route (value 1).", &["route", "policy", "version", "sha256"]);
-    pub const KEY_INFO: Family = family("veil_key_info", "The live pseudonymisation key (value 1).", &["key_id"]);
-    pub const RELOADS: Family = family("veil_reloads_total", "Policy and key reloads by result (ok, rejected).", &["result"]);
-    pub const READY: Family = family("veil_ready", "1 when policies and keys are loaded, the broker is reachable and partitions are assigned.", &[]);
+    pub const EVENTS: Family = spec("veil_events_total", "Input events by route and outcome (forwarded, dropped_<reason>, dead_lettered).", &["route", "outcome"]);
+    pub const DEAD_LETTERS: Family = spec("veil_dead_letters_total", "Inputs rejected and dead-lettered, by reason.", &["reason"]);
+    pub const FIELDS: Family = spec("veil_fields_total", "Values by route and what the policy did to them.", &["route", "action"]);
+    pub const INPUT_BYTES: Family = spec("veil_input_bytes_total", "Bytes of input message values read.", &[]);
+    pub const OUTPUT_BYTES: Family = spec("veil_output_bytes_total", "Bytes of clean message values produced, by route.", &["route"]);
+    pub const PROCESS_DURATION: Family = spec("veil_process_duration_seconds", "Time to apply all routes' policies to one input message.", &[]);
+    pub const END_TO_END_LATENCY: Family = spec("veil_end_to_end_latency_seconds", "From the input's broker timestamp to the acknowledgement of its last output.", &[]);
+    pub const CONSUMER_LAG: Family = spec("veil_consumer_lag", "Messages behind the partition's high watermark (librdkafka statistics).", &["topic", "partition"]);
+    pub const IN_FLIGHT: Family = spec("veil_in_flight", "Input messages read but not yet fully acknowledged.", &[]);
+    pub const PRODUCE_ERRORS: Family = spec("veil_produce_errors_total", "Failed deliveries by librdkafka error code; each is retried.", &["reason"]);
+    pub const COMMITS: Family = spec("veil_commits_total", "Offset commits by result.", &["result"]);
+    pub const REBALANCES: Family = spec("veil_rebalances_total", "Partition assignments and revocations.", &["kind"]);
+    pub const POLICY_INFO: Family = spec("veil_policy_info", "The live policy of each route (value 1).", &["route", "policy", "version", "sha256"]);
+    pub const KEY_INFO: Family = spec("veil_key_info", "The live pseudonymisation key (value 1).", &["key_id"]);
+    pub const RELOADS: Family = spec("veil_reloads_total", "Policy and key reloads by result (ok, rejected).", &["result"]);
+    pub const READY: Family = spec("veil_ready", "1 when policies and keys are loaded, the broker is reachable and partitions are assigned.", &[]);
 
     /// All of the above.
     pub const ALL: [&Family; 16] = [
