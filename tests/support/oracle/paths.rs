@@ -1,0 +1,83 @@
+//! Which entry decides a place, and what the paths beneath it expect.
+
+use std::cmp::Ordering;
+
+use super::{Act, Seg, Step};
+
+pub(crate) fn seg_matches(s: &Seg, c: &Step) -> bool {
+    match (s, c) {
+        (Seg::Key(k), Step::K(c)) => k == c,
+        (Seg::Any, Step::K(_)) => true,
+        (Seg::Each, Step::I) => true,
+        _ => false,
+    }
+}
+
+/// `pattern` names exactly the place `path`.
+pub fn names(pattern: &[Seg], path: &[Step]) -> bool {
+    pattern.len() == path.len() && pattern.iter().zip(path).all(|(s, c)| seg_matches(s, c))
+}
+
+/// `pattern` names `path` or one of its ancestors.
+pub(crate) fn covers(pattern: &[Seg], path: &[Step]) -> bool {
+    pattern.len() <= path.len() && names(pattern, &path[..pattern.len()])
+}
+
+/// Which of two patterns naming the same place wins: compared from the last
+/// segment back, an exact key beats `*`.
+pub(crate) fn specificity(a: &[Seg], b: &[Seg]) -> Ordering {
+    for (x, y) in a.iter().rev().zip(b.iter().rev()) {
+        let rank = |s: &Seg| matches!(s, Seg::Key(_)) as u8;
+        match rank(x).cmp(&rank(y)) {
+            Ordering::Equal => continue,
+            o => return o,
+        }
+    }
+    Ordering::Equal
+}
+
+/// One allowlist, with everything else the policy names beneath places.
+pub(crate) struct Tree<'m> {
+    pub(crate) entries: &'m [(Vec<Seg>, Act)],
+    pub(crate) markers: &'m [Vec<Seg>],
+}
+
+impl<'m> Tree<'m> {
+    /// The entry that decides the place `path` itself, if any names it.
+    pub(crate) fn action_at(&self, path: &[Step]) -> Option<&'m Act> {
+        self.entries
+            .iter()
+            .filter(|(p, _)| names(p, path))
+            .max_by(|(a, _), (b, _)| specificity(a, b))
+            .map(|(_, a)| a)
+    }
+
+    /// Whether unlisted values at `path` are kept: the nearest listed
+    /// `keep`/`drop` at or above it decides; the event itself is `drop`.
+    pub(crate) fn keeps(&self, path: &[Step]) -> bool {
+        for n in (1..=path.len()).rev() {
+            match self.action_at(&path[..n]) {
+                Some(Act::Keep) => return true,
+                Some(Act::Drop) => return false,
+                _ => {}
+            }
+        }
+        false
+    }
+
+    /// What the paths beneath `path` expect there: (object keys, array elements).
+    pub(crate) fn beneath(&self, path: &[Step]) -> (bool, bool) {
+        let mut keys = false;
+        let mut each = false;
+        let all = self.entries.iter().map(|(p, _)| p).chain(self.markers);
+        for p in all {
+            if p.len() > path.len() && names(&p[..path.len()], path) {
+                match p[path.len()] {
+                    Seg::Each => each = true,
+                    _ => keys = true,
+                }
+            }
+        }
+        (keys, each)
+    }
+}
