@@ -17,12 +17,14 @@
 //! `VEIL_TEST_BROKER=127.0.0.1:9092 cargo bench --bench e2e -- [EVENTS] [ROUNDS]`.
 //! Under `cargo test` it is a small smoke run (mock cluster unless
 //! `VEIL_TEST_BROKER` is set) that checks both contestants deliver exactly
-//! what they should.
+//! what they should, and reports no speeds (see `e2e/report.rs`).
 
 #[path = "../tests/support/data.rs"]
 mod data;
 #[path = "../tests/support/kafka.rs"]
 mod kafka;
+#[path = "e2e/report.rs"]
+mod report;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -38,6 +40,7 @@ use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, T
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 use kafka::{Broker, produce};
+use report::{Latency, Mode, Run, Summary};
 use veil::offsets::{Ledger, Partition, Ticket};
 
 const PARTITIONS: i32 = 4;
@@ -51,6 +54,7 @@ fn main() {
         return relay(Path::new(&args[2]));
     }
     let benching = args.iter().any(|a| a == "--bench");
+    let mode = Mode::new(benching, !cfg!(debug_assertions));
     let mut numbers = args.iter().skip(1).filter_map(|a| a.parse::<usize>().ok());
     let events = numbers
         .next()
@@ -84,7 +88,7 @@ fn main() {
     eprintln!("loading {events} events ({input_bytes} bytes) into {raw} on {bootstrap}");
     produce(&bootstrap, &raw, &keyed);
 
-    let mut results: HashMap<&str, Vec<Run>> = HashMap::new();
+    let mut results: HashMap<&'static str, Vec<Run>> = HashMap::new();
     for round in 0..rounds {
         for who in [Who::Relay, Who::Veil] {
             let out = broker.topic("bench-out", PARTITIONS);
@@ -107,7 +111,7 @@ fn main() {
                 &mut child,
             );
             kill(child);
-            eprintln!("round {round} {}: {run:?}", who.name());
+            eprintln!("{}", report::round(mode, round, who.name(), &run));
             results.entry(who.name()).or_default().push(run);
         }
     }
@@ -121,7 +125,7 @@ fn main() {
         mock = Broker::mock();
         latency_brokers.push(&mock);
     }
-    let mut latency: Vec<(&str, &str, (f64, f64, usize))> = Vec::new();
+    let mut latency: Vec<Latency> = Vec::new();
     for b in latency_brokers {
         let bootstrap = b.bootstrap();
         for who in [Who::Relay, Who::Veil] {
@@ -130,23 +134,33 @@ fn main() {
             let dead = b.topic("bench-lat-dead", 1);
             let config = write_config(&dir, &bootstrap, &raw, &out, &dead, 99);
             let child = who.start(&config);
-            let measured = latencies(&bootstrap, &raw, &out, &examples, rate, seconds, who);
+            let (p50_ms, p99_ms, n) =
+                latencies(&bootstrap, &raw, &out, &examples, rate, seconds, who);
             kill(child);
-            eprintln!("latency {} on {}: {measured:?}", who.name(), b.name());
-            latency.push((b.name(), who.name(), measured));
+            let measured = Latency {
+                broker: b.name(),
+                who: who.name(),
+                p50_ms,
+                p99_ms,
+                events: n,
+            };
+            eprintln!("{}", report::latency(mode, &measured));
+            latency.push(measured);
         }
     }
 
-    report(
-        &results,
-        &latency,
+    let summary = Summary {
+        results: &results,
+        latency: &latency,
         events,
         input_bytes,
         rounds,
+        partitions: PARTITIONS,
         rate,
         seconds,
-        &broker,
-    );
+        broker: broker.name(),
+    };
+    print!("{}", report::report(mode, &summary));
 }
 
 #[derive(Clone, Copy)]
@@ -229,14 +243,6 @@ fn write_config(
     let path = dir.join(format!("{out}.yaml"));
     std::fs::write(&path, yaml).unwrap();
     path
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Run {
-    events_per_s: f64,
-    mb_per_s: f64,
-    cpu_s_per_m: f64,
-    peak_rss_mb: f64,
 }
 
 /// Wait until the contestant has committed every input, read its cost,
@@ -515,67 +521,6 @@ fn latencies(
     (q(0.5), q(0.99), ms.len())
 }
 
-#[allow(clippy::too_many_arguments)]
-fn report(
-    results: &HashMap<&str, Vec<Run>>,
-    latency: &[(&str, &str, (f64, f64, usize))],
-    events: usize,
-    input_bytes: usize,
-    rounds: usize,
-    rate: usize,
-    seconds: usize,
-    broker: &Broker,
-) {
-    let median = |who: &str, f: fn(&Run) -> f64| {
-        let mut v: Vec<f64> = results[who].iter().map(f).collect();
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
-    println!(
-        "\n{events} events ({:.1} MB), {PARTITIONS} partitions, broker: {}, {rounds} round(s), medians\n",
-        input_bytes as f64 / 1e6,
-        broker.name()
-    );
-    println!(
-        "| | events/s | MB/s | CPU-s / M events | peak RSS MB | p50 ms | p99 ms |\n|---|---|---|---|---|---|---|"
-    );
-    for who in ["relay", "veil"] {
-        let (_, _, (p50, p99, _)) = latency
-            .iter()
-            .find(|(b, w, _)| *b == broker.name() && *w == who)
-            .expect("measured");
-        println!(
-            "| {who} | {:.0} | {:.1} | {:.1} | {:.0} | {p50:.0} | {p99:.0} |",
-            median(who, |r| r.events_per_s),
-            median(who, |r| r.mb_per_s),
-            median(who, |r| r.cpu_s_per_m),
-            median(who, |r| r.peak_rss_mb),
-        );
-    }
-    let per_round: Vec<f64> = results["veil"]
-        .iter()
-        .zip(&results["relay"])
-        .map(|(v, r)| v.events_per_s / r.events_per_s)
-        .collect();
-    let mut sorted = per_round.clone();
-    sorted.sort_by(f64::total_cmp);
-    println!(
-        "\nveil / relay throughput: {:.2} (median of per-round ratios {per_round:.2?}); CPU per event: {:.2}x the relay's",
-        sorted[sorted.len() / 2],
-        median("veil", |r| r.cpu_s_per_m) / median("relay", |r| r.cpu_s_per_m)
-    );
-    println!(
-        "latency at {rate} events/s for {seconds} s: send to read back, including both Kafka hops"
-    );
-    for (b, who, (p50, p99, n)) in latency {
-        if *b != broker.name() {
-            println!(
-                "latency on the {b} cluster: {who} p50 {p50:.0} ms, p99 {p99:.0} ms ({n} events)"
-            );
-        }
-    }
-}
-
 // ---------------------------------------------------------------------------
 // The pass-through relay: veil's consumer and producer settings and its
 // offset ledger (commit an input only once its output is acknowledged),
@@ -610,13 +555,11 @@ impl ProducerContext for Acks {
 
 fn relay(config_path: &Path) {
     let config = veil::config::load(config_path).expect("pipeline config");
-    let veil::config::Source::Kafka(src) = &config.source else {
-        panic!("relay needs a Kafka source");
+    let veil::config::Pipeline::Kafka(kafka) = &config.pipeline else {
+        panic!("relay needs a Kafka pipeline");
     };
-    let veil::config::Sink::Topic(out) = &config.routes[0].sink else {
-        panic!("relay needs a Kafka route");
-    };
-    let max_in_flight = config.max_in_flight;
+    let (src, out) = (&kafka.source, &kafka.routes[0].to);
+    let max_in_flight = kafka.max_in_flight;
     let consumer: BaseConsumer = veil::kafka::consumer_config(src)
         .create()
         .expect("consumer");

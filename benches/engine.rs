@@ -1,5 +1,5 @@
 //! Engine throughput on the reference data (examples/events.ndjson, made by
-//! ../shared/tools/gen_events.py), side by side in one run:
+//! `python3 tools/gen_events.py 1000 7`), side by side in one run:
 //!
 //! - `serde_json_roundtrip`: parse each event to a Value and serialise it.
 //! - `value_policy`: the same policy implemented on serde_json::Value

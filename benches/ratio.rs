@@ -31,7 +31,10 @@ fn main() {
         .unwrap_or(if benching { 15 } else { 1 });
     let events: Vec<Vec<u8>> = data::example_events();
     let n = events.len() as f64;
-    let policy = veil::policy::load(Path::new("config/policy.yaml")).unwrap();
+    // VEIL_BENCH_POLICY: another policy file, e.g. an older version of the
+    // shipped one, to compare engine changes on the same work.
+    let policy_path = std::env::var("VEIL_BENCH_POLICY").unwrap_or("config/policy.yaml".into());
+    let policy = veil::policy::load(Path::new(&policy_path)).unwrap();
     let ring = veil::keys::load_dir(Path::new("tests/keys"), None).unwrap();
     let engine = compile(policy, ring.active(), Limits::default());
     let mut scratch = Scratch::default();

@@ -191,6 +191,33 @@ pub fn clashes(places: &[(Role, &Path)]) -> Vec<Clash> {
     found
 }
 
+/// Why an output at `path` could not be created: the directory it would
+/// go into, and what is wrong with it (`None` when the directory exists, or
+/// cannot be examined here and is left to the run to report). `-` is
+/// standard output and has no directory.
+pub fn unusable_directory(path: &Path) -> Option<(PathBuf, &'static str)> {
+    if path == Path::new("-") {
+        return None;
+    }
+    let dir = match path.parent()? {
+        d if d.as_os_str().is_empty() => Path::new("."),
+        d => d,
+    };
+    match std::fs::metadata(dir) {
+        Ok(m) if m.is_dir() => None,
+        Ok(_) => Some((dir.to_owned(), "is not a directory")),
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+            ) =>
+        {
+            Some((dir.to_owned(), "does not exist"))
+        }
+        Err(_) => None,
+    }
+}
+
 /// An output being written: see the module doc.
 pub enum Output {
     Stdout(io::Stdout),

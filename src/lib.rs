@@ -18,14 +18,17 @@
 //! - [`outcome`]: verdicts, drop and reject reason codes, field tallies.
 //! - [`explain`]: the policy as a human-readable data inventory.
 //! - [`schema`]: the JSON Schema of the policy file.
-//! - [`config`]: the pipeline config, validated with file/line/column.
+//! - [`config`]: the pipeline config, validated with file/line/column into
+//!   a `Pipeline::Kafka` or a `Pipeline::Files` (never a mix).
 //! - [`stage`]: every route's policy applied to one input; output keys and
-//!   dead-letter records (pure, shared by the Kafka and file adapters).
+//!   dead-letter records (pure, shared by the Kafka adapter, file-mode
+//!   `veil run` and `veil apply`, a one-route stage).
 //! - [`offsets`]: the at-least-once ledger (pure).
 //! - [`files`]: file identity (no run writes what it reads) and output files
 //!   replaced only when a run succeeds.
 //! - [`kafka`]: the Kafka adapter (`veil run` with a Kafka source).
-//! - [`metrics`], [`health`]: metric definitions and readiness state.
+//! - [`metrics`], [`health`]: the metric families (one table) and the typed
+//!   methods that record them and log; readiness state.
 //! - [`endpoint`]: serves `/metrics`, `/healthz`, `/readyz` over HTTP.
 //!
 //! The command-line adapters (files, stdin/stdout, signals) live in the binary.
@@ -49,5 +52,5 @@ pub mod schema;
 pub mod stage;
 
 pub use engine::{CompiledPolicy, Limits, Scratch, compile};
-pub use outcome::{DropReason, FieldCounts, Outcome, Reject, RejectReason, Verdict};
+pub use outcome::{DropReason, FieldCounts, Outcome, Reject, RejectReason, RouteOutcome, Verdict};
 pub use policy::Policy;

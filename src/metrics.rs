@@ -1,221 +1,308 @@
-//! Every metric veil exports, defined here and registered on a registry the
-//! caller passes in (no global registry).
+//! Every metric veil exports: defined here, in one table ([`family`]),
+//! registered on a registry the caller passes in (no global registry), and
+//! recorded only through the typed methods below, one per occurrence (a
+//! commit, a reload, a rebalance, a failed delivery, an input counted). The
+//! method that counts an occurrence also writes its log line, so the two
+//! cannot disagree.
 //!
 //! Label values come from fixed sets only: route names from the config,
 //! outcome and reason codes from [`crate::outcome`], action names from
-//! [`FieldCounts::labelled`], Kafka topic names and partition numbers, and
-//! policy names, versions and digests. Never field values, identifiers or
-//! error text.
+//! [`FieldCounts::labelled`], the result and kind enums below, Kafka topic
+//! names, partition numbers and librdkafka error code names, and policy
+//! names, versions and digests. Never field values, identifiers or error
+//! text. Every fixed set is pre-seeded at 0 from the same enum its values
+//! are recorded with, so that `rate()` and `increase()` see the first
+//! occurrence (a series that appears at 1 has no increase to Prometheus).
 //!
 //! `veil_events_total{route, outcome}` counts every input once per route:
 //! `forwarded`, `dropped_<reason>` (see [`DropReason`]) or `dead_lettered`
 //! (the input was rejected, so no route saw it). Per route the outcomes sum
 //! to the inputs read.
 
+use std::fmt;
+use std::time::Duration;
+
 use prometheus::{
     Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
+use tracing::{error, info, warn};
 
 use crate::engine::CompiledPolicy;
 use crate::health::Health;
-use crate::outcome::{DropReason, FieldCounts, RejectReason};
-use crate::stage::{Processed, Stage};
+use crate::outcome::{DropReason, FieldCounts, RejectReason, RouteOutcome};
 
-/// The metric families.
+/// One metric family: its name, help text and label names.
+pub struct Family {
+    pub name: &'static str,
+    pub help: &'static str,
+    pub labels: &'static [&'static str],
+}
+
+const fn spec(name: &'static str, help: &'static str, labels: &'static [&'static str]) -> Family {
+    Family { name, help, labels }
+}
+
+/// Every family veil defines (the process collector's apart): the table
+/// `docs/operations.md` documents.
+#[rustfmt::skip]
+pub mod family {
+    use super::{Family, spec};
+
+    pub const EVENTS: Family = spec("veil_events_total", "Input events by route and outcome (forwarded, dropped_<reason>, dead_lettered).", &["route", "outcome"]);
+    pub const DEAD_LETTERS: Family = spec("veil_dead_letters_total", "Inputs rejected and dead-lettered, by reason.", &["reason"]);
+    pub const FIELDS: Family = spec("veil_fields_total", "Values by route and what the policy did to them.", &["route", "action"]);
+    pub const INPUT_BYTES: Family = spec("veil_input_bytes_total", "Bytes of input message values read.", &[]);
+    pub const OUTPUT_BYTES: Family = spec("veil_output_bytes_total", "Bytes of clean message values produced, by route.", &["route"]);
+    pub const PROCESS_DURATION: Family = spec("veil_process_duration_seconds", "Time to apply all routes' policies to one input message.", &[]);
+    pub const END_TO_END_LATENCY: Family = spec("veil_end_to_end_latency_seconds", "From the input's broker timestamp to the acknowledgement of its last output.", &[]);
+    pub const CONSUMER_LAG: Family = spec("veil_consumer_lag", "Messages behind the partition's high watermark (librdkafka statistics).", &["topic", "partition"]);
+    pub const IN_FLIGHT: Family = spec("veil_in_flight", "Input messages read but not yet fully acknowledged.", &[]);
+    pub const PRODUCE_ERRORS: Family = spec("veil_produce_errors_total", "Failed deliveries by librdkafka error code; each is retried.", &["reason"]);
+    pub const COMMITS: Family = spec("veil_commits_total", "Offset commits by result.", &["result"]);
+    pub const REBALANCES: Family = spec("veil_rebalances_total", "Partition assignments and revocations.", &["kind"]);
+    pub const POLICY_INFO: Family = spec("veil_policy_info", "The live policy of each route (value 1).", &["route", "policy", "version", "sha256"]);
+    pub const KEY_INFO: Family = spec("veil_key_info", "The live pseudonymisation key (value 1).", &["key_id"]);
+    pub const RELOADS: Family = spec("veil_reloads_total", "Policy and key reloads by result (ok, rejected).", &["result"]);
+    pub const READY: Family = spec("veil_ready", "1 when policies and keys are loaded, the broker is reachable and partitions are assigned.", &[]);
+
+    /// All of the above.
+    pub const ALL: [&Family; 16] = [
+        &EVENTS, &DEAD_LETTERS, &FIELDS, &INPUT_BYTES, &OUTPUT_BYTES, &PROCESS_DURATION,
+        &END_TO_END_LATENCY, &CONSUMER_LAG, &IN_FLIGHT, &PRODUCE_ERRORS, &COMMITS, &REBALANCES,
+        &POLICY_INFO, &KEY_INFO, &RELOADS, &READY,
+    ];
+}
+
+/// The metric families. Fields are private: record through the methods.
 #[derive(Clone)]
 pub struct Metrics {
-    pub events: IntCounterVec,
-    pub dead_letters: IntCounterVec,
-    pub fields: IntCounterVec,
-    pub input_bytes: IntCounter,
-    pub output_bytes: IntCounterVec,
-    pub process_duration: Histogram,
-    pub end_to_end_latency: Histogram,
-    pub consumer_lag: IntGaugeVec,
-    pub in_flight: IntGauge,
-    pub produce_errors: IntCounterVec,
-    pub commits: IntCounterVec,
-    pub rebalances: IntCounterVec,
-    pub policy_info: IntGaugeVec,
-    pub key_info: IntGaugeVec,
-    pub reloads: IntCounterVec,
-    pub ready: IntGauge,
+    events: IntCounterVec,
+    dead_letters: IntCounterVec,
+    fields: IntCounterVec,
+    input_bytes: IntCounter,
+    output_bytes: IntCounterVec,
+    process_duration: Histogram,
+    end_to_end_latency: Histogram,
+    consumer_lag: IntGaugeVec,
+    in_flight: IntGauge,
+    produce_errors: IntCounterVec,
+    commits: IntCounterVec,
+    rebalances: IntCounterVec,
+    policy_info: IntGaugeVec,
+    key_info: IntGaugeVec,
+    reloads: IntCounterVec,
+    ready: IntGauge,
 }
 
-fn counter_vec(
-    r: &Registry,
-    name: &str,
-    help: &str,
-    labels: &[&str],
-) -> prometheus::Result<IntCounterVec> {
-    let c = IntCounterVec::new(Opts::new(name, help), labels)?;
-    r.register(Box::new(c.clone()))?;
-    Ok(c)
+/// Registers each family as it is made.
+struct Registrar<'a>(&'a Registry);
+
+impl Registrar<'_> {
+    fn register<C: prometheus::core::Collector + Clone + 'static>(
+        &self,
+        c: C,
+    ) -> prometheus::Result<C> {
+        self.0.register(Box::new(c.clone()))?;
+        Ok(c)
+    }
+
+    fn counter(&self, f: &Family) -> prometheus::Result<IntCounter> {
+        self.register(IntCounter::new(f.name, f.help)?)
+    }
+
+    fn counters(&self, f: &Family) -> prometheus::Result<IntCounterVec> {
+        self.register(IntCounterVec::new(Opts::new(f.name, f.help), f.labels)?)
+    }
+
+    fn gauge(&self, f: &Family) -> prometheus::Result<IntGauge> {
+        self.register(IntGauge::new(f.name, f.help)?)
+    }
+
+    fn gauges(&self, f: &Family) -> prometheus::Result<IntGaugeVec> {
+        self.register(IntGaugeVec::new(Opts::new(f.name, f.help), f.labels)?)
+    }
+
+    fn histogram(&self, f: &Family, buckets: Vec<f64>) -> prometheus::Result<Histogram> {
+        self.register(Histogram::with_opts(
+            HistogramOpts::new(f.name, f.help).buckets(buckets),
+        )?)
+    }
 }
 
-fn gauge_vec(
-    r: &Registry,
-    name: &str,
-    help: &str,
-    labels: &[&str],
-) -> prometheus::Result<IntGaugeVec> {
-    let g = IntGaugeVec::new(Opts::new(name, help), labels)?;
-    r.register(Box::new(g.clone()))?;
-    Ok(g)
+/// Label values of `veil_commits_total{result}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommitResult {
+    Ok,
+    Error,
 }
 
-fn histogram(
-    r: &Registry,
-    name: &str,
-    help: &str,
-    buckets: Vec<f64>,
-) -> prometheus::Result<Histogram> {
-    let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))?;
-    r.register(Box::new(h.clone()))?;
-    Ok(h)
+impl CommitResult {
+    pub const ALL: [CommitResult; 2] = [CommitResult::Ok, CommitResult::Error];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            CommitResult::Ok => "ok",
+            CommitResult::Error => "error",
+        }
+    }
+}
+
+/// Label values of `veil_reloads_total{result}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReloadResult {
+    Ok,
+    /// The new policies or keys did not validate; the old ones stay live.
+    Rejected,
+}
+
+impl ReloadResult {
+    pub const ALL: [ReloadResult; 2] = [ReloadResult::Ok, ReloadResult::Rejected];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            ReloadResult::Ok => "ok",
+            ReloadResult::Rejected => "rejected",
+        }
+    }
+}
+
+/// Label values of `veil_rebalances_total{kind}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RebalanceKind {
+    Assign,
+    Revoke,
+}
+
+impl RebalanceKind {
+    pub const ALL: [RebalanceKind; 2] = [RebalanceKind::Assign, RebalanceKind::Revoke];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            RebalanceKind::Assign => "assign",
+            RebalanceKind::Revoke => "revoke",
+        }
+    }
+}
+
+/// Label values of `veil_events_total{outcome}`: what one route made of one input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventOutcome {
+    Forwarded,
+    Dropped(DropReason),
+    /// The input was rejected as a whole; no route saw it.
+    DeadLettered,
+}
+
+impl EventOutcome {
+    /// Every value, in a fixed order.
+    pub fn all() -> impl Iterator<Item = EventOutcome> {
+        std::iter::once(EventOutcome::Forwarded)
+            .chain(DropReason::ALL.into_iter().map(EventOutcome::Dropped))
+            .chain(std::iter::once(EventOutcome::DeadLettered))
+    }
+
+    pub fn label(self) -> String {
+        match self {
+            EventOutcome::Forwarded => "forwarded".into(),
+            EventOutcome::Dropped(d) => format!("dropped_{}", d.code()),
+            EventOutcome::DeadLettered => "dead_lettered".into(),
+        }
+    }
+}
+
+/// A reload of policies and keys (`SIGHUP`).
+#[derive(Clone, Copy)]
+pub enum Reload<'a> {
+    /// Now live: `policies` as `name@version`, and the active key's id.
+    Ok { policies: &'a str, key_id: &'a str },
+    /// Why the new set was refused (validation errors with file:line:column).
+    Rejected { error: &'a dyn fmt::Display },
+}
+
+/// Partitions assigned to or revoked from this instance.
+#[derive(Clone, Copy)]
+pub enum Rebalanced<'a> {
+    /// `partitions` as `topic/partition,...`.
+    Assigned { partitions: &'a str },
+    /// `abandoned`: inputs still unacknowledged, which the next owner re-reads.
+    Revoked {
+        partitions: &'a str,
+        abandoned: usize,
+    },
+}
+
+/// A record that could not be produced; it is retried unless the service
+/// is past its drain deadline.
+#[derive(Clone, Copy)]
+pub struct ProduceFailure<'a> {
+    /// The librdkafka error code name (a label value), never the error text.
+    pub code: &'a str,
+    pub topic: &'a str,
+    pub error: &'a dyn fmt::Display,
+    pub step: ProduceStep,
+}
+
+/// Where producing a record failed, and what happens next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProduceStep {
+    /// The broker did not acknowledge it: sent again after a backoff.
+    Delivery,
+    /// librdkafka refused to enqueue it: tried again after a backoff.
+    Enqueue,
+    /// As `Enqueue`, but past the drain deadline: given up; the input is
+    /// not committed, so it is re-read after a restart.
+    EnqueueAbandoned,
 }
 
 impl Metrics {
     /// Define every metric on `registry`, plus the process collector (CPU,
     /// memory, open file descriptors) where the platform has one.
     pub fn new(registry: &Registry) -> prometheus::Result<Metrics> {
-        let r = registry;
+        use family::*;
+        let r = Registrar(registry);
         let m = Metrics {
-            events: counter_vec(
-                r,
-                "veil_events_total",
-                "Input events by route and outcome (forwarded, dropped_<reason>, dead_lettered).",
-                &["route", "outcome"],
-            )?,
-            dead_letters: counter_vec(
-                r,
-                "veil_dead_letters_total",
-                "Inputs rejected and dead-lettered, by reason.",
-                &["reason"],
-            )?,
-            fields: counter_vec(
-                r,
-                "veil_fields_total",
-                "Values by route and what the policy did to them.",
-                &["route", "action"],
-            )?,
-            input_bytes: {
-                let c = IntCounter::new(
-                    "veil_input_bytes_total",
-                    "Bytes of input message values read.",
-                )?;
-                r.register(Box::new(c.clone()))?;
-                c
-            },
-            output_bytes: counter_vec(
-                r,
-                "veil_output_bytes_total",
-                "Bytes of clean message values produced, by route.",
-                &["route"],
-            )?,
-            process_duration: histogram(
-                r,
-                "veil_process_duration_seconds",
-                "Time to apply all routes' policies to one input message.",
+            events: r.counters(&EVENTS)?,
+            dead_letters: r.counters(&DEAD_LETTERS)?,
+            fields: r.counters(&FIELDS)?,
+            input_bytes: r.counter(&INPUT_BYTES)?,
+            output_bytes: r.counters(&OUTPUT_BYTES)?,
+            process_duration: r.histogram(
+                &PROCESS_DURATION,
                 prometheus::exponential_buckets(1e-6, 2.0, 18)?,
             )?,
-            end_to_end_latency: histogram(
-                r,
-                "veil_end_to_end_latency_seconds",
-                "From the input's broker timestamp to the acknowledgement of its last output.",
+            end_to_end_latency: r.histogram(
+                &END_TO_END_LATENCY,
                 prometheus::exponential_buckets(0.001, 2.0, 16)?,
             )?,
-            consumer_lag: gauge_vec(
-                r,
-                "veil_consumer_lag",
-                "Messages behind the partition's high watermark (librdkafka statistics).",
-                &["topic", "partition"],
-            )?,
-            in_flight: {
-                let g = IntGauge::new(
-                    "veil_in_flight",
-                    "Input messages read but not yet fully acknowledged.",
-                )?;
-                r.register(Box::new(g.clone()))?;
-                g
-            },
-            produce_errors: counter_vec(
-                r,
-                "veil_produce_errors_total",
-                "Failed deliveries by librdkafka error code; each is retried.",
-                &["reason"],
-            )?,
-            commits: counter_vec(
-                r,
-                "veil_commits_total",
-                "Offset commits by result.",
-                &["result"],
-            )?,
-            rebalances: counter_vec(
-                r,
-                "veil_rebalances_total",
-                "Partition assignments and revocations.",
-                &["kind"],
-            )?,
-            policy_info: gauge_vec(
-                r,
-                "veil_policy_info",
-                "The live policy of each route (value 1).",
-                &["route", "policy", "version", "sha256"],
-            )?,
-            key_info: gauge_vec(
-                r,
-                "veil_key_info",
-                "The live pseudonymisation key (value 1).",
-                &["key_id"],
-            )?,
-            reloads: counter_vec(
-                r,
-                "veil_reloads_total",
-                "Policy and key reloads by result (ok, rejected).",
-                &["result"],
-            )?,
-            ready: {
-                let g = IntGauge::new(
-                    "veil_ready",
-                    "1 when policies and keys are loaded, the broker is reachable and partitions are assigned.",
-                )?;
-                r.register(Box::new(g.clone()))?;
-                g
-            },
+            consumer_lag: r.gauges(&CONSUMER_LAG)?,
+            in_flight: r.gauge(&IN_FLIGHT)?,
+            produce_errors: r.counters(&PRODUCE_ERRORS)?,
+            commits: r.counters(&COMMITS)?,
+            rebalances: r.counters(&REBALANCES)?,
+            policy_info: r.gauges(&POLICY_INFO)?,
+            key_info: r.gauges(&KEY_INFO)?,
+            reloads: r.counters(&RELOADS)?,
+            ready: r.gauge(&READY)?,
         };
-        // Known label values start at 0, so that rate() and increase() see
-        // the first reload, commit or rebalance (a series that appears at 1
-        // has no increase to Prometheus).
-        for result in ["ok", "rejected"] {
-            m.reloads.with_label_values(&[result]);
+        for result in ReloadResult::ALL {
+            m.reloads.with_label_values(&[result.label()]);
         }
-        for result in ["ok", "error"] {
-            m.commits.with_label_values(&[result]);
+        for result in CommitResult::ALL {
+            m.commits.with_label_values(&[result.label()]);
         }
-        for kind in ["assign", "revoke"] {
-            m.rebalances.with_label_values(&[kind]);
+        for kind in RebalanceKind::ALL {
+            m.rebalances.with_label_values(&[kind.label()]);
         }
         #[cfg(target_os = "linux")]
-        r.register(Box::new(
+        registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
         ))?;
         Ok(m)
     }
 
-    /// Publish the live policies and key (replacing the previous ones).
-    pub fn set_live(&self, stage: &Stage) {
-        let routes = stage.routes().iter().map(|r| (r.name.as_str(), &r.engine));
-        self.set_live_routes(routes, stage.key_id());
-    }
-
-    /// [`Self::set_live`] for routes that are not a [`Stage`] (`veil apply`:
-    /// one route named after its policy).
-    pub fn set_live_routes<'a>(
-        &self,
-        routes: impl IntoIterator<Item = (&'a str, &'a CompiledPolicy)>,
-        key_id: &str,
-    ) {
+    /// Publish the live policies (`(route, policy)` in route order) and key,
+    /// replacing the previous ones, and resolve their counters.
+    pub fn live(&self, routes: &[(&str, &CompiledPolicy)], key_id: &str) -> StageCounters {
         self.policy_info.reset();
         self.key_info.reset();
         for (route, engine) in routes {
@@ -230,6 +317,7 @@ impl Metrics {
                 .set(1);
         }
         self.key_info.with_label_values(&[key_id]).set(1);
+        StageCounters::new(self, routes.iter().map(|(name, _)| *name))
     }
 
     /// `veil_ready` from what `/readyz` answers.
@@ -237,10 +325,120 @@ impl Metrics {
         self.ready
             .set(i64::from(health.not_ready_reason().is_none()));
     }
+
+    /// Inputs read and not yet fully acknowledged.
+    pub fn in_flight(&self, inputs: usize) {
+        self.in_flight.set(inputs as i64);
+    }
+
+    /// The time all routes' policies took on one input.
+    pub fn processed_in(&self, took: Duration) {
+        self.process_duration.observe(took.as_secs_f64());
+    }
+
+    /// From an input's broker timestamp to the acknowledgement of its last output.
+    pub fn end_to_end(&self, latency: Duration) {
+        self.end_to_end_latency.observe(latency.as_secs_f64());
+    }
+
+    /// A partition's lag, from librdkafka's statistics.
+    pub fn consumer_lag(&self, topic: &str, partition: i32, lag: i64) {
+        self.consumer_lag
+            .with_label_values(&[topic, &partition.to_string()])
+            .set(lag);
+    }
+
+    /// A partition is no longer this instance's: its lag series goes.
+    pub fn forget_partition(&self, topic: &str, partition: i32) {
+        let _ = self
+            .consumer_lag
+            .remove_label_values(&[topic, &partition.to_string()]);
+    }
+
+    /// An offset commit (a commit with nothing to commit is not one).
+    pub fn commit<E: fmt::Display>(&self, result: &Result<(), E>) {
+        let label = match result {
+            Ok(()) => CommitResult::Ok,
+            Err(e) => {
+                warn!(
+                    error = %e,
+                    "offset commit failed; a later commit covers its inputs, or they are re-read"
+                );
+                CommitResult::Error
+            }
+        };
+        self.commits.with_label_values(&[label.label()]).inc();
+    }
+
+    /// A reload of policies and keys.
+    pub fn reload(&self, reload: Reload<'_>) {
+        let label = match reload {
+            Reload::Ok { policies, key_id } => {
+                info!(policies = %policies, key_id = %key_id, "reloaded policies and keys");
+                ReloadResult::Ok
+            }
+            Reload::Rejected { error } => {
+                error!(error = %error, "reload rejected; the previous policies and keys stay live");
+                ReloadResult::Rejected
+            }
+        };
+        self.reloads.with_label_values(&[label.label()]).inc();
+    }
+
+    /// Partitions assigned or revoked.
+    pub fn rebalance(&self, rebalance: Rebalanced<'_>) {
+        let kind = match rebalance {
+            Rebalanced::Assigned { partitions } => {
+                info!(partitions = %partitions, "partitions assigned");
+                RebalanceKind::Assign
+            }
+            Rebalanced::Revoked {
+                partitions,
+                abandoned: 0,
+            } => {
+                info!(partitions = %partitions, "partitions revoked");
+                RebalanceKind::Revoke
+            }
+            Rebalanced::Revoked {
+                partitions,
+                abandoned,
+            } => {
+                warn!(
+                    abandoned,
+                    partitions = %partitions,
+                    "partitions revoked with unacknowledged inputs; their next owner re-reads them"
+                );
+                RebalanceKind::Revoke
+            }
+        };
+        self.rebalances.with_label_values(&[kind.label()]).inc();
+    }
+
+    /// A record that could not be produced.
+    pub fn produce_failed(&self, f: ProduceFailure<'_>) {
+        self.produce_errors.with_label_values(&[f.code]).inc();
+        let (topic, error) = (f.topic, f.error);
+        match f.step {
+            ProduceStep::Delivery => warn!(topic, error = %error, "delivery failed; retrying"),
+            ProduceStep::Enqueue => {
+                warn!(topic, error = %error, "cannot enqueue record; retrying")
+            }
+            ProduceStep::EnqueueAbandoned => warn!(
+                topic,
+                error = %error,
+                "cannot enqueue record; past the drain deadline, not retried: its input is not committed and will be re-read"
+            ),
+        }
+    }
+
+    /// Bytes of input message values read so far.
+    pub fn input_bytes_total(&self) -> u64 {
+        self.input_bytes.get()
+    }
 }
 
-/// The counters of one stage, resolved once so that counting an event is a
-/// few atomic adds, not label lookups.
+/// The counters of one stage's routes, resolved once so that counting an
+/// input is a few atomic adds, not label lookups.
 #[derive(Clone)]
 pub struct StageCounters {
     routes: Vec<RouteCounters>,
@@ -258,24 +456,19 @@ struct RouteCounters {
 }
 
 impl StageCounters {
-    pub fn new(m: &Metrics, stage: &Stage) -> StageCounters {
-        StageCounters::for_routes(m, stage.routes().iter().map(|r| r.name.as_str()))
-    }
-
-    /// Counters for these route names (`veil apply` has one: its policy's name).
-    pub fn for_routes<'a>(m: &Metrics, names: impl IntoIterator<Item = &'a str>) -> StageCounters {
+    /// Counters for these route names, in route order (`veil apply` has
+    /// one: its policy's name). Every series starts at 0.
+    fn new<'a>(m: &Metrics, names: impl IntoIterator<Item = &'a str>) -> StageCounters {
+        let events = |name: &str, o: EventOutcome| m.events.with_label_values(&[name, &o.label()]);
         let routes = names
             .into_iter()
             .map(|name| RouteCounters {
-                forwarded: m.events.with_label_values(&[name, "forwarded"]),
+                forwarded: events(name, EventOutcome::Forwarded),
                 dropped: DropReason::ALL
                     .iter()
-                    .map(|d| {
-                        m.events
-                            .with_label_values(&[name, &format!("dropped_{}", d.code())])
-                    })
+                    .map(|d| events(name, EventOutcome::Dropped(*d)))
                     .collect(),
-                dead_lettered: m.events.with_label_values(&[name, "dead_lettered"]),
+                dead_lettered: events(name, EventOutcome::DeadLettered),
                 fields: FieldCounts::default()
                     .labelled()
                     .iter()
@@ -294,67 +487,48 @@ impl StageCounters {
         }
     }
 
-    /// Count one processed input of `input_len` bytes.
-    pub fn record(&self, input_len: usize, p: &Processed) {
+    /// Count one input of `input_len` bytes: rejected (`Err`), or what each
+    /// route made of it, in route order: its outcome, the value tallies
+    /// and the bytes of its clean event.
+    pub fn record<'a>(
+        &self,
+        input_len: usize,
+        result: Result<
+            impl IntoIterator<Item = (RouteOutcome, &'a FieldCounts, usize)>,
+            RejectReason,
+        >,
+    ) {
+        let routes = match result {
+            Ok(routes) => routes,
+            Err(reason) => return self.rejected(input_len, reason),
+        };
         self.input_bytes.inc_by(input_len as u64);
-        if let Some(r) = &p.rejected {
-            self.rejected(r.reason);
-            return;
-        }
-        for (i, o) in p.outputs.iter().enumerate() {
-            self.route(i, o.outcome, &o.counts, p.value(o).len());
+        for ((outcome, counts, output_len), c) in routes.into_iter().zip(&self.routes) {
+            match outcome {
+                RouteOutcome::Forwarded => {
+                    c.forwarded.inc();
+                    c.output_bytes.inc_by(output_len as u64);
+                    for (counter, (_, n)) in c.fields.iter().zip(counts.labelled()) {
+                        if n > 0 {
+                            counter.inc_by(n);
+                        }
+                    }
+                }
+                // `ALL` lists the reasons in declaration order (tested below).
+                RouteOutcome::Dropped(d) => c.dropped[d as usize].inc(),
+            }
         }
     }
 
-    /// Count one input rejected before any route saw it (input bytes apart).
-    pub fn rejected(&self, reason: RejectReason) {
-        let i = RejectReason::ALL
-            .iter()
-            .position(|x| *x == reason)
-            .expect("ALL lists every reason");
-        self.dead[i].inc();
+    /// Count one input of `input_len` bytes rejected as a whole: once by
+    /// reason, and as `dead_lettered` on every route.
+    pub fn rejected(&self, input_len: usize, reason: RejectReason) {
+        self.input_bytes.inc_by(input_len as u64);
+        // `ALL` lists the reasons in declaration order (tested below).
+        self.dead[reason as usize].inc();
         for route in &self.routes {
             route.dead_lettered.inc();
         }
-    }
-
-    /// Count route `i`'s outcome (forwarded or dropped) for one input;
-    /// `output_len` bytes if forwarded.
-    pub fn route(
-        &self,
-        i: usize,
-        outcome: crate::Outcome,
-        counts: &FieldCounts,
-        output_len: usize,
-    ) {
-        let c = &self.routes[i];
-        match outcome {
-            crate::Outcome::Forwarded => {
-                c.forwarded.inc();
-                c.output_bytes.inc_by(output_len as u64);
-                for (counter, (_, n)) in c.fields.iter().zip(counts.labelled()) {
-                    if n > 0 {
-                        counter.inc_by(n);
-                    }
-                }
-            }
-            crate::Outcome::Dropped(d) => {
-                let i = DropReason::ALL
-                    .iter()
-                    .position(|x| *x == d)
-                    .expect("ALL lists every reason");
-                c.dropped[i].inc();
-            }
-            crate::Outcome::Rejected(_) => {
-                unreachable!("rejections are counted once for all routes by `rejected`")
-            }
-        }
-    }
-
-    /// Count input bytes read (for inputs counted through [`Self::route`] or
-    /// [`Self::rejected`]).
-    pub fn input(&self, bytes: usize) {
-        self.input_bytes.inc_by(bytes as u64);
     }
 }
 
@@ -383,20 +557,15 @@ impl RouteTotals {
 impl Metrics {
     /// Read a route's counters.
     pub fn route_totals(&self, route: &str) -> RouteTotals {
+        let events = |o: EventOutcome| self.events.with_label_values(&[route, &o.label()]).get();
         RouteTotals {
-            forwarded: self.events.with_label_values(&[route, "forwarded"]).get(),
+            forwarded: events(EventOutcome::Forwarded),
             dropped: DropReason::ALL
                 .iter()
-                .map(|d| {
-                    let outcome = format!("dropped_{}", d.code());
-                    (*d, self.events.with_label_values(&[route, &outcome]).get())
-                })
+                .map(|d| (*d, events(EventOutcome::Dropped(*d))))
                 .filter(|(_, n)| *n > 0)
                 .collect(),
-            dead_lettered: self
-                .events
-                .with_label_values(&[route, "dead_lettered"])
-                .get(),
+            dead_lettered: events(EventOutcome::DeadLettered),
             fields: FieldCounts::default()
                 .labelled()
                 .iter()
@@ -418,5 +587,142 @@ impl Metrics {
             .map(|r| (*r, self.dead_letters.with_label_values(&[r.code()]).get()))
             .filter(|(_, n)| *n > 0)
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reason_enums_index_their_all_arrays_in_declaration_order() {
+        for (i, r) in RejectReason::ALL.iter().enumerate() {
+            assert_eq!(*r as usize, i, "{r:?}");
+        }
+        for (i, d) in DropReason::ALL.iter().enumerate() {
+            assert_eq!(*d as usize, i, "{d:?}");
+        }
+    }
+
+    fn exposition(registry: &Registry) -> String {
+        use prometheus::Encoder;
+        let mut out = Vec::new();
+        prometheus::TextEncoder::new()
+            .encode(&registry.gather(), &mut out)
+            .unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn fixed_label_values_start_at_zero_from_the_enums_they_are_recorded_with() {
+        let registry = Registry::new();
+        let m = Metrics::new(&registry).unwrap();
+        let _counters = m.live(&[], "k1");
+        let text = exposition(&registry);
+        for r in ReloadResult::ALL {
+            let series = format!("veil_reloads_total{{result=\"{}\"}} 0\n", r.label());
+            assert!(text.contains(&series), "{series}\n{text}");
+        }
+        for r in CommitResult::ALL {
+            let series = format!("veil_commits_total{{result=\"{}\"}} 0\n", r.label());
+            assert!(text.contains(&series), "{series}\n{text}");
+        }
+        for k in RebalanceKind::ALL {
+            let series = format!("veil_rebalances_total{{kind=\"{}\"}} 0\n", k.label());
+            assert!(text.contains(&series), "{series}\n{text}");
+        }
+        m.reload(Reload::Rejected {
+            error: &"bad policy",
+        });
+        m.commit(&Ok::<(), &str>(()));
+        m.commit(&Err("broker gone"));
+        m.rebalance(Rebalanced::Revoked {
+            partitions: "raw/0",
+            abandoned: 2,
+        });
+        let text = exposition(&registry);
+        for series in [
+            "veil_reloads_total{result=\"rejected\"} 1\n",
+            "veil_reloads_total{result=\"ok\"} 0\n",
+            "veil_commits_total{result=\"ok\"} 1\n",
+            "veil_commits_total{result=\"error\"} 1\n",
+            "veil_rebalances_total{kind=\"revoke\"} 1\n",
+            "veil_rebalances_total{kind=\"assign\"} 0\n",
+        ] {
+            assert!(text.contains(series), "{series}\n{text}");
+        }
+    }
+
+    #[test]
+    fn every_family_in_the_table_is_registered() {
+        let registry = Registry::new();
+        let m = Metrics::new(&registry).unwrap();
+        let key = crate::keys::parse_key(
+            "k1",
+            b"000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f",
+            std::path::Path::new("k1.key"),
+        )
+        .unwrap();
+        let policy = crate::Policy::parse(
+            "version: 1\nname: t\npurpose: analytics\nfields:\n  type: keep\n",
+            "t.yaml",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let engine = crate::compile(policy, &key, crate::Limits::default());
+        let _counters = m.live(&[("a", &engine)], "k1");
+        m.consumer_lag("raw", 0, 1);
+        m.produce_failed(ProduceFailure {
+            code: "MsgSizeTooLarge",
+            topic: "clean",
+            error: &"too large",
+            step: ProduceStep::Delivery,
+        });
+        let names: Vec<String> = registry
+            .gather()
+            .iter()
+            .map(|f| f.name().to_owned())
+            .collect();
+        for f in family::ALL {
+            assert!(
+                names.iter().any(|n| n == f.name),
+                "{} not registered",
+                f.name
+            );
+        }
+        for n in names.iter().filter(|n| n.starts_with("veil_")) {
+            assert!(
+                family::ALL.iter().any(|f| f.name == n),
+                "{n} not in the table"
+            );
+        }
+    }
+
+    #[test]
+    fn a_rejected_input_counts_once_by_reason_and_as_dead_lettered_on_every_route() {
+        let registry = Registry::new();
+        let m = Metrics::new(&registry).unwrap();
+        let c = StageCounters::new(&m, ["a", "b"]);
+        c.rejected(10, RejectReason::TooDeep);
+        let counts = FieldCounts {
+            kept: 2,
+            ..FieldCounts::default()
+        };
+        c.record(
+            7,
+            Ok([
+                (RouteOutcome::Forwarded, &counts, 5),
+                (RouteOutcome::Dropped(DropReason::OptedOut), &counts, 0),
+            ]),
+        );
+        assert_eq!(m.dead_letter_totals(), [(RejectReason::TooDeep, 1)]);
+        assert_eq!(m.input_bytes_total(), 17);
+        let a = m.route_totals("a");
+        assert_eq!((a.forwarded, a.dropped(), a.dead_lettered), (1, 0, 1));
+        assert_eq!(a.output_bytes, 5);
+        assert_eq!(a.fields[0], ("kept", 2));
+        let b = m.route_totals("b");
+        assert_eq!(b.dropped, [(DropReason::OptedOut, 1)]);
+        assert_eq!((b.forwarded, b.dead_lettered, b.output_bytes), (0, 1, 0));
+        assert_eq!(b.fields[0], ("kept", 0));
     }
 }

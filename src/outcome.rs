@@ -15,6 +15,14 @@ pub enum Outcome {
     Rejected(Reject),
 }
 
+/// What one route of a stage made of an input that was not rejected (a
+/// rejection concerns the input as a whole, never one route).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteOutcome {
+    Forwarded,
+    Dropped(DropReason),
+}
+
 /// Why the policy dropped an event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum DropReason {

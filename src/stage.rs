@@ -1,9 +1,10 @@
 //! One pipeline stage: every route's compiled policy applied to one input
 //! message, plus the output key and the dead-letter record. Pure and
 //! synchronous like the engine (its one side effect is the error log line
-//! of a contained panic); the Kafka and file adapters both call
-//! [`Stage::process`], and `veil apply` calls [`apply_one`], so they cannot
-//! disagree on what goes where.
+//! of a contained panic); the Kafka adapter, file-mode `veil run` and
+//! `veil apply` (a one-route stage) all call [`Stage::process`] and
+//! [`Stage::dead_letter`], so they cannot disagree on what goes where or
+//! on what a dead letter looks like.
 //!
 //! Invariants:
 //! - An input is rejected (dead-lettered) as a whole or not at all: every
@@ -22,10 +23,10 @@ use std::panic::AssertUnwindSafe;
 use base64::Engine as _;
 use serde_json::json;
 
-use crate::config::{MessageKey, PipelineConfig};
+use crate::config::{MessageKey, PipelineConfig, StageConfig};
 use crate::engine::{CompiledPolicy, Limits, Scratch, compile};
 use crate::keys::{KeyError, KeyRing};
-use crate::outcome::{FieldCounts, Outcome, Reject, Verdict};
+use crate::outcome::{FieldCounts, Outcome, Reject, RejectReason, RouteOutcome, Verdict};
 use crate::policy::{Encoding, FieldPath, PolicyError, PseudonymOptions, Segment};
 use crate::pseudonym::Pseudonymiser;
 
@@ -52,8 +53,8 @@ pub struct Stage {
 /// What one route made of an input.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouteOutput {
-    /// `Forwarded` or `Dropped`; rejections are in [`Processed::rejected`].
-    pub outcome: Outcome,
+    /// Rejections are in [`Processed::rejected`].
+    pub outcome: RouteOutcome,
     pub counts: FieldCounts,
     value: Range<usize>,
     key: Option<Range<usize>>,
@@ -77,6 +78,22 @@ impl Processed {
     /// The output record's key, if it has one.
     pub fn key(&self, o: &RouteOutput) -> Option<&[u8]> {
         o.key.clone().map(|r| &self.buf[r])
+    }
+
+    /// What to count for this input ([`crate::metrics::StageCounters::record`]):
+    /// the reason it was rejected, or per route, in route order, its
+    /// outcome, value tallies and clean bytes.
+    #[allow(clippy::type_complexity)]
+    pub fn tally(
+        &self,
+    ) -> Result<impl Iterator<Item = (RouteOutcome, &FieldCounts, usize)> + '_, RejectReason> {
+        match &self.rejected {
+            Some(r) => Err(r.reason),
+            None => Ok(self
+                .outputs
+                .iter()
+                .map(|o| (o.outcome, &o.counts, o.value.len()))),
+        }
     }
 }
 
@@ -109,21 +126,21 @@ pub enum StageError {
 pub fn load(config: &PipelineConfig) -> Result<(Stage, KeyRing), StageError> {
     let ring = crate::keys::load_dir(&config.keys.dir, config.keys.active.as_deref())?;
     let mut policies = Vec::new();
-    for r in &config.routes {
-        let policy = crate::policy::load(&r.policy).map_err(|source| StageError::Policy {
-            route: r.name.clone(),
+    for (name, path) in config.policies() {
+        let policy = crate::policy::load(path).map_err(|source| StageError::Policy {
+            route: name.to_owned(),
             source,
         })?;
-        policies.push((r.name.clone(), policy));
+        policies.push((name.to_owned(), policy));
     }
-    let stage = Stage::new(config, policies, &ring)?;
+    let stage = Stage::new(&config.stage, policies, &ring)?;
     Ok((stage, ring))
 }
 
 impl Stage {
     /// Compile `policies` (one per route, in route order) under the ring's active key.
     pub fn new(
-        config: &PipelineConfig,
+        config: &StageConfig,
         policies: Vec<(String, crate::Policy)>,
         ring: &KeyRing,
     ) -> Result<Stage, StageError> {
@@ -146,7 +163,7 @@ impl Stage {
             routes,
             message_key: config.message_key.clone(),
             keep_headers: config.keep_headers.clone(),
-            include_payload: config.dead_letter.include_payload,
+            include_payload: config.include_payload,
             limits: config.limits,
             key_id: key.id.clone(),
         })
@@ -154,6 +171,15 @@ impl Stage {
 
     pub fn routes(&self) -> &[Route] {
         &self.routes
+    }
+
+    /// `(route name, policy)` in route order, e.g. for
+    /// [`crate::metrics::Metrics::live`].
+    pub fn policies(&self) -> Vec<(&str, &CompiledPolicy)> {
+        self.routes
+            .iter()
+            .map(|r| (r.name.as_str(), &r.engine))
+            .collect()
     }
 
     pub fn limits(&self) -> Limits {
@@ -230,8 +256,8 @@ impl Stage {
                     out.rejected = Some(r);
                     return;
                 }
-                Outcome::Dropped(_) => out.outputs.push(RouteOutput {
-                    outcome: verdict.outcome,
+                Outcome::Dropped(reason) => out.outputs.push(RouteOutput {
+                    outcome: RouteOutcome::Dropped(reason),
                     counts: verdict.counts,
                     value: start..start,
                     key: None,
@@ -240,7 +266,7 @@ impl Stage {
                     let end = out.buf.len();
                     let key = self.output_key(route, key, start..end, &mut out.buf);
                     out.outputs.push(RouteOutput {
-                        outcome: verdict.outcome,
+                        outcome: RouteOutcome::Forwarded,
                         counts: verdict.counts,
                         value: start..end,
                         key,
@@ -275,8 +301,16 @@ impl Stage {
         Some(start..buf.len())
     }
 
-    /// The dead-letter record (JSON) for a rejected input.
-    pub fn dead_letter(&self, reject: &Reject, origin: Origin<'_>, payload: &[u8]) -> Vec<u8> {
+    /// The dead-letter record (JSON) for a rejected input: the one record
+    /// shape of every mode (`veil apply`, file and Kafka `veil run`).
+    /// `payload` is the raw input, copied in only when the stage includes
+    /// payloads; `None` when it was not kept (a line too long to hold).
+    pub fn dead_letter(
+        &self,
+        reject: &Reject,
+        origin: Origin<'_>,
+        payload: Option<&[u8]>,
+    ) -> Vec<u8> {
         let policies: Vec<String> = self.routes.iter().map(|r| r.engine.policy_id()).collect();
         let mut record = json!({
             "reason": reject.reason.code(),
@@ -293,7 +327,7 @@ impl Stage {
             }
             Origin::Line(line) => record["line"] = json!(line),
         }
-        if self.include_payload {
+        if let Some(payload) = payload.filter(|_| self.include_payload) {
             match std::str::from_utf8(payload) {
                 Ok(s) => record["payload"] = json!(s),
                 Err(_) => {
@@ -313,7 +347,7 @@ impl Stage {
 /// (an error quoting its input, a formatted value) and may hold event data.
 ///
 /// On `Err` the caller must discard every buffer `work` could mutate
-/// ([`Stage::process`] and [`apply_one`] do): that is what makes the
+/// ([`Stage::process`] does): that is what makes the
 /// `AssertUnwindSafe` below sound. Everything else `work` reaches is
 /// shared and immutable (compiled policies, pseudonymisers: no interior
 /// mutability) and the engine takes no locks, so nothing half-updated by
@@ -332,42 +366,6 @@ pub fn contain<T>(origin: Origin<'_>, work: impl FnOnce() -> T) -> Result<T, Rej
         }
         Reject::INTERNAL_ERROR
     })
-}
-
-/// One policy applied to one input, for `veil apply` (which has no
-/// [`Stage`]), with a panic contained as in [`Stage::process`]: the verdict
-/// is then the `internal_error` rejection, `out` is back to its length
-/// before the call and `scratch` is new.
-pub fn apply_one(
-    engine: &CompiledPolicy,
-    input: &[u8],
-    origin: Origin<'_>,
-    out: &mut Vec<u8>,
-    scratch: &mut Scratch,
-) -> Verdict {
-    apply_one_using(CompiledPolicy::apply, engine, input, origin, out, scratch)
-}
-
-fn apply_one_using(
-    apply: impl FnOnce(&CompiledPolicy, &[u8], &mut Vec<u8>, &mut Scratch) -> Verdict,
-    engine: &CompiledPolicy,
-    input: &[u8],
-    origin: Origin<'_>,
-    out: &mut Vec<u8>,
-    scratch: &mut Scratch,
-) -> Verdict {
-    let start = out.len();
-    match contain(origin, || apply(engine, input, out, scratch)) {
-        Ok(verdict) => verdict,
-        Err(reject) => {
-            out.truncate(start);
-            *scratch = Scratch::default();
-            Verdict {
-                outcome: Outcome::Rejected(reject),
-                counts: FieldCounts::default(),
-            }
-        }
-    }
 }
 
 /// The scalar at an exact `path` of a clean event, as key text: a string's

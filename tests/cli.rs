@@ -204,9 +204,13 @@ fn bad_lines_go_to_the_dead_letter_file_with_reasons() {
         ]
     );
     for r in &records {
-        assert!(r.get("payload").is_none() && r.get("payload_base64").is_none());
+        // The dead-letter record of every mode (docs/pipeline.md, "Dead
+        // letters"): reason, detail, policies and the line; no payload unless asked.
+        let mut keys: Vec<&str> = r.as_object().unwrap().keys().map(String::as_str).collect();
+        keys.sort_unstable();
+        assert_eq!(keys, ["detail", "line", "policies", "reason"], "{r}");
         assert!(r["detail"].as_str().unwrap().contains("at byte"));
-        assert_eq!(r["policy"], "web-analytics@4");
+        assert_eq!(r["policies"], serde_json::json!(["web-analytics@4"]));
     }
     // The raw line only on request.
     let o = apply(
@@ -735,7 +739,7 @@ fn dead_letters_to_dev_stdout_keep_what_stdout_already_holds() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(
         std::fs::read_to_string(&log).unwrap(),
-        "first\n{\"detail\":\"expected a key (a string) at byte 1\",\"line\":1,\"policy\":\"web-analytics@4\",\"reason\":\"invalid_json\"}\nlast\n"
+        "first\n{\"detail\":\"expected a key (a string) at byte 1\",\"line\":1,\"policies\":[\"web-analytics@4\"],\"reason\":\"invalid_json\"}\nlast\n"
     );
 }
 
@@ -1015,4 +1019,201 @@ fn apply_refuses_to_write_over_its_policy_or_a_key() {
         ),
         before
     );
+}
+
+// Regression tests for issue 10.
+
+#[test]
+fn apply_writes_the_same_dead_letter_records_as_a_file_run() {
+    // `apply` used to write `"policy": "name@version"` where `run` (files
+    // and Kafka) writes `"policies": [...]`: one shape now, as documented.
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let input = d.join("in.ndjson");
+    let mut bytes = std::fs::read("examples/bad-events.ndjson").unwrap();
+    bytes.extend_from_slice(format!("{{\"type\":\"{}\"}}\n", "x".repeat(2000)).as_bytes());
+    std::fs::write(&input, &bytes).unwrap();
+    let root = std::env::current_dir().unwrap();
+    let config = d.join("pipeline.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "source:\n  file: in.ndjson\nroutes:\n  - name: analytics\n    policy: \"{}\"\n    file: run-clean.ndjson\n\
+             dead_letter:\n  file: run-dead.ndjson\n  include_payload: true\nkeys:\n  dir: \"{}\"\n\
+             limits:\n  max_message_bytes: 1000\n",
+            root.join("config/policy.yaml").display(),
+            root.join(keys()).display()
+        ),
+    )
+    .unwrap();
+    let o = veil(&["run", "--config", config.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let dl = d.join("apply-dead.ndjson");
+    let o = apply(
+        input.to_str().unwrap(),
+        &d.join("apply-clean.ndjson"),
+        &[
+            "--dead-letter",
+            dl.to_str().unwrap(),
+            "--dead-letter-payload",
+            "--max-message-bytes",
+            "1000",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let applied = std::fs::read_to_string(&dl).unwrap();
+    assert_eq!(
+        applied,
+        std::fs::read_to_string(d.join("run-dead.ndjson")).unwrap()
+    );
+    let records = lines(&dl);
+    assert_eq!(records.len(), 7);
+    let mut first = records[0].clone();
+    let detail = first.as_object_mut().unwrap().remove("detail").unwrap();
+    assert!(detail.as_str().unwrap().contains(" at byte "), "{detail}");
+    assert_eq!(
+        first,
+        serde_json::json!({
+            "reason": "invalid_json",
+            "policies": ["web-analytics@4"],
+            "line": 1,
+            "payload": r#"{"type":"track","userId":"u1""#,
+        })
+    );
+    // A line too long to hold is recorded without a payload, never an empty one.
+    assert_eq!(
+        records[6],
+        serde_json::json!({
+            "reason": "too_large",
+            "detail": "message larger than the limit at byte 1000",
+            "policies": ["web-analytics@4"],
+            "line": 7,
+        })
+    );
+}
+
+#[test]
+fn a_file_run_summary_breaks_drops_and_dead_letters_down_by_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mut bytes = std::fs::read("examples/events.ndjson").unwrap();
+    bytes.extend(std::fs::read("examples/bad-events.ndjson").unwrap());
+    std::fs::write(d.join("in.ndjson"), bytes).unwrap();
+    let root = std::env::current_dir().unwrap();
+    let config = d.join("pipeline.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "source:\n  file: in.ndjson\nroutes:\n  - name: analytics\n    policy: \"{}\"\n    file: clean.ndjson\n\
+             dead_letter:\n  file: dead.ndjson\nkeys:\n  dir: \"{}\"\n",
+            root.join("config/policy.yaml").display(),
+            root.join(keys()).display()
+        ),
+    )
+    .unwrap();
+    let o = veil(&["run", "--config", config.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // The same numbers as `apply`'s summary of the same events (above).
+    assert_eq!(
+        stderr(&o),
+        "veil run: 1006 events read, 6 dead-lettered  (invalid_json 2, invalid_utf8 1, not_object 1, too_deep 1, duplicate_key 1)\n  \
+         route analytics    policy web-analytics@4          forwarded      698  dropped      302  (no_consent 211, opted_out 91)\n"
+    );
+}
+
+#[test]
+fn demo_runs_outside_the_repository_with_the_examples_built_in() {
+    // It used to fail with "cannot read examples/events.ndjson" anywhere
+    // but the repository's root; its summary did not break drops down.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_veil"))
+        .arg("demo")
+        .current_dir(elsewhere.path())
+        .env("VEIL_LOG", "warn,librdkafka=off,rdkafka=off")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let stdout = String::from_utf8(o.stdout).unwrap();
+    // The counts of the example events as `apply` summarises them (above),
+    // dead letters by reason code in alphabetical order.
+    assert!(
+        stdout.ends_with(
+            "\ncounts:\n  read              1006\n  forwarded          698  -> demo.events.clean\n  \
+             dropped            302  (no_consent 211, opted_out 91)\n  \
+             dead-lettered        6  -> demo.events.dead-letter\n    duplicate_key      1\n    \
+             invalid_json       2\n    invalid_utf8       1\n    not_object         1\n    \
+             too_deep           1\n"
+        ),
+        "{stdout}"
+    );
+    // `--events` still reads files, and says which one it cannot read.
+    let o = Command::new(env!("CARGO_BIN_EXE_veil"))
+        .args(["demo", "--events", "missing.ndjson"])
+        .current_dir(elsewhere.path())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(64));
+    assert!(
+        stderr(&o).starts_with("veil: error: cannot read events missing.ndjson: "),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn log_format_is_offered_only_by_the_commands_that_log() {
+    for command in ["run", "demo", "apply"] {
+        let o = veil(&[command, "--help"]);
+        let help = String::from_utf8(o.stdout).unwrap();
+        assert!(
+            help.contains("--log-format <LOG_FORMAT>"),
+            "{command}:\n{help}"
+        );
+    }
+    for command in ["keygen", "schema", "explain", "hash", "check"] {
+        let o = veil(&[command, "--help"]);
+        assert!(o.status.success(), "{command}");
+        let help = String::from_utf8(o.stdout).unwrap();
+        assert!(!help.contains("log-format"), "{command}:\n{help}");
+    }
+    let top = String::from_utf8(veil(&["--help"]).stdout).unwrap();
+    assert!(!top.contains("log-format"), "{top}");
+    // Where it means nothing it is refused, and the environment variable
+    // (set for a whole container, say) is ignored.
+    let o = veil(&["schema", "--log-format", "json"]);
+    assert_eq!(o.status.code(), Some(64));
+    assert!(
+        stderr(&o).starts_with("error: unexpected argument '--log-format' found"),
+        "{}",
+        stderr(&o)
+    );
+    let o = Command::new(env!("CARGO_BIN_EXE_veil"))
+        .arg("schema")
+        .env("VEIL_LOG_FORMAT", "json")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    // Where it does something, it does it: apply's warnings as JSON.
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys");
+    std::fs::create_dir(&keys).unwrap();
+    std::fs::copy("examples/keys/demo.key", keys.join("demo.key")).unwrap();
+    chmod(&keys.join("demo.key"), 0o600);
+    let o = veil(&[
+        "apply",
+        "--policy",
+        "config/policy.yaml",
+        "--keys",
+        keys.to_str().unwrap(),
+        "--input",
+        "examples/bad-events.ndjson",
+        "--output",
+        "/dev/null",
+        "--quiet",
+        "--log-format",
+        "json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let warning: Value = serde_json::from_str(stderr(&o).lines().next().unwrap()).unwrap();
+    assert_eq!(warning["level"], "WARN", "{warning}");
 }

@@ -107,9 +107,10 @@ fn kubernetes_manifests_agree_with_the_config_they_ship() {
         policy,
         &root().join("tests/keys"),
     );
-    let veil::config::Source::Kafka(kafka) = &config.source else {
+    let veil::config::Pipeline::Kafka(pipeline) = &config.pipeline else {
         panic!("the ConfigMap's pipeline reads Kafka")
     };
+    let kafka = &pipeline.source;
     let metrics_port = config.metrics.listen.expect("metrics served").port();
 
     let deployment = docs("deploy/kubernetes/deployment.yaml");
@@ -117,9 +118,9 @@ fn kubernetes_manifests_agree_with_the_config_they_ship() {
     let pod = &d["spec"]["template"]["spec"];
     let grace = pod["terminationGracePeriodSeconds"].as_u64().unwrap();
     assert!(
-        grace > config.drain_timeout.as_secs(),
+        grace > pipeline.drain_timeout.as_secs(),
         "grace period {grace}s must exceed the drain timeout {:?}",
-        config.drain_timeout
+        pipeline.drain_timeout
     );
     assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
     let c = &pod["containers"][0];
@@ -258,32 +259,14 @@ fn compose_stack_wires_veil_kafka_prometheus_and_grafana() {
     );
 }
 
-/// Every metric family veil's registry defines.
+/// Every metric family veil's registry defines: the table in
+/// `src/metrics.rs` (whose unit tests check that `Metrics::new` registers
+/// each), plus the process collector.
 fn exported_metrics() -> BTreeSet<String> {
     use prometheus::core::Collector;
-    let registry = prometheus::Registry::new();
-    let m = veil::metrics::Metrics::new(&registry).unwrap();
-    let collectors: Vec<&dyn Collector> = vec![
-        &m.events,
-        &m.dead_letters,
-        &m.fields,
-        &m.input_bytes,
-        &m.output_bytes,
-        &m.process_duration,
-        &m.end_to_end_latency,
-        &m.consumer_lag,
-        &m.in_flight,
-        &m.produce_errors,
-        &m.commits,
-        &m.rebalances,
-        &m.policy_info,
-        &m.key_info,
-        &m.reloads,
-        &m.ready,
-    ];
-    let mut names: BTreeSet<String> = collectors
+    let mut names: BTreeSet<String> = veil::metrics::family::ALL
         .iter()
-        .flat_map(|c| c.desc().into_iter().map(|d| d.fq_name.clone()))
+        .map(|f| f.name.to_owned())
         .collect();
     let process = prometheus::process_collector::ProcessCollector::for_self();
     names.extend(process.desc().into_iter().map(|d| d.fq_name.clone()));

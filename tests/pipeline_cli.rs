@@ -281,3 +281,129 @@ fn run_refuses_the_public_demo_key_against_a_broker_unless_allowed() {
     child.wait().unwrap();
     assert!(started);
 }
+
+// Regression tests for issue 10.
+
+#[test]
+fn a_config_mixing_kafka_and_files_is_refused_with_file_line_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = root().join("tests/keys");
+    let policy = root().join("config/policy.yaml");
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "source:\n  kafka:\n    bootstrap_servers: 127.0.0.1:1\n    topics: [raw]\n    group_id: g\n\
+             routes:\n  - name: analytics\n    policy: \"{}\"\n    file: clean.ndjson\n\
+             dead_letter:\n  file: dead.ndjson\nkeys:\n  dir: \"{}\"\n",
+            policy.display(),
+            keys.display()
+        ),
+    );
+    let file = config.display();
+    for command in ["check", "run"] {
+        let out = veil(&[command, "--config", config.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(64), "{command}");
+        assert_eq!(
+            stderr(&out),
+            format!(
+                "veil: error: {file}:9:11: route `analytics` writes to a file but the source is Kafka\n  hint: with a Kafka source, write to `topic:`\n\
+                 {file}:11:9: dead_letter writes to a file but the source is Kafka\n  hint: with a Kafka source, write to `topic:`\n\
+                 2 errors in config\n"
+            ),
+            "{command}"
+        );
+    }
+    // And the other way round.
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "source:\n  file: in.ndjson\nroutes:\n  - name: analytics\n    policy: \"{}\"\n    topic: clean\n\
+             dead_letter:\n  topic: dead\nkeys:\n  dir: \"{}\"\n",
+            policy.display(),
+            keys.display()
+        ),
+    );
+    let out = veil(&["check", "--config", config.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(64));
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "veil: error: {file}:6:12: route `analytics` writes to a topic but the source is a file\n  hint: with `source: {{ file: ... }}`, write to `file:` too\n\
+             {file}:8:10: dead_letter writes to a topic but the source is a file\n  hint: with `source: {{ file: ... }}`, write to `file:` too\n\
+             2 errors in config\n"
+        )
+    );
+}
+
+#[test]
+fn check_refuses_an_output_in_a_missing_directory_that_run_would_fail_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (config, _) = files_config(d, &["out/clean.ndjson"], "dead.ndjson");
+    let want = format!(
+        "veil: error: {}:6:11: route `r0` file `out/clean.ndjson`: directory `{}` does not exist\n  hint: create the directory first (veil does not create directories), or write somewhere that exists\n1 error in config\n",
+        config.display(),
+        d.join("out").display()
+    );
+    for command in ["check", "run"] {
+        let out = veil(&[command, "--config", config.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(64), "{command}");
+        assert_eq!(stderr(&out), want, "{command}");
+    }
+    assert!(!d.join("out").exists() && !d.join("dead.ndjson").exists());
+    // A file where the directory should be is no directory either.
+    std::fs::write(d.join("out"), "").unwrap();
+    let out = veil(&["check", "--config", config.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(64));
+    assert!(
+        stderr(&out).contains(&format!(
+            ":6:11: route `r0` file `out/clean.ndjson`: directory `{}` is not a directory\n",
+            d.join("out").display()
+        )),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// The files of the repository a fresh clone has under `dirs`, copied into
+/// `to` (nothing built, nothing ignored by git). `None` without git.
+fn fresh_clone(to: &Path, dirs: &[&str]) -> Option<()> {
+    let listed = Command::new("git")
+        .arg("-C")
+        .arg(root())
+        .args(["ls-files", "-z", "--"])
+        .args(dirs)
+        .output()
+        .ok()
+        .filter(|o| o.status.success())?;
+    for name in listed.stdout.split(|b| *b == 0).filter(|n| !n.is_empty()) {
+        let name = std::str::from_utf8(name).unwrap();
+        let dest = to.join(name);
+        std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+        std::fs::copy(root().join(name), &dest).unwrap();
+    }
+    Some(())
+}
+
+#[test]
+fn the_shipped_files_pipeline_runs_in_a_fresh_clone_without_target() {
+    let dir = tempfile::tempdir().unwrap();
+    let clone = dir.path();
+    if fresh_clone(clone, &["config", "examples"]).is_none() {
+        eprintln!("skipped: git cannot list the repository's files");
+        return;
+    }
+    assert!(!clone.join("target").exists());
+    let config = clone.join("config/pipeline-files.yaml");
+    let out = veil(&["check", "--config", config.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = veil(&["run", "--config", config.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let clean = std::fs::read_to_string(clone.join("examples/out/clean-analytics.ndjson")).unwrap();
+    // 698 of the 1,000 example events are forwarded (BENCHMARKS.md).
+    assert_eq!(clean.lines().count(), 698);
+    assert_eq!(
+        std::fs::read_to_string(clone.join("examples/out/dead-letter.ndjson")).unwrap(),
+        ""
+    );
+}

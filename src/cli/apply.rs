@@ -1,28 +1,23 @@
 //! `veil apply`: NDJSON in, NDJSON out, in input order; rejected lines to
-//! the dead-letter file; a summary to stderr.
-//!
-//! Invariant: a rejected or dropped line never reaches the output, and a
-//! dead-letter record carries the line number, the reason code and a detail
-//! without field values; the raw line only with `--dead-letter-payload`.
+//! the dead-letter file; a summary to stderr. The policy runs as a
+//! one-route [`Stage`] through the same loop as a file-source `veil run`
+//! ([`super::ndjson`]), so both write the same dead-letter records.
 
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, BufWriter, IsTerminal, Write};
+use std::io::{self, BufRead, BufReader, IsTerminal};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use base64::Engine as _;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use serde_json::json;
-use veil::files::{Output, Role};
-use veil::metrics::{Metrics, StageCounters};
-use veil::outcome::Reject;
-use veil::stage::{Origin, apply_one};
-use veil::{CompiledPolicy, Limits, Outcome, RejectReason, Scratch, compile};
+use veil::Limits;
+use veil::config::{MessageKey, StageConfig};
+use veil::files::Role;
+use veil::metrics::Metrics;
+use veil::stage::Stage;
 
-use super::lines::{Line, read_line};
 use super::output::{commit, create, note, refuse_clashes};
-use super::{CliResult, EX_NOINPUT, Failure, io, usage};
+use super::{CliResult, EX_NOINPUT, Failure, breakdown, io, usage};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -43,7 +38,8 @@ pub struct Args {
     /// input or the dead-letter file (compared by file identity).
     #[arg(long, value_name = "FILE", default_value = "-")]
     output: PathBuf,
-    /// Where rejected lines are recorded (JSON lines with line, reason, detail).
+    /// Where rejected lines are recorded: JSON lines with reason, detail,
+    /// policies and line, as every veil dead letter (docs/pipeline.md).
     #[arg(long, value_name = "FILE")]
     dead_letter: Option<PathBuf>,
     /// Also copy the raw rejected line into its dead-letter record (may hold personal data).
@@ -62,13 +58,8 @@ pub struct Args {
     /// (the same metrics as `veil run`; the route label is the policy name).
     #[arg(long, value_name = "ADDR")]
     metrics_listen: Option<std::net::SocketAddr>,
-}
-
-/// The run's counters: the ones `/metrics` serves, which the summary reads.
-struct Counting {
-    metrics: Metrics,
-    counters: StageCounters,
-    route: String,
+    #[command(flatten)]
+    pub logging: super::Logging,
 }
 
 pub(super) fn open_input(path: &Path) -> Result<(Box<dyn BufRead>, Option<u64>), Failure> {
@@ -143,22 +134,25 @@ pub fn run(args: Args) -> CliResult {
         places.push((Role::Output, d.as_path(), "--dead-letter"));
     }
     refuse_clashes(&places)?;
-    let engine = compile(policy, ring.active(), limits);
+    // One route, named after its policy: the `route` label of its metrics.
+    let route = policy.name.clone();
+    let stage = Stage::new(
+        &StageConfig {
+            // Files have no Kafka keys.
+            message_key: MessageKey::Drop,
+            keep_headers: Vec::new(),
+            include_payload: args.dead_letter_payload,
+            limits,
+        },
+        vec![(route.clone(), policy)],
+        &ring,
+    )
+    .map_err(usage)?;
     let registry = prometheus::Registry::new();
     let metrics = Metrics::new(&registry).map_err(io)?;
-    let route = engine.policy().name.clone();
-    metrics.set_live_routes([(route.as_str(), &engine)], engine.key_id());
-    let counting = Counting {
-        counters: StageCounters::for_routes(&metrics, [route.as_str()]),
-        metrics,
-        route,
-    };
-    let _endpoint = super::serve_file_run(
-        args.metrics_listen,
-        "--metrics-listen",
-        registry,
-        &counting.metrics,
-    )?;
+    let counters = metrics.live(&stage.policies(), stage.key_id());
+    let _endpoint =
+        super::serve_file_run(args.metrics_listen, "--metrics-listen", registry, &metrics)?;
     let (mut input, len) = open_input(&args.input)?;
     let mut output = create(&args.output, "output")?;
     let mut dead = match &args.dead_letter {
@@ -167,14 +161,17 @@ pub fn run(args: Args) -> CliResult {
     };
     let bar = progress(len);
     let started = Instant::now();
-    let lines = process(
-        &engine,
-        &args,
-        &counting,
+    let lines = super::ndjson::run(
+        &stage,
+        &counters,
         &mut input,
-        &mut output,
+        std::slice::from_mut(&mut output),
         dead.as_mut(),
-        &bar,
+        |lines, bytes| {
+            bar.set_position(bytes);
+            let secs = bar.elapsed().as_secs_f64().max(1e-9);
+            bar.set_message(format!("{:.0} events/s", lines as f64 / secs));
+        },
     )?;
     // Only now, the whole input read, do the files take their final names.
     commit(output, &args.output, "output")?;
@@ -186,8 +183,9 @@ pub fn run(args: Args) -> CliResult {
         note(format_args!(
             "{}",
             summary(
-                &engine,
-                &counting,
+                &stage,
+                &metrics,
+                &route,
                 lines,
                 started.elapsed(),
                 args.dead_letter.is_some()
@@ -197,117 +195,28 @@ pub fn run(args: Args) -> CliResult {
     Ok(())
 }
 
-/// Returns the number of lines read.
-fn process(
-    engine: &CompiledPolicy,
-    args: &Args,
-    counting: &Counting,
-    input: &mut dyn BufRead,
-    output: &mut impl Write,
-    mut dead: Option<&mut BufWriter<Output>>,
-    bar: &ProgressBar,
-) -> Result<u64, Failure> {
-    let (mut lines, mut bytes) = (0u64, 0u64);
-    let mut line = Vec::new();
-    let mut out = Vec::with_capacity(4096);
-    let mut scratch = Scratch::default();
-    let limit = engine.limits().max_message_bytes;
-    let policy_id = engine.policy_id();
-    let mut input = input;
-    loop {
-        let read = read_line(&mut input, &mut line, limit)
-            .context("cannot read input")
-            .map_err(io)?;
-        let Some(read) = read else { break };
-        lines += 1;
-        let (outcome, size) = match read {
-            Line::Complete => {
-                out.clear();
-                let v = apply_one(engine, &line, Origin::Line(lines), &mut out, &mut scratch);
-                if v.outcome == Outcome::Forwarded {
-                    out.push(b'\n');
-                    output
-                        .write_all(&out)
-                        .context("cannot write output")
-                        .map_err(io)?;
-                }
-                if !matches!(v.outcome, Outcome::Rejected(_)) {
-                    counting
-                        .counters
-                        .route(0, v.outcome, &v.counts, out.len().saturating_sub(1));
-                }
-                (v.outcome, line.len())
-            }
-            Line::TooLong { len } => (
-                Outcome::Rejected(Reject {
-                    reason: RejectReason::TooLarge,
-                    offset: limit,
-                    what: "message larger than the limit",
-                }),
-                len,
-            ),
-        };
-        bytes += size as u64;
-        counting.counters.input(size);
-        if let Outcome::Rejected(r) = outcome {
-            counting.counters.rejected(r.reason);
-            if let Some(d) = dead.as_deref_mut() {
-                let mut record = json!({
-                    "line": lines,
-                    "reason": r.reason.code(),
-                    "detail": r.to_string(),
-                    "policy": policy_id,
-                });
-                if args.dead_letter_payload && matches!(read, Line::Complete) {
-                    match std::str::from_utf8(&line) {
-                        Ok(s) => record["payload"] = json!(s),
-                        Err(_) => {
-                            record["payload_base64"] =
-                                json!(base64::engine::general_purpose::STANDARD.encode(&line))
-                        }
-                    }
-                }
-                serde_json::to_writer(&mut *d, &record)
-                    .context("cannot write dead-letter file")
-                    .map_err(io)?;
-                d.write_all(b"\n")
-                    .context("cannot write dead-letter file")
-                    .map_err(io)?;
-            }
-        }
-        if lines % 4096 == 0 {
-            bar.set_position(bytes);
-            let secs = bar.elapsed().as_secs_f64().max(1e-9);
-            bar.set_message(format!("{:.0} events/s", lines as f64 / secs));
-        }
-    }
-    Ok(lines)
-}
-
-fn breakdown(parts: impl Iterator<Item = (&'static str, u64)>) -> String {
-    let parts: Vec<String> = parts.map(|(code, n)| format!("{code} {n}")).collect();
-    if parts.is_empty() {
-        return String::new();
-    }
-    format!("  ({})", parts.join(", "))
-}
-
 fn summary(
-    engine: &CompiledPolicy,
-    counting: &Counting,
+    stage: &Stage,
+    metrics: &Metrics,
+    route: &str,
     lines: u64,
     elapsed: Duration,
     has_dead_letter: bool,
 ) -> String {
     let secs = elapsed.as_secs_f64().max(1e-9);
-    let t = counting.metrics.route_totals(&counting.route);
-    let rejected = counting.metrics.dead_letter_totals();
+    let t = metrics.route_totals(route);
+    let rejected = metrics.dead_letter_totals();
+    let policies: Vec<String> = stage
+        .policies()
+        .iter()
+        .map(|(_, engine)| engine.policy_id())
+        .collect();
     let mut s = format!(
         "veil apply: policy {}, key {}\n  read        {:>9} events, {:.2} MB in {:.2} s ({:.0} events/s)\n  forwarded   {:>9}\n  dropped     {:>9}{}\n  rejected    {:>9}{}\n",
-        engine.policy_id(),
-        engine.key_id(),
+        policies.join(", "),
+        stage.key_id(),
         lines,
-        counting.metrics.input_bytes.get() as f64 / 1e6,
+        metrics.input_bytes_total() as f64 / 1e6,
         secs,
         lines as f64 / secs,
         t.forwarded,

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use veil::config::Pipeline;
 use veil::explain::class_name;
 use veil::policy::{self, FieldSet, Policy};
 
@@ -15,8 +16,8 @@ pub fn run_config(path: &Path) -> CliResult {
     let config = veil::config::load(path).map_err(usage)?;
     let (stage, ring) = veil::stage::load(&config).map_err(usage)?;
     super::warn_keys(&ring);
-    if let veil::config::Source::Kafka(src) = &config.source {
-        veil::kafka::check_client_config(src).map_err(usage)?;
+    if let Pipeline::Kafka(kafka) = &config.pipeline {
+        veil::kafka::check_client_config(&kafka.source).map_err(usage)?;
         if ring.active().is_public_demo() {
             tracing::warn!("{}", super::run::DEMO_KEY_REFUSED);
         }
@@ -28,16 +29,20 @@ pub fn run_config(path: &Path) -> CliResult {
         stage.key_id(),
         ring.ids().count()
     ))?;
-    for (route, r) in config.routes.iter().zip(stage.routes()) {
-        let to = match &route.sink {
-            veil::config::Sink::Topic(t) => format!("topic {t}"),
-            veil::config::Sink::File(f) => format!("file {}", f.display()),
-        };
+    let destinations: Vec<String> = match &config.pipeline {
+        Pipeline::Kafka(k) => k.routes.iter().map(|r| format!("topic {}", r.to)).collect(),
+        Pipeline::Files(f) => f
+            .routes
+            .iter()
+            .map(|r| format!("file {}", r.to.display()))
+            .collect(),
+    };
+    let routes = config.policies().into_iter().zip(stage.routes());
+    for (((name, policy), r), to) in routes.zip(&destinations) {
         print(format_args!(
-            "  route {}: policy {} ({}) -> {to}\n",
-            route.name,
+            "  route {name}: policy {} ({}) -> {to}\n",
             r.engine.policy_id(),
-            route.policy.display()
+            policy.display()
         ))?;
     }
     Ok(())

@@ -3,6 +3,8 @@
 //! topic (keyed by user id, as collectors often do), runs the service with
 //! the example policy and a throwaway key, then reads the clean and
 //! dead-letter topics back and prints a before/after sample and the counts.
+//! The example policy and events are built into the binary, so the demo
+//! runs from anywhere; `--policy` and `--events` use files instead.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -15,6 +17,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use veil::DropReason;
 use veil::health::Health;
 use veil::kafka::{Control, header};
 use veil::metrics::Metrics;
@@ -23,36 +26,65 @@ use super::{CliResult, io, usage};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Policy to apply.
-    #[arg(long, value_name = "FILE", default_value = "config/policy.yaml")]
-    policy: PathBuf,
-    /// NDJSON events to load into the raw topic (repeatable).
-    #[arg(long, value_name = "FILE", default_values = ["examples/events.ndjson", "examples/bad-events.ndjson"])]
+    /// Policy to apply [default: the example policy, config/policy.yaml,
+    /// built into veil].
+    #[arg(long, value_name = "FILE")]
+    policy: Option<PathBuf>,
+    /// NDJSON events to load into the raw topic (repeatable) [default: the
+    /// example events and bad events, examples/events.ndjson and
+    /// examples/bad-events.ndjson, built into veil].
+    #[arg(long, value_name = "FILE")]
     events: Vec<PathBuf>,
     /// Partitions of the raw topic.
     #[arg(long, default_value_t = 3)]
     partitions: i32,
+    #[command(flatten)]
+    pub logging: super::Logging,
 }
 
 const RAW: &str = "demo.events.raw";
 const CLEAN: &str = "demo.events.clean";
 const DEAD: &str = "demo.events.dead-letter";
+/// The route's name (the `route` label of its metrics).
+const ROUTE: &str = "analytics";
+
+/// The examples, built in: `veil demo` needs no checkout of the repository.
+const EXAMPLE_POLICY: &str = include_str!("../../config/policy.yaml");
+const EXAMPLE_EVENTS: [&[u8]; 2] = [
+    include_bytes!("../../examples/events.ndjson"),
+    include_bytes!("../../examples/bad-events.ndjson"),
+];
 
 pub fn run(args: Args) -> CliResult {
     let mut events = Vec::new();
-    for path in &args.events {
-        let text = std::fs::read(path)
-            .with_context(|| format!("cannot read {}", path.display()))
-            .map_err(usage)?;
+    let mut add = |text: &[u8]| {
         events.extend(
             text.split(|b| *b == b'\n')
                 .filter(|l| !l.is_empty())
                 .map(<[u8]>::to_vec),
-        );
+        )
+    };
+    if args.events.is_empty() {
+        EXAMPLE_EVENTS.iter().for_each(|text| add(text));
     }
-    let policy = std::fs::canonicalize(&args.policy)
-        .with_context(|| format!("cannot find policy {}", args.policy.display()))
-        .map_err(usage)?;
+    for path in &args.events {
+        let text = std::fs::read(path)
+            .with_context(|| format!("cannot read events {}", path.display()))
+            .map_err(usage)?;
+        add(&text);
+    }
+    // The key and, unless given, the example policy live here for the run.
+    let scratch = tempfile::tempdir().map_err(io)?;
+    let policy = match &args.policy {
+        Some(p) => std::fs::canonicalize(p)
+            .with_context(|| format!("cannot find policy {}", p.display()))
+            .map_err(usage)?,
+        None => {
+            let p = scratch.path().join("policy.yaml");
+            std::fs::write(&p, EXAMPLE_POLICY).map_err(io)?;
+            p
+        }
+    };
 
     let cluster = MockCluster::new(1).map_err(io)?;
     for (topic, partitions) in [(RAW, args.partitions), (CLEAN, args.partitions), (DEAD, 1)] {
@@ -63,17 +95,17 @@ pub fn run(args: Args) -> CliResult {
         "mock Kafka cluster at {bootstrap}; topics {RAW} -> {CLEAN}, {DEAD}\n"
     ));
 
-    let keys = tempfile::tempdir().map_err(io)?;
-    veil::keys::generate(keys.path(), "demo").map_err(io)?;
+    let keys = scratch.path().join("keys");
+    veil::keys::generate(&keys, "demo").map_err(io)?;
     let yaml = format!(
         "source:\n  kafka:\n    bootstrap_servers: \"{bootstrap}\"\n    topics: [{RAW}]\n    group_id: veil-demo\n\
-         routes:\n  - name: analytics\n    policy: \"{}\"\n    topic: {CLEAN}\n\
+         routes:\n  - name: {ROUTE}\n    policy: \"{}\"\n    topic: {CLEAN}\n\
          dead_letter:\n  topic: {DEAD}\n\
          keys:\n  dir: \"{}\"\n",
         policy.display(),
-        keys.path().display()
+        keys.display()
     );
-    let config = veil::config::parse(&yaml, "demo.yaml".as_ref(), keys.path()).map_err(usage)?;
+    let config = veil::config::parse(&yaml, "demo.yaml".as_ref(), scratch.path()).map_err(usage)?;
     let (stage, _ring) = veil::stage::load(&config).map_err(usage)?;
 
     load_raw(&bootstrap, &events)?;
@@ -119,9 +151,10 @@ pub fn run(args: Args) -> CliResult {
 
     let clean = read_all(&bootstrap, CLEAN)?;
     let dead = read_all(&bootstrap, DEAD)?;
+    let dropped = metrics.route_totals(ROUTE).dropped;
     super::print(format_args!(
         "{}",
-        report(&events, &clean, &dead, total, elapsed)
+        report(&events, &clean, &dead, &dropped, total, elapsed)
     ))
 }
 
@@ -206,6 +239,7 @@ fn report(
     raw: &[Vec<u8>],
     clean: &[Record],
     dead: &[Record],
+    dropped: &[(DropReason, u64)],
     total: u64,
     elapsed: Duration,
 ) -> String {
@@ -253,13 +287,14 @@ fn report(
             .entry(d.headers.get(header::REASON).map_or("?", String::as_str))
             .or_default() += 1;
     }
-    let dropped = total - clean.len() as u64 - dead.len() as u64;
     let _ = writeln!(out, "\ncounts:");
     let _ = writeln!(out, "  read            {total:>6}");
     let _ = writeln!(out, "  forwarded       {:>6}  -> {CLEAN}", clean.len());
     let _ = writeln!(
         out,
-        "  dropped         {dropped:>6}  (no consent for the purpose, opted out, or a drop rule)"
+        "  dropped         {:>6}{}",
+        dropped.iter().map(|(_, n)| n).sum::<u64>(),
+        super::breakdown(dropped.iter().map(|(d, n)| (d.code(), *n)))
     );
     let _ = writeln!(out, "  dead-lettered   {:>6}  -> {DEAD}", dead.len());
     for (reason, n) in reasons {

@@ -6,6 +6,7 @@ mod check;
 mod demo;
 mod hash;
 mod lines;
+mod ndjson;
 mod output;
 mod run;
 
@@ -56,13 +57,19 @@ pub fn io(error: impl Into<anyhow::Error>) -> Failure {
 struct Cli {
     #[command(subcommand)]
     command: Command,
+}
+
+/// `--log-format`, on the commands that log (`run`, `demo`, `apply`); the
+/// others only print their result and, at most, a warning about keys.
+#[derive(clap::Args)]
+pub struct Logging {
     /// Log format of logs and warnings (stderr). Levels: VEIL_LOG, e.g. `info,veil=debug`.
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Pretty, env = "VEIL_LOG_FORMAT")]
+    #[arg(long, value_enum, default_value_t = LogFormat::Pretty, env = "VEIL_LOG_FORMAT")]
     log_format: LogFormat,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
-enum LogFormat {
+pub enum LogFormat {
     /// One human-readable line per event.
     Pretty,
     /// One JSON object per line, for log pipelines.
@@ -103,7 +110,7 @@ pub fn serve_endpoint(
 
 /// The endpoint of a one-shot file run (`apply`, `run` over files), if
 /// asked for. Call once policies and keys are loaded and published with
-/// [`veil::metrics::Metrics::set_live`]: such a run is ready from then on,
+/// [`veil::metrics::Metrics::live`]: such a run is ready from then on,
 /// and `veil_ready` says what `/readyz` says.
 pub fn serve_file_run(
     listen: Option<std::net::SocketAddr>,
@@ -117,6 +124,16 @@ pub fn serve_file_run(
     listen
         .map(|addr| serve_endpoint(addr, setting, registry, health))
         .transpose()
+}
+
+/// `  (code n, code n)`: a count broken down by reason code, for the
+/// summaries; empty when there is nothing to break down.
+pub fn breakdown(parts: impl Iterator<Item = (&'static str, u64)>) -> String {
+    let parts: Vec<String> = parts.map(|(code, n)| format!("{code} {n}")).collect();
+    if parts.is_empty() {
+        return String::new();
+    }
+    format!("  ({})", parts.join(", "))
 }
 
 /// Tell the operator what is wrong with the keys that were loaded anyway
@@ -210,12 +227,15 @@ pub fn main() -> ExitCode {
         }
     };
     // The long-running commands log at info; the others only print veil's
-    // warnings (about keys), their output being their report.
-    let long_running = matches!(cli.command, Command::Run(_) | Command::Demo(_));
-    init_logging(
-        cli.log_format,
-        if long_running { "info" } else { "veil=warn" },
-    );
+    // warnings (about keys, and `apply`'s contained panics), their output
+    // being their report.
+    let (format, default) = match &cli.command {
+        Command::Run(args) => (args.logging.log_format, "info"),
+        Command::Demo(args) => (args.logging.log_format, "info"),
+        Command::Apply(args) => (args.logging.log_format, "veil=warn"),
+        _ => (LogFormat::Pretty, "veil=warn"),
+    };
+    init_logging(format, default);
     let result = match cli.command {
         Command::Check { policy, config } => match (policy, config) {
             (Some(p), _) => check::run(&p),

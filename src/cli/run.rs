@@ -2,22 +2,18 @@
 //! long-lived service (`veil::kafka`); a file source runs the same
 //! [`Stage`] over NDJSON lines once and exits.
 
-use std::io::{self, Write};
-use std::path::{Path, PathBuf};
+use std::io;
+use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::Context;
-use veil::config::{PipelineConfig, Sink, Source};
+use veil::config::{FilesPipeline, Pipeline, PipelineConfig};
 use veil::health::Health;
 use veil::kafka::{Control, ServiceError};
-use veil::metrics::{Metrics, StageCounters};
-use veil::outcome::Reject;
-use veil::stage::{Origin, Processed, Stage};
-use veil::{Outcome, RejectReason, Scratch};
+use veil::metrics::Metrics;
+use veil::stage::Stage;
 
-use super::lines::{Line, read_line};
 use super::output::{commit, create, note};
-use super::{CliResult, Failure, io, usage};
+use super::{CliResult, Failure, breakdown, io, usage};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -28,6 +24,8 @@ pub struct Args {
     /// pseudonyms anyone can recompute): for demos and tests only.
     #[arg(long, env = "VEIL_ALLOW_DEMO_KEY", value_parser = clap::builder::BoolishValueParser::new())]
     allow_demo_key: bool,
+    #[command(flatten)]
+    pub logging: super::Logging,
 }
 
 /// Why `veil run` refuses the demo key against a broker (also warned by `veil check`).
@@ -44,12 +42,12 @@ pub fn run(args: Args) -> CliResult {
     let config = veil::config::load(&args.config).map_err(usage)?;
     let (stage, ring) = veil::stage::load(&config).map_err(usage)?;
     super::warn_keys(&ring);
-    match &config.source {
-        Source::Kafka(_) if ring.active().is_public_demo() && !args.allow_demo_key => {
+    match &config.pipeline {
+        Pipeline::Kafka(_) if ring.active().is_public_demo() && !args.allow_demo_key => {
             Err(usage(anyhow::anyhow!(DEMO_KEY_REFUSED)))
         }
-        Source::Kafka(_) => run_kafka(&config, stage),
-        Source::File(input) => run_files(&config, &stage, input),
+        Pipeline::Kafka(_) => run_kafka(&config, stage),
+        Pipeline::Files(files) => run_files(&config, files, &stage),
     }
 }
 
@@ -131,94 +129,61 @@ fn spawn_signal_handlers(control: Control) -> io::Result<()> {
     Ok(())
 }
 
-fn sink_path(sink: &Sink) -> &Path {
-    match sink {
-        Sink::File(path) => path,
-        Sink::Topic(_) => unreachable!("validated: a file source writes to files"),
-    }
-}
-
-/// File mode: each line through every route; clean lines to each route's
-/// file, rejected lines to the dead-letter file; a per-route summary.
-fn run_files(config: &PipelineConfig, stage: &Stage, input: &Path) -> CliResult {
+/// File mode: each line through every route ([`super::ndjson`]); clean
+/// lines to each route's file, rejected lines to the dead-letter file; a
+/// per-route summary.
+fn run_files(config: &PipelineConfig, files: &FilesPipeline, stage: &Stage) -> CliResult {
     let registry = prometheus::Registry::new();
     let metrics = Metrics::new(&registry).map_err(io)?;
-    let counters = StageCounters::new(&metrics, stage);
-    metrics.set_live(stage);
+    let counters = metrics.live(&stage.policies(), stage.key_id());
     let _endpoint = super::serve_file_run(
         config.metrics.listen,
         "metrics.listen",
         registry.clone(),
         &metrics,
     )?;
-    let (mut reader, _len) = super::apply::open_input(input)?;
-    let dead_path = sink_path(&config.dead_letter.sink);
-    let mut outputs = config
+    let (mut reader, _len) = super::apply::open_input(&files.input)?;
+    let mut outputs = files
         .routes
         .iter()
-        .map(|r| create(sink_path(&r.sink), &format!("route `{}` file", r.name)))
+        .map(|r| create(&r.to, &format!("route `{}` file", r.name)))
         .collect::<Result<Vec<_>, _>>()?;
-    let mut dead = create(dead_path, "dead-letter file")?;
-    let limit = stage.limits().max_message_bytes;
-    let (mut line, mut n) = (Vec::new(), 0u64);
-    let mut processed = Processed::default();
-    let mut scratch = Scratch::default();
-    let write_err = |e: io::Error| io(anyhow::Error::new(e).context("cannot write output"));
-    while let Some(read) = read_line(&mut reader, &mut line, limit)
-        .context("cannot read input")
-        .map_err(io)?
-    {
-        n += 1;
-        let reject = match read {
-            Line::Complete => {
-                stage.process(&line, None, Origin::Line(n), &mut processed, &mut scratch);
-                counters.record(line.len(), &processed);
-                processed.rejected
-            }
-            Line::TooLong { len } => {
-                counters.input(len);
-                counters.rejected(RejectReason::TooLarge);
-                line.clear();
-                Some(Reject {
-                    reason: RejectReason::TooLarge,
-                    offset: limit,
-                    what: "message larger than the limit",
-                })
-            }
-        };
-        if let Some(r) = reject {
-            let record = stage.dead_letter(&r, Origin::Line(n), &line);
-            dead.write_all(&record).map_err(write_err)?;
-            dead.write_all(b"\n").map_err(write_err)?;
-            continue;
-        }
-        for (o, w) in processed.outputs.iter().zip(outputs.iter_mut()) {
-            if o.outcome == Outcome::Forwarded {
-                w.write_all(processed.value(o)).map_err(write_err)?;
-                w.write_all(b"\n").map_err(write_err)?;
-            }
-        }
-    }
+    let mut dead = create(&files.dead_letter_file, "dead-letter file")?;
+    let lines = super::ndjson::run(
+        stage,
+        &counters,
+        &mut reader,
+        &mut outputs,
+        Some(&mut dead),
+        |_, _| {},
+    )?;
     // Only now, the whole input read, do the files take their final names.
-    for (w, r) in outputs.into_iter().zip(&config.routes) {
-        commit(w, sink_path(&r.sink), &format!("route `{}` file", r.name))?;
+    for (w, r) in outputs.into_iter().zip(&files.routes) {
+        commit(w, &r.to, &format!("route `{}` file", r.name))?;
     }
-    commit(dead, dead_path, "dead-letter file")?;
-    note(format_args!("{}", file_summary(stage, &metrics, n)));
+    commit(dead, &files.dead_letter_file, "dead-letter file")?;
+    note(format_args!("{}", file_summary(stage, &metrics, lines)));
     Ok(())
 }
 
+/// Inputs read and dead-lettered (by reason), then per route what was
+/// forwarded and dropped (by reason), from the counters `/metrics` serves.
 fn file_summary(stage: &Stage, m: &Metrics, lines: u64) -> String {
-    let dead: u64 = m.dead_letter_totals().iter().map(|(_, n)| n).sum();
-    let mut s = format!("veil run: {lines} events read, {dead} dead-lettered\n");
+    let dead = m.dead_letter_totals();
+    let mut s = format!(
+        "veil run: {lines} events read, {} dead-lettered{}\n",
+        dead.iter().map(|(_, n)| n).sum::<u64>(),
+        breakdown(dead.iter().map(|(r, n)| (r.code(), *n))),
+    );
     for r in stage.routes() {
         let t = m.route_totals(&r.name);
         s.push_str(&format!(
-            "  route {:<12} policy {:<24} forwarded {:>8}  dropped {:>8}\n",
+            "  route {:<12} policy {:<24} forwarded {:>8}  dropped {:>8}{}\n",
             r.name,
             r.engine.policy_id(),
             t.forwarded,
             t.dropped(),
+            breakdown(t.dropped.iter().map(|(d, n)| (d.code(), *n))),
         ));
     }
     s

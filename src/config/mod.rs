@@ -27,29 +27,47 @@ pub use spec::RawConfig;
 pub struct PipelineConfig {
     /// The config file, as given (for messages).
     pub file: PathBuf,
-    pub source: Source,
-    pub routes: Vec<RouteConfig>,
-    pub message_key: MessageKey,
-    /// Input headers copied to outputs; all others are dropped.
-    pub keep_headers: Vec<String>,
-    pub dead_letter: DeadLetterConfig,
+    /// Where events come from and where they go: Kafka topics or files,
+    /// never a mix.
+    pub pipeline: Pipeline,
+    /// What the stage does with each input, in either mode.
+    pub stage: StageConfig,
     pub keys: KeysConfig,
-    pub limits: Limits,
+    pub metrics: MetricsConfig,
+}
+
+/// The two kinds of pipeline. A Kafka source writes to topics and a file
+/// source to files; validation refuses a mix, so no other combination can
+/// be represented.
+#[derive(Debug, Clone)]
+pub enum Pipeline {
+    Kafka(KafkaPipeline),
+    Files(FilesPipeline),
+}
+
+/// `veil run` as a service: topics in, topics out.
+#[derive(Debug, Clone)]
+pub struct KafkaPipeline {
+    pub source: KafkaSource,
+    /// Each route's output topic.
+    pub routes: Vec<RouteConfig<String>>,
+    pub dead_letter_topic: String,
     /// Input messages being processed or awaiting acknowledgement, at most.
     pub max_in_flight: usize,
     /// Threads applying policies; partitions are spread across them.
     pub workers: usize,
     /// On shutdown or revoke, how long to wait for in-flight deliveries.
     pub drain_timeout: Duration,
-    pub metrics: MetricsConfig,
 }
 
-/// Where raw events come from.
+/// `veil run` once over NDJSON: a file in, files out.
 #[derive(Debug, Clone)]
-pub enum Source {
-    Kafka(KafkaSource),
+pub struct FilesPipeline {
     /// NDJSON, one event per line; `-` is stdin.
-    File(PathBuf),
+    pub input: PathBuf,
+    /// Each route's output file (NDJSON; `-` is stdout).
+    pub routes: Vec<RouteConfig<PathBuf>>,
+    pub dead_letter_file: PathBuf,
 }
 
 #[derive(Debug, Clone)]
@@ -63,20 +81,24 @@ pub struct KafkaSource {
     pub producer: BTreeMap<String, String>,
 }
 
-/// One purpose: a policy and where its clean events go.
+/// One purpose: a policy and where its clean events go (`To`: a topic or
+/// a file, as the [`Pipeline`] says).
 #[derive(Debug, Clone)]
-pub struct RouteConfig {
+pub struct RouteConfig<To> {
     pub name: String,
     pub policy: PathBuf,
-    pub sink: Sink,
+    pub to: To,
 }
 
-/// Where a route's (or the dead letters') records go.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Sink {
-    Topic(String),
-    /// NDJSON; `-` is stdout.
-    File(PathBuf),
+/// What the stage does with each input, whatever the pipeline's kind.
+#[derive(Debug, Clone)]
+pub struct StageConfig {
+    pub message_key: MessageKey,
+    /// Input headers copied to outputs; all others are dropped.
+    pub keep_headers: Vec<String>,
+    /// Copy the raw input into the dead-letter record (may hold personal data).
+    pub include_payload: bool,
+    pub limits: Limits,
 }
 
 /// What the output record's Kafka key is.
@@ -92,13 +114,6 @@ pub enum MessageKey {
     /// The value at this path of the route's clean event (so a pseudonym if
     /// the policy pseudonymises it); no key where the path is absent.
     From(FieldPath),
-}
-
-#[derive(Debug, Clone)]
-pub struct DeadLetterConfig {
-    pub sink: Sink,
-    /// Copy the raw input into the dead-letter record (may hold personal data).
-    pub include_payload: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -125,6 +140,22 @@ pub enum ConfigError {
     },
     #[error("{}", crate::policy::error::render(diagnostics, "config"))]
     Invalid { diagnostics: Vec<Diagnostic> },
+}
+
+impl PipelineConfig {
+    /// Every route's name and policy file, in route order.
+    pub fn policies(&self) -> Vec<(&str, &Path)> {
+        fn of<T>(routes: &[RouteConfig<T>]) -> Vec<(&str, &Path)> {
+            routes
+                .iter()
+                .map(|r| (r.name.as_str(), r.policy.as_path()))
+                .collect()
+        }
+        match &self.pipeline {
+            Pipeline::Kafka(k) => of(&k.routes),
+            Pipeline::Files(f) => of(&f.routes),
+        }
+    }
 }
 
 impl ConfigError {

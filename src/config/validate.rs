@@ -10,8 +10,8 @@ use serde_saphyr::{Location, Spanned};
 
 use super::spec::{RawConfig, RawKafka, RawMessageKey, RawSource};
 use super::{
-    ConfigError, DeadLetterConfig, KafkaSource, KeysConfig, MessageKey, MetricsConfig,
-    PipelineConfig, RouteConfig, Sink, Source,
+    ConfigError, FilesPipeline, KafkaPipeline, KafkaSource, KeysConfig, MessageKey, MetricsConfig,
+    Pipeline, PipelineConfig, RouteConfig, StageConfig,
 };
 use crate::engine::Limits;
 use crate::files::Role;
@@ -260,18 +260,20 @@ fn file_clashes(c: &mut Checker, files: &mut [FilePlace]) {
     }
 }
 
-/// A destination: exactly one of `topic` or `file`, matching the source kind.
-fn sink(
+/// A destination's `topic` and `file`: exactly one, of the source's kind
+/// (`topic` with a Kafka source, `file` with a file source). Returns the one
+/// given, or `None` after reporting what is wrong.
+fn destination(
     c: &mut Checker,
     at: &Location,
     what: &str,
     topic: Option<Spanned<String>>,
     file: Option<Spanned<String>>,
     kafka_source: bool,
-) -> Option<Sink> {
+) -> Option<Spanned<String>> {
     match (topic, file) {
-        (Some(t), None) if kafka_source => c.name(&t, "topic").then_some(Sink::Topic(t.value)),
-        (None, Some(f)) if !kafka_source => Some(Sink::File(c.path(&f.value))),
+        (Some(t), None) if kafka_source => Some(t),
+        (None, Some(f)) if !kafka_source => Some(f),
         (Some(t), None) => {
             c.error(
                 &t.referenced,
@@ -308,22 +310,57 @@ fn sink(
     }
 }
 
+/// Every output file must go into a directory that exists: veil creates
+/// files, never directories (a mistyped path must not grow a tree), and a
+/// run that found out only when opening its outputs would fail after
+/// `check` said OK.
+fn output_directories(c: &mut Checker, files: &[FilePlace]) {
+    for f in files.iter().filter(|f| f.role == Role::Output) {
+        if let Some((dir, problem)) = crate::files::unusable_directory(&f.path) {
+            c.error(
+                &f.at,
+                format!(
+                    "{} `{}`: directory `{}` {problem}",
+                    f.what,
+                    f.written,
+                    dir.display()
+                ),
+                Some("create the directory first (veil does not create directories), or write somewhere that exists"),
+            );
+        }
+    }
+}
+
+/// The source, before the destinations are checked against its kind.
+enum SourceKind {
+    Kafka(KafkaSource),
+    File(PathBuf),
+}
+
+/// A route whose destination is of the source's kind, still as written.
+struct CheckedRoute {
+    name: String,
+    policy: PathBuf,
+    to: Spanned<String>,
+}
+
 fn check(c: &mut Checker, raw: RawConfig, file: &Path) -> PipelineConfig {
     // File mode: every file read or written, for the identity check.
     let mut files: Vec<FilePlace> = Vec::new();
     let source = match raw.source.value {
-        RawSource::Kafka(k) => Source::Kafka(kafka(c, *k)),
+        RawSource::Kafka(k) => SourceKind::Kafka(kafka(c, *k)),
         RawSource::File(f) => {
             let path = c.path(&f.value);
             files.push(FilePlace::new(Role::Input, &path, &f, "source.file".into()));
-            Source::File(path)
+            SourceKind::File(path)
         }
     };
-    let is_kafka = matches!(source, Source::Kafka(_));
+    let is_kafka = matches!(source, SourceKind::Kafka(_));
 
     let mut routes = Vec::new();
     let mut names = BTreeSet::new();
-    let mut outputs: BTreeSet<Sink> = BTreeSet::new();
+    // Kafka mode: every topic produced to (files are compared by identity).
+    let mut topics_out: BTreeSet<String> = BTreeSet::new();
     if raw.routes.value.is_empty() {
         c.error(
             &raw.routes.referenced,
@@ -341,23 +378,28 @@ fn check(c: &mut Checker, raw: RawConfig, file: &Path) -> PipelineConfig {
             );
         }
         let what = format!("route `{}`", r.name.value);
-        let file = r.file.clone();
-        let Some(sink) = sink(c, &r.name.referenced, &what, r.topic, r.file, is_kafka) else {
+        let Some(to) = destination(c, &r.name.referenced, &what, r.topic, r.file, is_kafka) else {
             continue;
         };
-        if let (Sink::File(path), Some(f)) = (&sink, &file) {
+        if is_kafka {
+            if !c.name(&to, "topic") {
+                continue;
+            }
+            if !topics_out.insert(to.value.clone()) {
+                c.error(
+                    &r.name.referenced,
+                    format!("{what} writes to the same destination as another route"),
+                    Some("give each purpose its own topic or file"),
+                );
+            }
+        } else {
+            let path = c.path(&to.value);
             files.push(FilePlace::new(
                 Role::Output,
-                path,
-                f,
+                &path,
+                &to,
                 format!("{what} file"),
             ));
-        } else if !outputs.insert(sink.clone()) {
-            c.error(
-                &r.name.referenced,
-                format!("{what} writes to the same destination as another route"),
-                Some("give each purpose its own topic or file"),
-            );
         }
         let policy = c.path(&r.policy.value);
         files.push(FilePlace::new(
@@ -366,10 +408,10 @@ fn check(c: &mut Checker, raw: RawConfig, file: &Path) -> PipelineConfig {
             &r.policy,
             format!("{what} policy"),
         ));
-        routes.push(RouteConfig {
+        routes.push(CheckedRoute {
             name: r.name.value,
             policy,
-            sink,
+            to,
         });
     }
 
@@ -421,37 +463,35 @@ fn check(c: &mut Checker, raw: RawConfig, file: &Path) -> PipelineConfig {
     }
 
     let dl = raw.dead_letter.value;
-    let dead_file = dl.file.clone();
-    let dead_sink = sink(
+    let dead = destination(
         c,
         &raw.dead_letter.referenced,
         "dead_letter",
         dl.topic,
         dl.file,
         is_kafka,
-    );
-    if let (Some(Sink::File(path)), Some(f)) = (&dead_sink, &dead_file) {
-        files.push(FilePlace::new(
-            Role::Output,
-            path,
-            f,
-            "dead_letter.file".into(),
-        ));
+    )
+    .filter(|d| !is_kafka || c.name(d, "topic"));
+    if let Some(d) = &dead {
+        if !is_kafka {
+            let path = c.path(&d.value);
+            files.push(FilePlace::new(
+                Role::Output,
+                &path,
+                d,
+                "dead_letter.file".into(),
+            ));
+        } else if topics_out.contains(&d.value) {
+            c.error(
+                &raw.dead_letter.referenced,
+                "dead_letter writes to the same destination as a route",
+                Some("dead letters need their own topic or file"),
+            );
+        }
     }
-    if let Some(s) = &dead_sink
-        && outputs.contains(s)
-    {
-        c.error(
-            &raw.dead_letter.referenced,
-            "dead_letter writes to the same destination as a route",
-            Some("dead letters need their own topic or file"),
-        );
-    }
-    if let Source::Kafka(k) = &source {
-        for s in outputs.iter().chain(dead_sink.iter()) {
-            if let Sink::Topic(t) = s
-                && k.topics.contains(t)
-            {
+    if let SourceKind::Kafka(k) = &source {
+        for t in topics_out.iter().chain(dead.iter().map(|d| &d.value)) {
+            if k.topics.contains(t) {
                 c.error(
                     &raw.source.referenced,
                     format!("topic `{t}` is both consumed and produced to"),
@@ -485,6 +525,7 @@ fn check(c: &mut Checker, raw: RawConfig, file: &Path) -> PipelineConfig {
             "the config file".into(),
         ));
         file_clashes(c, &mut files);
+        output_directories(c, &files);
     }
 
     let defaults = Limits::default();
@@ -523,7 +564,7 @@ fn check(c: &mut Checker, raw: RawConfig, file: &Path) -> PipelineConfig {
 
     // A Kafka service serves metrics by default; a one-shot file run only
     // when asked. `off` turns the endpoint off.
-    let default_listen = matches!(source, Source::Kafka(_)).then_some(DEFAULT_METRICS_LISTEN);
+    let default_listen = is_kafka.then_some(DEFAULT_METRICS_LISTEN);
     let listen = match raw.metrics.listen {
         None => default_listen.map(|a| a.parse().expect("valid default address")),
         Some(l) if l.value == "off" => None,
@@ -542,21 +583,48 @@ fn check(c: &mut Checker, raw: RawConfig, file: &Path) -> PipelineConfig {
         },
     };
 
+    // A missing dead letter destination was reported above: the config is
+    // refused, and the placeholder below is never used.
+    let dead = dead.map(|d| d.value).unwrap_or_default();
+    let pipeline = match source {
+        SourceKind::Kafka(source) => Pipeline::Kafka(KafkaPipeline {
+            source,
+            routes: routes
+                .into_iter()
+                .map(|r| RouteConfig {
+                    name: r.name,
+                    policy: r.policy,
+                    to: r.to.value,
+                })
+                .collect(),
+            dead_letter_topic: dead,
+            max_in_flight,
+            workers,
+            drain_timeout: Duration::from_secs(drain),
+        }),
+        SourceKind::File(input) => Pipeline::Files(FilesPipeline {
+            input,
+            routes: routes
+                .into_iter()
+                .map(|r| RouteConfig {
+                    name: r.name,
+                    policy: r.policy,
+                    to: c.path(&r.to.value),
+                })
+                .collect(),
+            dead_letter_file: c.path(&dead),
+        }),
+    };
     PipelineConfig {
         file: file.to_owned(),
-        source,
-        routes,
-        message_key,
-        keep_headers,
-        dead_letter: DeadLetterConfig {
-            sink: dead_sink.unwrap_or(Sink::File(PathBuf::from("-"))),
+        pipeline,
+        stage: StageConfig {
+            message_key,
+            keep_headers,
             include_payload: dl.include_payload,
+            limits,
         },
         keys,
-        limits,
-        max_in_flight,
-        workers,
-        drain_timeout: Duration::from_secs(drain),
         metrics: MetricsConfig { listen },
     }
 }

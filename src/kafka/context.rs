@@ -12,9 +12,10 @@ use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::producer::{DeliveryResult, ProducerContext};
 use rdkafka::statistics::Statistics;
-use tracing::{info, warn};
+use tracing::warn;
 
 use super::{Ack, RETRY_BACKOFF, Retry, Shared, commit, error_code};
+use crate::metrics::{ProduceFailure, ProduceStep, Rebalanced};
 use crate::offsets::Partition;
 
 pub(crate) struct ProducerCtx {
@@ -40,12 +41,12 @@ impl ProducerContext for ProducerCtx {
         match result {
             Ok(_) => self.shared.acknowledge(&ack),
             Err((e, msg)) => {
-                self.shared
-                    .metrics
-                    .produce_errors
-                    .with_label_values(&[&error_code(e)])
-                    .inc();
-                warn!(topic = msg.topic(), error = %e, "delivery failed; retrying");
+                self.shared.metrics.produce_failed(ProduceFailure {
+                    code: &error_code(e),
+                    topic: msg.topic(),
+                    error: e,
+                    step: ProduceStep::Delivery,
+                });
                 let _ = self.shared.retries.send(Retry {
                     msg: msg.detach(),
                     ack,
@@ -77,16 +78,14 @@ impl ClientContext for ConsumerCtx {
     fn stats(&self, stats: Statistics) {
         let up = stats.brokers.values().any(|b| b.state == "UP");
         self.shared.health.set_broker_down(!up);
-        let lag = &self.shared.metrics.consumer_lag;
+        let m = &self.shared.metrics;
         for (name, topic) in &stats.topics {
             for (id, p) in &topic.partitions {
                 if *id < 0 {
                     continue; // librdkafka's internal unassigned partition
                 }
-                let id = id.to_string();
                 if p.consumer_lag >= 0 {
-                    lag.with_label_values(&[name.as_str(), &id])
-                        .set(p.consumer_lag);
+                    m.consumer_lag(name, *id, p.consumer_lag);
                 }
             }
         }
@@ -112,8 +111,9 @@ impl ConsumerContext for ConsumerCtx {
                 for p in partitions(tpl) {
                     book.ledger.assign(&p);
                 }
-                m.rebalances.with_label_values(&["assign"]).inc();
-                info!(partitions = %describe(tpl), "partitions assigned");
+                m.rebalance(Rebalanced::Assigned {
+                    partitions: &describe(tpl),
+                });
             }
             Rebalance::Revoke(_) => {}
             Rebalance::Error(e) => warn!(error = %e, "rebalance error"),
@@ -123,14 +123,9 @@ impl ConsumerContext for ConsumerCtx {
     }
 
     fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {
-        let c = &self.shared.metrics.commits;
         match result {
-            Ok(()) => c.with_label_values(&["ok"]).inc(),
             Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
-            Err(e) => {
-                c.with_label_values(&["error"]).inc();
-                warn!(error = %e, "offset commit failed; will retry with the next commit");
-            }
+            result => self.shared.metrics.commit(&result),
         }
     }
 }
@@ -162,25 +157,12 @@ impl ConsumerCtx {
             revoked.iter().map(|p| book.ledger.revoke(p)).sum()
         };
         for (topic, partition) in &revoked {
-            let _ = shared
-                .metrics
-                .consumer_lag
-                .remove_label_values(&[&**topic, &partition.to_string()]);
+            shared.metrics.forget_partition(topic, *partition);
         }
-        shared
-            .metrics
-            .rebalances
-            .with_label_values(&["revoke"])
-            .inc();
-        if abandoned > 0 {
-            warn!(
-                abandoned,
-                partitions = %describe(tpl),
-                "partitions revoked with unacknowledged inputs; their next owner re-reads them"
-            );
-        } else {
-            info!(partitions = %describe(tpl), "partitions revoked");
-        }
+        shared.metrics.rebalance(Rebalanced::Revoked {
+            partitions: &describe(tpl),
+            abandoned,
+        });
     }
 }
 

@@ -41,12 +41,12 @@ use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tracing::{debug, error, info, warn};
 
-use crate::config::{KafkaSource, PipelineConfig, Sink};
+use crate::config::{KafkaSource, Pipeline, PipelineConfig};
 use crate::engine::Scratch;
 use crate::health::Health;
-use crate::metrics::{Metrics, StageCounters};
+use crate::metrics::{Metrics, ProduceFailure, ProduceStep, Reload, StageCounters};
 use crate::offsets::{Ledger, Partition, Ticket};
-use crate::outcome::Outcome;
+use crate::outcome::RouteOutcome;
 use crate::stage::{Origin, Processed, Stage};
 
 use context::{ConsumerCtx, ProducerCtx};
@@ -175,8 +175,7 @@ struct Live {
 
 impl Live {
     fn new(stage: Stage, metrics: &Metrics) -> Live {
-        metrics.set_live(&stage);
-        let counters = StageCounters::new(metrics, &stage);
+        let counters = metrics.live(&stage.policies(), stage.key_id());
         let policy_tags = stage
             .routes()
             .iter()
@@ -268,8 +267,7 @@ impl Shared {
                 .map_or(0, |d| d.as_millis() as i64);
             if now >= ts {
                 self.metrics
-                    .end_to_end_latency
-                    .observe((now - ts) as f64 / 1000.0);
+                    .end_to_end(Duration::from_millis((now - ts) as u64));
             }
         }
     }
@@ -316,20 +314,12 @@ pub async fn run(
     health: Arc<Health>,
     control: Control,
 ) -> Result<RunSummary, ServiceError> {
-    let crate::config::Source::Kafka(src) = &config.source else {
+    let Pipeline::Kafka(kafka) = &config.pipeline else {
         return Err(ServiceError::NotKafka);
     };
-    let route_topics = config
-        .routes
-        .iter()
-        .map(|r| match &r.sink {
-            Sink::Topic(t) => t.clone(),
-            Sink::File(_) => unreachable!("validated: Kafka source, topic sinks"),
-        })
-        .collect();
-    let Sink::Topic(dead_letter_topic) = config.dead_letter.sink.clone() else {
-        unreachable!("validated: Kafka source, topic dead letters")
-    };
+    let src = &kafka.source;
+    let route_topics = kafka.routes.iter().map(|r| r.to.clone()).collect();
+    let dead_letter_topic = kafka.dead_letter_topic.clone();
     let (retry_tx, retry_rx) = std::sync::mpsc::channel();
     let shared = Arc::new(Shared {
         book: Mutex::default(),
@@ -339,7 +329,7 @@ pub async fn run(
         control: control.clone(),
         route_topics,
         dead_letter_topic,
-        drain_timeout: config.drain_timeout,
+        drain_timeout: kafka.drain_timeout,
         retries: retry_tx,
         closing: AtomicBool::new(false),
         abandon: AtomicBool::new(false),
@@ -377,16 +367,16 @@ pub async fn run(
         group = %src.group_id,
         policies = %policies,
         key_id = %key_id,
-        routes = config.routes.len(),
-        workers = config.workers,
-        max_in_flight = config.max_in_flight,
+        routes = kafka.routes.len(),
+        workers = kafka.workers,
+        max_in_flight = kafka.max_in_flight,
         "veil is consuming"
     );
 
     let retrier = spawn_retrier(shared.clone(), producer.clone(), retry_rx);
-    let mut senders = Vec::with_capacity(config.workers);
-    let mut workers: Vec<JoinHandle<()>> = Vec::with_capacity(config.workers);
-    for i in 0..config.workers {
+    let mut senders = Vec::with_capacity(kafka.workers);
+    let mut workers: Vec<JoinHandle<()>> = Vec::with_capacity(kafka.workers);
+    for i in 0..kafka.workers {
         let (tx, rx) = mpsc::channel::<Vec<Job>>(64);
         senders.push(tx);
         let (shared, producer) = (shared.clone(), producer.clone());
@@ -403,13 +393,13 @@ pub async fn run(
     }
     let reloader = tokio::spawn(reload_loop(config.clone(), shared.clone()));
 
-    let semaphore = Arc::new(Semaphore::new(config.max_in_flight));
+    let semaphore = Arc::new(Semaphore::new(kafka.max_in_flight));
     consume(
         &consumer,
         &shared,
         &senders,
         &semaphore,
-        config.max_in_flight,
+        kafka.max_in_flight,
     )
     .await;
 
@@ -419,13 +409,13 @@ pub async fn run(
     let died = shared.watchdog.dead();
     let drain_timeout = if died.is_some() {
         health.set_thread_died();
-        shared.metrics.ready.set(0);
+        shared.metrics.set_ready(&health);
         Duration::ZERO
     } else {
-        config.drain_timeout
+        kafka.drain_timeout
     };
     info!(
-        in_flight = config.max_in_flight - semaphore.available_permits(),
+        in_flight = kafka.max_in_flight - semaphore.available_permits(),
         drain_timeout_s = drain_timeout.as_secs(),
         "stopping: draining in-flight deliveries"
     );
@@ -628,20 +618,15 @@ fn on_tick(
 ) {
     shared.store_positions(consumer, None);
     let m = &shared.metrics;
-    m.in_flight
-        .set((max_in_flight - semaphore.available_permits()) as i64);
+    m.in_flight(max_in_flight - semaphore.available_permits());
     m.set_ready(&shared.health);
 }
 
 /// Commit what is stored, synchronously.
 fn commit<C: Consumer<ConsumerCtx>>(consumer: &C, metrics: &Metrics) {
     match consumer.commit_consumer_state(CommitMode::Sync) {
-        Ok(()) => metrics.commits.with_label_values(&["ok"]).inc(),
         Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
-        Err(e) => {
-            metrics.commits.with_label_values(&["error"]).inc();
-            warn!(error = %e, "commit failed; uncommitted inputs will be re-read");
-        }
+        result => metrics.commit(&result),
     }
 }
 
@@ -693,11 +678,8 @@ fn process(
     };
     live.stage
         .process(payload, msg.key(), origin, processed, scratch);
-    shared
-        .metrics
-        .process_duration
-        .observe(started.elapsed().as_secs_f64());
-    live.counters.record(payload.len(), processed);
+    shared.metrics.processed_in(started.elapsed());
+    live.counters.record(payload.len(), processed.tally());
 
     let outputs = if processed.rejected.is_some() {
         1
@@ -705,7 +687,7 @@ fn process(
         processed
             .outputs
             .iter()
-            .filter(|o| o.outcome == Outcome::Forwarded)
+            .filter(|o| o.outcome == RouteOutcome::Forwarded)
             .count()
     };
     let timestamp_ms = msg.timestamp().to_millis();
@@ -728,7 +710,7 @@ fn process(
             .insert(header_str(header::SOURCE_OFFSET, &offset))
     };
     if let Some(reject) = &processed.rejected {
-        let record = live.stage.dead_letter(reject, origin, payload);
+        let record = live.stage.dead_letter(reject, origin, Some(payload));
         let headers = source(OwnedHeaders::new_with_capacity(5))
             .insert(header_str(header::REASON, reject.reason.code()));
         let record =
@@ -739,7 +721,7 @@ fn process(
         return;
     }
     for (i, o) in processed.outputs.iter().enumerate() {
-        if o.outcome != Outcome::Forwarded {
+        if o.outcome != RouteOutcome::Forwarded {
             continue;
         }
         let mut headers = source(OwnedHeaders::new_with_capacity(5))
@@ -786,15 +768,20 @@ fn send<K, P>(
                 std::thread::sleep(Duration::from_millis(5));
             }
             Err((e, r)) => {
-                shared
-                    .metrics
-                    .produce_errors
-                    .with_label_values(&[&error_code(&e)])
-                    .inc();
-                if shared.abandon.load(Ordering::Relaxed) {
+                let abandon = shared.abandon.load(Ordering::Relaxed);
+                shared.metrics.produce_failed(ProduceFailure {
+                    code: &error_code(&e),
+                    topic: r.topic,
+                    error: &e,
+                    step: if abandon {
+                        ProduceStep::EnqueueAbandoned
+                    } else {
+                        ProduceStep::Enqueue
+                    },
+                });
+                if abandon {
                     return; // not acknowledged, so not committed: re-read later
                 }
-                warn!(topic = r.topic, error = %e, "cannot enqueue record; retrying");
                 record = r;
                 std::thread::sleep(RETRY_BACKOFF);
             }
@@ -866,17 +853,12 @@ async fn reload_loop(config: PipelineConfig, shared: Arc<Shared>) {
                 let tags = live.policy_tags.join(", ");
                 let key_id = live.stage.key_id().to_owned();
                 *shared.live.write().expect("live lock") = Arc::new(live);
-                shared.metrics.reloads.with_label_values(&["ok"]).inc();
-                info!(policies = %tags, key_id = %key_id, "reloaded policies and keys");
+                shared.metrics.reload(Reload::Ok {
+                    policies: &tags,
+                    key_id: &key_id,
+                });
             }
-            Ok(Err(e)) => {
-                shared
-                    .metrics
-                    .reloads
-                    .with_label_values(&["rejected"])
-                    .inc();
-                error!(error = %e, "reload rejected; the previous policies and keys stay live");
-            }
+            Ok(Err(e)) => shared.metrics.reload(Reload::Rejected { error: &e }),
             Err(e) => error!(error = %e, "reload task failed"),
         }
     }

@@ -1,5 +1,5 @@
 //! The per-input panic guard. A panic is injected through the engine-call
-//! parameter of `process_using` / `apply_one_using`: the shipped code paths
+//! parameter of `process_using`: the shipped code paths
 //! pass `CompiledPolicy::apply`, so nothing here can be triggered in production.
 
 use std::io;
@@ -16,14 +16,15 @@ const POLICY: &str =
 /// Stands for event content: it must never reach a log line or a dead letter.
 const SECRET: &str = "ana@example.com";
 
+/// Two routes, `a` and `b`, with the same policy; Kafka keys pseudonymised
+/// (a config's default).
 fn stage() -> Stage {
-    let config = crate::config::parse(
-        "source:\n  file: in.ndjson\nroutes:\n  - name: a\n    policy: a.yaml\n    file: a.ndjson\n  \
-         - name: b\n    policy: b.yaml\n    file: b.ndjson\ndead_letter:\n  file: dead.ndjson\nkeys:\n  dir: keys\n",
-        Path::new("pipeline.yaml"),
-        Path::new("/nonexistent"),
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
+    let config = StageConfig {
+        message_key: MessageKey::Pseudonymise,
+        keep_headers: Vec::new(),
+        include_payload: false,
+        limits: Limits::default(),
+    };
     let key = parse_key("k1", KEY.as_bytes(), Path::new("k1.key")).unwrap();
     let ring = KeyRing::single(key);
     let policies = ["a", "b"]
@@ -88,7 +89,7 @@ fn a_panic_in_any_route_dead_letters_the_input_as_internal_error_with_nothing_fo
         "the buffers the panic touched are replaced, not cleared"
     );
 
-    let record = stage.dead_letter(out.rejected.as_ref().unwrap(), AT, &input);
+    let record = stage.dead_letter(out.rejected.as_ref().unwrap(), AT, Some(&input));
     let record: serde_json::Value = serde_json::from_slice(&record).unwrap();
     assert_eq!(record["reason"], "internal_error");
     assert_eq!(record["source"]["offset"], 41);
@@ -119,44 +120,103 @@ fn after_a_contained_panic_the_next_input_is_processed_as_if_nothing_happened() 
     assert_eq!(out.outputs, fresh.outputs);
     assert_eq!(out.outputs.len(), 2);
     for o in &out.outputs {
-        assert_eq!(o.outcome, Outcome::Forwarded);
+        assert_eq!(o.outcome, RouteOutcome::Forwarded);
         assert_eq!(out.value(o), fresh.value(o));
     }
 }
 
+/// A one-route stage, as `veil apply` runs: `include_payload` as given.
+fn one_route_stage(include_payload: bool) -> Stage {
+    let config = StageConfig {
+        message_key: MessageKey::Drop,
+        keep_headers: Vec::new(),
+        include_payload,
+        limits: Limits::default(),
+    };
+    let key = parse_key("k1", KEY.as_bytes(), Path::new("k1.key")).unwrap();
+    let policy = crate::Policy::parse(POLICY, "t.yaml").unwrap_or_else(|e| panic!("{e}"));
+    Stage::new(&config, vec![("t".into(), policy)], &KeyRing::single(key)).unwrap()
+}
+
 #[test]
-fn apply_one_contains_a_panic_and_leaves_the_callers_buffer_as_it_was() {
-    let stage = stage();
-    let engine = &stage.routes()[0].engine;
-    let mut out = b"PREFIX".to_vec();
-    let mut scratch = Scratch::default();
-    let v = apply_one_using(
+fn a_one_route_stage_contains_a_panic_as_apply_needs() {
+    let stage = one_route_stage(false);
+    let (mut out, mut scratch) = (Processed::default(), Scratch::default());
+    stage.process_using(
         |e, input, out, scratch| {
             e.apply(input, out, scratch);
             panic!("at {SECRET}")
         },
-        engine,
         &event("u1"),
+        None,
         Origin::Line(7),
         &mut out,
         &mut scratch,
     );
-    assert_eq!(v.outcome, Outcome::Rejected(Reject::INTERNAL_ERROR));
-    assert_eq!(v.counts, FieldCounts::default());
-    assert_eq!(out, b"PREFIX");
+    assert_eq!(out.rejected, Some(Reject::INTERNAL_ERROR));
+    assert_eq!(out.tally().err(), Some(RejectReason::InternalError));
 
-    // And without a panic it is exactly the engine's apply.
-    out.clear();
-    let v = apply_one(
-        engine,
+    // And without a panic it is exactly the engine's apply, with no key.
+    stage.process(
         &event("u1"),
+        Some(b"k"),
         Origin::Line(8),
         &mut out,
         &mut scratch,
     );
     let mut want = Vec::new();
+    let engine = &stage.routes()[0].engine;
     let w = engine.apply(&event("u1"), &mut want, &mut Scratch::default());
-    assert_eq!((v, out), (w, want));
+    assert_eq!(out.outputs.len(), 1);
+    let o = &out.outputs[0];
+    assert_eq!((o.outcome, o.counts), (RouteOutcome::Forwarded, w.counts));
+    assert_eq!(out.value(o), want);
+    assert_eq!(out.key(o), None);
+}
+
+#[test]
+fn dead_letters_have_one_shape_in_every_mode() {
+    // docs/pipeline.md, "Dead letters": reason, detail, policies, and the
+    // line (files) or the source coordinates (Kafka); the payload only
+    // when asked for and kept.
+    let reject = Reject {
+        reason: RejectReason::InvalidJson,
+        offset: 3,
+        what: "expected `:`",
+    };
+    let record = |stage: &Stage, origin, payload| -> serde_json::Value {
+        serde_json::from_slice(&stage.dead_letter(&reject, origin, payload)).unwrap()
+    };
+    let one = one_route_stage(false);
+    assert_eq!(
+        record(&one, Origin::Line(4), Some(b"{\"a\" 1}")),
+        serde_json::json!({
+            "reason": "invalid_json",
+            "detail": "expected `:` at byte 3",
+            "policies": ["t@1"],
+            "line": 4,
+        })
+    );
+    assert_eq!(
+        record(&stage(), AT, Some(b"{\"a\" 1}")),
+        serde_json::json!({
+            "reason": "invalid_json",
+            "detail": "expected `:` at byte 3",
+            "policies": ["t@1", "t@1"],
+            "source": {"topic": "raw", "partition": 3, "offset": 41},
+        })
+    );
+    let with_payload = one_route_stage(true);
+    assert_eq!(
+        record(&with_payload, Origin::Line(4), Some(b"{\"a\" 1}"))["payload"],
+        "{\"a\" 1}"
+    );
+    assert_eq!(
+        record(&with_payload, Origin::Line(4), Some(b"\xff"))["payload_base64"],
+        "/w=="
+    );
+    let unkept = record(&with_payload, Origin::Line(4), None);
+    assert!(unkept.get("payload").is_none() && unkept.get("payload_base64").is_none());
 }
 
 #[derive(Clone, Default)]

@@ -143,6 +143,15 @@ impl ProducerContext for Landed {
 }
 
 /// Produce `records` (key, value) to `topic`; returns each one's (partition, offset).
+/// Keyed records go where the key hashes (murmur2, as the Java client);
+/// records without a key go round the partitions in turn, so every partition
+/// holds its share, whatever the timing. Panics if the broker then no longer
+/// holds all of them (see [`assert_nothing_deleted`]).
+///
+/// librdkafka's default for keyless records (sticky runs, and all that were
+/// queued before the topic's metadata arrived into one partition, many
+/// under CPU load) put up to 5.9 MB of the kill -9 test's 15 MB in one
+/// partition, over the mock cluster's 5 MiB partition log (issue 9, 4b).
 pub fn produce(
     bootstrap: &str,
     topic: &str,
@@ -155,13 +164,25 @@ pub fn produce(
         .set("linger.ms", "5")
         .create_with_context(landed)
         .expect("producer");
+    let partitions = producer
+        .client()
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .expect("metadata")
+        .topics()[0]
+        .partitions()
+        .len() as i32;
+    assert!(partitions > 0, "{topic} has partitions");
+    let mut keyless = 0;
     for (i, (key, value)) in records.iter().enumerate() {
         let mut r = BaseRecord::<Vec<u8>, Vec<u8>, Box<usize>>::with_opaque_to(topic, Box::new(i))
             .payload(value);
-        if let Some(k) = key {
-            r = r.key(k);
+        match key {
+            Some(k) => r = r.key(k),
+            None => {
+                r = r.partition(keyless % partitions);
+                keyless += 1;
+            }
         }
-        let mut r = r;
         loop {
             match producer.send(r) {
                 Ok(()) => break,
@@ -174,9 +195,38 @@ pub fn produce(
     }
     producer.flush(Duration::from_secs(30)).expect("flush");
     let out = producer.context().0.lock().unwrap().clone();
-    out.into_iter()
+    let landed = out
+        .into_iter()
         .map(|o| o.expect("every record delivered"))
-        .collect()
+        .collect();
+    assert_nothing_deleted(bootstrap, topic);
+    landed
+}
+
+/// Every record ever written to `topic` is still in it. The mock cluster
+/// keeps at most 5 MiB per partition and silently deletes the oldest
+/// records beyond that (`rdkafka_mock.c`, `max_size`): a test whose data
+/// outgrew it would blame veil for inputs it could never read, or for
+/// outputs deleted before the test read them. The test topics are fresh and
+/// nothing else deletes, so every partition must still start at offset 0.
+pub fn assert_nothing_deleted(bootstrap: &str, topic: &str) {
+    let c = consumer(bootstrap);
+    let md = c
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .expect("metadata");
+    for p in md.topics()[0].partitions() {
+        let (low, high) = c
+            .fetch_watermarks(topic, p.id(), Duration::from_secs(10))
+            .expect("watermarks");
+        assert_eq!(
+            low,
+            0,
+            "the broker deleted the oldest {low} of {high} records of {topic} [{}] \
+             (the mock cluster keeps 5 MiB per partition): the test's data does not fit, \
+             nothing here says anything about veil",
+            p.id()
+        );
+    }
 }
 
 /// A record read back.
