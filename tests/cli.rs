@@ -914,13 +914,20 @@ fn hash_refuses_an_empty_purpose() {
     }
 }
 
-#[test]
-fn apply_with_the_public_demo_key_warns_loudly_without_printing_it() {
+/// A private copy (mode 0600) of the public demo key in a key directory of
+/// its own; keep the TempDir alive while the directory is used.
+fn demo_key_dir() -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let keys = dir.path().join("keys");
     std::fs::create_dir(&keys).unwrap();
     std::fs::copy("examples/keys/demo.key", keys.join("demo.key")).unwrap();
     chmod(&keys.join("demo.key"), 0o600);
+    (dir, keys)
+}
+
+#[test]
+fn apply_with_the_public_demo_key_warns_loudly_without_printing_it() {
+    let (_dir, keys) = demo_key_dir();
     let o = veil(&[
         "apply",
         "--policy",
@@ -1194,11 +1201,7 @@ fn log_format_is_offered_only_by_the_commands_that_log() {
         .unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
     // Where it does something, it does it: apply's warnings as JSON.
-    let dir = tempfile::tempdir().unwrap();
-    let keys = dir.path().join("keys");
-    std::fs::create_dir(&keys).unwrap();
-    std::fs::copy("examples/keys/demo.key", keys.join("demo.key")).unwrap();
-    chmod(&keys.join("demo.key"), 0o600);
+    let (_dir, keys) = demo_key_dir();
     let o = veil(&[
         "apply",
         "--policy",
