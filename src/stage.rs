@@ -30,11 +30,27 @@ use crate::outcome::{FieldCounts, Outcome, Reject, RejectReason, RouteOutcome, V
 use crate::policy::{Encoding, FieldPath, PolicyError, PseudonymOptions, Segment};
 use crate::pseudonym::Pseudonymiser;
 
+/// Output record headers veil sets. Input headers named `veil-*` are never
+/// copied (see [`Stage::keeps_header`]), so these cannot be spoofed upstream.
+pub mod header {
+    /// `name@version` of the policy that made the record.
+    pub const POLICY: &str = "veil-policy";
+    /// Id of the key the pseudonyms were made with.
+    pub const KEY_ID: &str = "veil-key-id";
+    pub const SOURCE_TOPIC: &str = "veil-source-topic";
+    pub const SOURCE_PARTITION: &str = "veil-source-partition";
+    pub const SOURCE_OFFSET: &str = "veil-source-offset";
+    /// Dead letters only: the reject reason code.
+    pub const REASON: &str = "veil-reason";
+}
+
 /// One route, ready to apply.
 #[derive(Debug, Clone)]
 pub struct Route {
     pub name: String,
     pub engine: CompiledPolicy,
+    /// `name@version` of its policy, for the [`header::POLICY`] header.
+    policy_tag: String,
     /// Pseudonymises Kafka keys: full-length hex, no prefix.
     key_hasher: Pseudonymiser,
 }
@@ -80,6 +96,25 @@ impl Processed {
         o.key.clone().map(|r| &self.buf[r])
     }
 
+    /// How many records this input produces, each awaiting one
+    /// acknowledgement before the input is complete: one per forwarding
+    /// route, or its one dead-letter record; none when every route dropped it.
+    pub fn records(&self) -> usize {
+        if self.rejected.is_some() {
+            1
+        } else {
+            self.forwarded().count()
+        }
+    }
+
+    /// The forwarded outputs with their route index, in route order.
+    pub fn forwarded(&self) -> impl Iterator<Item = (usize, &RouteOutput)> {
+        self.outputs
+            .iter()
+            .enumerate()
+            .filter(|(_, o)| o.outcome == RouteOutcome::Forwarded)
+    }
+
     /// What to count for this input ([`crate::metrics::StageCounters::record`]):
     /// the reason it was rejected, or per route, in route order, its
     /// outcome, value tallies and clean bytes.
@@ -108,6 +143,29 @@ pub enum Origin<'a> {
     /// 1-based line of an NDJSON file.
     Line(u64),
 }
+
+/// A Kafka input's coordinates as header text, made once per input and
+/// shared by all its output records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Source<'a> {
+    pub topic: &'a str,
+    partition: String,
+    offset: String,
+}
+
+impl<'a> Source<'a> {
+    pub fn new(topic: &'a str, partition: i32, offset: i64) -> Source<'a> {
+        Source {
+            topic,
+            partition: partition.to_string(),
+            offset: offset.to_string(),
+        }
+    }
+}
+
+/// The headers veil sets on one output record, in order (input headers the
+/// stage keeps come after them).
+pub type Headers<'a> = [(&'static str, &'a str); 5];
 
 /// Why the policies or keys a config names cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -155,6 +213,7 @@ impl Stage {
             let key_hasher = Pseudonymiser::new(key, &policy.purpose, &key_options);
             routes.push(Route {
                 name,
+                policy_tag: policy.id(),
                 engine: compile(policy, key, config.limits),
                 key_hasher,
             });
@@ -191,9 +250,49 @@ impl Stage {
         &self.key_id
     }
 
-    /// Whether an input header is copied to the outputs.
+    /// Whether an input header is copied to the outputs (the config
+    /// refuses to keep any named `veil-*`, so veil's own cannot be spoofed).
     pub fn keeps_header(&self, name: &str) -> bool {
         self.keep_headers.iter().any(|h| h == name)
+    }
+
+    /// The headers of route `route`'s output record: the policy that made
+    /// it, the key id, and where its input came from. `None` for a route
+    /// index the stage does not have.
+    pub fn route_headers<'a>(
+        &'a self,
+        route: usize,
+        source: &'a Source<'a>,
+    ) -> Option<Headers<'a>> {
+        let policy = self.routes.get(route)?.policy_tag.as_str();
+        Some([
+            (header::POLICY, policy),
+            (header::KEY_ID, &self.key_id),
+            (header::SOURCE_TOPIC, source.topic),
+            (header::SOURCE_PARTITION, &source.partition),
+            (header::SOURCE_OFFSET, &source.offset),
+        ])
+    }
+
+    /// The headers of a dead-letter record: the reason, the key id, and
+    /// where its input came from (no policy: every route's is in the record).
+    pub fn dead_letter_headers<'a>(
+        &'a self,
+        reason: &'static str,
+        source: &'a Source<'a>,
+    ) -> Headers<'a> {
+        [
+            (header::REASON, reason),
+            (header::KEY_ID, &self.key_id),
+            (header::SOURCE_TOPIC, source.topic),
+            (header::SOURCE_PARTITION, &source.partition),
+            (header::SOURCE_OFFSET, &source.offset),
+        ]
+    }
+
+    /// `name@version` of each route's policy, in route order.
+    pub fn policy_tags(&self) -> impl Iterator<Item = &str> {
+        self.routes.iter().map(|r| r.policy_tag.as_str())
     }
 
     /// Apply every route to one input (`value`, with its Kafka `key`, from

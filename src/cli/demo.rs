@@ -121,24 +121,19 @@ pub fn run(args: Args) -> CliResult {
     let started = Instant::now();
     let total = events.len() as u64;
     let summary = runtime.block_on(async {
-        let service = tokio::spawn({
-            let (config, metrics, control) = (config.clone(), metrics.clone(), control.clone());
-            async move {
-                veil::kafka::run(
-                    &config,
-                    stage,
-                    metrics,
-                    Arc::new(Health::for_kafka()),
-                    control,
-                )
-                .await
-            }
-        });
+        let running = veil::kafka::start(
+            &config,
+            stage,
+            metrics.clone(),
+            Arc::new(Health::for_kafka()),
+            control.clone(),
+        )
+        .await?;
         while control.completed() < total && started.elapsed() < Duration::from_secs(60) {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         control.stop();
-        service.await.expect("service task")
+        running.drain().await
     });
     let summary = summary.map_err(usage)?;
     let elapsed = started.elapsed();

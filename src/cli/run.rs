@@ -67,7 +67,10 @@ fn run_kafka(config: &PipelineConfig, stage: Stage) -> CliResult {
     let control = Control::default();
     super::runtime()?.block_on(async {
         spawn_signal_handlers(control.clone()).map_err(io)?;
-        match veil::kafka::run(config, stage, metrics, health, control).await {
+        let running = veil::kafka::start(config, stage, metrics, health, control)
+            .await
+            .map_err(usage)?;
+        match running.drain().await {
             Ok(_) => Ok(()),
             Err(e @ ServiceError::ThreadDied { .. }) => Err(Failure {
                 code: EX_SOFTWARE,

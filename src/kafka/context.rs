@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use rdkafka::TopicPartitionList;
 use rdkafka::client::ClientContext;
@@ -14,7 +14,9 @@ use rdkafka::producer::{DeliveryResult, ProducerContext};
 use rdkafka::statistics::Statistics;
 use tracing::warn;
 
-use super::{Ack, RETRY_BACKOFF, Retry, Shared, commit, error_code};
+use super::consume::commit;
+use super::produce::{RETRY_BACKOFF, Resend, error_code};
+use super::shared::{Ack, Shared};
 use crate::metrics::{ProduceFailure, ProduceStep, Rebalanced};
 use crate::offsets::Partition;
 
@@ -47,7 +49,7 @@ impl ProducerContext for ProducerCtx {
                     error: e,
                     step: ProduceStep::Delivery,
                 });
-                let _ = self.shared.retries.send(Retry {
+                let _ = self.shared.resend.send(Resend::Record {
                     msg: msg.detach(),
                     ack,
                     not_before: Instant::now() + RETRY_BACKOFF,
@@ -107,10 +109,7 @@ impl ConsumerContext for ConsumerCtx {
         let m = &self.shared.metrics;
         match rebalance {
             Rebalance::Assign(tpl) => {
-                let mut book = self.shared.book.lock().expect("book lock");
-                for p in partitions(tpl) {
-                    book.ledger.assign(&p);
-                }
+                self.shared.assign(&partitions(tpl));
                 m.rebalance(Rebalanced::Assigned {
                     partitions: &describe(tpl),
                 });
@@ -137,25 +136,12 @@ impl ConsumerCtx {
     fn revoke(&self, consumer: &BaseConsumer<Self>, tpl: &TopicPartitionList) {
         let shared = &self.shared;
         let revoked = partitions(tpl);
-        let pending = |s: &Shared| {
-            let book = s.book.lock().expect("book lock");
-            revoked
-                .iter()
-                .map(|p| book.ledger.pending(p))
-                .sum::<usize>()
-        };
         if !shared.closing.load(Ordering::Relaxed) {
-            let deadline = Instant::now() + shared.drain_timeout;
-            while pending(shared) > 0 && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(10));
-            }
+            shared.wait_settled(Some(&revoked), Instant::now() + shared.drain_timeout);
         }
         shared.store_positions(consumer, Some(&revoked));
         commit(consumer, &shared.metrics);
-        let abandoned: usize = {
-            let mut book = shared.book.lock().expect("book lock");
-            revoked.iter().map(|p| book.ledger.revoke(p)).sum()
-        };
+        let abandoned = shared.revoke(&revoked);
         for (topic, partition) in &revoked {
             shared.metrics.forget_partition(topic, *partition);
         }

@@ -265,3 +265,110 @@ fn internal_error_is_a_reason_with_a_fixed_label() {
     assert_eq!(RejectReason::InternalError.code(), "internal_error");
     assert_eq!(Reject::INTERNAL_ERROR.reason, RejectReason::InternalError);
 }
+
+/// Two routes with their own policies (`web@3`, `ads@12`), key `k7`, and
+/// the input header `trace-id` kept.
+fn split_stage() -> Stage {
+    let config = StageConfig {
+        message_key: MessageKey::Pseudonymise,
+        keep_headers: vec!["trace-id".into()],
+        include_payload: false,
+        limits: Limits::default(),
+    };
+    let key = parse_key("k7", KEY.as_bytes(), Path::new("k7.key")).unwrap();
+    let ring = KeyRing::single(key);
+    let plain = |name: &str, version: u32| {
+        let text = format!(
+            "version: {version}\nname: {name}\npurpose: analytics\nfields:\n  type: keep\n  userId: pseudonymise\n"
+        );
+        crate::Policy::parse(&text, "t.yaml").unwrap_or_else(|e| panic!("{e}"))
+    };
+    Stage::new(
+        &config,
+        vec![
+            ("a".into(), plain("web", 3)),
+            ("b".into(), plain("ads", 12)),
+        ],
+        &ring,
+    )
+    .unwrap()
+}
+
+#[test]
+fn an_input_awaits_one_acknowledgement_per_forwarded_route_or_one_for_its_dead_letter() {
+    let stage = split_stage();
+    let mut out = Processed::default();
+    let mut scratch = Scratch::default();
+    stage.process(&event("u1"), Some(b"k"), AT, &mut out, &mut scratch);
+    assert_eq!(out.records(), 2, "both routes forward");
+    assert_eq!(out.forwarded().map(|(i, _)| i).collect::<Vec<_>>(), [0, 1]);
+    stage.process(b"{not json", None, AT, &mut out, &mut scratch);
+    assert_eq!(out.records(), 1, "rejected: its one dead-letter record");
+    assert_eq!(out.forwarded().count(), 0);
+}
+
+#[test]
+fn an_input_every_route_drops_awaits_nothing() {
+    // No consent field: a policy that requires consent drops every event.
+    let config = StageConfig {
+        message_key: MessageKey::Drop,
+        keep_headers: Vec::new(),
+        include_payload: false,
+        limits: Limits::default(),
+    };
+    let ring = KeyRing::single(parse_key("k1", KEY.as_bytes(), Path::new("k1.key")).unwrap());
+    let text = "version: 1\nname: c\npurpose: analytics\nconsent:\n  purposes: consent.purposes\nfields:\n  type: keep\n";
+    let p = crate::Policy::parse(text, "c.yaml").unwrap_or_else(|e| panic!("{e}"));
+    let stage = Stage::new(&config, vec![("a".into(), p)], &ring).unwrap();
+    let mut out = Processed::default();
+    stage.process(&event("u1"), None, AT, &mut out, &mut Scratch::default());
+    assert!(out.rejected.is_none());
+    assert!(matches!(out.outputs[0].outcome, RouteOutcome::Dropped(_)));
+    assert_eq!(out.records(), 0);
+}
+
+#[test]
+fn route_records_carry_their_policy_the_key_id_and_their_source() {
+    let stage = split_stage();
+    let source = Source::new("raw", 3, 41);
+    let headers = |route| stage.route_headers(route, &source).unwrap().to_vec();
+    assert_eq!(
+        headers(1),
+        [
+            ("veil-policy", "ads@12"),
+            ("veil-key-id", "k7"),
+            ("veil-source-topic", "raw"),
+            ("veil-source-partition", "3"),
+            ("veil-source-offset", "41"),
+        ]
+    );
+    assert_eq!(headers(0)[0], ("veil-policy", "web@3"));
+    assert!(stage.route_headers(2, &source).is_none(), "no third route");
+}
+
+#[test]
+fn dead_letter_records_carry_their_reason_instead_of_a_policy() {
+    let stage = split_stage();
+    let source = Source::new("raw", 0, 9_007_199_254_740_993);
+    assert_eq!(
+        stage.dead_letter_headers("invalid_json", &source).to_vec(),
+        [
+            ("veil-reason", "invalid_json"),
+            ("veil-key-id", "k7"),
+            ("veil-source-topic", "raw"),
+            ("veil-source-partition", "0"),
+            ("veil-source-offset", "9007199254740993"),
+        ]
+    );
+}
+
+#[test]
+fn only_configured_input_headers_are_kept() {
+    let stage = split_stage();
+    assert!(stage.keeps_header("trace-id"));
+    assert!(
+        !stage.keeps_header("Trace-Id"),
+        "header names are case-sensitive in Kafka"
+    );
+    assert!(!stage.keeps_header("veil-policy"));
+}
