@@ -57,7 +57,7 @@ pub mod family {
     pub const END_TO_END_LATENCY: Family = spec("veil_end_to_end_latency_seconds", "From the input's broker timestamp to the acknowledgement of its last output.", &[]);
     pub const CONSUMER_LAG: Family = spec("veil_consumer_lag", "Messages behind the partition's high watermark (librdkafka statistics).", &["topic", "partition"]);
     pub const IN_FLIGHT: Family = spec("veil_in_flight", "Input messages read but not yet fully acknowledged.", &[]);
-    pub const PRODUCE_ERRORS: Family = spec("veil_produce_errors_total", "Failed deliveries by librdkafka error code; each is retried.", &["reason"]);
+    pub const PRODUCE_ERRORS: Family = spec("veil_produce_errors_total", "Records that could not be produced, by librdkafka error code; each is retried, or replaced by a dead letter when refused for good.", &["reason"]);
     pub const COMMITS: Family = spec("veil_commits_total", "Offset commits by result.", &["result"]);
     pub const REBALANCES: Family = spec("veil_rebalances_total", "Partition assignments and revocations.", &["kind"]);
     pub const POLICY_INFO: Family = spec("veil_policy_info", "The live policy of each route (value 1).", &["route", "policy", "version", "sha256"]);
@@ -231,8 +231,9 @@ pub enum Rebalanced<'a> {
     },
 }
 
-/// A record that could not be produced; it is retried unless the service
-/// is past its drain deadline.
+/// A record that could not be produced; it is retried, or replaced by a
+/// dead letter when refused for good, unless the service is past its drain
+/// deadline.
 #[derive(Clone, Copy)]
 pub struct ProduceFailure<'a> {
     /// The librdkafka error code name (a label value), never the error text.
@@ -245,9 +246,9 @@ pub struct ProduceFailure<'a> {
 /// Where producing a record failed, and what happens next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProduceStep {
-    /// The broker did not acknowledge it: sent again after a backoff.
+    /// The broker did not acknowledge it.
     Delivery,
-    /// librdkafka refused to enqueue it: tried again after a backoff.
+    /// librdkafka refused to enqueue it.
     Enqueue,
     /// As `Enqueue`, but past the drain deadline: given up; the input is
     /// not committed, so it is re-read after a restart.
@@ -419,10 +420,8 @@ impl Metrics {
         self.produce_errors.with_label_values(&[f.code]).inc();
         let (topic, error) = (f.topic, f.error);
         match f.step {
-            ProduceStep::Delivery => warn!(topic, error = %error, "delivery failed; retrying"),
-            ProduceStep::Enqueue => {
-                warn!(topic, error = %error, "cannot enqueue record; retrying")
-            }
+            ProduceStep::Delivery => warn!(topic, error = %error, "delivery failed"),
+            ProduceStep::Enqueue => warn!(topic, error = %error, "cannot enqueue record"),
             ProduceStep::EnqueueAbandoned => warn!(
                 topic,
                 error = %error,
@@ -517,6 +516,18 @@ impl StageCounters {
                 // `ALL` lists the reasons in declaration order (tested below).
                 RouteOutcome::Dropped(d) => c.dropped[d as usize].inc(),
             }
+        }
+    }
+
+    /// Count an output record the broker refused for good (route `route`'s,
+    /// or a dead letter when `None`), replaced by a dead letter with
+    /// `reason`: once by reason, and as `dead_lettered` on its route. The
+    /// route counted the input as forwarded when it was processed; that
+    /// count stands (see `docs/operations.md`).
+    pub fn refused(&self, route: Option<usize>, reason: RejectReason) {
+        self.dead[reason as usize].inc();
+        if let Some(r) = route.and_then(|i| self.routes.get(i)) {
+            r.dead_lettered.inc();
         }
     }
 

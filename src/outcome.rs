@@ -67,10 +67,17 @@ pub enum RejectReason {
     /// necessarily anything wrong with the input. The input is
     /// dead-lettered so the stream moves on; nothing of it is forwarded.
     InternalError,
+    /// A clean event (or its dead-letter record) is larger than the
+    /// producer may send (`message.max.bytes`), or the broker refused it
+    /// as too large for the topic.
+    OutputTooLarge,
+    /// The broker refused an output record permanently (an invalid record,
+    /// a topic policy violation) after bounded retries.
+    RejectedByBroker,
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 7] = [
+    pub const ALL: [RejectReason; 9] = [
         RejectReason::InvalidJson,
         RejectReason::InvalidUtf8,
         RejectReason::NotObject,
@@ -78,6 +85,8 @@ impl RejectReason {
         RejectReason::TooLarge,
         RejectReason::DuplicateKey,
         RejectReason::InternalError,
+        RejectReason::OutputTooLarge,
+        RejectReason::RejectedByBroker,
     ];
 
     pub fn code(self) -> &'static str {
@@ -89,6 +98,8 @@ impl RejectReason {
             RejectReason::TooLarge => "too_large",
             RejectReason::DuplicateKey => "duplicate_key",
             RejectReason::InternalError => "internal_error",
+            RejectReason::OutputTooLarge => "output_too_large",
+            RejectReason::RejectedByBroker => "rejected_by_broker",
         }
     }
 }
@@ -111,12 +122,23 @@ impl Reject {
         offset: 0,
         what: "veil failed while processing this input (a bug in veil); nothing of it was forwarded",
     };
+
+    /// The rejection of an input one of whose clean events is larger than
+    /// the output may hold (see [`crate::stage::Stage::limit_records`]).
+    pub const OUTPUT_TOO_LARGE: Reject = Reject {
+        reason: RejectReason::OutputTooLarge,
+        offset: 0,
+        what: "a clean event of this input is larger than the producer may send \
+               (message.max.bytes); nothing of it was forwarded",
+    };
 }
 
 impl fmt::Display for Reject {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.reason {
-            RejectReason::InternalError => f.write_str(self.what),
+            RejectReason::InternalError
+            | RejectReason::OutputTooLarge
+            | RejectReason::RejectedByBroker => f.write_str(self.what),
             _ => write!(f, "{} at byte {}", self.what, self.offset),
         }
     }

@@ -64,6 +64,8 @@ pub struct Stage {
     include_payload: bool,
     limits: Limits,
     key_id: String,
+    /// Largest output record (clean event plus key, or dead-letter record).
+    max_record_bytes: usize,
 }
 
 /// What one route made of an input.
@@ -225,7 +227,19 @@ impl Stage {
             include_payload: config.include_payload,
             limits: config.limits,
             key_id: key.id.clone(),
+            max_record_bytes: usize::MAX,
         })
+    }
+
+    /// Hold every output record to `bytes`: an input with a clean event
+    /// (plus its key) larger than that is rejected as a whole as
+    /// `output_too_large`, and a dead-letter record that would be larger
+    /// omits the raw payload (keeping the reason and the source). The
+    /// Kafka adapter sets this from the producer's `message.max.bytes`, so
+    /// no record veil makes can stall a partition by being unsendable.
+    pub fn limit_records(mut self, bytes: usize) -> Stage {
+        self.max_record_bytes = bytes;
+        self
     }
 
     pub fn routes(&self) -> &[Route] {
@@ -364,6 +378,13 @@ impl Stage {
                 Outcome::Forwarded => {
                     let end = out.buf.len();
                     let key = self.output_key(route, key, start..end, &mut out.buf);
+                    let key_len = key.as_ref().map_or(0, ExactSizeIterator::len);
+                    if (end - start).saturating_add(key_len) > self.max_record_bytes {
+                        out.outputs.clear();
+                        out.buf.clear();
+                        out.rejected = Some(Reject::OUTPUT_TOO_LARGE);
+                        return;
+                    }
                     out.outputs.push(RouteOutput {
                         outcome: RouteOutcome::Forwarded,
                         counts: verdict.counts,
@@ -426,17 +447,81 @@ impl Stage {
             }
             Origin::Line(line) => record["line"] = json!(line),
         }
-        if let Some(payload) = payload.filter(|_| self.include_payload) {
-            match std::str::from_utf8(payload) {
-                Ok(s) => record["payload"] = json!(s),
-                Err(_) => {
-                    record["payload_base64"] =
-                        json!(base64::engine::general_purpose::STANDARD.encode(payload))
-                }
+        let bare = to_json(&record);
+        let Some(payload) = payload.filter(|_| self.include_payload) else {
+            return bare;
+        };
+        match std::str::from_utf8(payload) {
+            Ok(s) => record["payload"] = json!(s),
+            Err(_) => {
+                record["payload_base64"] =
+                    json!(base64::engine::general_purpose::STANDARD.encode(payload))
             }
         }
-        serde_json::to_vec(&record).expect("a JSON value always serialises")
+        let full = to_json(&record);
+        if full.len() <= self.max_record_bytes {
+            return full;
+        }
+        // Too large to send with it: the pointer (source or line) stays.
+        if let Some(o) = record.as_object_mut() {
+            o.remove("payload");
+            o.remove("payload_base64");
+            o.insert(
+                "payload_omitted".into(),
+                json!(format!(
+                    "the record with the payload ({} bytes) would exceed the largest record \
+                     the producer may send ({} bytes)",
+                    full.len(),
+                    self.max_record_bytes
+                )),
+            );
+        }
+        let omitted = to_json(&record);
+        if omitted.len() <= self.max_record_bytes {
+            omitted
+        } else {
+            bare
+        }
     }
+
+    /// The dead-letter record written in place of route `route`'s output
+    /// record (or of a dead-letter record, `route` `None`) when the broker
+    /// refused it permanently: the reason, the broker's error code, the
+    /// route and where the input came from; never the event.
+    pub fn refused_letter(
+        &self,
+        reason: RejectReason,
+        route: Option<&str>,
+        code: &str,
+        origin: Origin<'_>,
+    ) -> Vec<u8> {
+        let policies: Vec<String> = self.routes.iter().map(|r| r.engine.policy_id()).collect();
+        let what = match route {
+            Some(r) => format!("route `{r}`'s output record"),
+            None => "the dead-letter record".to_owned(),
+        };
+        let mut record = json!({
+            "reason": reason.code(),
+            "detail": format!("the broker refused {what} permanently ({code}); it was not written"),
+            "policies": policies,
+            "route": route,
+        });
+        if let Origin::Kafka {
+            topic,
+            partition,
+            offset,
+        } = origin
+        {
+            record["source"] = json!({"topic": topic, "partition": partition, "offset": offset});
+        }
+        to_json(&record)
+    }
+}
+
+fn to_json(record: &serde_json::Value) -> Vec<u8> {
+    // A `Value` with string keys always serialises; an empty record would
+    // still be a valid (if useless) dead letter, never a panic.
+    serde_json::to_vec(record).unwrap_or_else(|_| b"{}".to_vec())
 }
 
 /// Run `work`, the processing of one input from `origin`, and contain a

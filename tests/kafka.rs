@@ -859,3 +859,227 @@ fn offsets_are_committed_while_a_backlog_is_still_being_worked_through() {
         "a commit part-way through the backlog (seen: {seen:?})"
     );
 }
+
+/// The committed offset of `raw`'s partition 0 in veil's group (0 if none).
+fn committed(broker: &Broker, raw: &str) -> i64 {
+    use rdkafka::consumer::Consumer;
+    let group: rdkafka::consumer::BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap())
+        .set("group.id", format!("{raw}-veil"))
+        .create()
+        .unwrap();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition(raw, 0);
+    group
+        .committed_offsets(tpl, Duration::from_secs(5))
+        .ok()
+        .and_then(|t| match t.elements()[0].offset() {
+            rdkafka::Offset::Offset(o) => Some(o),
+            _ => None,
+        })
+        .unwrap_or(0)
+}
+
+/// Wait until veil's group has committed `raw`'s partition 0 up to `end`.
+fn wait_committed(broker: &Broker, raw: &str, end: i64, veil: &Veil) {
+    let deadline = std::time::Instant::now() + MINUTE;
+    while committed(broker, raw) < end {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "committed {} of {end}; log:\n{}",
+            committed(broker, raw),
+            veil.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// `n` consented events, then one whose clean event is about 990 KB (a
+/// kept `properties.title`), then `n` more: all on one partition.
+fn around(poison: Vec<u8>, n: usize) -> Vec<(Option<Vec<u8>>, Vec<u8>)> {
+    let good = consented(&shipped_policy(), 2 * n);
+    let mut records: Vec<_> = good[..n].to_vec();
+    records.push((Some(b"poison".to_vec()), poison));
+    records.extend_from_slice(&good[n..]);
+    records
+}
+
+#[test]
+fn an_output_too_large_to_send_is_dead_lettered_and_its_partition_flows_on() {
+    // veil accepts inputs up to limits.max_message_bytes (1 MiB) but the
+    // producer sends records up to message.max.bytes (1,000,000): a clean
+    // event between the two used to be retried forever, stalling its
+    // partition. It is now dead-lettered as output_too_large.
+    let broker = Broker::start();
+    let (p, raw, clean, dead) = analytics(&broker, 1, "");
+    let policy = shipped_policy();
+    let (_, base) = consented(&policy, 1).remove(0);
+    let mut big: Value = serde_json::from_slice(&base).unwrap();
+    big["properties"]["title"] = Value::String("t".repeat(990_000));
+    let big = serde_json::to_vec(&big).unwrap();
+    assert!(
+        reference::apply(&policy, &big).is_some_and(|c| c.len() > 990_000),
+        "the policy keeps the title"
+    );
+    let records = around(big, 5);
+    let landed = produce(&broker.bootstrap(), &raw, &records);
+    let poison_offset = landed[5].1;
+
+    let veil = p.start("veil");
+    let mut out = Reader::new(&broker.bootstrap(), &clean);
+    let mut dl = Reader::new(&broker.bootstrap(), &dead);
+    assert!(
+        out.wait_until(MINUTE, |r| r.len() >= 10),
+        "the events behind the big one flow; log:\n{}",
+        veil.log()
+    );
+    assert!(dl.wait_until(MINUTE, |r| !r.is_empty()));
+    wait_committed(&broker, &raw, landed[10].1 + 1, &veil);
+    dl.poll_for(Duration::from_millis(500));
+    assert_eq!(dl.records.len(), 1);
+    let letter = dl.records[0].json();
+    assert_eq!(letter["reason"], "output_too_large");
+    assert_eq!(letter["source"]["offset"], poison_offset);
+    assert_eq!(
+        dl.records[0].header("veil-reason"),
+        Some("output_too_large")
+    );
+    assert!(!covered(&out.records).contains(&(0, poison_offset)));
+    assert_eq!(out.records.len(), 10, "no duplicates: nothing was retried");
+}
+
+#[test]
+fn a_dead_letter_too_large_to_send_keeps_its_pointer_and_drops_its_payload() {
+    // With include_payload an 800,008-byte invalid-UTF-8 input makes a
+    // dead letter of about 1.07 MB (base64): over the producer's limit.
+    let broker = Broker::start();
+    let (p, raw, clean, dead) = analytics(&broker, 1, "");
+    let yaml = std::fs::read_to_string(&p.config).unwrap();
+    let with_payload = yaml.replace(
+        &format!("dead_letter:\n  topic: {dead}\n"),
+        &format!("dead_letter:\n  topic: {dead}\n  include_payload: true\n"),
+    );
+    assert_ne!(yaml, with_payload);
+    std::fs::write(&p.config, with_payload).unwrap();
+    let poison = [b"{\"a\":\"".as_slice(), &vec![0xff; 800_000], b"\"}"].concat();
+    let records = around(poison, 3);
+    let landed = produce(&broker.bootstrap(), &raw, &records);
+
+    let veil = p.start("veil");
+    let mut out = Reader::new(&broker.bootstrap(), &clean);
+    let mut dl = Reader::new(&broker.bootstrap(), &dead);
+    assert!(
+        dl.wait_until(MINUTE, |r| !r.is_empty()),
+        "log:\n{}",
+        veil.log()
+    );
+    assert!(out.wait_until(MINUTE, |r| r.len() >= 6));
+    wait_committed(&broker, &raw, landed[6].1 + 1, &veil);
+    let letter = dl.records[0].json();
+    assert_eq!(letter["reason"], "invalid_utf8");
+    assert_eq!(letter["source"]["offset"], landed[3].1);
+    assert!(letter.get("payload_base64").is_none() && letter.get("payload").is_none());
+    assert!(
+        letter["payload_omitted"]
+            .as_str()
+            .is_some_and(|s| s.contains("bytes")),
+        "{letter}"
+    );
+}
+
+#[test]
+fn a_record_the_broker_refuses_for_good_is_dead_lettered_after_bounded_retries() {
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+    let broker = Broker::mock();
+    let (p, raw, clean, dead) = analytics(&broker, 1, "");
+    let records = consented(&shipped_policy(), 4);
+    let landed = produce(&broker.bootstrap(), &raw, &records);
+    let Broker::Mock(cluster) = &broker else {
+        unreachable!()
+    };
+    // The next three Produce requests (veil's: the inputs are already
+    // written) fail with a non-retriable error: the first clean record is
+    // refused on each of its three deliveries.
+    cluster.request_errors(
+        RDKafkaApiKey::Produce,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_INVALID_RECORD; 3],
+    );
+
+    let veil = p.start("veil");
+    let addr = endpoint(&veil);
+    let mut out = Reader::new(&broker.bootstrap(), &clean);
+    let mut dl = Reader::new(&broker.bootstrap(), &dead);
+    assert!(
+        dl.wait_until(MINUTE, |r| !r.is_empty()),
+        "log:\n{}",
+        veil.log()
+    );
+    wait_committed(&broker, &raw, landed[3].1 + 1, &veil);
+    out.poll_for(Duration::from_millis(500));
+    dl.poll_for(Duration::from_millis(500));
+    let refused: Vec<i64> = dl.records.iter().map(|r| r.source().1).collect();
+    let forwarded = covered(&out.records);
+    // Every input is in exactly one place.
+    for (_, offset) in &landed {
+        assert!(
+            refused.contains(offset) != forwarded.contains(&(0, *offset)),
+            "offset {offset}: refused {refused:?}, forwarded {forwarded:?}"
+        );
+    }
+    assert!(!refused.is_empty());
+    for r in &dl.records {
+        let letter = r.json();
+        assert_eq!(letter["reason"], "rejected_by_broker");
+        assert_eq!(letter["route"], "analytics");
+        assert!(letter["detail"].as_str().unwrap().contains("InvalidRecord"));
+        assert_eq!(r.header("veil-reason"), Some("rejected_by_broker"));
+    }
+    let (_, metrics) = http::get(&addr, "/metrics");
+    assert_eq!(
+        http::sum(
+            &metrics,
+            "veil_dead_letters_total",
+            &[("reason", "rejected_by_broker")]
+        ),
+        refused.len() as f64
+    );
+    assert!(
+        http::sum(
+            &metrics,
+            "veil_produce_errors_total",
+            &[("reason", "InvalidRecord")]
+        ) >= 3.0,
+        "three refusals before the dead letter"
+    );
+}
+
+#[test]
+fn a_transient_broker_error_is_retried_and_nothing_is_dead_lettered() {
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+    let broker = Broker::mock();
+    let (p, raw, clean, dead) = analytics(&broker, 1, "");
+    let records = consented(&shipped_policy(), 4);
+    let landed = produce(&broker.bootstrap(), &raw, &records);
+    let Broker::Mock(cluster) = &broker else {
+        unreachable!()
+    };
+    cluster.request_errors(
+        RDKafkaApiKey::Produce,
+        &[
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS,
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
+        ],
+    );
+    let veil = p.start("veil");
+    let mut out = Reader::new(&broker.bootstrap(), &clean);
+    assert!(
+        out.wait_until(MINUTE, |r| covered(r).len() >= 4),
+        "log:\n{}",
+        veil.log()
+    );
+    wait_committed(&broker, &raw, landed[3].1 + 1, &veil);
+    let mut dl = Reader::new(&broker.bootstrap(), &dead);
+    dl.poll_for(Duration::from_secs(1));
+    assert!(dl.records.is_empty(), "nothing dead-lettered");
+}

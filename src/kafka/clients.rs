@@ -38,3 +38,20 @@ pub fn producer(src: &KafkaSource) -> ClientConfig {
     c.set("bootstrap.servers", &src.bootstrap_servers);
     c
 }
+
+/// librdkafka's default `message.max.bytes`.
+const MESSAGE_MAX_BYTES_DEFAULT: usize = 1_000_000;
+/// Room left in each record for headers (veil's five, plus kept input
+/// headers) and librdkafka's per-record framing.
+pub const RECORD_RESERVE: usize = 16 * 1024;
+
+/// The largest clean event (plus key) or dead-letter record veil makes:
+/// the producer's `message.max.bytes` less [`RECORD_RESERVE`], so that
+/// every record veil makes can be sent (see `Stage::limit_records`).
+pub fn record_limit(src: &KafkaSource) -> usize {
+    producer(src)
+        .get("message.max.bytes")
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .unwrap_or(MESSAGE_MAX_BYTES_DEFAULT)
+        .saturating_sub(RECORD_RESERVE)
+}

@@ -9,15 +9,14 @@ use rdkafka::TopicPartitionList;
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
-use rdkafka::message::Message;
 use rdkafka::producer::{DeliveryResult, ProducerContext};
 use rdkafka::statistics::Statistics;
 use tracing::warn;
 
 use super::consume::commit;
-use super::produce::{RETRY_BACKOFF, Resend, error_code};
-use super::shared::{Ack, Shared};
-use crate::metrics::{ProduceFailure, ProduceStep, Rebalanced};
+use super::produce::{Delivery, Outgoing, failed};
+use super::shared::Shared;
+use crate::metrics::{ProduceStep, Rebalanced};
 use crate::offsets::Partition;
 
 pub(crate) struct ProducerCtx {
@@ -37,24 +36,17 @@ impl ClientContext for ProducerCtx {
 }
 
 impl ProducerContext for ProducerCtx {
-    type DeliveryOpaque = Arc<Ack>;
+    type DeliveryOpaque = Box<Delivery>;
 
-    fn delivery(&self, result: &DeliveryResult<'_>, ack: Arc<Ack>) {
+    fn delivery(&self, result: &DeliveryResult<'_>, delivery: Box<Delivery>) {
         match result {
-            Ok(_) => self.shared.acknowledge(&ack),
-            Err((e, msg)) => {
-                self.shared.metrics.produce_failed(ProduceFailure {
-                    code: &error_code(e),
-                    topic: msg.topic(),
-                    error: e,
-                    step: ProduceStep::Delivery,
-                });
-                let _ = self.shared.resend.send(Resend::Record {
-                    msg: msg.detach(),
-                    ack,
-                    not_before: Instant::now() + RETRY_BACKOFF,
-                });
-            }
+            Ok(_) => self.shared.acknowledge(&delivery.ack),
+            Err((e, msg)) => failed(
+                &self.shared,
+                Outgoing::from_message(msg, delivery),
+                e,
+                ProduceStep::Delivery,
+            ),
         }
     }
 }

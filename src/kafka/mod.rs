@@ -207,6 +207,7 @@ pub async fn start(
         health.clone(),
         control,
         topics,
+        clients::record_limit(src),
         kafka.drain_timeout,
         resend,
     ));

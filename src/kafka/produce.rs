@@ -1,4 +1,23 @@
-//! Sending output records, and sending again those whose delivery failed.
+//! Sending output records; sending again those that failed; and, for a
+//! record the broker refuses for good, a dead letter in its place.
+//!
+//! A failed record never blocks a worker: it goes to the retrier thread,
+//! which re-sends it after a backoff. What is retried and what is refused
+//! is [`classify`]'s decision, by librdkafka error code:
+//!
+//! | codes | class | what happens |
+//! |---|---|---|
+//! | `MessageSizeTooLarge`, `MessageBatchTooLarge`, `InvalidMessageSize` | refused: `output_too_large` | dead letter in its place |
+//! | `InvalidRecord`, `PolicyViolation`, `InvalidTimestamp` | refused: `rejected_by_broker` | dead letter in its place |
+//! | everything else (`MessageTimedOut`, `UnknownTopicOrPartition`, `TopicAuthorizationFailed`, broker down, ...) | transient | sent again after 500 ms, for as long as it takes |
+//!
+//! A refusal reported by librdkafka before sending (its own
+//! `message.max.bytes` check) is final at once; one reported by the broker
+//! is tried [`REFUSED_ATTEMPTS`] times first. The dead letter written in
+//! place of a refused record holds the reason, the error code, the route
+//! and the input's coordinates, never the event; if even that is refused,
+//! it is retried as transient (a stall that the stall detector reports).
+//! Transient failures stall only their own input's partition's commits.
 
 use std::sync::Arc;
 use std::sync::mpsc::Receiver;
@@ -6,12 +25,14 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Message, OwnedMessage, ToBytes};
+use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders, ToBytes};
 use rdkafka::producer::{BaseRecord, ThreadedProducer};
 
 use super::context::ProducerCtx;
 use super::shared::{Ack, Shared};
 use crate::metrics::{ProduceFailure, ProduceStep};
+use crate::outcome::RejectReason;
+use crate::stage::{Origin, Source};
 
 pub(super) type Producer = ThreadedProducer<ProducerCtx>;
 
@@ -19,25 +40,107 @@ pub(super) type Producer = ThreadedProducer<ProducerCtx>;
 pub(super) const RETRY_BACKOFF: Duration = Duration::from_millis(500);
 /// Wait while librdkafka's send queue is full.
 const QUEUE_FULL_WAIT: Duration = Duration::from_millis(5);
+/// Deliveries of a record the broker refuses before a dead letter replaces it.
+pub(super) const REFUSED_ATTEMPTS: u32 = 3;
+
+/// What travels with a record through librdkafka to its delivery report.
+pub(crate) struct Delivery {
+    pub(super) ack: Arc<Ack>,
+    /// Failed deliveries so far.
+    pub(super) attempts: u32,
+    /// A dead letter written in place of a refused record: never refused again.
+    pub(super) refusal: bool,
+}
+
+impl Delivery {
+    pub(super) fn first(ack: Arc<Ack>) -> Box<Delivery> {
+        Box::new(Delivery {
+            ack,
+            attempts: 0,
+            refusal: false,
+        })
+    }
+}
+
+/// A record owned, to be sent again.
+pub(super) struct Outgoing {
+    pub(super) topic: String,
+    pub(super) key: Option<Vec<u8>>,
+    pub(super) payload: Vec<u8>,
+    pub(super) headers: Option<OwnedHeaders>,
+    pub(super) delivery: Box<Delivery>,
+}
+
+impl Outgoing {
+    /// Copy a record librdkafka handed back.
+    pub(super) fn from_record<K, P>(r: BaseRecord<'_, K, P, Box<Delivery>>) -> Outgoing
+    where
+        K: ToBytes + ?Sized,
+        P: ToBytes + ?Sized,
+    {
+        Outgoing {
+            topic: r.topic.to_owned(),
+            key: r.key.map(|k| k.to_bytes().to_vec()),
+            payload: r.payload.map(|p| p.to_bytes().to_vec()).unwrap_or_default(),
+            headers: r.headers,
+            delivery: r.delivery_opaque,
+        }
+    }
+}
+
+impl Outgoing {
+    /// Copy a record whose delivery failed.
+    pub(super) fn from_message(msg: &BorrowedMessage<'_>, delivery: Box<Delivery>) -> Outgoing {
+        Outgoing {
+            topic: msg.topic().to_owned(),
+            key: msg.key().map(<[u8]>::to_vec),
+            payload: msg.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+            headers: msg.headers().map(|h| h.detach()),
+            delivery,
+        }
+    }
+}
 
 /// A message to the retrier.
 pub(super) enum Resend {
-    /// A record whose delivery failed, to be sent again after `not_before`.
-    Record {
-        msg: OwnedMessage,
-        ack: Arc<Ack>,
-        not_before: Instant,
-    },
+    /// Send again, not before the given time.
+    Retry(Outgoing, Instant),
+    /// Write a dead letter in its place.
+    Refuse(Outgoing, RejectReason, String),
     /// Shutdown: stop at once.
     Stop,
 }
 
-/// Enqueue a record, waiting while librdkafka's queue is full and retrying
-/// other immediate errors with backoff until the drain timeout has passed.
+/// How a failure to produce a record is handled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Class {
+    /// Try again, for as long as it takes.
+    Transient,
+    /// The broker (or librdkafka) will never take this record.
+    Refused(RejectReason),
+}
+
+/// The class of a produce error, by its librdkafka code (see the table in
+/// the module docs).
+pub(super) fn classify(code: Option<RDKafkaErrorCode>) -> Class {
+    use RDKafkaErrorCode as C;
+    match code {
+        Some(C::MessageSizeTooLarge | C::MessageBatchTooLarge | C::InvalidMessageSize) => {
+            Class::Refused(RejectReason::OutputTooLarge)
+        }
+        Some(C::InvalidRecord | C::PolicyViolation | C::InvalidTimestamp) => {
+            Class::Refused(RejectReason::RejectedByBroker)
+        }
+        _ => Class::Transient,
+    }
+}
+
+/// Enqueue a record, waiting while librdkafka's queue is full. Any other
+/// failure is handed to [`failed`]: the worker never waits on it.
 pub(super) fn send<K, P>(
     shared: &Shared,
     producer: &Producer,
-    mut record: BaseRecord<'_, K, P, Arc<Ack>>,
+    mut record: BaseRecord<'_, K, P, Box<Delivery>>,
 ) where
     K: ToBytes + ?Sized,
     P: ToBytes + ?Sized,
@@ -46,29 +149,55 @@ pub(super) fn send<K, P>(
         match producer.send(record) {
             Ok(()) => return,
             Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                if shared.abandoning() {
+                    return; // not acknowledged, so not committed: re-read later
+                }
                 record = r;
                 std::thread::sleep(QUEUE_FULL_WAIT);
             }
             Err((e, r)) => {
-                let abandon = shared.abandoning();
-                shared.metrics.produce_failed(ProduceFailure {
-                    code: &error_code(&e),
-                    topic: r.topic,
-                    error: &e,
-                    step: if abandon {
-                        ProduceStep::EnqueueAbandoned
-                    } else {
-                        ProduceStep::Enqueue
-                    },
-                });
-                if abandon {
-                    return; // not acknowledged, so not committed: re-read later
-                }
-                record = r;
-                std::thread::sleep(RETRY_BACKOFF);
+                return failed(shared, Outgoing::from_record(r), &e, ProduceStep::Enqueue);
             }
         }
     }
+}
+
+/// A record could not be produced (`step` says where): count and log it,
+/// then have the retrier send it again or, if it is refused for good,
+/// write a dead letter in its place.
+pub(super) fn failed(shared: &Shared, mut record: Outgoing, e: &KafkaError, step: ProduceStep) {
+    let abandon = shared.abandoning();
+    let code = error_code(e);
+    shared.metrics.produce_failed(ProduceFailure {
+        code: &code,
+        topic: &record.topic,
+        error: e,
+        step: if abandon {
+            ProduceStep::EnqueueAbandoned
+        } else {
+            step
+        },
+    });
+    if abandon {
+        return; // not acknowledged, so not committed: re-read later
+    }
+    record.delivery.attempts += 1;
+    let class = match classify(e.rdkafka_error_code()) {
+        _ if record.delivery.refusal => Class::Transient,
+        Class::Refused(_)
+            if step == ProduceStep::Delivery && record.delivery.attempts < REFUSED_ATTEMPTS =>
+        {
+            Class::Transient
+        }
+        class => class,
+    };
+    let next = match class {
+        Class::Transient => Resend::Retry(record, Instant::now() + RETRY_BACKOFF),
+        Class::Refused(reason) => Resend::Refuse(record, reason, code),
+    };
+    // The retrier outlives every sender but the shutdown: a record sent
+    // after it stopped is not acknowledged, so its input is re-read.
+    let _ = shared.resend.send(next);
 }
 
 /// A metric label for a Kafka error: its librdkafka code name, never its text.
@@ -77,9 +206,9 @@ pub(super) fn error_code(e: &KafkaError) -> String {
         .map_or_else(|| "other".to_owned(), |c| format!("{c:?}"))
 }
 
-/// Start the retrier: it re-sends records whose delivery failed, after a
-/// backoff, until it is sent [`Resend::Stop`]. It holds a lifeline like the
-/// workers.
+/// Start the retrier: it re-sends failed records after their backoff and
+/// writes the dead letters of refused ones, until it is sent
+/// [`Resend::Stop`]. It holds a lifeline like the workers.
 pub(super) fn spawn_retrier(
     shared: Arc<Shared>,
     producer: Arc<Producer>,
@@ -90,28 +219,136 @@ pub(super) fn spawn_retrier(
         .name("veil-retry".into())
         .spawn(move || {
             let _lifeline = lifeline;
-            while let Ok(Resend::Record {
-                msg,
-                ack,
-                not_before,
-            }) = resends.recv()
-            {
+            loop {
+                let (record, refused) = match resends.recv() {
+                    Ok(Resend::Stop) | Err(_) => return,
+                    Ok(Resend::Retry(record, not_before)) => {
+                        if let Some(wait) = not_before.checked_duration_since(Instant::now()) {
+                            std::thread::sleep(wait);
+                        }
+                        (record, None)
+                    }
+                    Ok(Resend::Refuse(record, reason, code)) => (record, Some((reason, code))),
+                };
                 if shared.abandoning() {
                     continue; // dropped: not acknowledged, so not committed
                 }
-                if let Some(wait) = not_before.checked_duration_since(Instant::now()) {
-                    std::thread::sleep(wait);
+                match refused {
+                    None => send_owned(&shared, &producer, record),
+                    Some((reason, code)) => refuse(&shared, &producer, record, reason, &code),
                 }
-                let mut record: BaseRecord<'_, [u8], [u8], Arc<Ack>> =
-                    BaseRecord::with_opaque_to(msg.topic(), ack)
-                        .payload(msg.payload().unwrap_or_default());
-                if let Some(k) = msg.key() {
-                    record = record.key(k);
-                }
-                if let Some(h) = msg.headers() {
-                    record = record.headers(h.clone());
-                }
-                send(&shared, &producer, record);
             }
         })
+}
+
+fn send_owned(shared: &Shared, producer: &Producer, o: Outgoing) {
+    let mut record = BaseRecord::with_opaque_to(&o.topic, o.delivery).payload(&o.payload[..]);
+    if let Some(k) = &o.key {
+        record = record.key(&k[..]);
+    }
+    if let Some(h) = o.headers {
+        record = record.headers(h);
+    }
+    send(shared, producer, record);
+}
+
+/// Write the dead letter that replaces a refused record; the record's
+/// acknowledgement passes to it.
+fn refuse(shared: &Shared, producer: &Producer, o: Outgoing, reason: RejectReason, code: &str) {
+    let live = shared.live();
+    let ticket = &o.delivery.ack.ticket;
+    let route = shared.topics.routes.iter().position(|t| *t == o.topic);
+    let route_name = route
+        .and_then(|i| live.stage.routes().get(i))
+        .map(|r| r.name.as_str());
+    let (topic, partition, offset) = (&*ticket.partition.0, ticket.partition.1, ticket.offset);
+    let letter = live.stage.refused_letter(
+        reason,
+        route_name,
+        code,
+        Origin::Kafka {
+            topic,
+            partition,
+            offset,
+        },
+    );
+    live.counters.refused(route, reason);
+    tracing::warn!(
+        topic = o.topic,
+        reason = reason.code(),
+        code,
+        source_topic = topic,
+        partition,
+        offset,
+        "the broker refused a record for good: a dead letter takes its place"
+    );
+    let source = Source::new(topic, partition, offset);
+    let headers = live
+        .stage
+        .dead_letter_headers(reason.code(), &source)
+        .iter()
+        .fold(OwnedHeaders::new_with_capacity(5), |h, (key, value)| {
+            h.insert(Header {
+                key,
+                value: Some(*value),
+            })
+        });
+    let mut delivery = o.delivery;
+    delivery.refusal = true;
+    delivery.attempts = 0;
+    let record = BaseRecord::<[u8], [u8], _>::with_opaque_to(&shared.topics.dead_letter, delivery)
+        .payload(&letter[..])
+        .headers(headers);
+    send(shared, producer, record);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use RDKafkaErrorCode as C;
+
+    #[test]
+    fn records_too_large_are_refused_as_output_too_large() {
+        for c in [
+            C::MessageSizeTooLarge,
+            C::MessageBatchTooLarge,
+            C::InvalidMessageSize,
+        ] {
+            assert_eq!(
+                classify(Some(c)),
+                Class::Refused(RejectReason::OutputTooLarge),
+                "{c:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn records_the_broker_calls_invalid_are_refused_as_rejected_by_broker() {
+        for c in [C::InvalidRecord, C::PolicyViolation, C::InvalidTimestamp] {
+            assert_eq!(
+                classify(Some(c)),
+                Class::Refused(RejectReason::RejectedByBroker),
+                "{c:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn outages_timeouts_missing_topics_and_permissions_are_retried() {
+        for c in [
+            C::MessageTimedOut,
+            C::AllBrokersDown,
+            C::UnknownTopicOrPartition,
+            C::UnknownTopic,
+            C::UnknownPartition,
+            C::TopicAuthorizationFailed,
+            C::NotLeaderForPartition,
+            C::RequestTimedOut,
+            C::NotEnoughReplicas,
+            C::QueueFull,
+        ] {
+            assert_eq!(classify(Some(c)), Class::Transient, "{c:?}");
+        }
+        assert_eq!(classify(None), Class::Transient);
+    }
 }

@@ -19,7 +19,7 @@ pub(super) async fn reload_loop(config: PipelineConfig, shared: Arc<Shared>) {
         };
         match loaded {
             Ok(Ok((stage, _ring))) => {
-                let live = Live::new(stage, &shared.metrics);
+                let live = Live::new(stage, &shared.metrics, shared.record_limit);
                 let tags = live.stage.policy_tags().collect::<Vec<_>>().join(", ");
                 let key_id = live.stage.key_id().to_owned();
                 shared.replace_live(live);

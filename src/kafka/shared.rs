@@ -32,9 +32,14 @@ pub(super) struct Live {
 }
 
 impl Live {
-    pub(super) fn new(stage: Stage, metrics: &Metrics) -> Live {
+    /// `stage` with every output record held to `record_limit` bytes
+    /// ([`Stage::limit_records`]).
+    pub(super) fn new(stage: Stage, metrics: &Metrics, record_limit: usize) -> Live {
         let counters = metrics.live(&stage.policies(), stage.key_id());
-        Live { stage, counters }
+        Live {
+            stage: stage.limit_records(record_limit),
+            counters,
+        }
     }
 }
 
@@ -62,6 +67,8 @@ pub(super) struct Shared {
     pub(super) health: Arc<Health>,
     pub(super) control: Control,
     pub(super) topics: Topics,
+    /// Largest clean event (plus key) or dead-letter record veil makes.
+    pub(super) record_limit: usize,
     pub(super) drain_timeout: Duration,
     pub(super) resend: std::sync::mpsc::Sender<Resend>,
     /// Set on shutdown: rebalance callbacks stop waiting for deliveries.
@@ -107,17 +114,19 @@ impl Shared {
         health: Arc<Health>,
         control: Control,
         topics: Topics,
+        record_limit: usize,
         drain_timeout: Duration,
         resend: std::sync::mpsc::Sender<Resend>,
     ) -> Shared {
         Shared {
             book: Mutex::default(),
             settled: Condvar::new(),
-            live: RwLock::new(Arc::new(Live::new(stage, &metrics))),
+            live: RwLock::new(Arc::new(Live::new(stage, &metrics, record_limit))),
             metrics,
             health,
             control,
             topics,
+            record_limit,
             drain_timeout,
             resend,
             closing: AtomicBool::new(false),
@@ -309,6 +318,7 @@ mod tests {
                 routes: vec!["clean".into()],
                 dead_letter: "dead".into(),
             },
+            1_000_000,
             Duration::from_secs(5),
             std::sync::mpsc::channel().0,
         ))

@@ -10,7 +10,7 @@ use rdkafka::producer::BaseRecord;
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tracing::debug;
 
-use super::produce::{Producer, send};
+use super::produce::{Delivery, Producer, send};
 use super::shared::{Ack, Shared};
 use crate::engine::Scratch;
 use crate::offsets::Ticket;
@@ -97,10 +97,12 @@ fn process(
         let headers = live
             .stage
             .dead_letter_headers(reject.reason.code(), &source);
-        let record =
-            BaseRecord::<[u8], [u8], Arc<Ack>>::with_opaque_to(&shared.topics.dead_letter, ack)
-                .payload(&record[..])
-                .headers(owned(&headers));
+        let record = BaseRecord::<[u8], [u8], _>::with_opaque_to(
+            &shared.topics.dead_letter,
+            Delivery::first(ack),
+        )
+        .payload(&record[..])
+        .headers(owned(&headers));
         send(shared, producer, record);
         return;
     }
@@ -122,7 +124,7 @@ fn process(
                 }
             }
         }
-        let mut record = BaseRecord::with_opaque_to(topic, ack.clone())
+        let mut record = BaseRecord::with_opaque_to(topic, Delivery::first(ack.clone()))
             .payload(processed.value(o))
             .headers(headers);
         if let Some(key) = processed.key(o) {

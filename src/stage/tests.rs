@@ -372,3 +372,88 @@ fn only_configured_input_headers_are_kept() {
     );
     assert!(!stage.keeps_header("veil-policy"));
 }
+
+#[test]
+fn a_clean_event_larger_than_the_record_limit_rejects_the_input_as_output_too_large() {
+    let input = event(&"u".repeat(600));
+    let mut out = Processed::default();
+    let mut scratch = Scratch::default();
+    // userId is pseudonymised (64 hex), `type` kept: the clean event is
+    // about 90 bytes, plus a 64-byte pseudonymised key.
+    let fits = stage().limit_records(200);
+    fits.process(&input, Some(b"k"), AT, &mut out, &mut scratch);
+    assert!(out.rejected.is_none());
+    let clean = out.value(&out.outputs[0]).len() + out.key(&out.outputs[0]).unwrap().len();
+    assert!(clean <= 200, "{clean}");
+
+    let tight = stage().limit_records(clean - 1);
+    tight.process(&input, Some(b"k"), AT, &mut out, &mut scratch);
+    assert_eq!(out.rejected, Some(Reject::OUTPUT_TOO_LARGE));
+    assert_eq!(out.records(), 1, "one dead letter, no route output");
+    assert!(out.outputs.is_empty());
+    // Exactly at the limit still fits.
+    stage()
+        .limit_records(clean)
+        .process(&input, Some(b"k"), AT, &mut out, &mut scratch);
+    assert!(out.rejected.is_none());
+}
+
+#[test]
+fn a_dead_letter_too_large_to_send_keeps_its_pointer_and_drops_the_payload() {
+    let input = [
+        b"{\"userId\":\"".as_slice(),
+        SECRET.as_bytes(),
+        &[0xff; 3000],
+    ]
+    .concat();
+    let reject = Reject {
+        reason: RejectReason::InvalidUtf8,
+        offset: 27,
+        what: "invalid UTF-8",
+    };
+    let letter = |limit| -> serde_json::Value {
+        let stage = one_route_stage(true).limit_records(limit);
+        let bytes = stage.dead_letter(&reject, AT, Some(&input));
+        assert!(bytes.len() <= limit, "{} > {limit}", bytes.len());
+        serde_json::from_slice(&bytes).unwrap()
+    };
+    let roomy = letter(10_000);
+    assert!(roomy["payload_base64"].is_string(), "fits: payload kept");
+    assert!(roomy.get("payload_omitted").is_none());
+
+    let tight = letter(1_000);
+    assert!(tight.get("payload_base64").is_none());
+    assert!(tight.get("payload").is_none());
+    assert!(
+        tight["payload_omitted"]
+            .as_str()
+            .unwrap()
+            .contains("1000 bytes"),
+        "{tight}"
+    );
+    assert_eq!(tight["reason"], "invalid_utf8");
+    assert_eq!(tight["source"]["offset"], 41, "the pointer stays");
+    assert_eq!(tight["source"]["topic"], "raw");
+}
+
+#[test]
+fn a_refused_record_is_replaced_by_a_letter_naming_route_code_and_source_never_content() {
+    let stage = stage();
+    let letter: serde_json::Value = serde_json::from_slice(&stage.refused_letter(
+        RejectReason::RejectedByBroker,
+        Some("b"),
+        "InvalidRecord",
+        AT,
+    ))
+    .unwrap();
+    assert_eq!(letter["reason"], "rejected_by_broker");
+    assert_eq!(letter["route"], "b");
+    assert_eq!(letter["source"]["partition"], 3);
+    assert_eq!(letter["source"]["offset"], 41);
+    let detail = letter["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("route `b`") && detail.contains("InvalidRecord"),
+        "{detail}"
+    );
+    assert!(letter.get("payload").is_none());
+}
