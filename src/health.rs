@@ -1,19 +1,26 @@
 //! Liveness and readiness, shared between the service and the HTTP endpoint.
 //!
-//! Ready means: policies and keys are loaded, the broker is reachable, and
-//! this instance holds at least one partition (file mode: loaded is enough),
-//! and no thread the service depends on has died (the process is then
-//! about to exit non-zero).
+//! Ready means: policies and keys are loaded, the broker is reachable, the
+//! consumer has a working group session, this instance holds at least one
+//! partition (file mode: loaded is enough), no assigned partition is
+//! stalled, and no thread the service depends on has died (the process is
+//! then about to exit non-zero).
 
+use std::borrow::Cow;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 #[derive(Debug, Default)]
 pub struct Health {
     loaded: AtomicBool,
     broker_down: AtomicBool,
+    /// The consumer group's state when it is not working (`None`: joined).
+    group: Mutex<Option<String>>,
     assigned: AtomicUsize,
     needs_assignment: AtomicBool,
     thread_died: AtomicBool,
+    /// Stalled partitions, each described (`topic/partition: ...`).
+    stalled: Mutex<Vec<String>>,
 }
 
 impl Health {
@@ -37,6 +44,17 @@ impl Health {
         self.thread_died.store(true, Ordering::Relaxed);
     }
 
+    /// The consumer group is joined and steady (`None`), or in which state
+    /// it is instead (e.g. `wait-coord`, `wait-join`).
+    pub fn set_group(&self, not_joined: Option<String>) {
+        *self.group.lock().unwrap_or_else(|e| e.into_inner()) = not_joined;
+    }
+
+    /// The partitions now stalled, each described for `/readyz`.
+    pub fn set_stalled(&self, stalled: Vec<String>) {
+        *self.stalled.lock().unwrap_or_else(|e| e.into_inner()) = stalled;
+    }
+
     pub fn set_assigned(&self, n: usize) {
         self.assigned.store(n, Ordering::Relaxed);
     }
@@ -46,17 +64,24 @@ impl Health {
     }
 
     /// Why not ready, or `None` when ready.
-    pub fn not_ready_reason(&self) -> Option<&'static str> {
+    pub fn not_ready_reason(&self) -> Option<Cow<'static, str>> {
+        let kafka = self.needs_assignment.load(Ordering::Relaxed);
         if self.thread_died.load(Ordering::Relaxed) {
-            Some("a worker thread died")
+            Some("a worker thread died".into())
         } else if !self.loaded.load(Ordering::Relaxed) {
-            Some("policies and keys not loaded")
+            Some("policies and keys not loaded".into())
         } else if self.broker_down.load(Ordering::Relaxed) {
-            Some("broker unreachable")
-        } else if self.needs_assignment.load(Ordering::Relaxed) && self.assigned() == 0 {
-            Some("no partitions assigned")
+            Some("broker unreachable".into())
+        } else if let Some(state) = kafka
+            .then(|| self.group.lock().unwrap_or_else(|e| e.into_inner()).clone())
+            .flatten()
+        {
+            Some(format!("consumer group not joined (state {state})").into())
+        } else if kafka && self.assigned() == 0 {
+            Some("no partitions assigned".into())
         } else {
-            None
+            let stalled = self.stalled.lock().unwrap_or_else(|e| e.into_inner());
+            (!stalled.is_empty()).then(|| format!("stalled: {}", stalled.join("; ")).into())
         }
     }
 }

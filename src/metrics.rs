@@ -55,7 +55,8 @@ pub mod family {
     pub const OUTPUT_BYTES: Family = spec("veil_output_bytes_total", "Bytes of clean message values produced, by route.", &["route"]);
     pub const PROCESS_DURATION: Family = spec("veil_process_duration_seconds", "Time to apply all routes' policies to one input message.", &[]);
     pub const END_TO_END_LATENCY: Family = spec("veil_end_to_end_latency_seconds", "From the input's broker timestamp to the acknowledgement of its last output.", &[]);
-    pub const CONSUMER_LAG: Family = spec("veil_consumer_lag", "Messages behind the partition's high watermark (librdkafka statistics).", &["topic", "partition"]);
+    pub const CONSUMER_LAG: Family = spec("veil_consumer_lag", "Messages between the committed offset (or the position, before any commit) and the high watermark, per assigned partition, from the broker every 5 s.", &["topic", "partition"]);
+    pub const PARTITION_STALLED: Family = spec("veil_partition_stalled", "1 while an assigned partition holds inputs without progress for longer than limits.stall_after_seconds, else 0.", &["topic", "partition"]);
     pub const IN_FLIGHT: Family = spec("veil_in_flight", "Input messages read but not yet fully acknowledged.", &[]);
     pub const PRODUCE_ERRORS: Family = spec("veil_produce_errors_total", "Records that could not be produced, by librdkafka error code; each is retried, or replaced by a dead letter when refused for good.", &["reason"]);
     pub const COMMITS: Family = spec("veil_commits_total", "Offset commits by result.", &["result"]);
@@ -63,12 +64,12 @@ pub mod family {
     pub const POLICY_INFO: Family = spec("veil_policy_info", "The live policy of each route (value 1).", &["route", "policy", "version", "sha256"]);
     pub const KEY_INFO: Family = spec("veil_key_info", "The live pseudonymisation key (value 1).", &["key_id"]);
     pub const RELOADS: Family = spec("veil_reloads_total", "Policy and key reloads by result (ok, rejected).", &["result"]);
-    pub const READY: Family = spec("veil_ready", "1 when policies and keys are loaded, the broker is reachable and partitions are assigned.", &[]);
+    pub const READY: Family = spec("veil_ready", "1 when /readyz answers 200: policies and keys loaded, broker reachable, group joined, partitions assigned, none stalled.", &[]);
 
     /// All of the above.
-    pub const ALL: [&Family; 16] = [
+    pub const ALL: [&Family; 17] = [
         &EVENTS, &DEAD_LETTERS, &FIELDS, &INPUT_BYTES, &OUTPUT_BYTES, &PROCESS_DURATION,
-        &END_TO_END_LATENCY, &CONSUMER_LAG, &IN_FLIGHT, &PRODUCE_ERRORS, &COMMITS, &REBALANCES,
+        &END_TO_END_LATENCY, &CONSUMER_LAG, &PARTITION_STALLED, &IN_FLIGHT, &PRODUCE_ERRORS, &COMMITS, &REBALANCES,
         &POLICY_INFO, &KEY_INFO, &RELOADS, &READY,
     ];
 }
@@ -84,6 +85,7 @@ pub struct Metrics {
     process_duration: Histogram,
     end_to_end_latency: Histogram,
     consumer_lag: IntGaugeVec,
+    partition_stalled: IntGaugeVec,
     in_flight: IntGauge,
     produce_errors: IntCounterVec,
     commits: IntCounterVec,
@@ -276,6 +278,7 @@ impl Metrics {
                 prometheus::exponential_buckets(0.001, 2.0, 16)?,
             )?,
             consumer_lag: r.gauges(&CONSUMER_LAG)?,
+            partition_stalled: r.gauges(&PARTITION_STALLED)?,
             in_flight: r.gauge(&IN_FLIGHT)?,
             produce_errors: r.counters(&PRODUCE_ERRORS)?,
             commits: r.counters(&COMMITS)?,
@@ -342,18 +345,36 @@ impl Metrics {
         self.end_to_end_latency.observe(latency.as_secs_f64());
     }
 
-    /// A partition's lag, from librdkafka's statistics.
+    /// A partition's lag, from the broker's watermarks.
     pub fn consumer_lag(&self, topic: &str, partition: i32, lag: i64) {
         self.consumer_lag
             .with_label_values(&[topic, &partition.to_string()])
             .set(lag);
     }
 
-    /// A partition is no longer this instance's: its lag series goes.
+    /// Whether an assigned partition is stalled now.
+    pub fn partition_stalled(&self, topic: &str, partition: i32, stalled: bool) {
+        self.partition_stalled
+            .with_label_values(&[topic, &partition.to_string()])
+            .set(i64::from(stalled));
+    }
+
+    /// A partition stalled: logged when it starts and then once a minute.
+    pub fn stall(&self, topic: &str, partition: i32, pending: usize, for_s: u64) {
+        warn!(
+            topic,
+            partition,
+            pending,
+            stalled_for_s = for_s,
+            "partition stalled: inputs wait without progress (see veil_produce_errors_total and the log lines before this one)"
+        );
+    }
+
+    /// A partition is no longer this instance's: its series go.
     pub fn forget_partition(&self, topic: &str, partition: i32) {
-        let _ = self
-            .consumer_lag
-            .remove_label_values(&[topic, &partition.to_string()]);
+        let labels = [topic, &partition.to_string()];
+        let _ = self.consumer_lag.remove_label_values(&labels);
+        let _ = self.partition_stalled.remove_label_values(&labels);
     }
 
     /// An offset commit (a commit with nothing to commit is not one).
@@ -682,6 +703,7 @@ mod tests {
         let engine = crate::compile(policy, &key, crate::Limits::default());
         let _counters = m.live(&[("a", &engine)], "k1");
         m.consumer_lag("raw", 0, 1);
+        m.partition_stalled("raw", 0, false);
         m.produce_failed(ProduceFailure {
             code: "MsgSizeTooLarge",
             topic: "clean",

@@ -120,6 +120,11 @@ impl Ledger {
         self.partitions.get(p).map_or(0, |l| l.pending.len())
     }
 
+    /// Every tracked partition with its pending count.
+    pub fn partitions(&self) -> impl Iterator<Item = (&Partition, usize)> {
+        self.partitions.iter().map(|(p, l)| (p, l.pending.len()))
+    }
+
     /// Offsets awaiting acknowledgement across all partitions.
     pub fn total_pending(&self) -> usize {
         self.partitions.values().map(|l| l.pending.len()).sum()

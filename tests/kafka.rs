@@ -1083,3 +1083,71 @@ fn a_transient_broker_error_is_retried_and_nothing_is_dead_lettered() {
     dl.poll_for(Duration::from_secs(1));
     assert!(dl.records.is_empty(), "nothing dead-lettered");
 }
+
+#[test]
+fn a_partition_without_progress_is_reported_stalled_with_true_lag_and_recovers() {
+    // Two mock brokers: the raw and dead-letter topics and the group on
+    // broker 1, the clean topic on broker 2. With broker 2 down, veil reads
+    // but cannot deliver: its raw partition holds inputs without progress.
+    use rdkafka::mocking::{MockCluster, MockCoordinator};
+    let broker = Broker::Mock(MockCluster::new(2).unwrap());
+    let Broker::Mock(cluster) = &broker else {
+        unreachable!()
+    };
+    let (p, raw, clean, dead) = analytics(&broker, 1, "limits:\n  stall_after_seconds: 2\n");
+    cluster.partition_leader(&raw, 0, Some(1)).unwrap();
+    cluster.partition_leader(&dead, 0, Some(1)).unwrap();
+    cluster.partition_leader(&clean, 0, Some(2)).unwrap();
+    cluster
+        .coordinator(MockCoordinator::Group(format!("{raw}-veil")), 1)
+        .unwrap();
+    let records = consented(&shipped_policy(), 6);
+    let first = produce(&broker.bootstrap(), &raw, &records[..3]);
+
+    let veil = p.start("veil");
+    let addr = endpoint(&veil);
+    wait_committed(&broker, &raw, first[2].1 + 1, &veil);
+    let wait_for = |what: &str, ok: &dyn Fn() -> bool| {
+        let deadline = std::time::Instant::now() + MINUTE;
+        while !ok() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{what}; log:\n{}",
+                veil.log()
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    };
+    wait_for("ready", &|| http::get(&addr, "/readyz").0 == 200);
+    let series = [("topic", raw.as_str()), ("partition", "0")];
+    let metric = |name: &str| http::sum(&http::get(&addr, "/metrics").1, name, &series);
+    assert_eq!(metric("veil_partition_stalled"), 0.0);
+
+    cluster.broker_down(2).unwrap();
+    produce(&broker.bootstrap(), &raw, &records[3..]);
+    wait_for("503 naming the stalled partition", &|| {
+        let (status, body) = http::get(&addr, "/readyz");
+        status == 503 && body.contains(&format!("{raw}/0 holds 3 inputs without progress"))
+    });
+    assert_eq!(metric("veil_partition_stalled"), 1.0);
+    assert_eq!(metric("veil_ready"), 0.0);
+    // Committed 3 of 6: the lag is 3 although veil has read all 6.
+    wait_for("lag 3 from the broker's watermarks", &|| {
+        metric("veil_consumer_lag") == 3.0
+    });
+    assert!(veil.wait_for_log("partition stalled", MINUTE));
+    assert_eq!(
+        veil.log().matches("partition stalled").count(),
+        1,
+        "logged once, not on every check"
+    );
+
+    cluster.broker_up(2).unwrap();
+    wait_committed(&broker, &raw, first[2].1 + 4, &veil);
+    wait_for("ready again", &|| http::get(&addr, "/readyz").0 == 200);
+    assert_eq!(metric("veil_partition_stalled"), 0.0);
+    wait_for("lag back to 0", &|| metric("veil_consumer_lag") == 0.0);
+    let mut out = Reader::new(&broker.bootstrap(), &clean);
+    assert!(out.wait_until(MINUTE, |r| covered(r).len() == 6));
+    assert_eq!(metric("veil_in_flight"), 0.0, "idle means 0 in flight");
+}

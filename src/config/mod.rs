@@ -58,6 +58,8 @@ pub struct KafkaPipeline {
     pub workers: usize,
     /// On shutdown or revoke, how long to wait for in-flight deliveries.
     pub drain_timeout: Duration,
+    /// A partition holding inputs without progress for this long is stalled.
+    pub stall_after: Duration,
 }
 
 /// `veil run` once over NDJSON: a file in, files out.

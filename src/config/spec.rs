@@ -108,6 +108,10 @@ pub struct RawLimits {
     pub max_depth: Option<Spanned<u64>>,
     #[serde(default)]
     pub max_in_flight: Option<Spanned<u64>>,
+    /// Seconds an assigned partition may hold inputs without progress
+    /// before it is reported stalled (not ready, gauge, log line).
+    #[serde(default)]
+    pub stall_after_seconds: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -561,6 +561,13 @@ fn check(c: &mut Checker, raw: RawConfig, file: &Path) -> PipelineConfig {
         3600,
         30,
     );
+    let stall_after = c.bounded(
+        &raw.limits.stall_after_seconds,
+        "limits.stall_after_seconds",
+        1,
+        86_400,
+        60,
+    );
 
     // A Kafka service serves metrics by default; a one-shot file run only
     // when asked. `off` turns the endpoint off.
@@ -601,6 +608,7 @@ fn check(c: &mut Checker, raw: RawConfig, file: &Path) -> PipelineConfig {
             max_in_flight,
             workers,
             drain_timeout: Duration::from_secs(drain),
+            stall_after: Duration::from_secs(stall_after),
         }),
         SourceKind::File(input) => Pipeline::Files(FilesPipeline {
             input,

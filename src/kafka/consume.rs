@@ -2,17 +2,18 @@
 //! them to the worker that owns their partition in batches, stores the
 //! offsets the ledger advanced on a schedule, and commits.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use rdkafka::TopicPartitionList;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Message, OwnedMessage};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
-use tracing::warn;
+use tracing::{debug, warn};
 
 use super::context::ConsumerCtx;
 use super::shared::Shared;
@@ -36,7 +37,16 @@ pub(super) struct Reader {
     pub(super) workers: Vec<mpsc::Sender<Vec<Job>>>,
     pub(super) slots: Arc<Semaphore>,
     pub(super) max_in_flight: usize,
+    pub(super) stall_after: Duration,
+    /// Partitions this loop paused because they hold their share of the
+    /// in-flight inputs.
+    pub(super) paused: HashSet<Partition>,
+    /// Stalled partitions and when their stall was last logged.
+    pub(super) stalls_logged: HashMap<Partition, Instant>,
 }
+
+/// How often a stalled partition is logged again.
+const STALL_LOG_INTERVAL: Duration = Duration::from_secs(60);
 
 impl Reader {
     /// Read until stopped or a thread died: one in-flight slot per input,
@@ -45,8 +55,9 @@ impl Reader {
     /// a worker thread is woken once per batch rather than once per event.
     /// Returning drops the worker channels: the workers finish what they
     /// were handed and exit.
-    pub(super) async fn run(self) {
-        let shared = &self.shared;
+    pub(super) async fn run(mut self) {
+        let (shared, consumer) = (self.shared.clone(), self.consumer.clone());
+        let shared = &shared;
         let mut tick = tokio::time::interval(STORE_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut topics: HashMap<String, Arc<str>> = HashMap::new();
@@ -70,7 +81,7 @@ impl Reader {
                 biased;
                 _ = &mut stopped => return,
                 _ = &mut died => return,
-                m = self.consumer.recv() => m,
+                m = consumer.recv() => m,
                 _ = tick.tick() => {
                     self.on_tick();
                     continue;
@@ -81,7 +92,10 @@ impl Reader {
             while let Some((received, permit)) = next.take() {
                 match received {
                     Ok(m) => {
-                        let job = track(shared, &mut topics, m.detach(), permit);
+                        let (job, pending) = track(shared, &mut topics, m.detach(), permit);
+                        if pending >= self.partition_share() {
+                            self.pause(&job.ticket.partition);
+                        }
                         let w = worker_of(&job.ticket.partition, self.workers.len());
                         if let Some(batch) = batches.get_mut(w) {
                             batch.push(job);
@@ -97,7 +111,7 @@ impl Reader {
                 if batched < BATCH
                     && let Ok(permit) = self.slots.clone().try_acquire_owned()
                 {
-                    next = ready_now(&self.consumer).map(|m| (m, permit));
+                    next = ready_now(&consumer).map(|m| (m, permit));
                 }
             }
             for (w, (batch, worker)) in batches.iter_mut().zip(&self.workers).enumerate() {
@@ -120,13 +134,93 @@ impl Reader {
         }
     }
 
-    fn on_tick(&self) {
-        let shared = &self.shared;
+    fn on_tick(&mut self) {
+        let shared = self.shared.clone();
         shared.store_positions(&*self.consumer, None);
         let m = &shared.metrics;
-        m.in_flight(self.max_in_flight - self.slots.available_permits());
+        m.in_flight(shared.pending(None));
+        self.resume_drained();
+        self.watch_stalls();
         m.set_ready(&shared.health);
     }
+
+    /// The in-flight inputs one partition may hold: an equal share of
+    /// `max_in_flight`, so that a partition that cannot make progress
+    /// holds only its share and the others go on.
+    fn partition_share(&self) -> usize {
+        (self.max_in_flight / self.shared.health.assigned().max(1)).max(1)
+    }
+
+    /// Stop fetching a partition that holds its share of in-flight inputs.
+    /// librdkafka drops what it had fetched of it and fetches again from
+    /// the next offset on resume, so nothing is skipped.
+    fn pause(&mut self, p: &Partition) {
+        if self.paused.insert(p.clone()) {
+            debug!(
+                topic = &*p.0,
+                partition = p.1,
+                "pausing a partition at its in-flight share"
+            );
+            if let Err(e) = self.consumer.pause(&one(p)) {
+                debug!(error = %e, "cannot pause partition");
+            }
+        }
+    }
+
+    /// Resume paused partitions that are down to half their share.
+    fn resume_drained(&mut self) {
+        let low = self.partition_share() / 2;
+        let (shared, consumer) = (&self.shared, &self.consumer);
+        self.paused.retain(|p| {
+            if shared.pending(Some(std::slice::from_ref(p))) > low {
+                return true;
+            }
+            if let Err(e) = consumer.resume(&one(p)) {
+                debug!(error = %e, "cannot resume partition (revoked?)");
+            }
+            false
+        });
+    }
+
+    /// Report partitions that hold inputs without progress for longer than
+    /// `stall_after`: the gauge for every tracked partition, `/readyz`, and
+    /// a log line when a stall starts and once a minute while it lasts.
+    fn watch_stalls(&mut self) {
+        let shared = &self.shared;
+        let mut stalled = Vec::new();
+        for st in shared.partitions() {
+            let (topic, partition) = (&*st.partition.0, st.partition.1);
+            let is = st.pending > 0 && st.waiting >= self.stall_after;
+            shared.metrics.partition_stalled(topic, partition, is);
+            if !is {
+                self.stalls_logged.remove(&st.partition);
+                continue;
+            }
+            stalled.push(format!(
+                "{topic}/{partition} holds {} inputs without progress for {} s",
+                st.pending,
+                st.waiting.as_secs()
+            ));
+            let due = self
+                .stalls_logged
+                .get(&st.partition)
+                .is_none_or(|t| t.elapsed() >= STALL_LOG_INTERVAL);
+            if due {
+                shared
+                    .metrics
+                    .stall(topic, partition, st.pending, st.waiting.as_secs());
+                self.stalls_logged.insert(st.partition, Instant::now());
+            }
+        }
+        stalled.sort();
+        shared.health.set_stalled(stalled);
+    }
+}
+
+fn one(p: &Partition) -> TopicPartitionList {
+    let mut tpl = TopicPartitionList::with_capacity(1);
+    tpl.add_partition(&p.0, p.1);
+    tpl
 }
 
 /// A message the consumer already holds, without waiting for one.
@@ -144,7 +238,7 @@ fn track(
     topics: &mut HashMap<String, Arc<str>>,
     msg: OwnedMessage,
     permit: OwnedSemaphorePermit,
-) -> Job {
+) -> (Job, usize) {
     let topic = match topics.get(msg.topic()) {
         Some(t) => t.clone(),
         None => {
@@ -153,12 +247,15 @@ fn track(
             t
         }
     };
-    let ticket = shared.track(&(topic, msg.partition()), msg.offset());
-    Job {
-        msg,
-        ticket,
-        permit,
-    }
+    let (ticket, pending) = shared.track(&(topic, msg.partition()), msg.offset());
+    (
+        Job {
+            msg,
+            ticket,
+            permit,
+        },
+        pending,
+    )
 }
 
 /// The worker that owns a partition (so its inputs stay in order).

@@ -69,20 +69,17 @@ fn client_error(shared: &Shared, client: &str, error: KafkaError, reason: &str) 
 }
 
 impl ClientContext for ConsumerCtx {
+    /// Broker reachability and the group session, for readiness. (Lag
+    /// comes from the broker's watermarks instead: these statistics only
+    /// move while partitions are being fetched.)
     fn stats(&self, stats: Statistics) {
         let up = stats.brokers.values().any(|b| b.state == "UP");
         self.shared.health.set_broker_down(!up);
-        let m = &self.shared.metrics;
-        for (name, topic) in &stats.topics {
-            for (id, p) in &topic.partitions {
-                if *id < 0 {
-                    continue; // librdkafka's internal unassigned partition
-                }
-                if p.consumer_lag >= 0 {
-                    m.consumer_lag(name, *id, p.consumer_lag);
-                }
-            }
-        }
+        let not_joined = stats
+            .cgrp
+            .filter(|g| !(g.state == "up" && g.join_state == "steady"))
+            .map(|g| format!("{}/{}", g.state, g.join_state));
+        self.shared.health.set_group(not_joined);
     }
 
     fn error(&self, error: KafkaError, reason: &str) {

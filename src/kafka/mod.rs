@@ -9,22 +9,34 @@
 //!      └──────────── ledger ◄── delivery reports (acks) ◄───────────┘
 //! ```
 //!
+//! One file per phase: `shared` (the book of pending inputs, acks,
+//! offset storing), `consume` (the read loop, batching, pausing, ticks,
+//! stall watch), `worker` (applying the stage, building records),
+//! `produce` (sending, retries, refusals), `reload`, `lag`, and
+//! `context` (librdkafka's callbacks). Build ([`start`]) → run →
+//! drain ([`Running::drain`]).
+//!
 //! Guarantees (see `docs/pipeline.md`):
 //! - At least once: an input's offset is stored for commit only when every
 //!   output it produced (one per forwarding route, or its dead-letter
-//!   record) is acknowledged; a failed delivery is retried, never skipped.
+//!   record) is acknowledged; a failed delivery is retried, never skipped,
+//!   unless the broker refuses it for good: then a dead letter replaces it.
 //! - In order per partition: one worker owns each input partition, and the
-//!   producer is idempotent.
+//!   producer is idempotent (a re-sent record may land after later ones).
 //! - Bounded memory: at most `max_in_flight` inputs are read and not yet
-//!   acknowledged; when full, veil stops polling.
-//! - No silent stall: a panic while processing one input dead-letters it
-//!   (`internal_error`, see [`crate::stage::contain`]); a worker or retry
-//!   thread that dies anyway stops the service with
-//!   [`ServiceError::ThreadDied`] (see [`watchdog`]).
+//!   acknowledged, and each partition at most its share of them (paused
+//!   beyond it); when full, veil stops polling.
+//! - No silent stall: no record veil makes is too large to send
+//!   ([`Stage::limit_records`]); a partition without progress is reported
+//!   (gauge, `/readyz`, log); a panic while processing one input
+//!   dead-letters it (`internal_error`, see [`crate::stage::contain`]); a
+//!   worker or retry thread that dies anyway stops the service with
+//!   [`ServiceError::ThreadDied`] (see `watchdog`).
 
 mod clients;
 mod consume;
 mod context;
+mod lag;
 mod produce;
 mod reload;
 mod shared;
@@ -177,6 +189,7 @@ pub struct Running {
     workers: Vec<JoinHandle<()>>,
     retrier: JoinHandle<()>,
     reloader: tokio::task::JoinHandle<()>,
+    lag: tokio::task::JoinHandle<()>,
     slots: Arc<Semaphore>,
     max_in_flight: usize,
 }
@@ -266,6 +279,7 @@ pub async fn start(
         );
     }
     let reloader = tokio::spawn(reload::reload_loop(config.clone(), shared.clone()));
+    let lag = tokio::spawn(lag::refresh_loop(consumer.clone(), shared.clone()));
     let slots = Arc::new(Semaphore::new(kafka.max_in_flight));
     let reader = tokio::spawn(
         Reader {
@@ -274,6 +288,9 @@ pub async fn start(
             workers: senders,
             slots: slots.clone(),
             max_in_flight: kafka.max_in_flight,
+            stall_after: kafka.stall_after,
+            paused: Default::default(),
+            stalls_logged: Default::default(),
         }
         .run(),
     );
@@ -285,6 +302,7 @@ pub async fn start(
         workers,
         retrier,
         reloader,
+        lag,
         slots,
         max_in_flight: kafka.max_in_flight,
     })
@@ -305,6 +323,7 @@ impl Running {
             workers,
             retrier,
             reloader,
+            lag,
             slots,
             max_in_flight,
         } = self;
@@ -345,6 +364,7 @@ impl Running {
         shared.abandon.store(true, Ordering::Relaxed);
         let _ = shared.resend.send(Resend::Stop);
         reloader.abort();
+        lag.abort();
         {
             let producer = producer.clone();
             let _ = tokio::task::spawn_blocking(move || {

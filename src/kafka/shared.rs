@@ -49,6 +49,19 @@ impl Live {
 struct Book {
     ledger: Ledger,
     positions: HashMap<Partition, i64>,
+    /// Per partition holding inputs: when it last made progress (its
+    /// commit position advanced), or when its first pending input came.
+    progress: HashMap<Partition, Instant>,
+}
+
+/// What [`Shared::partitions`] reports of one partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct PartitionState {
+    pub(super) partition: Partition,
+    /// Inputs awaiting acknowledgement.
+    pub(super) pending: usize,
+    /// Time since its last progress while it held inputs (zero when idle).
+    pub(super) waiting: Duration,
 }
 
 /// Where the outputs go.
@@ -155,9 +168,33 @@ impl Shared {
         self.abandon.load(Ordering::Relaxed)
     }
 
-    /// Enter an input read from `partition` at `offset` in the ledger.
-    pub(super) fn track(&self, partition: &Partition, offset: i64) -> Ticket {
-        self.book().ledger.track(partition, offset)
+    /// Enter an input read from `partition` at `offset` in the ledger;
+    /// also returns how many inputs of the partition now await acknowledgement.
+    pub(super) fn track(&self, partition: &Partition, offset: i64) -> (Ticket, usize) {
+        let mut book = self.book();
+        if book.ledger.pending(partition) == 0 {
+            book.progress.insert(partition.clone(), Instant::now());
+        }
+        let ticket = book.ledger.track(partition, offset);
+        (ticket, book.ledger.pending(partition))
+    }
+
+    /// Every partition in the ledger (the assigned ones that were read),
+    /// with its pending inputs and how long it has waited without progress.
+    pub(super) fn partitions(&self) -> Vec<PartitionState> {
+        let book = self.book();
+        let now = Instant::now();
+        book.ledger
+            .partitions()
+            .map(|(p, pending)| PartitionState {
+                partition: p.clone(),
+                pending,
+                waiting: match book.progress.get(p) {
+                    Some(since) if pending > 0 => now.saturating_duration_since(*since),
+                    _ => Duration::ZERO,
+                },
+            })
+            .collect()
     }
 
     /// Whether `ticket`'s partition is still assigned in the same generation.
@@ -177,6 +214,9 @@ impl Shared {
     /// (abandoned to their next owner, which re-reads them).
     pub(super) fn revoke(&self, partitions: &[Partition]) -> usize {
         let mut book = self.book();
+        for p in partitions {
+            book.progress.remove(p);
+        }
         partitions.iter().map(|p| book.ledger.revoke(p)).sum()
     }
 
@@ -193,6 +233,8 @@ impl Shared {
             let mut book = self.book();
             if let Some(position) = book.ledger.complete(ticket) {
                 book.positions.insert(ticket.partition.clone(), position);
+                book.progress
+                    .insert(ticket.partition.clone(), Instant::now());
             }
             book.ledger.pending(&ticket.partition) == 0
         };
@@ -331,8 +373,8 @@ mod tests {
     #[test]
     fn a_waiter_wakes_when_the_last_pending_input_completes_not_at_its_deadline() {
         let s = shared();
-        let tickets: Vec<Ticket> = (0..3).map(|o| s.track(&p(0), o)).collect();
-        let other = s.track(&p(1), 0);
+        let tickets: Vec<Ticket> = (0..3).map(|o| s.track(&p(0), o).0).collect();
+        let other = s.track(&p(1), 0).0;
         let completer = {
             let s = s.clone();
             std::thread::spawn(move || {
@@ -368,8 +410,8 @@ mod tests {
     #[test]
     fn positions_advance_only_over_completed_inputs_in_order() {
         let s = shared();
-        let a = s.track(&p(0), 10);
-        let b = s.track(&p(0), 11);
+        let a = s.track(&p(0), 10).0;
+        let b = s.track(&p(0), 11).0;
         s.complete(&b, None);
         assert!(s.book().positions.is_empty(), "10 is not complete yet");
         s.complete(&a, None);
@@ -377,9 +419,41 @@ mod tests {
     }
 
     #[test]
+    fn a_partition_waits_from_its_first_pending_input_until_progress() {
+        let s = shared();
+        let (a, n) = s.track(&p(0), 10);
+        assert_eq!(n, 1);
+        let (b, n) = s.track(&p(0), 11);
+        assert_eq!(n, 2);
+        std::thread::sleep(Duration::from_millis(60));
+        let state = |s: &Shared| {
+            s.partitions()
+                .into_iter()
+                .find(|st| st.partition == p(0))
+                .unwrap()
+        };
+        let before = state(&s);
+        assert_eq!(before.pending, 2);
+        assert!(before.waiting >= Duration::from_millis(60), "{before:?}");
+        s.complete(&b, None);
+        assert!(
+            state(&s).waiting >= Duration::from_millis(60),
+            "11 completing is no progress: 10 holds it"
+        );
+        s.complete(&a, None);
+        let after = state(&s);
+        assert_eq!((after.pending, after.waiting), (0, Duration::ZERO), "idle");
+        s.track(&p(0), 12);
+        assert!(
+            state(&s).waiting < Duration::from_millis(60),
+            "a new wait starts with the new input"
+        );
+    }
+
+    #[test]
     fn completions_of_a_revoked_partition_are_ignored() {
         let s = shared();
-        let a = s.track(&p(0), 10);
+        let a = s.track(&p(0), 10).0;
         assert_eq!(s.revoke(&[p(0)]), 1, "abandoned to the next owner");
         assert!(!s.is_live(&a));
         s.complete(&a, None);
