@@ -15,6 +15,7 @@ use super::{CliResult, print, usage};
 pub fn run_config(path: &Path) -> CliResult {
     let config = veil::config::load(path).map_err(usage)?;
     let (stage, ring) = veil::stage::load(&config).map_err(usage)?;
+    super::check_message_key(&config, &stage)?;
     super::warn_keys(&ring);
     if let Pipeline::Kafka(kafka) = &config.pipeline {
         veil::kafka::check_client_config(&kafka.source).map_err(usage)?;

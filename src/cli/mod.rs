@@ -136,6 +136,28 @@ pub fn breakdown(parts: impl Iterator<Item = (&'static str, u64)>) -> String {
     format!("  ({})", parts.join(", "))
 }
 
+/// `message_key` against the loaded policies (exit 64); a `keep` opted
+/// into with a reason is said once, at `warn`, with that reason.
+pub fn check_message_key(
+    config: &veil::config::PipelineConfig,
+    stage: &veil::stage::Stage,
+) -> CliResult {
+    let policies: Vec<(&str, &veil::Policy)> = stage
+        .policies()
+        .into_iter()
+        .map(|(name, p)| (name, p.policy()))
+        .collect();
+    veil::config::check_message_key(config, &policies).map_err(usage)?;
+    let kafka = matches!(config.pipeline, veil::config::Pipeline::Kafka(_));
+    if let Some(reason) = config.keep_key_reason.as_ref().filter(|_| kafka) {
+        tracing::warn!(
+            reason = reason.as_str(),
+            "message_key keep: raw Kafka keys are copied in clear to every route's topic"
+        );
+    }
+    Ok(())
+}
+
 /// Tell the operator what is wrong with the keys that were loaded anyway
 /// (key files other users can read, the public demo key).
 pub fn warn_keys(ring: &veil::keys::KeyRing) {

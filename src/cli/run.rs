@@ -41,6 +41,7 @@ pub fn run(args: Args) -> CliResult {
     quiet_panics();
     let config = veil::config::load(&args.config).map_err(usage)?;
     let (stage, ring) = veil::stage::load(&config).map_err(usage)?;
+    super::check_message_key(&config, &stage)?;
     super::warn_keys(&ring);
     match &config.pipeline {
         Pipeline::Kafka(_) if ring.active().is_public_demo() && !args.allow_demo_key => {
