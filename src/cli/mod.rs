@@ -18,6 +18,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 /// Exit codes (sysexits.h).
 pub const EX_USAGE: u8 = 64;
 pub const EX_NOINPUT: u8 = 66;
+/// A service veil needs cannot be reached (the broker, for `check --connect`).
+pub const EX_UNAVAILABLE: u8 = 69;
 pub const EX_IOERR: u8 = 74;
 
 /// A failure with the exit code it maps to. Messages never carry key
@@ -203,6 +205,11 @@ enum Command {
         /// Pipeline config (YAML).
         #[arg(long, value_name = "FILE", group = "what")]
         config: Option<PathBuf>,
+        /// With --config: also ask the broker that every source, route and
+        /// dead-letter topic exists (a missing one: exit 64; no broker
+        /// within 10 s: exit 69).
+        #[arg(long, requires = "config")]
+        connect: bool,
     },
     /// Run the pipeline stage a config describes (Kafka service, or files once).
     Run(run::Args),
@@ -259,9 +266,13 @@ pub fn main() -> ExitCode {
     };
     init_logging(format, default);
     let result = match cli.command {
-        Command::Check { policy, config } => match (policy, config) {
+        Command::Check {
+            policy,
+            config,
+            connect,
+        } => match (policy, config) {
             (Some(p), _) => check::run(&p),
-            (None, Some(c)) => check::run_config(&c),
+            (None, Some(c)) => check::run_config(&c, connect),
             (None, None) => unreachable!("clap requires one"),
         },
         Command::Run(args) => run::run(args),

@@ -25,6 +25,7 @@
 mod clients;
 mod context;
 mod watchdog;
+pub mod topics;
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
