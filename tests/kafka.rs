@@ -908,7 +908,11 @@ fn a_run_whose_dead_letter_topic_does_not_exist_exits_64_naming_it() {
         broker.bootstrap(),
         p.config.display()
     );
-    assert!(veil.log().contains(&want), "want {want}; log:\n{}", veil.log());
+    assert!(
+        veil.log().contains(&want),
+        "want {want}; log:\n{}",
+        veil.log()
+    );
     assert!(
         !veil.log().contains("veil is consuming"),
         "never started; log:\n{}",
@@ -987,7 +991,9 @@ fn check_connect_without_a_broker_is_unavailable_not_a_config_error() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(69), "{stderr}");
     assert!(
-        stderr.contains("veil: error: cannot ask the broker (127.0.0.1:1) which topics exist within 10s"),
+        stderr.contains(
+            "veil: error: cannot ask the broker (127.0.0.1:1) which topics exist within 10s"
+        ),
         "{stderr}"
     );
 }

@@ -5,8 +5,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use veil::config::Pipeline;
-use veil::kafka::topics::{self, TopicsError};
 use veil::explain::class_name;
+use veil::kafka::topics::{self, TopicsError};
 use veil::policy::{self, FieldSet, Policy};
 
 use super::{CliResult, EX_UNAVAILABLE, Failure, print, usage};

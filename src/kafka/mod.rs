@@ -24,8 +24,8 @@
 
 mod clients;
 mod context;
-mod watchdog;
 pub mod topics;
+mod watchdog;
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};

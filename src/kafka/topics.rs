@@ -80,7 +80,10 @@ pub enum TopicsError {
 
 fn lines(bootstrap: &str, missing: &[Wanted]) -> String {
     let line = |w: &Wanted| {
-        let at = w.at.as_ref().map(|at| format!(" at {at}")).unwrap_or_default();
+        let at =
+            w.at.as_ref()
+                .map(|at| format!(" at {at}"))
+                .unwrap_or_default();
         format!(
             "{} `{}` does not exist on the broker ({bootstrap}): create it, or fix {}{at}",
             w.role,
@@ -99,7 +102,10 @@ pub fn wanted(config: &PipelineConfig) -> Vec<Wanted> {
     };
     let at = |t: &str| config.places.topics.get(t).map(|p| config.at(*p));
     let sources = k.source.topics.iter().map(|t| (t, Role::Source));
-    let routes = k.routes.iter().map(|r| (&r.to, Role::Route(r.name.clone())));
+    let routes = k
+        .routes
+        .iter()
+        .map(|r| (&r.to, Role::Route(r.name.clone())));
     let dead = std::iter::once((&k.dead_letter_topic, Role::DeadLetter));
     sources
         .chain(routes)
