@@ -180,6 +180,10 @@ pub enum StageError {
     },
     #[error(transparent)]
     Keys(#[from] KeyError),
+    /// `message_key` does not fit the policies (see
+    /// [`crate::config::check_message_key`]).
+    #[error(transparent)]
+    MessageKey(#[from] crate::config::ConfigError),
 }
 
 /// Read the policies and keys a config names and compile the stage.
@@ -193,6 +197,9 @@ pub fn load(config: &PipelineConfig) -> Result<(Stage, KeyRing), StageError> {
         })?;
         policies.push((name.to_owned(), policy));
     }
+    let named: Vec<(&str, &crate::Policy)> =
+        policies.iter().map(|(n, p)| (n.as_str(), p)).collect();
+    crate::config::check_message_key(config, &named)?;
     let stage = Stage::new(&config.stage, policies, &ring)?;
     Ok((stage, ring))
 }

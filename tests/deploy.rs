@@ -334,6 +334,7 @@ fn dashboard_and_alerts_only_use_metrics_veil_exports() {
     let names: BTreeSet<&str> = rules.iter().map(|r| r["alert"].as_str().unwrap()).collect();
     for want in [
         "VeilConsumerLagGrowing",
+        "VeilPartitionStalled",
         "VeilDeadLetterRateHigh",
         "VeilNoOutput",
         "VeilReloadRejected",
@@ -463,6 +464,26 @@ fn promtool_accepts_the_alerts_and_the_scrape_config() {
     assert!(
         out.status.success(),
         "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The alerts fire when they should and not otherwise: promtool's rule
+/// unit tests (`deploy/prometheus/alerts.test.yaml`): a stalled partition
+/// after 2 minutes and not before, lag growing on one stalled partition,
+/// steady lag never, and a positive and a negative case for each other alert.
+#[test]
+fn promtool_rule_unit_tests_pass() {
+    let Some(out) = external(
+        "promtool",
+        &["test", "rules", "deploy/prometheus/alerts.test.yaml"],
+    ) else {
+        return;
+    };
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
 }

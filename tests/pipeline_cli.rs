@@ -407,3 +407,120 @@ fn the_shipped_files_pipeline_runs_in_a_fresh_clone_without_target() {
         ""
     );
 }
+
+// Issue 15: `message_key` against the routes' policies.
+
+/// The Kafka config of [`kafka_config`] plus a second route `other` (its
+/// policy keeps only `event` and names no subject), and `message_key: <mk>`
+/// on line 18 (its value at column 14).
+fn message_key_config(dir: &Path, mk: &str) -> PathBuf {
+    std::fs::write(
+        dir.join("other.yaml"),
+        "name: other\nversion: 1\npurpose: other\nfields:\n  event: keep\n",
+    )
+    .unwrap();
+    let yaml = kafka_config("", &root().join("tests/keys")) + &format!("message_key: {mk}\n");
+    let yaml = yaml.replace(
+        "dead_letter:",
+        "  - name: other\n    policy: other.yaml\n    topic: other\ndead_letter:",
+    );
+    write_config(dir, &yaml)
+}
+
+#[test]
+fn message_key_keep_with_subject_policies_is_refused_by_check_and_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = message_key_config(dir.path(), "keep");
+    let want = format!(
+        "veil: error: {}:18:14: message_key `keep` copies each input's raw Kafka key in clear into every route's topic, \
+         but the policies name subject identifiers, which collectors often use as the key: \
+         route `analytics` (web-analytics@4: userId, anonymousId, context.traits.email, traits.email)\n  \
+         hint: use `pseudonymise` (the default: a keyed HMAC of the raw key) or `drop`; \
+         if the keys hold no personal data, say why: \
+         `message_key: {{ keep: {{ reason: \"keys are collector-assigned random ids\" }} }}`\n1 error in config\n",
+        config.display()
+    );
+    for command in ["check", "run"] {
+        let out = veil(&[command, "--config", config.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(64), "{command}: {}", stderr(&out));
+        assert!(stderr(&out).ends_with(&want), "{command}: {}", stderr(&out));
+    }
+}
+
+#[test]
+fn message_key_keep_needs_a_reason_that_says_something() {
+    let dir = tempfile::tempdir().unwrap();
+    for mk in ["{ keep: { reason: \"  \" } }", "{ keep: {} }"] {
+        let config = message_key_config(dir.path(), mk);
+        let out = veil(&["check", "--config", config.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(64), "{mk}");
+        assert!(
+            stderr(&out).contains(&format!(
+                "{}:18:14: message_key `keep` needs a reason: it copies raw Kafka keys in clear",
+                config.display()
+            )),
+            "{mk}: {}",
+            stderr(&out)
+        );
+    }
+}
+
+#[test]
+fn message_key_keep_with_a_reason_is_accepted_and_the_reason_logged() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = message_key_config(
+        dir.path(),
+        "{ keep: { reason: \"keys are collector-assigned random ids\" } }",
+    );
+    let out = veil(&["check", "--config", config.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("OK "));
+    let e = stderr(&out);
+    assert!(
+        e.contains("message_key keep: raw Kafka keys are copied in clear")
+            && e.contains("keys are collector-assigned random ids"),
+        "{e}"
+    );
+}
+
+#[test]
+fn message_key_from_a_path_a_route_never_outputs_names_the_route_and_path() {
+    let dir = tempfile::tempdir().unwrap();
+    // `userId` is pseudonymised by the shipped policy, never output by `other`.
+    let config = message_key_config(dir.path(), "{ from: userId }");
+    let out = veil(&["check", "--config", config.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(64));
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "veil: error: {}:18:14: message_key path `userId`: route `other`'s policy other@1 never outputs a scalar there, \
+             so none of its records would have a key\n  \
+             hint: name a path the policy keeps, pseudonymises or generalises (`veil explain --policy FILE` lists them), \
+             or use `pseudonymise` or `drop`\n1 error in config\n",
+            config.display()
+        )
+    );
+    // An object (entries below it) is no key either, on both routes.
+    let config = message_key_config(dir.path(), "{ from: context }");
+    let out = veil(&["run", "--config", config.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(64));
+    let e = stderr(&out);
+    assert!(
+        e.contains("route `analytics`'s policy web-analytics@4 never outputs a scalar there"),
+        "{e}"
+    );
+    assert!(e.contains("route `other`'s policy other@1"), "{e}");
+    // A path both write passes.
+    std::fs::write(
+        dir.path().join("other.yaml"),
+        "name: other\nversion: 1\npurpose: other\nfields:\n  event: keep\n  userId: pseudonymise\n",
+    )
+    .unwrap();
+    let config = dir.path().join("pipeline.yaml");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("from: context", "from: userId");
+    std::fs::write(&config, text).unwrap();
+    let out = veil(&["check", "--config", config.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}

@@ -2,19 +2,26 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::time::Duration;
 
 use veil::config::Pipeline;
 use veil::explain::class_name;
+use veil::kafka::topics::{self, TopicsError};
 use veil::policy::{self, FieldSet, Policy};
 
-use super::{CliResult, print, usage};
+use super::{CliResult, EX_UNAVAILABLE, Failure, print, usage};
+
+/// How long `check --connect` waits for the broker's answer, in all.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A pipeline config: the config itself, every route's policy, the keys,
 /// and the librdkafka properties (checked by building the clients, which
-/// connects nowhere).
-pub fn run_config(path: &Path) -> CliResult {
+/// connects nowhere). With `connect`, then the broker: every topic the
+/// config names must exist.
+pub fn run_config(path: &Path, connect: bool) -> CliResult {
     let config = veil::config::load(path).map_err(usage)?;
     let (stage, ring) = veil::stage::load(&config).map_err(usage)?;
+    super::warn_kept_keys(&config);
     super::warn_keys(&ring);
     if let Pipeline::Kafka(kafka) = &config.pipeline {
         veil::kafka::check_client_config(&kafka.source).map_err(usage)?;
@@ -22,6 +29,11 @@ pub fn run_config(path: &Path) -> CliResult {
             tracing::warn!("{}", super::run::DEMO_KEY_REFUSED);
         }
     }
+    let topics_line = if connect {
+        Some(topics_exist(&config)?)
+    } else {
+        None
+    };
     print(format_args!(
         "OK {}: {} route(s), active key `{}` ({} key(s) loaded)\n",
         path.display(),
@@ -45,7 +57,35 @@ pub fn run_config(path: &Path) -> CliResult {
             policy.display()
         ))?;
     }
+    if let Some(line) = topics_line {
+        print(format_args!("  {line}\n"))?;
+    }
     Ok(())
+}
+
+/// `check --connect`: every topic exists (exit 64 naming each missing
+/// one), or the broker could not be asked (exit 69). Returns the line
+/// the summary ends with.
+fn topics_exist(config: &veil::config::PipelineConfig) -> Result<String, Failure> {
+    let Pipeline::Kafka(kafka) = &config.pipeline else {
+        return Err(usage(anyhow::anyhow!(
+            "--connect checks a Kafka pipeline's topics; {} reads a file",
+            config.file.display()
+        )));
+    };
+    let wanted = topics::wanted(config);
+    match topics::check(&kafka.source, &wanted, CONNECT_TIMEOUT) {
+        Ok(()) => Ok(format!(
+            "topics: all {} exist on the broker ({})",
+            wanted.len(),
+            kafka.source.bootstrap_servers
+        )),
+        Err(e @ TopicsError::Missing { .. }) => Err(usage(e)),
+        Err(e @ TopicsError::Unreachable { .. }) => Err(Failure {
+            code: EX_UNAVAILABLE,
+            error: e.into(),
+        }),
+    }
 }
 
 pub fn run(path: &Path) -> CliResult {

@@ -18,6 +18,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 /// Exit codes (sysexits.h).
 pub const EX_USAGE: u8 = 64;
 pub const EX_NOINPUT: u8 = 66;
+/// A service veil needs cannot be reached (the broker, for `check --connect`).
+pub const EX_UNAVAILABLE: u8 = 69;
 pub const EX_IOERR: u8 = 74;
 
 /// A failure with the exit code it maps to. Messages never carry key
@@ -136,6 +138,19 @@ pub fn breakdown(parts: impl Iterator<Item = (&'static str, u64)>) -> String {
     format!("  ({})", parts.join(", "))
 }
 
+/// A `keep` of raw message keys opted into with a reason is said once, at
+/// `warn`, with that reason (`veil::stage::load` has checked `message_key`
+/// against the policies: exit 64 when it does not fit them).
+pub fn warn_kept_keys(config: &veil::config::PipelineConfig) {
+    let kafka = matches!(config.pipeline, veil::config::Pipeline::Kafka(_));
+    if let Some(reason) = config.keep_key_reason.as_ref().filter(|_| kafka) {
+        tracing::warn!(
+            reason = reason.as_str(),
+            "message_key keep: raw Kafka keys are copied in clear to every route's topic"
+        );
+    }
+}
+
 /// Tell the operator what is wrong with the keys that were loaded anyway
 /// (key files other users can read, the public demo key).
 pub fn warn_keys(ring: &veil::keys::KeyRing) {
@@ -181,6 +196,11 @@ enum Command {
         /// Pipeline config (YAML).
         #[arg(long, value_name = "FILE", group = "what")]
         config: Option<PathBuf>,
+        /// With --config: also ask the broker that every source, route and
+        /// dead-letter topic exists (a missing one: exit 64; no broker
+        /// within 10 s: exit 69).
+        #[arg(long, requires = "config")]
+        connect: bool,
     },
     /// Run the pipeline stage a config describes (Kafka service, or files once).
     Run(run::Args),
@@ -237,9 +257,13 @@ pub fn main() -> ExitCode {
     };
     init_logging(format, default);
     let result = match cli.command {
-        Command::Check { policy, config } => match (policy, config) {
+        Command::Check {
+            policy,
+            config,
+            connect,
+        } => match (policy, config) {
             (Some(p), _) => check::run(&p),
-            (None, Some(c)) => check::run_config(&c),
+            (None, Some(c)) => check::run_config(&c, connect),
             (None, None) => unreachable!("clap requires one"),
         },
         Command::Run(args) => run::run(args),

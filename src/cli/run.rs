@@ -6,8 +6,9 @@ use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use veil::config::{FilesPipeline, Pipeline, PipelineConfig};
+use veil::config::{FilesPipeline, KafkaPipeline, Pipeline, PipelineConfig};
 use veil::health::Health;
+use veil::kafka::topics::{self, TopicsError};
 use veil::kafka::{Control, ServiceError};
 use veil::metrics::Metrics;
 use veil::stage::Stage;
@@ -41,17 +42,23 @@ pub fn run(args: Args) -> CliResult {
     quiet_panics();
     let config = veil::config::load(&args.config).map_err(usage)?;
     let (stage, ring) = veil::stage::load(&config).map_err(usage)?;
+    super::warn_kept_keys(&config);
     super::warn_keys(&ring);
     match &config.pipeline {
         Pipeline::Kafka(_) if ring.active().is_public_demo() && !args.allow_demo_key => {
             Err(usage(anyhow::anyhow!(DEMO_KEY_REFUSED)))
         }
-        Pipeline::Kafka(_) => run_kafka(&config, stage),
+        Pipeline::Kafka(kafka) => run_kafka(&config, kafka, stage),
         Pipeline::Files(files) => run_files(&config, files, &stage),
     }
 }
 
-fn run_kafka(config: &PipelineConfig, stage: Stage) -> CliResult {
+/// How long `veil run` waits at start for the broker to say which topics
+/// exist before it starts anyway (a reachable broker answers in
+/// milliseconds).
+const TOPICS_CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+fn run_kafka(config: &PipelineConfig, kafka: &KafkaPipeline, stage: Stage) -> CliResult {
     let registry = prometheus::Registry::new();
     let metrics = Metrics::new(&registry).map_err(io)?;
     let health = Arc::new(Health::for_kafka());
@@ -64,6 +71,9 @@ fn run_kafka(config: &PipelineConfig, stage: Stage) -> CliResult {
         )?),
         None => None,
     };
+    // After the endpoint is up, so that liveness answers while the broker
+    // is asked.
+    topics_exist(config, kafka)?;
     let control = Control::default();
     super::runtime()?.block_on(async {
         spawn_signal_handlers(control.clone()).map_err(io)?;
@@ -79,6 +89,25 @@ fn run_kafka(config: &PipelineConfig, stage: Stage) -> CliResult {
             Err(e) => Err(usage(e)),
         }
     })
+}
+
+/// Refuse to start (exit 64) when a topic the config names is missing: the
+/// service would otherwise stall on the first input routed to it. A
+/// broker that cannot be asked yet is not fatal: the service waits it out
+/// (see `docs/pipeline.md`, delivery semantics), so veil starts anyway.
+fn topics_exist(config: &PipelineConfig, kafka: &KafkaPipeline) -> CliResult {
+    let wanted = topics::wanted(config);
+    match topics::check(&kafka.source, &wanted, TOPICS_CHECK_TIMEOUT) {
+        Ok(()) => Ok(()),
+        Err(e @ TopicsError::Missing { .. }) => Err(usage(e)),
+        Err(e @ TopicsError::Unreachable { .. }) => {
+            tracing::warn!(
+                error = %e,
+                "could not check that the topics exist; starting anyway, a missing topic will stall its partitions"
+            );
+            Ok(())
+        }
+    }
 }
 
 /// Replace the default panic hook, which prints the panic message, with one

@@ -9,6 +9,7 @@
 //! output can be the input or another output. [`load`] reads the config;
 //! policies and keys named by it are read by [`crate::stage::load`].
 
+mod message_key;
 mod spec;
 mod validate;
 
@@ -20,6 +21,7 @@ use std::time::Duration;
 use crate::engine::Limits;
 use crate::policy::{Diagnostic, FieldPath};
 
+pub use message_key::check_message_key;
 pub use spec::RawConfig;
 
 /// A validated pipeline config.
@@ -34,6 +36,29 @@ pub struct PipelineConfig {
     pub stage: StageConfig,
     pub keys: KeysConfig,
     pub metrics: MetricsConfig,
+    /// `message_key: { keep: { reason } }`: why raw Kafka keys may be
+    /// copied in clear although a policy names subject identifiers.
+    pub keep_key_reason: Option<String>,
+    /// Where settings are written in the file, for later messages
+    /// (checks against policies and against the broker).
+    pub places: Places,
+}
+
+/// A line and column of the config file (1-based).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Place {
+    pub line: u64,
+    pub column: u64,
+}
+
+/// Where the settings checked after validation are written.
+#[derive(Debug, Clone, Default)]
+pub struct Places {
+    /// The `message_key` value, if written.
+    pub message_key: Option<Place>,
+    /// Each topic a Kafka pipeline names (source, route, dead letters), by
+    /// name; the first place a name is written.
+    pub topics: BTreeMap<String, Place>,
 }
 
 /// The two kinds of pipeline. A Kafka source writes to topics and a file
@@ -145,6 +170,24 @@ pub enum ConfigError {
 }
 
 impl PipelineConfig {
+    /// `file:line:column` of a place in this config.
+    pub fn at(&self, place: Place) -> String {
+        format!("{}:{}:{}", self.file.display(), place.line, place.column)
+    }
+
+    /// A problem at `place` (or at the top of the file), as validation
+    /// reports it.
+    pub fn diagnostic(&self, place: Option<Place>, message: String, hint: &str) -> Diagnostic {
+        let Place { line, column } = place.unwrap_or(Place { line: 1, column: 1 });
+        Diagnostic {
+            file: self.file.display().to_string(),
+            line,
+            column,
+            message,
+            hint: Some(hint.to_owned()),
+        }
+    }
+
     /// Every route's name and policy file, in route order.
     pub fn policies(&self) -> Vec<(&str, &Path)> {
         fn of<T>(routes: &[RouteConfig<T>]) -> Vec<(&str, &Path)> {

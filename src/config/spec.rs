@@ -13,7 +13,9 @@ pub struct RawConfig {
     pub source: Spanned<RawSource>,
     /// One or more purposes, each with its policy and destination.
     pub routes: Spanned<Vec<RawRoute>>,
-    /// `keep`, `drop`, `pseudonymise` (default) or `{ from: <path> }`.
+    /// `pseudonymise` (default), `drop`, `{ from: <path> }`, or `keep`
+    /// (refused when a route's policy names subject identifiers, unless
+    /// written `{ keep: { reason: "..." } }`).
     #[serde(default)]
     pub message_key: Option<Spanned<RawMessageKey>>,
     /// Input headers to copy to outputs (default: none).
@@ -67,10 +69,24 @@ pub struct RawRoute {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(untagged)]
+#[serde(untagged, deny_unknown_fields)]
 pub enum RawMessageKey {
+    /// `keep`, `drop`, `pseudonymise`.
     Mode(String),
+    /// `{ from: <path> }`: the value at that path of the clean event.
     From { from: String },
+    /// `{ keep: { reason: "..." } }`: raw keys in clear, on purpose.
+    Keep { keep: RawKeepKey },
+}
+
+/// The opt-in to copying raw Kafka keys in clear.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawKeepKey {
+    /// Why the raw keys hold no personal data (e.g. "keys are
+    /// collector-assigned random ids"); must not be empty.
+    #[serde(default)]
+    pub reason: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -11,7 +11,7 @@ use serde_saphyr::{Location, Spanned};
 use super::spec::{RawConfig, RawKafka, RawMessageKey, RawSource};
 use super::{
     ConfigError, FilesPipeline, KafkaPipeline, KafkaSource, KeysConfig, MessageKey, MetricsConfig,
-    Pipeline, PipelineConfig, RouteConfig, StageConfig,
+    Pipeline, PipelineConfig, Place, Places, RouteConfig, StageConfig,
 };
 use crate::engine::Limits;
 use crate::files::Role;
@@ -44,6 +44,14 @@ struct Checker<'a> {
     file: &'a str,
     base: &'a Path,
     diagnostics: Vec<Diagnostic>,
+    places: Places,
+}
+
+fn place(at: &Location) -> Place {
+    Place {
+        line: at.line(),
+        column: at.column(),
+    }
 }
 
 impl Checker<'_> {
@@ -147,7 +155,13 @@ pub(super) fn parse(text: &str, file: &Path, base: &Path) -> Result<PipelineConf
     let file_name = file.display().to_string();
     let raw: RawConfig = serde_saphyr::from_str(text).map_err(|e| {
         let (line, column) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
-        let message = strip_location_prefix(&e.without_snippet().to_string());
+        let mut message = strip_location_prefix(&e.without_snippet().to_string());
+        // serde's words for a value that fits no form of an untagged enum.
+        if message.contains("untagged enum RawMessageKey") {
+            message = "message_key must be `pseudonymise`, `drop`, `keep`, `{ from: <path> }` \
+                       or `{ keep: { reason: \"...\" } }`"
+                .to_owned();
+        }
         let hint = message
             .contains("unknown field")
             .then(|| "see docs/pipeline.md for every key a pipeline config may have".to_owned());
@@ -165,6 +179,7 @@ pub(super) fn parse(text: &str, file: &Path, base: &Path) -> Result<PipelineConf
         file: &file_name,
         base,
         diagnostics: Vec::new(),
+        places: Places::default(),
     };
     let config = check(&mut c, raw, file);
     if c.diagnostics.is_empty() {
@@ -194,6 +209,10 @@ fn kafka(c: &mut Checker, k: RawKafka) -> KafkaSource {
     let mut topics = Vec::new();
     for t in k.topics.value {
         if c.name(&t, "topic") {
+            c.places
+                .topics
+                .entry(t.value.clone())
+                .or_insert(place(&t.referenced));
             topics.push(t.value);
         }
     }
@@ -385,6 +404,10 @@ fn check(c: &mut Checker, raw: RawConfig, file: &Path) -> PipelineConfig {
             if !c.name(&to, "topic") {
                 continue;
             }
+            c.places
+                .topics
+                .entry(to.value.clone())
+                .or_insert(place(&to.referenced));
             if !topics_out.insert(to.value.clone()) {
                 c.error(
                     &r.name.referenced,
@@ -415,40 +438,7 @@ fn check(c: &mut Checker, raw: RawConfig, file: &Path) -> PipelineConfig {
         });
     }
 
-    let message_key = match raw.message_key {
-        None => MessageKey::Pseudonymise,
-        Some(s) => match s.value {
-            RawMessageKey::Mode(m) => match m.as_str() {
-                "keep" => MessageKey::Keep,
-                "drop" => MessageKey::Drop,
-                "pseudonymise" | "pseudonymize" => MessageKey::Pseudonymise,
-                other => {
-                    c.error(
-                        &s.referenced,
-                        format!("unknown message_key `{other}`"),
-                        Some("use keep, drop, pseudonymise, or { from: <path> }"),
-                    );
-                    MessageKey::Pseudonymise
-                }
-            },
-            RawMessageKey::From { from } => match FieldPath::parse(&from) {
-                Ok(p) if p.is_exact() => MessageKey::From(p),
-                Ok(_) => {
-                    c.error(&s.referenced, format!("message_key path `{from}` must name one place; `*` and `[]` are not allowed"), None);
-                    MessageKey::Pseudonymise
-                }
-                Err(e) => {
-                    c.error(
-                        &s.referenced,
-                        format!("bad message_key path `{from}`: {e}"),
-                        None,
-                    );
-                    MessageKey::Pseudonymise
-                }
-            },
-        },
-    };
-
+    let (message_key, keep_key_reason) = message_key(c, raw.message_key);
     let mut keep_headers = Vec::new();
     for h in raw.headers.keep {
         if h.value.is_empty() || h.value.to_ascii_lowercase().starts_with("veil-") {
@@ -472,6 +462,12 @@ fn check(c: &mut Checker, raw: RawConfig, file: &Path) -> PipelineConfig {
         is_kafka,
     )
     .filter(|d| !is_kafka || c.name(d, "topic"));
+    if let Some(d) = dead.as_ref().filter(|_| is_kafka) {
+        c.places
+            .topics
+            .entry(d.value.clone())
+            .or_insert(place(&d.referenced));
+    }
     if let Some(d) = &dead {
         if !is_kafka {
             let path = c.path(&d.value);
@@ -482,6 +478,7 @@ fn check(c: &mut Checker, raw: RawConfig, file: &Path) -> PipelineConfig {
                 "dead_letter.file".into(),
             ));
         } else if topics_out.contains(&d.value) {
+            // (No place recorded: the config is refused.)
             c.error(
                 &raw.dead_letter.referenced,
                 "dead_letter writes to the same destination as a route",
@@ -634,7 +631,65 @@ fn check(c: &mut Checker, raw: RawConfig, file: &Path) -> PipelineConfig {
         },
         keys,
         metrics: MetricsConfig { listen },
+        keep_key_reason,
+        places: std::mem::take(&mut c.places),
     }
+}
+
+/// `message_key` as written: the mode, and for `{ keep: { reason } }` the
+/// reason (which must say something). Whether the mode suits the routes'
+/// policies is checked once they are loaded ([`super::check_message_key`]).
+fn message_key(
+    c: &mut Checker,
+    raw: Option<Spanned<RawMessageKey>>,
+) -> (MessageKey, Option<String>) {
+    let Some(s) = raw else {
+        return (MessageKey::Pseudonymise, None);
+    };
+    c.places.message_key = Some(place(&s.referenced));
+    let key = match s.value {
+        RawMessageKey::Mode(m) => match m.as_str() {
+            "keep" => MessageKey::Keep,
+            "drop" => MessageKey::Drop,
+            "pseudonymise" | "pseudonymize" => MessageKey::Pseudonymise,
+            other => {
+                c.error(
+                    &s.referenced,
+                    format!("unknown message_key `{other}`"),
+                    Some("use pseudonymise, drop, { from: <path> }, keep, or { keep: { reason: \"...\" } }"),
+                );
+                MessageKey::Pseudonymise
+            }
+        },
+        RawMessageKey::Keep { keep } => {
+            let reason = keep.reason.unwrap_or_default();
+            if reason.trim().is_empty() {
+                c.error(
+                    &s.referenced,
+                    "message_key `keep` needs a reason: it copies raw Kafka keys in clear",
+                    Some("write `message_key: { keep: { reason: \"why the keys hold no personal data\" } }`, or use pseudonymise or drop"),
+                );
+                return (MessageKey::Pseudonymise, None);
+            }
+            return (MessageKey::Keep, Some(reason.trim().to_owned()));
+        }
+        RawMessageKey::From { from } => match FieldPath::parse(&from) {
+            Ok(p) if p.is_exact() => MessageKey::From(p),
+            Ok(_) => {
+                c.error(&s.referenced, format!("message_key path `{from}` must name one place; `*` and `[]` are not allowed"), None);
+                MessageKey::Pseudonymise
+            }
+            Err(e) => {
+                c.error(
+                    &s.referenced,
+                    format!("bad message_key path `{from}`: {e}"),
+                    None,
+                );
+                MessageKey::Pseudonymise
+            }
+        },
+    };
+    (key, None)
 }
 
 /// Where a Kafka service serves `/metrics`, `/healthz` and `/readyz` unless

@@ -40,6 +40,7 @@ mod lag;
 mod produce;
 mod reload;
 mod shared;
+pub mod topics;
 mod watchdog;
 mod worker;
 

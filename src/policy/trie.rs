@@ -431,3 +431,32 @@ fn exposure_at(node: &Node, rest: &[Segment]) -> Option<Exposure> {
         Segment::Each => node.each.as_deref().and_then(|n| exposure_at(n, rest)),
     }
 }
+
+/// Whether a tree can write a scalar at the exact `path` (keys only, as
+/// `message_key: { from }` names one): the action that would, `"keep"` for
+/// a value copied verbatim (an entry, or a kept parent that does not name
+/// it), else the transform's name. `None` when nothing can be written
+/// there: no entry reaches it, it is dropped, it lies below a transform
+/// (which writes a scalar, never anything inside one), or entries lie
+/// below it (the walk expects an object there and writes no scalar).
+pub fn scalar_output(root: &Node, path: &FieldPath) -> Option<&'static str> {
+    let mut node = root;
+    let mut rest = path.0.as_slice();
+    loop {
+        let keep_rest = match &node.mode {
+            Mode::Keep => return Some("keep"),
+            Mode::Drop => return None,
+            Mode::Transform(action) => return rest.is_empty().then(|| action.name()),
+            Mode::Descend { keep_rest } => *keep_rest,
+        };
+        let (Segment::Key(k), tail) = rest.split_first()? else {
+            return None;
+        };
+        match node.child(k.as_bytes()) {
+            Some(n) => node = n,
+            // Members no entry names are copied whole under a kept parent.
+            None => return (keep_rest && node.expects_object()).then_some("keep"),
+        }
+        rest = tail;
+    }
+}
