@@ -889,6 +889,11 @@ fn offsets_are_committed_while_a_backlog_is_still_being_worked_through() {
 
 /// The committed offset of `raw`'s partition 0 in veil's group (0 if none).
 fn committed(broker: &Broker, raw: &str) -> i64 {
+    committed_at(broker, raw, 0)
+}
+
+/// The committed offset of a partition of `raw` in veil's group (0 if none).
+fn committed_at(broker: &Broker, raw: &str, partition: i32) -> i64 {
     use rdkafka::consumer::Consumer;
     let group: rdkafka::consumer::BaseConsumer = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", broker.bootstrap())
@@ -896,7 +901,7 @@ fn committed(broker: &Broker, raw: &str) -> i64 {
         .create()
         .unwrap();
     let mut tpl = rdkafka::TopicPartitionList::new();
-    tpl.add_partition(raw, 0);
+    tpl.add_partition(raw, partition);
     group
         .committed_offsets(tpl, Duration::from_secs(5))
         .ok()
@@ -1315,4 +1320,121 @@ fn check_connect_without_a_broker_is_unavailable_not_a_config_error() {
         ),
         "{stderr}"
     );
+}
+
+#[test]
+fn a_stalled_partition_is_reported_alone_while_the_other_partition_of_its_worker_flows() {
+    // One worker owns both raw partitions. Partition 0 starts with an
+    // invalid record whose dead letter cannot be delivered (the dead-letter
+    // topic's leader, broker 2, is down); partition 1 holds only good
+    // events. The worker is never blocked by the failing record.
+    use rdkafka::mocking::{MockCluster, MockCoordinator};
+    let broker = Broker::Mock(MockCluster::new(2).unwrap());
+    let Broker::Mock(cluster) = &broker else {
+        unreachable!()
+    };
+    let (p, raw, clean, dead) = analytics(
+        &broker,
+        2,
+        "workers: 1\nlimits:\n  stall_after_seconds: 2\n",
+    );
+    for (topic, partition, leader) in [
+        (&raw, 0, 1),
+        (&raw, 1, 1),
+        (&clean, 0, 1),
+        (&clean, 1, 1),
+        (&dead, 0, 2),
+    ] {
+        cluster
+            .partition_leader(topic, partition, Some(leader))
+            .unwrap();
+    }
+    cluster
+        .coordinator(MockCoordinator::Group(format!("{raw}-veil")), 1)
+        .unwrap();
+    // Keyless records alternate: even indexes land on partition 0.
+    let good: Vec<_> = consented(&shipped_policy(), 80)
+        .into_iter()
+        .map(|(_, v)| (None, v))
+        .collect();
+    let mut records = vec![(None, b"{not json".to_vec()), good[0].clone()];
+    records.extend_from_slice(&good[1..]);
+    let landed = produce(&broker.bootstrap(), &raw, &records);
+    let ends = |partition| {
+        landed
+            .iter()
+            .filter(|(p, _)| *p == partition)
+            .map(|(_, o)| o + 1)
+            .max()
+            .unwrap()
+    };
+    assert_eq!(landed[0], (0, 0), "the poison heads partition 0");
+    cluster.broker_down(2).unwrap();
+
+    let veil = p.start("veil");
+    let addr = endpoint(&veil);
+    let deadline = std::time::Instant::now() + MINUTE;
+    while committed_at(&broker, &raw, 1) < ends(1) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "partition 1 committed {} of {}; log:\n{}",
+            committed_at(&broker, &raw, 1),
+            ends(1),
+            veil.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(
+        committed_at(&broker, &raw, 0),
+        0,
+        "partition 0 is held by its poison"
+    );
+    let deadline = std::time::Instant::now() + MINUTE;
+    loop {
+        let (status, body) = http::get(&addr, "/readyz");
+        if status == 503 && body.contains(&format!("{raw}/0 holds")) {
+            assert!(!body.contains(&format!("{raw}/1")), "{body}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{status} {body}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let metrics = http::get(&addr, "/metrics").1;
+    let stalled = |partition| {
+        http::sum(
+            &metrics,
+            "veil_partition_stalled",
+            &[("topic", raw.as_str()), ("partition", partition)],
+        )
+    };
+    assert_eq!((stalled("0"), stalled("1")), (1.0, 0.0));
+    // Partition 0's inputs after the poison were processed and delivered,
+    // but none completes before the poison does: all of them are in flight.
+    let on_0 = landed.iter().filter(|(p, _)| *p == 0).count() as f64;
+    let deadline = std::time::Instant::now() + MINUTE;
+    while http::sum(&http::get(&addr, "/metrics").1, "veil_in_flight", &[]) != on_0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "in flight: all {on_0} of partition 0"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+
+    cluster.broker_up(2).unwrap();
+    let deadline = std::time::Instant::now() + MINUTE;
+    while committed_at(&broker, &raw, 0) < ends(0) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "partition 0 committed {} of {} after the broker came back; log:\n{}",
+            committed_at(&broker, &raw, 0),
+            ends(0),
+            veil.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let mut out = Reader::new(&broker.bootstrap(), &clean);
+    let mut dl = Reader::new(&broker.bootstrap(), &dead);
+    assert!(out.wait_until(MINUTE, |r| covered(r).len() == records.len() - 1));
+    assert!(dl.wait_until(MINUTE, |r| !r.is_empty()));
+    assert_eq!(dl.records[0].source(), (0, 0));
 }

@@ -2,18 +2,17 @@
 //! them to the worker that owns their partition in batches, stores the
 //! offsets the ledger advanced on a schedule, and commits.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use rdkafka::TopicPartitionList;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Message, OwnedMessage};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
-use tracing::{debug, warn};
+use tracing::warn;
 
 use super::context::ConsumerCtx;
 use super::shared::Shared;
@@ -36,11 +35,7 @@ pub(super) struct Reader {
     pub(super) shared: Arc<Shared>,
     pub(super) workers: Vec<mpsc::Sender<Vec<Job>>>,
     pub(super) slots: Arc<Semaphore>,
-    pub(super) max_in_flight: usize,
     pub(super) stall_after: Duration,
-    /// Partitions this loop paused because they hold their share of the
-    /// in-flight inputs.
-    pub(super) paused: HashSet<Partition>,
     /// Stalled partitions and when their stall was last logged.
     pub(super) stalls_logged: HashMap<Partition, Instant>,
 }
@@ -92,10 +87,7 @@ impl Reader {
             while let Some((received, permit)) = next.take() {
                 match received {
                     Ok(m) => {
-                        let (job, pending) = track(shared, &mut topics, m.detach(), permit);
-                        if pending >= self.partition_share() {
-                            self.pause(&job.ticket.partition);
-                        }
+                        let job = track(shared, &mut topics, m.detach(), permit);
                         let w = worker_of(&job.ticket.partition, self.workers.len());
                         if let Some(batch) = batches.get_mut(w) {
                             batch.push(job);
@@ -139,47 +131,8 @@ impl Reader {
         shared.store_positions(&*self.consumer, None);
         let m = &shared.metrics;
         m.in_flight(shared.pending(None));
-        self.resume_drained();
         self.watch_stalls();
         m.set_ready(&shared.health);
-    }
-
-    /// The in-flight inputs one partition may hold: an equal share of
-    /// `max_in_flight`, so that a partition that cannot make progress
-    /// holds only its share and the others go on.
-    fn partition_share(&self) -> usize {
-        (self.max_in_flight / self.shared.health.assigned().max(1)).max(1)
-    }
-
-    /// Stop fetching a partition that holds its share of in-flight inputs.
-    /// librdkafka drops what it had fetched of it and fetches again from
-    /// the next offset on resume, so nothing is skipped.
-    fn pause(&mut self, p: &Partition) {
-        if self.paused.insert(p.clone()) {
-            debug!(
-                topic = &*p.0,
-                partition = p.1,
-                "pausing a partition at its in-flight share"
-            );
-            if let Err(e) = self.consumer.pause(&one(p)) {
-                debug!(error = %e, "cannot pause partition");
-            }
-        }
-    }
-
-    /// Resume paused partitions that are down to half their share.
-    fn resume_drained(&mut self) {
-        let low = self.partition_share() / 2;
-        let (shared, consumer) = (&self.shared, &self.consumer);
-        self.paused.retain(|p| {
-            if shared.pending(Some(std::slice::from_ref(p))) > low {
-                return true;
-            }
-            if let Err(e) = consumer.resume(&one(p)) {
-                debug!(error = %e, "cannot resume partition (revoked?)");
-            }
-            false
-        });
     }
 
     /// Report partitions that hold inputs without progress for longer than
@@ -217,12 +170,6 @@ impl Reader {
     }
 }
 
-fn one(p: &Partition) -> TopicPartitionList {
-    let mut tpl = TopicPartitionList::with_capacity(1);
-    tpl.add_partition(&p.0, p.1);
-    tpl
-}
-
 /// A message the consumer already holds, without waiting for one.
 fn ready_now(consumer: &ServiceConsumer) -> Option<KafkaResult<BorrowedMessage<'_>>> {
     let recv = std::pin::pin!(consumer.recv());
@@ -238,7 +185,7 @@ fn track(
     topics: &mut HashMap<String, Arc<str>>,
     msg: OwnedMessage,
     permit: OwnedSemaphorePermit,
-) -> (Job, usize) {
+) -> Job {
     let topic = match topics.get(msg.topic()) {
         Some(t) => t.clone(),
         None => {
@@ -247,15 +194,12 @@ fn track(
             t
         }
     };
-    let (ticket, pending) = shared.track(&(topic, msg.partition()), msg.offset());
-    (
-        Job {
-            msg,
-            ticket,
-            permit,
-        },
-        pending,
-    )
+    let ticket = shared.track(&(topic, msg.partition()), msg.offset());
+    Job {
+        msg,
+        ticket,
+        permit,
+    }
 }
 
 /// The worker that owns a partition (so its inputs stay in order).

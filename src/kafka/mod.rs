@@ -10,7 +10,7 @@
 //! ```
 //!
 //! One file per phase: `shared` (the book of pending inputs, acks,
-//! offset storing), `consume` (the read loop, batching, pausing, ticks,
+//! offset storing), `consume` (the read loop, batching, ticks,
 //! stall watch), `worker` (applying the stage, building records),
 //! `produce` (sending, retries, refusals), `reload`, `lag`, and
 //! `context` (librdkafka's callbacks). Build ([`start`]) → run →
@@ -24,8 +24,7 @@
 //! - In order per partition: one worker owns each input partition, and the
 //!   producer is idempotent (a re-sent record may land after later ones).
 //! - Bounded memory: at most `max_in_flight` inputs are read and not yet
-//!   acknowledged, and each partition at most its share of them (paused
-//!   beyond it); when full, veil stops polling.
+//!   acknowledged; when full, veil stops polling.
 //! - No silent stall: no record veil makes is too large to send
 //!   ([`Stage::limit_records`]); a partition without progress is reported
 //!   (gauge, `/readyz`, log); a panic while processing one input
@@ -288,9 +287,7 @@ pub async fn start(
             shared: shared.clone(),
             workers: senders,
             slots: slots.clone(),
-            max_in_flight: kafka.max_in_flight,
             stall_after: kafka.stall_after,
-            paused: Default::default(),
             stalls_logged: Default::default(),
         }
         .run(),

@@ -168,15 +168,13 @@ impl Shared {
         self.abandon.load(Ordering::Relaxed)
     }
 
-    /// Enter an input read from `partition` at `offset` in the ledger;
-    /// also returns how many inputs of the partition now await acknowledgement.
-    pub(super) fn track(&self, partition: &Partition, offset: i64) -> (Ticket, usize) {
+    /// Enter an input read from `partition` at `offset` in the ledger.
+    pub(super) fn track(&self, partition: &Partition, offset: i64) -> Ticket {
         let mut book = self.book();
         if book.ledger.pending(partition) == 0 {
             book.progress.insert(partition.clone(), Instant::now());
         }
-        let ticket = book.ledger.track(partition, offset);
-        (ticket, book.ledger.pending(partition))
+        book.ledger.track(partition, offset)
     }
 
     /// Every partition in the ledger (the assigned ones that were read),
@@ -373,8 +371,8 @@ mod tests {
     #[test]
     fn a_waiter_wakes_when_the_last_pending_input_completes_not_at_its_deadline() {
         let s = shared();
-        let tickets: Vec<Ticket> = (0..3).map(|o| s.track(&p(0), o).0).collect();
-        let other = s.track(&p(1), 0).0;
+        let tickets: Vec<Ticket> = (0..3).map(|o| s.track(&p(0), o)).collect();
+        let other = s.track(&p(1), 0);
         let completer = {
             let s = s.clone();
             std::thread::spawn(move || {
@@ -410,8 +408,8 @@ mod tests {
     #[test]
     fn positions_advance_only_over_completed_inputs_in_order() {
         let s = shared();
-        let a = s.track(&p(0), 10).0;
-        let b = s.track(&p(0), 11).0;
+        let a = s.track(&p(0), 10);
+        let b = s.track(&p(0), 11);
         s.complete(&b, None);
         assert!(s.book().positions.is_empty(), "10 is not complete yet");
         s.complete(&a, None);
@@ -421,10 +419,8 @@ mod tests {
     #[test]
     fn a_partition_waits_from_its_first_pending_input_until_progress() {
         let s = shared();
-        let (a, n) = s.track(&p(0), 10);
-        assert_eq!(n, 1);
-        let (b, n) = s.track(&p(0), 11);
-        assert_eq!(n, 2);
+        let a = s.track(&p(0), 10);
+        let b = s.track(&p(0), 11);
         std::thread::sleep(Duration::from_millis(60));
         let state = |s: &Shared| {
             s.partitions()
@@ -453,7 +449,7 @@ mod tests {
     #[test]
     fn completions_of_a_revoked_partition_are_ignored() {
         let s = shared();
-        let a = s.track(&p(0), 10).0;
+        let a = s.track(&p(0), 10);
         assert_eq!(s.revoke(&[p(0)]), 1, "abandoned to the next owner");
         assert!(!s.is_live(&a));
         s.complete(&a, None);
