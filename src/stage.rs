@@ -64,6 +64,8 @@ pub struct Stage {
     include_payload: bool,
     limits: Limits,
     key_id: String,
+    /// Whether the active key is veil's public demo key.
+    public_demo_key: bool,
     /// Largest output record (clean event plus key, or dead-letter record).
     max_record_bytes: usize,
 }
@@ -234,6 +236,7 @@ impl Stage {
             include_payload: config.include_payload,
             limits: config.limits,
             key_id: key.id.clone(),
+            public_demo_key: key.is_public_demo(),
             max_record_bytes: usize::MAX,
         })
     }
@@ -269,6 +272,12 @@ impl Stage {
     /// The active key's id.
     pub fn key_id(&self) -> &str {
         &self.key_id
+    }
+
+    /// Whether the active key is veil's public demo key, whose pseudonyms
+    /// anyone can recompute.
+    pub fn uses_public_demo_key(&self) -> bool {
+        self.public_demo_key
     }
 
     /// Whether an input header is copied to the outputs (the config

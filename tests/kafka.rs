@@ -607,14 +607,73 @@ fn sighup_reloads_a_valid_policy_and_keeps_the_old_one_when_invalid() {
         assert!(out.wait_until(MINUTE, |r| r.len() == i + 1));
         assert_eq!(out.records[i].header("veil-policy"), Some(policy));
     };
-    let v4 = shipped.replace("version: 3", "version: 4");
-    reload(&v4, "reloaded policies and keys", 1, "web-analytics@4");
+    let v5 = shipped.replace("version: 4", "version: 5");
+    assert_ne!(v5, shipped, "the shipped policy is version 4");
+    reload(&v5, "reloaded policies and keys", 1, "web-analytics@5");
     // An invalid policy is rejected: the old one stays live.
     reload(
         "name: broken\nversion: nope\n",
         "reload rejected",
         2,
-        "web-analytics@4",
+        "web-analytics@5",
+    );
+}
+
+#[test]
+fn sighup_refuses_to_switch_to_the_public_demo_key() {
+    let broker = Broker::start();
+    let (p, raw, clean, _dead) = analytics(&broker, 1, "");
+    // A private key directory holding a copy of the test key.
+    let keys = tempfile::tempdir().unwrap();
+    std::fs::copy(root().join("tests/keys/k1.key"), keys.path().join("k1.key")).unwrap();
+    let yaml = std::fs::read_to_string(&p.config).unwrap();
+    let private = yaml.replace(
+        &root().join("tests/keys").display().to_string(),
+        &keys.path().display().to_string(),
+    );
+    assert_ne!(yaml, private);
+    std::fs::write(&p.config, private).unwrap();
+    let records = consented(&shipped_policy(), 2);
+
+    let veil = p.start("veil");
+    let addr = endpoint(&veil);
+    let mut out = Reader::new(&broker.bootstrap(), &clean);
+    produce(&broker.bootstrap(), &raw, &records[..1]);
+    assert!(
+        out.wait_until(MINUTE, |r| r.len() == 1),
+        "log:\n{}",
+        veil.log()
+    );
+    assert_eq!(out.records[0].header("veil-key-id"), Some("k1"));
+
+    std::fs::remove_file(keys.path().join("k1.key")).unwrap();
+    std::fs::copy(
+        root().join("examples/keys/demo.key"),
+        keys.path().join("demo.key"),
+    )
+    .unwrap();
+    veil.signal("HUP");
+    assert!(
+        veil.wait_for_log("reload rejected", MINUTE),
+        "log:\n{}",
+        veil.log()
+    );
+    assert!(
+        veil.log().contains("public demo key"),
+        "log:\n{}",
+        veil.log()
+    );
+    let metrics = http::get(&addr, "/metrics").1;
+    assert_eq!(
+        http::sum(&metrics, "veil_reloads_total", &[("result", "rejected")]),
+        1.0
+    );
+    produce(&broker.bootstrap(), &raw, &records[1..]);
+    assert!(out.wait_until(MINUTE, |r| r.len() == 2));
+    assert_eq!(
+        out.records[1].header("veil-key-id"),
+        Some("k1"),
+        "the old key stays live"
     );
 }
 

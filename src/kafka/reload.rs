@@ -8,8 +8,16 @@ use super::shared::{Live, Shared};
 use crate::config::PipelineConfig;
 use crate::metrics::Reload;
 
+/// Why a reload to the public demo key is refused (a service started with
+/// it, which `veil run` allows only with `--allow-demo-key`, may keep it).
+const DEMO_KEY: &str = "the new active key is veil's public demo key, whose pseudonyms anyone \
+     can recompute; make a key with `veil keygen`";
+
 /// Swap in freshly loaded policies and keys on each reload request; an
 /// invalid set is rejected (counted and logged) and the old one stays.
+/// The reload is held to everything a start is: valid policies,
+/// `message_key` fitting them, strong keys no other user may write, and no
+/// switch to the public demo key; key files others may read are warned of.
 pub(super) async fn reload_loop(config: PipelineConfig, shared: Arc<Shared>) {
     loop {
         shared.control.reload_requested().await;
@@ -18,7 +26,15 @@ pub(super) async fn reload_loop(config: PipelineConfig, shared: Arc<Shared>) {
             tokio::task::spawn_blocking(move || crate::stage::load(&config)).await
         };
         match loaded {
-            Ok(Ok((stage, _ring))) => {
+            Ok(Ok((stage, _)))
+                if stage.uses_public_demo_key() && !shared.live().stage.uses_public_demo_key() =>
+            {
+                shared.metrics.reload(Reload::Rejected { error: &DEMO_KEY });
+            }
+            Ok(Ok((stage, ring))) => {
+                for w in ring.warnings() {
+                    tracing::warn!("{w}");
+                }
                 let live = Live::new(stage, &shared.metrics, shared.record_limit);
                 let tags = live.stage.policy_tags().collect::<Vec<_>>().join(", ");
                 let key_id = live.stage.key_id().to_owned();

@@ -11,7 +11,7 @@ use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tracing::debug;
 
 use super::produce::{Delivery, Producer, send};
-use super::shared::{Ack, Shared};
+use super::shared::{Ack, Live, Shared};
 use crate::engine::Scratch;
 use crate::offsets::Ticket;
 use crate::stage::{Headers as StageHeaders, Origin, Processed, Source};
@@ -48,8 +48,11 @@ fn work(shared: &Shared, producer: &Producer, mut jobs: mpsc::Receiver<Vec<Job>>
     let mut processed = Processed::default();
     let mut scratch = Scratch::default();
     while let Some(batch) = jobs.blocking_recv() {
+        // One look at the live stage per batch: a reload applies from the
+        // next batch on.
+        let live = shared.live();
         for job in batch {
-            process(shared, producer, job, &mut processed, &mut scratch);
+            process(shared, producer, &live, job, &mut processed, &mut scratch);
         }
     }
 }
@@ -58,6 +61,7 @@ fn work(shared: &Shared, producer: &Producer, mut jobs: mpsc::Receiver<Vec<Job>>
 fn process(
     shared: &Shared,
     producer: &Producer,
+    live: &Live,
     job: Job,
     processed: &mut Processed,
     scratch: &mut Scratch,
@@ -70,7 +74,6 @@ fn process(
         );
         return; // revoked: the partition's new owner re-reads it
     }
-    let live = shared.live();
     let msg = &job.msg;
     let payload = msg.payload().unwrap_or_default();
     let started = Instant::now();
