@@ -1497,3 +1497,53 @@ fn a_stalled_partition_is_reported_alone_while_the_other_partition_of_its_worker
     assert!(dl.wait_until(MINUTE, |r| !r.is_empty()));
     assert_eq!(dl.records[0].source(), (0, 0));
 }
+
+#[test]
+fn readiness_follows_the_consumer_group_not_only_the_brokers() {
+    // The group's coordinator is broker 2, the data on broker 1. With the
+    // coordinator down a broker is still up, yet the group session is
+    // gone: veil must not say ready until the group is joined again.
+    use rdkafka::mocking::{MockCluster, MockCoordinator};
+    let broker = Broker::Mock(MockCluster::new(2).unwrap());
+    let Broker::Mock(cluster) = &broker else {
+        unreachable!()
+    };
+    let (p, raw, clean, dead) = analytics(&broker, 1, "");
+    // A session that outlives the coordinator's absence: the partitions
+    // stay assigned, so only the group state can say "not ready".
+    let yaml = std::fs::read_to_string(&p.config).unwrap();
+    let long = yaml.replace("session.timeout.ms: 6000", "session.timeout.ms: 45000");
+    assert_ne!(yaml, long);
+    std::fs::write(&p.config, long).unwrap();
+    for topic in [&raw, &clean, &dead] {
+        cluster.partition_leader(topic, 0, Some(1)).unwrap();
+    }
+    cluster
+        .coordinator(MockCoordinator::Group(format!("{raw}-veil")), 2)
+        .unwrap();
+    let veil = p.start("veil");
+    let addr = endpoint(&veil);
+    let wait = |what: &str, ok: &dyn Fn(u16, &str) -> bool| {
+        let deadline = std::time::Instant::now() + MINUTE;
+        loop {
+            let (status, body) = http::get(&addr, "/readyz");
+            if ok(status, &body) {
+                return body;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{what}: last {status} {body}; log:\n{}",
+                veil.log()
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    };
+    wait("ready", &|s, _| s == 200);
+    cluster.broker_down(2).unwrap();
+    // From librdkafka's statistics (every 5 s), long before the session
+    // would time out and the partitions go.
+    let body = wait("not ready while the coordinator is down", &|s, _| s == 503);
+    assert!(body.contains("consumer group not joined"), "{body}");
+    cluster.broker_up(2).unwrap();
+    wait("ready once the group is joined again", &|s, _| s == 200);
+}
