@@ -227,17 +227,21 @@ impl Shared {
 
     /// Every output record of an input is acknowledged (or it had none).
     pub(super) fn complete(&self, ticket: &Ticket, timestamp_ms: Option<i64>) {
-        let settled = {
+        let (live, settled) = {
             let mut book = self.book();
+            let live = book.ledger.is_live(ticket);
             if let Some(position) = book.ledger.complete(ticket) {
                 book.positions.insert(ticket.partition.clone(), position);
                 book.progress
                     .insert(ticket.partition.clone(), Instant::now());
             }
-            book.ledger.pending(&ticket.partition) == 0
+            (live, book.ledger.pending(&ticket.partition) == 0)
         };
         if settled {
             self.settled.notify_all();
+        }
+        if !live {
+            return; // revoked meanwhile: its new owner re-reads and counts it
         }
         self.control.count_completed();
         if let Some(ts) = timestamp_ms {
@@ -454,5 +458,10 @@ mod tests {
         assert!(!s.is_live(&a));
         s.complete(&a, None);
         assert!(s.book().positions.is_empty());
+        assert_eq!(
+            s.control.completed(),
+            0,
+            "not counted: its new owner counts it"
+        );
     }
 }
