@@ -885,6 +885,23 @@ fn metrics_over_http_count_exactly_what_was_forwarded_dropped_and_dead_lettered(
         }
     }
     assert_eq!(http::get(&addr, "/readyz"), (200, "ready\n".to_owned()));
+    // Idle: nothing in flight; and the exit line adds up to the inputs.
+    let deadline = std::time::Instant::now() + MINUTE;
+    while http::sum(&http::get(&addr, "/metrics").1, "veil_in_flight", &[]) != 0.0 {
+        assert!(std::time::Instant::now() < deadline, "in flight when idle");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let mut veil = veil;
+    veil.signal("TERM");
+    assert!(veil.wait(MINUTE).success(), "log:\n{}", veil.log());
+    assert!(
+        veil.log().contains(&format!(
+            "veil stopped completed={} abandoned=0",
+            records.len()
+        )),
+        "log:\n{}",
+        veil.log()
+    );
 }
 
 #[test]
