@@ -15,6 +15,13 @@
 //! Run: `bash benches/e2e.sh` (starts Tansu on 127.0.0.1 unless
 //! `VEIL_TEST_BROKER` names a broker), or with a broker:
 //! `VEIL_TEST_BROKER=127.0.0.1:9092 cargo bench --bench e2e -- [EVENTS] [ROUNDS]`.
+//!
+//! Two more modes reuse the same machinery:
+//! - `scaling [EVENTS] [ROUNDS]` (`e2e/scaling.rs`): events/s and CPU with
+//!   1, 2 and 4 partitions and workers, against the relay at each count;
+//! - `soak [SECONDS] [RATE]` (`e2e/soak.rs`): veil's memory under a sustained
+//!   load, sampled every 10 s.
+//!
 //! Under `cargo test` it is a small smoke run (mock cluster unless
 //! `VEIL_TEST_BROKER` is set) that checks both contestants deliver exactly
 //! what they should, and reports no speeds (see `e2e/report.rs`).
@@ -25,6 +32,10 @@ mod data;
 mod kafka;
 #[path = "e2e/report.rs"]
 mod report;
+#[path = "e2e/scaling.rs"]
+mod scaling;
+#[path = "e2e/soak.rs"]
+mod soak;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -56,6 +67,18 @@ fn main() {
     let benching = args.iter().any(|a| a == "--bench");
     let mode = Mode::new(benching, !cfg!(debug_assertions));
     let mut numbers = args.iter().skip(1).filter_map(|a| a.parse::<usize>().ok());
+    if args.iter().any(|a| a == "scaling") {
+        let events = numbers
+            .next()
+            .unwrap_or(if benching { 100_000 } else { 2_000 });
+        let rounds = numbers.next().unwrap_or(if benching { 3 } else { 1 });
+        return scaling::run(mode, events, rounds);
+    }
+    if args.iter().any(|a| a == "soak") {
+        let seconds = numbers.next().unwrap_or(if benching { 600 } else { 20 });
+        let rate = numbers.next().unwrap_or(if benching { 3_000 } else { 500 });
+        return soak::run(mode, seconds, rate);
+    }
     let events = numbers
         .next()
         .unwrap_or(if benching { 200_000 } else { 2_000 });
@@ -64,52 +87,24 @@ fn main() {
 
     let broker = Broker::start();
     let bootstrap = broker.bootstrap();
-    // Kept: the contestants' logs, for when a run goes wrong.
-    let dir = tempfile::Builder::new()
-        .prefix("veil-e2e-")
-        .tempdir()
-        .unwrap()
-        .keep();
-    eprintln!("configs and logs in {}", dir.display());
-
-    // The raw topic: the example events cycled, keyed by user id.
+    let dir = log_dir();
     let examples = data::example_events();
-    let keyed: Vec<(Option<Vec<u8>>, Vec<u8>)> = examples
-        .iter()
-        .cycle()
-        .take(events)
-        .map(|e| (user_id(e), e.clone()))
-        .collect();
-    let input_bytes: usize = keyed.iter().map(|(_, v)| v.len()).sum();
-    let forwarded_per_cycle = forwarded(&examples);
-    let want_veil = forwarded_per_cycle * (events / examples.len())
-        + forwarded(&examples[..events % examples.len()]);
-    let raw = broker.topic("bench-raw", PARTITIONS);
-    eprintln!("loading {events} events ({input_bytes} bytes) into {raw} on {bootstrap}");
-    produce(&bootstrap, &raw, &keyed);
+    let load = Load::preload(&broker, &examples, events, PARTITIONS);
+    let want_veil = forwarded_of(&examples, events);
 
     let mut results: HashMap<&'static str, Vec<Run>> = HashMap::new();
     for round in 0..rounds {
         for who in [Who::Relay, Who::Veil] {
             let out = broker.topic("bench-out", PARTITIONS);
             let dead = broker.topic("bench-dead", 1);
-            let config = write_config(&dir, &bootstrap, &raw, &out, &dead, round);
+            let config = write_config(&dir, &bootstrap, &load.raw, &out, &dead, round, None);
             let want = match who {
                 Who::Relay => events,
                 Who::Veil => want_veil,
             };
             let mut child = who.start(&config);
             let group = format!("{out}-{round}");
-            let run = measure(
-                &bootstrap,
-                &raw,
-                &group,
-                &out,
-                want,
-                events,
-                input_bytes,
-                &mut child,
-            );
+            let run = measure(&bootstrap, &load, &group, &out, want, &mut child);
             kill(child);
             eprintln!("{}", report::round(mode, round, who.name(), &run));
             results.entry(who.name()).or_default().push(run);
@@ -132,7 +127,7 @@ fn main() {
             let raw = b.topic("bench-lat-raw", PARTITIONS);
             let out = b.topic("bench-lat-out", PARTITIONS);
             let dead = b.topic("bench-lat-dead", 1);
-            let config = write_config(&dir, &bootstrap, &raw, &out, &dead, 99);
+            let config = write_config(&dir, &bootstrap, &raw, &out, &dead, 99, None);
             let child = who.start(&config);
             let (p50_ms, p99_ms, n) =
                 latencies(&bootstrap, &raw, &out, &examples, rate, seconds, who);
@@ -153,7 +148,7 @@ fn main() {
         results: &results,
         latency: &latency,
         events,
-        input_bytes,
+        input_bytes: load.input_bytes,
         rounds,
         partitions: PARTITIONS,
         rate,
@@ -161,6 +156,59 @@ fn main() {
         broker: broker.name(),
     };
     print!("{}", report::report(mode, &summary));
+}
+
+/// Where the contestants' configs and logs go; kept, for when a run goes wrong.
+fn log_dir() -> PathBuf {
+    let dir = tempfile::Builder::new()
+        .prefix("veil-e2e-")
+        .tempdir()
+        .unwrap()
+        .keep();
+    eprintln!("configs and logs in {}", dir.display());
+    dir
+}
+
+/// A preloaded raw topic: the example events cycled, keyed by user id.
+struct Load {
+    raw: String,
+    partitions: i32,
+    events: usize,
+    input_bytes: usize,
+}
+
+impl Load {
+    fn preload(broker: &Broker, examples: &[Vec<u8>], events: usize, partitions: i32) -> Load {
+        let keyed = keyed(examples, events);
+        let input_bytes: usize = keyed.iter().map(|(_, v)| v.len()).sum();
+        let raw = broker.topic("bench-raw", partitions);
+        eprintln!(
+            "loading {events} events ({input_bytes} bytes) into {raw} ({partitions} partitions) on {}",
+            broker.bootstrap()
+        );
+        produce(&broker.bootstrap(), &raw, &keyed);
+        Load {
+            raw,
+            partitions,
+            events,
+            input_bytes,
+        }
+    }
+}
+
+/// The first `n` example events, cycled, each keyed by its user id.
+fn keyed(examples: &[Vec<u8>], n: usize) -> Vec<(Option<Vec<u8>>, Vec<u8>)> {
+    examples
+        .iter()
+        .cycle()
+        .take(n)
+        .map(|e| (user_id(e), e.clone()))
+        .collect()
+}
+
+/// How many of the first `n` example events, cycled, veil forwards.
+fn forwarded_of(examples: &[Vec<u8>], n: usize) -> usize {
+    forwarded(examples) * (n / examples.len()) + forwarded(&examples[..n % examples.len()])
 }
 
 #[derive(Clone, Copy)]
@@ -223,6 +271,9 @@ fn forwarded(events: &[Vec<u8>]) -> usize {
         .count()
 }
 
+/// A pipeline config for both contestants (the relay reads only the source
+/// and the first route). `workers`: veil's policy threads, or its default
+/// (one per core) when `None`.
 fn write_config(
     dir: &Path,
     bootstrap: &str,
@@ -230,9 +281,10 @@ fn write_config(
     out: &str,
     dead: &str,
     round: usize,
+    workers: Option<usize>,
 ) -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let yaml = format!(
+    let mut yaml = format!(
         "source:\n  kafka:\n    bootstrap_servers: \"{bootstrap}\"\n    topics: [{raw}]\n    \
          group_id: {out}-{round}\n    librdkafka:\n      fetch.wait.max.ms: {FETCH_WAIT_MS}\n\
          routes:\n  - name: analytics\n    policy: \"{}\"\n    topic: {out}\n\
@@ -240,6 +292,9 @@ fn write_config(
         root.join("config/policy.yaml").display(),
         root.join("tests/keys").display()
     );
+    if let Some(n) = workers {
+        yaml.push_str(&format!("workers: {n}\n"));
+    }
     let path = dir.join(format!("{out}.yaml"));
     std::fs::write(&path, yaml).unwrap();
     path
@@ -250,36 +305,20 @@ fn write_config(
 /// (Completion is judged by the group's committed offsets, not by the
 /// output's high watermark: Tansu 0.6 can report a high watermark below
 /// the records it serves.)
-#[allow(clippy::too_many_arguments)]
+/// `out` has as many partitions as the raw topic.
 fn measure(
     bootstrap: &str,
-    raw: &str,
+    load: &Load,
     group: &str,
     out: &str,
     want: usize,
-    events: usize,
-    input_bytes: usize,
     child: &mut Contestant,
 ) -> Run {
+    let (events, input_bytes) = (load.events, load.input_bytes);
     let c = client(bootstrap, group);
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..PARTITIONS {
-        tpl.add_partition(raw, p);
-    }
     let deadline = Instant::now() + Duration::from_secs(60 + events as u64 / 500);
     loop {
-        let committed: i64 = c
-            .committed_offsets(tpl.clone(), Duration::from_secs(5))
-            .map(|t| {
-                t.elements()
-                    .iter()
-                    .filter_map(|e| match e.offset() {
-                        Offset::Offset(o) => Some(o),
-                        _ => None,
-                    })
-                    .sum()
-            })
-            .unwrap_or(0);
+        let committed: i64 = committed(&c, &load.raw, load.partitions).iter().sum();
         if committed as usize >= events {
             break;
         }
@@ -296,7 +335,7 @@ fn measure(
     let (cpu_s, peak_rss_mb) = cost(child.0.id());
 
     let mut tpl = TopicPartitionList::new();
-    for p in 0..PARTITIONS {
+    for p in 0..load.partitions {
         tpl.add_partition_offset(out, p, Offset::Beginning).unwrap();
     }
     let reader = client(bootstrap, "veil-bench-reader");
@@ -339,21 +378,78 @@ fn client(bootstrap: &str, group: &str) -> BaseConsumer {
         .expect("consumer")
 }
 
+/// The group's committed offset of each partition of `topic` (0 where none).
+fn committed(c: &BaseConsumer, topic: &str, partitions: i32) -> Vec<i64> {
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition(topic, p);
+    }
+    let mut at = vec![0; partitions as usize];
+    if let Ok(t) = c.committed_offsets(tpl, Duration::from_secs(5)) {
+        for e in t.elements() {
+            if let Offset::Offset(o) = e.offset() {
+                at[e.partition() as usize] = o;
+            }
+        }
+    }
+    at
+}
+
 /// (CPU seconds, peak RSS in MB) of a running process, from /proc.
 fn cost(pid: u32) -> (f64, f64) {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    // Fields after the parenthesised command name; utime and stime are the
-    // 14th and 15th fields overall, in clock ticks (100 per second on Linux).
+    (cpu_seconds(&stat), status_mb(pid, "VmHWM"))
+}
+
+/// utime + stime from a `/proc/.../stat` line: the 14th and 15th fields
+/// overall, counted after the parenthesised command name, in clock ticks
+/// (100 per second on Linux).
+fn cpu_seconds(stat: &str) -> f64 {
     let after = &stat[stat.rfind(')').unwrap() + 2..];
     let fields: Vec<&str> = after.split(' ').collect();
     let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    ticks / 100.0
+}
+
+/// A `kB` field of `/proc/PID/status` (VmRSS, VmHWM), in MB (MiB).
+fn status_mb(pid: u32, field: &str) -> f64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let hwm_kb: f64 = status
+    let kb: f64 = status
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap();
-    (ticks / 100.0, hwm_kb / 1024.0)
+        .unwrap_or_else(|| panic!("{field} in /proc/{pid}/status"));
+    kb / 1024.0
+}
+
+/// CPU seconds of each thread of a running process, by thread name (what
+/// `/proc/PID/task/TID/comm` says), the process's first thread as `main`.
+/// From `schedstat` (nanoseconds on the CPU) where the kernel has it: the
+/// tick counts of `stat` read 0 for a thread that ran for a few ms.
+fn thread_cpu(pid: u32) -> Vec<(String, f64)> {
+    let mut threads = Vec::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return threads;
+    };
+    for task in tasks.flatten() {
+        let path = task.path();
+        let (Ok(comm), Ok(stat)) = (
+            std::fs::read_to_string(path.join("comm")),
+            std::fs::read_to_string(path.join("stat")),
+        ) else {
+            continue; // the thread ended meanwhile
+        };
+        let on_cpu_ns = std::fs::read_to_string(path.join("schedstat"))
+            .ok()
+            .and_then(|s| s.split(' ').next()?.parse::<f64>().ok());
+        let name = if task.file_name() == pid.to_string().as_str() {
+            "main".to_owned()
+        } else {
+            comm.trim().to_owned()
+        };
+        threads.push((name, on_cpu_ns.map_or(cpu_seconds(&stat), |ns| ns / 1e9)));
+    }
+    threads
 }
 
 /// A contestant's process, killed when dropped (also when a run panics).
@@ -478,10 +574,7 @@ fn latencies(
     producer.flush(Duration::from_secs(30)).unwrap();
     let want = match who {
         Who::Relay => total,
-        Who::Veil => {
-            forwarded(examples) * (total / examples.len())
-                + forwarded(&examples[..total % examples.len()])
-        }
+        Who::Veil => forwarded_of(examples, total),
     };
     // Wait for the outputs of this phase's inputs (the reader also sees the
     // warm-up's, and maybe a duplicate).

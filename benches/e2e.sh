@@ -2,7 +2,11 @@
 # End-to-end benchmark: veil vs a pass-through relay on a local broker
 # (benches/e2e.rs explains what is measured). Starts Tansu on a free
 # 127.0.0.1 port unless VEIL_TEST_BROKER names a running broker.
-#   bash benches/e2e.sh [EVENTS] [ROUNDS]     (default 200000 3)
+#   bash benches/e2e.sh [EVENTS] [ROUNDS]          veil vs the relay (default 200000 3)
+#   bash benches/e2e.sh scaling [EVENTS] [ROUNDS]  1, 2, 4 partitions and workers (default 100000 3)
+#   bash benches/e2e.sh soak [SECONDS] [RATE]      veil's memory under a steady load (default 600 3000)
+# Tansu keeps everything in memory: the soak's defaults write about 2.7 GB
+# of inputs, the scaling mode's about 3 GB of inputs and outputs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ -z "${VEIL_TEST_BROKER:-}" ]; then
@@ -19,7 +23,11 @@ if [ -z "${VEIL_TEST_BROKER:-}" ]; then
   echo "Tansu $("$tansu" --version 2>/dev/null || true) at $VEIL_TEST_BROKER (pid $tansu_pid)"
 fi
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
-cargo bench --bench e2e -- "${1:-200000}" "${2:-3}"
+case "${1:-}" in
+  scaling|soak) args=("$@") ;;   # their defaults are in benches/e2e.rs
+  *) args=("${1:-200000}" "${2:-3}") ;;
+esac
+cargo bench --bench e2e -- "${args[@]}"
 if [ -n "${tansu_pid:-}" ]; then
   echo "broker CPU: $(ps -o cputime= -p "$tansu_pid") (Tansu, whole run), peak RSS: $(grep VmHWM /proc/$tansu_pid/status | awk '{print $2/1024 " MB"}')"
 fi

@@ -11,7 +11,7 @@ use std::process::Command;
 #[path = "../benches/e2e/report.rs"]
 mod report;
 
-use report::{Latency, Mode, Run, Summary};
+use report::{Latency, Mode, Point, Run, Scaling, Soak, SoakSample, Summary};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -128,4 +128,90 @@ fn a_smoke_run_prints_no_speed_and_no_ratio() {
         measured.contains("\nveil / relay throughput: 0.07 "),
         "{measured}"
     );
+}
+
+#[test]
+fn smoke_runs_of_the_scaling_and_soak_modes_print_no_speed_and_no_memory() {
+    let point = |who, workers: Option<usize>, events_per_s| Point {
+        who,
+        partitions: 1,
+        workers,
+        round: 0,
+        run: Run {
+            events_per_s,
+            mb_per_s: 1.0,
+            cpu_s_per_m: 100.0,
+            peak_rss_mb: 50.0,
+        },
+        worker_cpu_s: workers.map_or(vec![], |w| vec![1.0; w]),
+        busiest: "main".into(),
+        busiest_cpu_s: 1.0,
+    };
+    let points = [point("relay", None, 1000.0), point("veil", Some(1), 70.0)];
+    let scaling = Scaling {
+        points: &points,
+        events: 2000,
+        input_bytes: 3_000_000,
+        rounds: 1,
+        broker: "mock",
+        cores: 2,
+    };
+    assert_eq!(
+        report::scaling(Mode::Smoke, &scaling),
+        "\nsmoke run (scaling, 2000 events, 1 round(s), mock broker): at every point \
+         (partitions/workers 1/1) veil and the relay delivered exactly what they should. \
+         No speeds or ratios: this build is not the one to measure \
+         (run `bash benches/e2e.sh scaling`).\n"
+    );
+    assert_eq!(
+        report::scaling_round(Mode::Smoke, &points[1]),
+        "round 0 veil at 1 partition(s), 1 worker(s): delivered every expected output"
+    );
+    let measured = report::scaling(Mode::Measure, &scaling);
+    assert!(
+        measured.contains("\n| 1 | 1 | 70 | 1.00x | 100.0 | 100 | 3 (main) | 1000 | 1.00x | 100.0 | 50 (main) | 0.07 |\n"),
+        "{measured}"
+    );
+
+    let sample = |t_s, rss_mb, drained| SoakSample {
+        t_s,
+        rss_mb,
+        hwm_mb: 13.0,
+        committed: 4,
+        produced: 5,
+        deleted_unread: 0,
+        drained,
+    };
+    let samples = [
+        sample(0.0, 10.0, false),
+        sample(60.0, 11.0, false),
+        sample(120.0, 12.0, false),
+        sample(121.0, 12.5, true),
+    ];
+    let soak = Soak {
+        samples: &samples,
+        seconds: 120,
+        rate: 500,
+        broker: "mock",
+        cpu_s_per_m: 66.0,
+    };
+    assert_eq!(
+        report::soak(Mode::Smoke, &soak),
+        "\nsoak smoke run (120 s at 500 events/s, mock broker): veil committed all 5 inputs; \
+         4 samples taken. No memory or CPU figures: this build is not the one to measure \
+         (run `bash benches/e2e.sh soak`).\n"
+    );
+    assert_eq!(
+        report::soak_sample(Mode::Smoke, &samples[3]),
+        "t 121 s (drained): committed 4 of 5"
+    );
+    let measured = report::soak(Mode::Measure, &soak);
+    assert!(
+        measured.contains(
+            "RSS at 1 min: 11.0 MB; at the end: 12.5 MB; max sampled: 12.5 MB (VmHWM 13.0 MB); \
+             slope over the second half: +1.00 MB/min"
+        ),
+        "{measured}"
+    );
+    assert!(!measured.contains("WARNING"), "{measured}");
 }
