@@ -355,7 +355,7 @@ pub fn scaling(mode: Mode, s: &Scaling<'_>) -> String {
          per-round ratios against the relay at the same partition count (rows with fewer \
          workers than partitions: against the relay's run beside veil's at that count).\n\
          workers' CPU %: each veil worker's share of the workers' CPU (a partition belongs to \
-         one worker, placed by a hash of topic and partition; 0 is a worker that got none).\n\
+         one worker: a topic's partitions go round the workers; 0 is a worker that got none).\n\
          busiest thread: its CPU over the run's span (first to last output; its start-up work \
          counts too, which short runs overstate); near 100 it bounds throughput. The relay has \
          no workers: one loop (`main`) polls, copies and sends, rust-rdkafka's `producer \
