@@ -120,6 +120,11 @@ impl Ledger {
         self.partitions.get(p).map_or(0, |l| l.pending.len())
     }
 
+    /// Whether `p` is assigned (or tracked) and not revoked since.
+    pub fn holds(&self, p: &Partition) -> bool {
+        self.partitions.contains_key(p)
+    }
+
     /// Every tracked partition with its pending count.
     pub fn partitions(&self) -> impl Iterator<Item = (&Partition, usize)> {
         self.partitions.iter().map(|(p, l)| (p, l.pending.len()))
@@ -153,6 +158,16 @@ mod tests {
         assert_eq!(l.pending(&p(0)), 1);
         assert_eq!(l.complete(&t[3]), Some(14));
         assert_eq!(l.total_pending(), 0);
+    }
+
+    #[test]
+    fn a_partition_is_held_from_its_assignment_until_its_revocation() {
+        let mut l = Ledger::default();
+        assert!(!l.holds(&p(0)));
+        l.assign(&p(0));
+        assert!(l.holds(&p(0)), "held before anything is read");
+        l.revoke(&p(0));
+        assert!(!l.holds(&p(0)));
     }
 
     #[test]

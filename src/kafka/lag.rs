@@ -69,7 +69,10 @@ fn refresh(consumer: &ServiceConsumer, shared: &Shared) {
             at(committed.as_ref().ok()),
             at(position.as_ref()),
         );
-        shared.metrics.consumer_lag(topic, partition, lag);
+        // Revoked while this refresh ran: its series is gone, and stays gone.
+        if shared.holds(&(std::sync::Arc::from(topic), partition)) {
+            shared.metrics.consumer_lag(topic, partition, lag);
+        }
     }
 }
 

@@ -177,6 +177,11 @@ impl Shared {
         book.ledger.track(partition, offset)
     }
 
+    /// Whether `partition` is assigned to this instance now.
+    pub(super) fn holds(&self, partition: &Partition) -> bool {
+        self.book().ledger.holds(partition)
+    }
+
     /// Every partition in the ledger (the assigned ones that were read),
     /// with its pending inputs and how long it has waited without progress.
     pub(super) fn partitions(&self) -> Vec<PartitionState> {
