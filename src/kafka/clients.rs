@@ -48,10 +48,11 @@ pub const RECORD_RESERVE: usize = 16 * 1024;
 /// The largest clean event (plus key) or dead-letter record veil makes:
 /// the producer's `message.max.bytes` less [`RECORD_RESERVE`], so that
 /// every record veil makes can be sent (see `Stage::limit_records`).
+/// A small `message.max.bytes` keeps at least half of it for the event.
 pub fn record_limit(src: &KafkaSource) -> usize {
-    producer(src)
+    let max = producer(src)
         .get("message.max.bytes")
         .and_then(|v| v.trim().parse::<usize>().ok())
-        .unwrap_or(MESSAGE_MAX_BYTES_DEFAULT)
-        .saturating_sub(RECORD_RESERVE)
+        .unwrap_or(MESSAGE_MAX_BYTES_DEFAULT);
+    max - RECORD_RESERVE.min(max / 2)
 }

@@ -52,6 +52,7 @@ impl Reader {
     /// were handed and exit.
     pub(super) async fn run(mut self) {
         let (shared, consumer) = (self.shared.clone(), self.consumer.clone());
+        let workers = self.workers.clone();
         let shared = &shared;
         let mut tick = tokio::time::interval(STORE_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -106,8 +107,25 @@ impl Reader {
                     next = ready_now(&consumer).map(|m| (m, permit));
                 }
             }
-            for (w, (batch, worker)) in batches.iter_mut().zip(&self.workers).enumerate() {
-                if !batch.is_empty() && worker.send(std::mem::take(batch)).await.is_err() {
+            for (w, (batch, worker)) in batches.iter_mut().zip(&workers).enumerate() {
+                if batch.is_empty() {
+                    continue;
+                }
+                // A worker's queue can stay full for long (librdkafka's send
+                // queue full while a broker is away): keep answering stop
+                // and keep the ticks (stall watch, readiness) going meanwhile.
+                let send = worker.send(std::mem::take(batch));
+                tokio::pin!(send);
+                let sent = loop {
+                    tokio::select! {
+                        biased;
+                        _ = &mut stopped => return,
+                        _ = &mut died => return,
+                        sent = &mut send => break sent,
+                        _ = tick.tick() => self.on_tick(),
+                    }
+                };
+                if sent.is_err() {
                     // Its receiver is gone only if the worker died; its lifeline
                     // may not have raised the alarm yet.
                     shared.watchdog.raise(&worker_name(w));

@@ -62,8 +62,14 @@ impl ConsumerCtx {
 }
 
 fn client_error(shared: &Shared, client: &str, error: KafkaError, reason: &str) {
-    if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
-        shared.health.set_broker_down(true);
+    match error.rdkafka_error_code() {
+        Some(RDKafkaErrorCode::AllBrokersDown) => shared.health.set_broker_down(true),
+        // The client cannot go on (e.g. the idempotent producer lost its
+        // sequence): stop, exit 70, be restarted; nothing uncommitted is lost.
+        Some(RDKafkaErrorCode::Fatal) => shared
+            .watchdog
+            .raise(&format!("kafka {client} (fatal error)")),
+        _ => {}
     }
     warn!(client, error = %error, reason, "kafka client error");
 }

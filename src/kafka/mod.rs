@@ -147,7 +147,7 @@ pub enum ServiceError {
     },
     /// A worker or retry thread panicked outside the per-input guard. What
     /// was complete is committed; the rest is re-read after a restart.
-    #[error("thread {thread} died (a bug in veil); stopped so that veil is restarted")]
+    #[error("{thread} cannot go on (see the log line before); stopped so that veil is restarted")]
     ThreadDied { thread: String },
 }
 

@@ -7,13 +7,19 @@
 //!
 //! | codes | class | what happens |
 //! |---|---|---|
-//! | `MessageSizeTooLarge`, `MessageBatchTooLarge`, `InvalidMessageSize` | refused: `output_too_large` | dead letter in its place |
-//! | `InvalidRecord`, `PolicyViolation`, `InvalidTimestamp` | refused: `rejected_by_broker` | dead letter in its place |
-//! | everything else (`MessageTimedOut`, `UnknownTopicOrPartition`, `TopicAuthorizationFailed`, broker down, ...) | transient | sent again after 500 ms, for as long as it takes |
+//! | `MessageSizeTooLarge`, `MessageBatchTooLarge`, `InvalidMessageSize` from librdkafka, before sending | refused: `output_too_large` | dead letter in its place |
+//! | `InvalidRecord`, `PolicyViolation` from the broker | refused: `rejected_by_broker` | dead letter in its place, after [`REFUSED_ATTEMPTS`] refusals |
+//! | `Fatal` (the idempotent producer cannot go on) | fatal | veil stops with exit 70, to be restarted |
+//! | everything else (`MessageTimedOut`, `UnknownTopicOrPartition`, `TopicAuthorizationFailed`, broker down, a size refusal from the broker, `InvalidTimestamp`, ...) | transient | sent again after 500 ms, for as long as it takes |
 //!
-//! A refusal reported by librdkafka before sending (its own
-//! `message.max.bytes` check) is final at once; one reported by the broker
-//! is tried [`REFUSED_ATTEMPTS`] times first. The dead letter written in
+//! A size refusal from the broker is transient on purpose: the broker
+//! judges a whole batch against the topic's `max.message.bytes`, so small
+//! records batched together are refused alike; dead-lettering them would
+//! empty good events out of the clean topic. The partition stalls, is
+//! reported, and the fix is to set the producer's `message.max.bytes` to the
+//! topic's limit, which veil then holds every record to (`output_too_large`
+//! at processing). `InvalidTimestamp` is transient too: veil does not set
+//! record timestamps, so it means veil's own clock is off. The dead letter written in
 //! place of a refused record holds the reason, the error code, the route
 //! and the input's coordinates, never the event; if even that is refused,
 //! it is retried as transient (a stall that the stall detector reports).
@@ -46,8 +52,8 @@ pub(super) const REFUSED_ATTEMPTS: u32 = 3;
 /// What travels with a record through librdkafka to its delivery report.
 pub(crate) struct Delivery {
     pub(super) ack: Arc<Ack>,
-    /// Failed deliveries so far.
-    pub(super) attempts: u32,
+    /// Refusals so far (other failures do not count).
+    pub(super) refusals: u32,
     /// A dead letter written in place of a refused record: never refused again.
     pub(super) refusal: bool,
 }
@@ -56,7 +62,7 @@ impl Delivery {
     pub(super) fn first(ack: Arc<Ack>) -> Box<Delivery> {
         Box::new(Delivery {
             ack,
-            attempts: 0,
+            refusals: 0,
             refusal: false,
         })
     }
@@ -118,17 +124,23 @@ pub(super) enum Class {
     Transient,
     /// The broker (or librdkafka) will never take this record.
     Refused(RejectReason),
+    /// The producer cannot go on: veil must stop and be restarted.
+    Fatal,
 }
 
-/// The class of a produce error, by its librdkafka code (see the table in
-/// the module docs).
-pub(super) fn classify(code: Option<RDKafkaErrorCode>) -> Class {
+/// The class of a produce error, by its librdkafka code and where it was
+/// reported (see the table in the module docs).
+pub(super) fn classify(code: Option<RDKafkaErrorCode>, step: ProduceStep) -> Class {
     use RDKafkaErrorCode as C;
+    let enqueue = step != ProduceStep::Delivery;
     match code {
-        Some(C::MessageSizeTooLarge | C::MessageBatchTooLarge | C::InvalidMessageSize) => {
+        Some(C::Fatal) => Class::Fatal,
+        Some(C::MessageSizeTooLarge | C::MessageBatchTooLarge | C::InvalidMessageSize)
+            if enqueue =>
+        {
             Class::Refused(RejectReason::OutputTooLarge)
         }
-        Some(C::InvalidRecord | C::PolicyViolation | C::InvalidTimestamp) => {
+        Some(C::InvalidRecord | C::PolicyViolation) if !enqueue => {
             Class::Refused(RejectReason::RejectedByBroker)
         }
         _ => Class::Transient,
@@ -181,19 +193,26 @@ pub(super) fn failed(shared: &Shared, mut record: Outgoing, e: &KafkaError, step
     if abandon {
         return; // not acknowledged, so not committed: re-read later
     }
-    record.delivery.attempts += 1;
-    let class = match classify(e.rdkafka_error_code()) {
-        _ if record.delivery.refusal => Class::Transient,
-        Class::Refused(_)
-            if step == ProduceStep::Delivery && record.delivery.attempts < REFUSED_ATTEMPTS =>
-        {
-            Class::Transient
+    let class = match classify(e.rdkafka_error_code(), step) {
+        Class::Refused(_) if record.delivery.refusal => Class::Transient,
+        Class::Refused(reason) if step == ProduceStep::Delivery => {
+            record.delivery.refusals += 1;
+            if record.delivery.refusals < REFUSED_ATTEMPTS {
+                Class::Transient
+            } else {
+                Class::Refused(reason)
+            }
         }
         class => class,
     };
     let next = match class {
         Class::Transient => Resend::Retry(record, Instant::now() + RETRY_BACKOFF),
         Class::Refused(reason) => Resend::Refuse(record, reason, code),
+        Class::Fatal => {
+            // Not acknowledged, so not committed: re-read after the restart.
+            shared.watchdog.raise("producer (fatal error)");
+            return;
+        }
     };
     // The retrier outlives every sender but the shutdown: a record sent
     // after it stopped is not acknowledged, so its input is re-read.
@@ -295,7 +314,7 @@ fn refuse(shared: &Shared, producer: &Producer, o: Outgoing, reason: RejectReaso
         });
     let mut delivery = o.delivery;
     delivery.refusal = true;
-    delivery.attempts = 0;
+    delivery.refusals = 0;
     let record = BaseRecord::<[u8], [u8], _>::with_opaque_to(&shared.topics.dead_letter, delivery)
         .payload(&letter[..])
         .headers(headers);
@@ -307,30 +326,56 @@ mod tests {
     use super::*;
     use RDKafkaErrorCode as C;
 
+    const DELIVERY: ProduceStep = ProduceStep::Delivery;
+    const ENQUEUE: ProduceStep = ProduceStep::Enqueue;
+
     #[test]
-    fn records_too_large_are_refused_as_output_too_large() {
+    fn records_librdkafka_finds_too_large_are_refused_as_output_too_large() {
         for c in [
             C::MessageSizeTooLarge,
             C::MessageBatchTooLarge,
             C::InvalidMessageSize,
         ] {
+            let class = classify(Some(c), ENQUEUE);
+            assert_eq!(class, Class::Refused(RejectReason::OutputTooLarge), "{c:?}");
+        }
+    }
+
+    #[test]
+    fn a_size_refusal_from_the_broker_is_transient_it_judges_whole_batches() {
+        for c in [
+            C::MessageSizeTooLarge,
+            C::MessageBatchTooLarge,
+            C::InvalidMessageSize,
+        ] {
+            assert_eq!(classify(Some(c), DELIVERY), Class::Transient, "{c:?}");
+        }
+    }
+
+    #[test]
+    fn records_the_broker_calls_invalid_are_refused_as_rejected_by_broker() {
+        for c in [C::InvalidRecord, C::PolicyViolation] {
+            let class = classify(Some(c), DELIVERY);
             assert_eq!(
-                classify(Some(c)),
-                Class::Refused(RejectReason::OutputTooLarge),
+                class,
+                Class::Refused(RejectReason::RejectedByBroker),
                 "{c:?}"
             );
         }
     }
 
     #[test]
-    fn records_the_broker_calls_invalid_are_refused_as_rejected_by_broker() {
-        for c in [C::InvalidRecord, C::PolicyViolation, C::InvalidTimestamp] {
-            assert_eq!(
-                classify(Some(c)),
-                Class::Refused(RejectReason::RejectedByBroker),
-                "{c:?}"
-            );
-        }
+    fn a_bad_timestamp_is_veils_clock_and_is_retried() {
+        assert_eq!(
+            classify(Some(C::InvalidTimestamp), DELIVERY),
+            Class::Transient
+        );
+    }
+
+    #[test]
+    fn a_fatal_producer_error_stops_veil() {
+        assert_eq!(classify(Some(C::Fatal), DELIVERY), Class::Fatal);
+        assert_eq!(classify(Some(C::Fatal), ENQUEUE), Class::Fatal);
     }
 
     #[test]
@@ -347,8 +392,9 @@ mod tests {
             C::NotEnoughReplicas,
             C::QueueFull,
         ] {
-            assert_eq!(classify(Some(c)), Class::Transient, "{c:?}");
+            assert_eq!(classify(Some(c), DELIVERY), Class::Transient, "{c:?}");
+            assert_eq!(classify(Some(c), ENQUEUE), Class::Transient, "{c:?}");
         }
-        assert_eq!(classify(None), Class::Transient);
+        assert_eq!(classify(None, DELIVERY), Class::Transient);
     }
 }
