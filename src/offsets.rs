@@ -31,12 +31,29 @@ pub struct Ticket {
 struct Entry {
     offset: i64,
     done: bool,
+    /// Handed to a worker (see [`Ledger::dispatch`]).
+    dispatched: bool,
 }
 
 #[derive(Debug, Default)]
 struct PartitionLedger {
     generation: u64,
     pending: VecDeque<Entry>,
+    /// Entries dispatched and not yet done.
+    working: usize,
+}
+
+impl PartitionLedger {
+    fn finish(&mut self, i: usize) {
+        if let Some(e) = self.pending.get_mut(i)
+            && !e.done
+        {
+            if e.dispatched {
+                self.working -= 1;
+            }
+            e.done = true;
+        }
+    }
 }
 
 /// Pending offsets per partition. Not thread-safe by itself; the Kafka
@@ -54,6 +71,7 @@ impl Ledger {
         let ledger = self.partitions.entry(p.clone()).or_default();
         ledger.generation = self.next_generation;
         ledger.pending.clear();
+        ledger.working = 0;
     }
 
     /// Forget a partition; later completions for it are ignored. Returns how
@@ -74,12 +92,19 @@ impl Ledger {
             self.assign(p);
         }
         let ledger = self.partitions.get_mut(p).expect("just assigned");
-        while ledger.pending.back().is_some_and(|e| e.offset >= offset) {
-            ledger.pending.pop_back();
+        while let Some(e) = ledger.pending.pop_back() {
+            if e.offset < offset {
+                ledger.pending.push_back(e);
+                break;
+            }
+            if e.dispatched && !e.done {
+                ledger.working -= 1;
+            }
         }
         ledger.pending.push_back(Entry {
             offset,
             done: false,
+            dispatched: false,
         });
         Ticket {
             partition: p.clone(),
@@ -106,13 +131,46 @@ impl Ledger {
             .pending
             .binary_search_by_key(&t.offset, |e| e.offset)
             .ok()?;
-        ledger.pending[i].done = true;
+        ledger.finish(i);
         let mut position = None;
         while ledger.pending.front().is_some_and(|e| e.done) {
             let e = ledger.pending.pop_front().expect("front exists");
             position = Some(e.offset + 1);
         }
         position
+    }
+
+    /// The ticket's input was handed to a worker: from now on it can
+    /// complete without the reader, so revoke and shutdown wait for it
+    /// ([`Self::working`]). Inputs read but never handed over (the reader
+    /// stopped, or the partition was revoked while it held them) are not
+    /// waited for: they cannot complete. A no-op for a completed or
+    /// stale ticket.
+    pub fn dispatch(&mut self, t: &Ticket) {
+        let Some(ledger) = self.partitions.get_mut(&t.partition) else {
+            return;
+        };
+        if ledger.generation != t.generation {
+            return;
+        }
+        if let Ok(i) = ledger.pending.binary_search_by_key(&t.offset, |e| e.offset)
+            && let Some(e) = ledger.pending.get_mut(i)
+            && !e.done
+            && !e.dispatched
+        {
+            e.dispatched = true;
+            ledger.working += 1;
+        }
+    }
+
+    /// Inputs of `p` handed to a worker and not yet complete.
+    pub fn working(&self, p: &Partition) -> usize {
+        self.partitions.get(p).map_or(0, |l| l.working)
+    }
+
+    /// [`Self::working`] across all partitions.
+    pub fn total_working(&self) -> usize {
+        self.partitions.values().map(|l| l.working).sum()
     }
 
     /// Offsets of `p` still awaiting acknowledgement.
@@ -168,6 +226,40 @@ mod tests {
         assert!(l.holds(&p(0)), "held before anything is read");
         l.revoke(&p(0));
         assert!(!l.holds(&p(0)));
+    }
+
+    #[test]
+    fn only_inputs_handed_to_a_worker_are_waited_for() {
+        let mut l = Ledger::default();
+        let t: Vec<Ticket> = (0..4).map(|o| l.track(&p(0), o)).collect();
+        assert_eq!((l.pending(&p(0)), l.working(&p(0))), (4, 0));
+        l.dispatch(&t[0]);
+        l.dispatch(&t[1]);
+        l.dispatch(&t[1]);
+        assert_eq!(l.working(&p(0)), 2, "dispatching twice counts once");
+        l.complete(&t[1]);
+        l.complete(&t[1]);
+        assert_eq!(l.working(&p(0)), 1, "completing twice counts once");
+        l.complete(&t[2]);
+        l.dispatch(&t[2]);
+        assert_eq!(
+            l.working(&p(0)),
+            1,
+            "a completed input is not dispatched after the fact"
+        );
+        // A rewind drops re-read entries, dispatched ones included.
+        l.dispatch(&t[3]);
+        assert_eq!(l.working(&p(0)), 2);
+        l.track(&p(0), 3);
+        assert_eq!(l.working(&p(0)), 1);
+        l.complete(&t[0]);
+        assert_eq!(l.working(&p(0)), 0);
+        assert_eq!(l.total_working(), 0);
+        assert_eq!(
+            l.pending(&p(0)),
+            1,
+            "offset 3, re-read, not yet handed over"
+        );
     }
 
     #[test]

@@ -114,6 +114,7 @@ impl Reader {
                 // A worker's queue can stay full for long (librdkafka's send
                 // queue full while a broker is away): keep answering stop
                 // and keep the ticks (stall watch, readiness) going meanwhile.
+                let tickets: Vec<_> = batch.iter().map(|j| j.ticket.clone()).collect();
                 let send = worker.send(std::mem::take(batch));
                 tokio::pin!(send);
                 let sent = loop {
@@ -131,6 +132,9 @@ impl Reader {
                     shared.watchdog.raise(&worker_name(w));
                     return;
                 }
+                // Marked after the hand-off: a revoke or a stop can only come
+                // while this loop polls, never between the two.
+                shared.dispatched(&tickets);
             }
             // Under sustained load the branches above are ready nearly every
             // time and the biased selects may not reach the tick for long:

@@ -345,9 +345,10 @@ impl Running {
         shared.closing.store(true, Ordering::Relaxed);
         let deadline = Instant::now() + drain_timeout;
         let waiting = shared.clone();
-        let abandoned = tokio::task::spawn_blocking(move || waiting.wait_settled(None, deadline))
-            .await
-            .unwrap_or_else(|_| shared.pending(None));
+        let _ = tokio::task::spawn_blocking(move || waiting.wait_settled(None, deadline)).await;
+        // Everything read and not complete: in flight past the deadline, or
+        // never handed to a worker. None of it is committed.
+        let abandoned = shared.pending(None);
         shared.store_positions(&*consumer, None);
         if abandoned > 0 {
             warn!(

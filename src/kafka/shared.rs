@@ -200,6 +200,14 @@ impl Shared {
             .collect()
     }
 
+    /// These inputs were handed to their worker (one lock for a batch).
+    pub(super) fn dispatched<'a>(&self, tickets: impl IntoIterator<Item = &'a Ticket>) {
+        let mut book = self.book();
+        for t in tickets {
+            book.ledger.dispatch(t);
+        }
+    }
+
     /// Whether `ticket`'s partition is still assigned in the same generation.
     pub(super) fn is_live(&self, ticket: &Ticket) -> bool {
         self.book().ledger.is_live(ticket)
@@ -240,7 +248,7 @@ impl Shared {
                 book.progress
                     .insert(ticket.partition.clone(), Instant::now());
             }
-            (live, book.ledger.pending(&ticket.partition) == 0)
+            (live, book.ledger.working(&ticket.partition) == 0)
         };
         if settled {
             self.settled.notify_all();
@@ -267,8 +275,10 @@ impl Shared {
         pending_in(&self.book(), partitions)
     }
 
-    /// Block until no input of `partitions` (all when `None`) awaits
-    /// acknowledgement, or until `deadline`; returns how many still do.
+    /// Block until no input of `partitions` (all when `None`) that was
+    /// handed to a worker awaits acknowledgement, or until `deadline`;
+    /// returns how many still do. (Inputs read but never handed over cannot
+    /// complete: they are not waited for, and are not committed.)
     pub(super) fn wait_settled(
         &self,
         partitions: Option<&[Partition]>,
@@ -276,7 +286,7 @@ impl Shared {
     ) -> usize {
         let mut book = self.book();
         loop {
-            let pending = pending_in(&book, partitions);
+            let pending = working_in(&book, partitions);
             let left = deadline.saturating_duration_since(Instant::now());
             if pending == 0 || left.is_zero() {
                 return pending;
@@ -319,6 +329,13 @@ impl Shared {
             // Only for partitions no longer assigned; their new owner re-reads.
             debug!(error = %e, "offsets not stored");
         }
+    }
+}
+
+fn working_in(book: &Book, partitions: Option<&[Partition]>) -> usize {
+    match partitions {
+        None => book.ledger.total_working(),
+        Some(ps) => ps.iter().map(|p| book.ledger.working(p)).sum(),
     }
 }
 
@@ -382,6 +399,7 @@ mod tests {
         let s = shared();
         let tickets: Vec<Ticket> = (0..3).map(|o| s.track(&p(0), o)).collect();
         let other = s.track(&p(1), 0);
+        s.dispatched(tickets.iter().chain([&other]));
         let completer = {
             let s = s.clone();
             std::thread::spawn(move || {
@@ -408,10 +426,24 @@ mod tests {
     #[test]
     fn a_waiter_gives_up_at_its_deadline_and_says_what_is_still_pending() {
         let s = shared();
-        s.track(&p(0), 7);
-        s.track(&p(0), 8);
+        let a = s.track(&p(0), 7);
+        let b = s.track(&p(0), 8);
+        s.dispatched([&a, &b]);
         let left = s.wait_settled(None, Instant::now() + Duration::from_millis(50));
         assert_eq!(left, 2);
+    }
+
+    #[test]
+    fn inputs_never_handed_to_a_worker_are_not_waited_for() {
+        let s = shared();
+        let _held = s.track(&p(0), 7);
+        let started = Instant::now();
+        assert_eq!(s.wait_settled(None, started + Duration::from_secs(30)), 0);
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "no wait for what cannot complete"
+        );
+        assert_eq!(s.pending(None), 1, "still read and not committed");
     }
 
     #[test]
