@@ -428,12 +428,38 @@ fn message_key_config(dir: &Path, mk: &str) -> PathBuf {
 }
 
 #[test]
+fn message_key_keep_is_refused_when_a_policy_pseudonymises_without_declaring_subjects() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = message_key_config(dir.path(), "keep");
+    // Only the second route: a policy that pseudonymises `userId` and
+    // declares no subject.
+    std::fs::write(
+        dir.path().join("other.yaml"),
+        "name: other\nversion: 1\npurpose: other\nfields:\n  event: keep\n  userId: pseudonymise\n",
+    )
+    .unwrap();
+    let yaml = std::fs::read_to_string(&config).unwrap();
+    let only_other = yaml.replace(
+        &root().join("config/policy.yaml").display().to_string(),
+        "other.yaml",
+    );
+    std::fs::write(&config, only_other).unwrap();
+    let out = veil(&["check", "--config", config.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(64), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("route `other` (other@1, pseudonymised: userId)"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
 fn message_key_keep_with_subject_policies_is_refused_by_check_and_run() {
     let dir = tempfile::tempdir().unwrap();
     let config = message_key_config(dir.path(), "keep");
     let want = format!(
         "veil: error: {}:18:14: message_key `keep` copies each input's raw Kafka key in clear into every route's topic, \
-         but the policies name subject identifiers, which collectors often use as the key: \
+         but the policies name subject identifiers (or pseudonymise fields), which collectors often use as the key: \
          route `analytics` (web-analytics@4: userId, anonymousId, context.traits.email, traits.email)\n  \
          hint: use `pseudonymise` (the default: a keyed HMAC of the raw key) or `drop`; \
          if the keys hold no personal data, say why: \

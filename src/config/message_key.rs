@@ -37,10 +37,13 @@ pub fn check_message_key(
         MessageKey::Keep if config.keep_key_reason.is_none() => {
             let with_subjects: Vec<String> = policies
                 .iter()
-                .filter(|(_, p)| !p.subject.is_empty())
-                .map(|(route, p)| {
-                    let subject: Vec<String> = p.subject.iter().map(|s| s.to_string()).collect();
-                    format!("route `{route}` ({}: {})", p.id(), subject.join(", "))
+                .filter_map(|(route, p)| {
+                    let (what, paths) = identifiers(p)?;
+                    Some(format!(
+                        "route `{route}` ({}{what}: {})",
+                        p.id(),
+                        paths.join(", ")
+                    ))
                 })
                 .collect();
             if !with_subjects.is_empty() {
@@ -48,7 +51,7 @@ pub fn check_message_key(
                     at,
                     format!(
                         "message_key `keep` copies each input's raw Kafka key in clear into every route's topic, \
-                         but the policies name subject identifiers, which collectors often use as the key: {}",
+                         but the policies name subject identifiers (or pseudonymise fields), which collectors often use as the key: {}",
                         with_subjects.join("; ")
                     ),
                     "use `pseudonymise` (the default: a keyed HMAC of the raw key) or `drop`; \
@@ -95,6 +98,26 @@ pub(crate) fn outputs(policy: &Policy, path: &FieldPath) -> Option<&'static str>
         .iter()
         .chain(rules)
         .find_map(|tree| trie::scalar_output(tree, path))
+}
+
+/// What a policy treats as identifiers: its declared subjects, or else the
+/// paths it pseudonymises (a policy need not declare `subject`, but what it
+/// pseudonymises it holds to be identifying). `None` when neither.
+fn identifiers(policy: &Policy) -> Option<(&'static str, Vec<String>)> {
+    if !policy.subject.is_empty() {
+        return Some(("", policy.subject.iter().map(ToString::to_string).collect()));
+    }
+    let mut paths: Vec<String> = policy
+        .fields
+        .iter()
+        .chain(policy.rules.iter().filter_map(|r| r.fields.as_ref()))
+        .flat_map(|set| &set.entries)
+        .filter(|e| matches!(e.action, crate::policy::Action::Pseudonymise { .. }))
+        .map(|e| e.path.to_string())
+        .collect();
+    paths.sort();
+    paths.dedup();
+    (!paths.is_empty()).then_some((", pseudonymised", paths))
 }
 
 #[cfg(test)]

@@ -252,6 +252,13 @@ pub(super) fn spawn_retrier(
                 if shared.abandoning() {
                     continue; // dropped: not acknowledged, so not committed
                 }
+                if !shared.is_live(&record.delivery.ack.ticket) {
+                    // Its partition was revoked: the new owner re-reads the
+                    // input and makes this record again. Sending it too would
+                    // only duplicate it (or dead-letter what the new owner
+                    // forwards); dropping it frees its in-flight slot.
+                    continue;
+                }
                 match refused {
                     None => send_owned(&shared, &producer, record),
                     Some((reason, code)) => refuse(&shared, &producer, record, reason, &code),
