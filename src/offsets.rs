@@ -13,6 +13,15 @@
 //! arrive for an earlier generation (after a revoke) are ignored, because
 //! the partition's new owner re-reads from the last commit.
 
+// On the data path: no input or broker reply may reach an `unwrap`,
+// `expect`, `panic!` or unchecked index here (tests are exempt).
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
@@ -89,9 +98,16 @@ impl Ledger {
     /// ever committed.
     pub fn track(&mut self, p: &Partition, offset: i64) -> Ticket {
         if !self.partitions.contains_key(p) {
-            self.assign(p);
+            self.next_generation += 1;
         }
-        let ledger = self.partitions.get_mut(p).expect("just assigned");
+        let generation = self.next_generation;
+        let ledger = self
+            .partitions
+            .entry(p.clone())
+            .or_insert_with(|| PartitionLedger {
+                generation,
+                ..PartitionLedger::default()
+            });
         while let Some(e) = ledger.pending.pop_back() {
             if e.offset < offset {
                 ledger.pending.push_back(e);
@@ -133,8 +149,11 @@ impl Ledger {
             .ok()?;
         ledger.finish(i);
         let mut position = None;
-        while ledger.pending.front().is_some_and(|e| e.done) {
-            let e = ledger.pending.pop_front().expect("front exists");
+        while let Some(e) = ledger.pending.pop_front() {
+            if !e.done {
+                ledger.pending.push_front(e);
+                break;
+            }
             position = Some(e.offset + 1);
         }
         position
@@ -195,6 +214,12 @@ impl Ledger {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 mod tests {
     use super::*;
 

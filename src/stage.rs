@@ -17,11 +17,20 @@
 //!   input is rejected as `internal_error` with nothing forwarded, the
 //!   buffers it touched are replaced, and the caller goes on with the next.
 
+// On the data path: no input or broker reply may reach an `unwrap`,
+// `expect`, `panic!` or unchecked index here (tests are exempt).
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 use std::ops::Range;
 use std::panic::AssertUnwindSafe;
 
 use base64::Engine as _;
-use serde_json::json;
+use serde_json::{Map, Value, json};
 
 use crate::config::{MessageKey, PipelineConfig, StageConfig};
 use crate::engine::{CompiledPolicy, Limits, Scratch, compile};
@@ -92,12 +101,14 @@ pub struct Processed {
 impl Processed {
     /// The clean event of a forwarded output.
     pub fn value(&self, o: &RouteOutput) -> &[u8] {
-        &self.buf[o.value.clone()]
+        // The ranges are made by `process` over this very buffer, so `get`
+        // always finds them; it is here so that a bug is never a panic.
+        self.buf.get(o.value.clone()).unwrap_or_default()
     }
 
     /// The output record's key, if it has one.
     pub fn key(&self, o: &RouteOutput) -> Option<&[u8]> {
-        o.key.clone().map(|r| &self.buf[r])
+        o.key.clone().and_then(|r| self.buf.get(r))
     }
 
     /// How many records this input produces, each awaiting one
@@ -427,10 +438,10 @@ impl Stage {
             MessageKey::Pseudonymise => {
                 let key = key?;
                 buf.resize(start + route.key_hasher.len(), 0);
-                route.key_hasher.write(key, &mut buf[start..]);
+                route.key_hasher.write(key, buf.get_mut(start..)?);
             }
             MessageKey::From(path) => {
-                let found = lookup(&buf[clean], path)?;
+                let found = lookup(buf.get(clean)?, path)?;
                 buf.extend_from_slice(found.as_bytes());
             }
         }
@@ -447,51 +458,34 @@ impl Stage {
         origin: Origin<'_>,
         payload: Option<&[u8]>,
     ) -> Vec<u8> {
-        let policies: Vec<String> = self.routes.iter().map(|r| r.engine.policy_id()).collect();
-        let mut record = json!({
-            "reason": reject.reason.code(),
-            "detail": reject.to_string(),
-            "policies": policies,
-        });
-        match origin {
-            Origin::Kafka {
-                topic,
-                partition,
-                offset,
-            } => {
-                record["source"] = json!({"topic": topic, "partition": partition, "offset": offset})
-            }
-            Origin::Line(line) => record["line"] = json!(line),
-        }
+        let mut record = self.letter(reject.reason, reject.to_string(), origin);
         let bare = to_json(&record);
         let Some(payload) = payload.filter(|_| self.include_payload) else {
             return bare;
         };
-        match std::str::from_utf8(payload) {
-            Ok(s) => record["payload"] = json!(s),
-            Err(_) => {
-                record["payload_base64"] =
-                    json!(base64::engine::general_purpose::STANDARD.encode(payload))
-            }
-        }
+        let (key, value) = match std::str::from_utf8(payload) {
+            Ok(s) => ("payload", json!(s)),
+            Err(_) => (
+                "payload_base64",
+                json!(base64::engine::general_purpose::STANDARD.encode(payload)),
+            ),
+        };
+        record.insert(key.into(), value);
         let full = to_json(&record);
         if full.len() <= self.max_record_bytes {
             return full;
         }
         // Too large to send with it: the pointer (source or line) stays.
-        if let Some(o) = record.as_object_mut() {
-            o.remove("payload");
-            o.remove("payload_base64");
-            o.insert(
-                "payload_omitted".into(),
-                json!(format!(
-                    "the record with the payload ({} bytes) would exceed the largest record \
-                     the producer may send ({} bytes)",
-                    full.len(),
-                    self.max_record_bytes
-                )),
-            );
-        }
+        record.remove(key);
+        record.insert(
+            "payload_omitted".into(),
+            json!(format!(
+                "the record with the payload ({} bytes) would exceed the largest record \
+                 the producer may send ({} bytes)",
+                full.len(),
+                self.max_record_bytes
+            )),
+        );
         let omitted = to_json(&record);
         if omitted.len() <= self.max_record_bytes {
             omitted
@@ -511,31 +505,48 @@ impl Stage {
         code: &str,
         origin: Origin<'_>,
     ) -> Vec<u8> {
-        let policies: Vec<String> = self.routes.iter().map(|r| r.engine.policy_id()).collect();
         let what = match route {
             Some(r) => format!("route `{r}`'s output record"),
             None => "the dead-letter record".to_owned(),
         };
-        let mut record = json!({
-            "reason": reason.code(),
-            "detail": format!("the broker refused {what} permanently ({code}); it was not written"),
-            "policies": policies,
-            "route": route,
-        });
-        if let Origin::Kafka {
-            topic,
-            partition,
-            offset,
-        } = origin
-        {
-            record["source"] = json!({"topic": topic, "partition": partition, "offset": offset});
-        }
+        let detail = format!("the broker refused {what} permanently ({code}); it was not written");
+        let mut record = self.letter(reason, detail, origin);
+        record.insert("route".into(), json!(route));
         to_json(&record)
+    }
+
+    /// What every dead letter holds: reason, detail, every route's policy,
+    /// and where the input came from.
+    fn letter(
+        &self,
+        reason: RejectReason,
+        detail: String,
+        origin: Origin<'_>,
+    ) -> Map<String, Value> {
+        let mut record = Map::new();
+        record.insert("reason".into(), json!(reason.code()));
+        record.insert("detail".into(), json!(detail));
+        record.insert(
+            "policies".into(),
+            json!(self.policy_tags().collect::<Vec<_>>()),
+        );
+        match origin {
+            Origin::Kafka {
+                topic,
+                partition,
+                offset,
+            } => record.insert(
+                "source".into(),
+                json!({"topic": topic, "partition": partition, "offset": offset}),
+            ),
+            Origin::Line(line) => record.insert("line".into(), json!(line)),
+        };
+        record
     }
 }
 
-fn to_json(record: &serde_json::Value) -> Vec<u8> {
-    // A `Value` with string keys always serialises; an empty record would
+fn to_json(record: &Map<String, Value>) -> Vec<u8> {
+    // A map with string keys always serialises; an empty record would
     // still be a valid (if useless) dead letter, never a panic.
     serde_json::to_vec(record).unwrap_or_else(|_| b"{}".to_vec())
 }
@@ -586,4 +597,10 @@ fn lookup(event: &[u8], path: &FieldPath) -> Option<String> {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 mod tests;

@@ -247,6 +247,12 @@ pub(super) fn commit<C: Consumer<X>, X: rdkafka::consumer::ConsumerContext>(
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 mod tests {
     use super::*;
 

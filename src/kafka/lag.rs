@@ -86,6 +86,12 @@ pub(super) fn lag(low: i64, high: i64, committed: Option<i64>, position: Option<
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 mod tests {
     use super::lag;
 

@@ -32,6 +32,15 @@
 //!   worker or retry thread that dies anyway stops the service with
 //!   [`ServiceError::ThreadDied`] (see `watchdog`).
 
+// On the data path: no input or broker reply may reach an `unwrap`,
+// `expect`, `panic!` or unchecked index here (tests are exempt).
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 mod clients;
 mod consume;
 mod context;

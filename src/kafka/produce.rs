@@ -329,6 +329,12 @@ fn refuse(shared: &Shared, producer: &Producer, o: Outgoing, reason: RejectReaso
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 mod tests {
     use super::*;
     use RDKafkaErrorCode as C;

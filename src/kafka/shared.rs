@@ -347,6 +347,12 @@ fn pending_in(book: &Book, partitions: Option<&[Partition]>) -> usize {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 mod tests {
     use std::path::Path;
 

@@ -158,6 +158,12 @@ pub fn check(src: &KafkaSource, wanted: &[Wanted], timeout: Duration) -> Result<
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 mod tests {
     use super::*;
 
