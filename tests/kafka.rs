@@ -10,6 +10,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use rdkafka::types::RDKafkaRespErr;
+
 use serde_json::Value;
 use support::kafka::{Broker, Reader, Rec, Veil, assert_nothing_deleted, produce};
 use support::{http, reference};
@@ -886,11 +888,11 @@ fn metrics_over_http_count_exactly_what_was_forwarded_dropped_and_dead_lettered(
     }
     assert_eq!(http::get(&addr, "/readyz"), (200, "ready\n".to_owned()));
     // Idle: nothing in flight; and the exit line adds up to the inputs.
-    let deadline = std::time::Instant::now() + MINUTE;
-    while http::sum(&http::get(&addr, "/metrics").1, "veil_in_flight", &[]) != 0.0 {
-        assert!(std::time::Instant::now() < deadline, "in flight when idle");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    eventually(
+        &veil,
+        || "nothing in flight when idle".into(),
+        || http::sum(&http::get(&addr, "/metrics").1, "veil_in_flight", &[]) == 0.0,
+    );
     let mut veil = veil;
     veil.signal("TERM");
     assert!(veil.wait(MINUTE).success(), "log:\n{}", veil.log());
@@ -963,11 +965,6 @@ fn offsets_are_committed_while_a_backlog_is_still_being_worked_through() {
     );
 }
 
-/// The committed offset of `raw`'s partition 0 in veil's group (0 if none).
-fn committed(broker: &Broker, raw: &str) -> i64 {
-    committed_at(broker, raw, 0)
-}
-
 /// The committed offset of a partition of `raw` in veil's group (0 if none).
 fn committed_at(broker: &Broker, raw: &str, partition: i32) -> i64 {
     use rdkafka::consumer::Consumer;
@@ -990,12 +987,30 @@ fn committed_at(broker: &Broker, raw: &str, partition: i32) -> i64 {
 
 /// Wait until veil's group has committed `raw`'s partition 0 up to `end`.
 fn wait_committed(broker: &Broker, raw: &str, end: i64, veil: &Veil) {
+    wait_committed_at(broker, raw, 0, end, veil);
+}
+
+/// Wait until veil's group has committed a partition of `raw` up to `end`.
+fn wait_committed_at(broker: &Broker, raw: &str, partition: i32, end: i64, veil: &Veil) {
+    eventually(
+        veil,
+        || {
+            let at = committed_at(broker, raw, partition);
+            format!("partition {partition} committed {at} of {end}")
+        },
+        || committed_at(broker, raw, partition) >= end,
+    );
+}
+
+/// Poll `ok` until it holds; after a minute fail, saying `what` (made
+/// then, so it can show the values at that moment) and veil's log.
+fn eventually(veil: &Veil, what: impl Fn() -> String, mut ok: impl FnMut() -> bool) {
     let deadline = std::time::Instant::now() + MINUTE;
-    while committed(broker, raw) < end {
+    while !ok() {
         assert!(
             std::time::Instant::now() < deadline,
-            "committed {} of {end}; log:\n{}",
-            committed(broker, raw),
+            "{}; log:\n{}",
+            what(),
             veil.log()
         );
         std::thread::sleep(Duration::from_millis(200));
@@ -1095,23 +1110,30 @@ fn a_dead_letter_too_large_to_send_keeps_its_pointer_and_drops_its_payload() {
     );
 }
 
-#[test]
-fn a_record_the_broker_refuses_for_good_is_dead_lettered_after_bounded_retries() {
-    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+/// On the mock cluster: the analytics pipeline with 4 consented inputs on
+/// one partition, then `errors` queued for the next Produce requests (the
+/// inputs are written first, so they are veil's). Returns the broker, the
+/// pipeline, where the inputs landed, and the raw, clean and dead topics.
+fn four_inputs_then_produce_errors(
+    errors: &[RDKafkaRespErr],
+) -> (Broker, Pipeline, Vec<(i32, i64)>, [String; 3]) {
     let broker = Broker::mock();
     let (p, raw, clean, dead) = analytics(&broker, 1, "");
-    let records = consented(&shipped_policy(), 4);
-    let landed = produce(&broker.bootstrap(), &raw, &records);
+    let landed = produce(&broker.bootstrap(), &raw, &consented(&shipped_policy(), 4));
     let Broker::Mock(cluster) = &broker else {
         unreachable!()
     };
+    cluster.request_errors(rdkafka::types::RDKafkaApiKey::Produce, errors);
+    (broker, p, landed, [raw, clean, dead])
+}
+
+#[test]
+fn a_record_the_broker_refuses_for_good_is_dead_lettered_after_bounded_retries() {
     // The next three Produce requests (veil's: the inputs are already
     // written) fail with a non-retriable error: the first clean record is
     // refused on each of its three deliveries.
-    cluster.request_errors(
-        RDKafkaApiKey::Produce,
-        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_INVALID_RECORD; 3],
-    );
+    let (broker, p, landed, [raw, clean, dead]) =
+        four_inputs_then_produce_errors(&[RDKafkaRespErr::RD_KAFKA_RESP_ERR_INVALID_RECORD; 3]);
 
     let veil = p.start("veil");
     let addr = endpoint(&veil);
@@ -1163,22 +1185,11 @@ fn a_record_the_broker_refuses_for_good_is_dead_lettered_after_bounded_retries()
 
 #[test]
 fn a_transient_broker_error_is_retried_and_nothing_is_dead_lettered() {
-    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
-    let broker = Broker::mock();
-    let (p, raw, clean, dead) = analytics(&broker, 1, "");
-    let records = consented(&shipped_policy(), 4);
-    let landed = produce(&broker.bootstrap(), &raw, &records);
-    let Broker::Mock(cluster) = &broker else {
-        unreachable!()
-    };
-    cluster.request_errors(
-        RDKafkaApiKey::Produce,
-        &[
-            RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS,
-            RDKafkaRespErr::RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
-            RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
-        ],
-    );
+    let (broker, p, landed, [raw, clean, dead]) = four_inputs_then_produce_errors(&[
+        RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS,
+        RDKafkaRespErr::RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
+        RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
+    ]);
     let veil = p.start("veil");
     let mut out = Reader::new(&broker.bootstrap(), &clean);
     assert!(
@@ -1215,17 +1226,7 @@ fn a_partition_without_progress_is_reported_stalled_with_true_lag_and_recovers()
     let veil = p.start("veil");
     let addr = endpoint(&veil);
     wait_committed(&broker, &raw, first[2].1 + 1, &veil);
-    let wait_for = |what: &str, ok: &dyn Fn() -> bool| {
-        let deadline = std::time::Instant::now() + MINUTE;
-        while !ok() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "{what}; log:\n{}",
-                veil.log()
-            );
-            std::thread::sleep(Duration::from_millis(250));
-        }
-    };
+    let wait_for = |what: &str, ok: &dyn Fn() -> bool| eventually(&veil, || what.into(), ok);
     wait_for("ready", &|| http::get(&addr, "/readyz").0 == 200);
     let series = [("topic", raw.as_str()), ("partition", "0")];
     let metric = |name: &str| http::sum(&http::get(&addr, "/metrics").1, name, &series);
@@ -1449,32 +1450,23 @@ fn a_stalled_partition_is_reported_alone_while_the_other_partition_of_its_worker
 
     let veil = p.start("veil");
     let addr = endpoint(&veil);
-    let deadline = std::time::Instant::now() + MINUTE;
-    while committed_at(&broker, &raw, 1) < ends(1) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "partition 1 committed {} of {}; log:\n{}",
-            committed_at(&broker, &raw, 1),
-            ends(1),
-            veil.log()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_committed_at(&broker, &raw, 1, ends(1), &veil);
     assert_eq!(
         committed_at(&broker, &raw, 0),
         0,
         "partition 0 is held by its poison"
     );
-    let deadline = std::time::Instant::now() + MINUTE;
-    loop {
-        let (status, body) = http::get(&addr, "/readyz");
-        if status == 503 && body.contains(&format!("{raw}/0 holds")) {
-            assert!(!body.contains(&format!("{raw}/1")), "{body}");
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "{status} {body}");
-        std::thread::sleep(Duration::from_millis(250));
-    }
+    let mut body = String::new();
+    eventually(
+        &veil,
+        || "503 naming partition 0".into(),
+        || {
+            let (status, b) = http::get(&addr, "/readyz");
+            body = b;
+            status == 503 && body.contains(&format!("{raw}/0 holds"))
+        },
+    );
+    assert!(!body.contains(&format!("{raw}/1")), "{body}");
     let metrics = http::get(&addr, "/metrics").1;
     let stalled = |partition| {
         http::sum(
@@ -1487,27 +1479,14 @@ fn a_stalled_partition_is_reported_alone_while_the_other_partition_of_its_worker
     // Partition 0's inputs after the poison were processed and delivered,
     // but none completes before the poison does: all of them are in flight.
     let on_0 = landed.iter().filter(|(p, _)| *p == 0).count() as f64;
-    let deadline = std::time::Instant::now() + MINUTE;
-    while http::sum(&http::get(&addr, "/metrics").1, "veil_in_flight", &[]) != on_0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "in flight: all {on_0} of partition 0"
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    }
+    eventually(
+        &veil,
+        || format!("in flight: all {on_0} of partition 0"),
+        || http::sum(&http::get(&addr, "/metrics").1, "veil_in_flight", &[]) == on_0,
+    );
 
     cluster.broker_up(2).unwrap();
-    let deadline = std::time::Instant::now() + MINUTE;
-    while committed_at(&broker, &raw, 0) < ends(0) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "partition 0 committed {} of {} after the broker came back; log:\n{}",
-            committed_at(&broker, &raw, 0),
-            ends(0),
-            veil.log()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_committed_at(&broker, &raw, 0, ends(0), &veil);
     let mut out = Reader::new(&broker.bootstrap(), &clean);
     let mut dl = Reader::new(&broker.bootstrap(), &dead);
     assert!(out.wait_until(MINUTE, |r| covered(r).len() == records.len() - 1));
@@ -1540,27 +1519,26 @@ fn readiness_follows_the_consumer_group_not_only_the_brokers() {
         .unwrap();
     let veil = p.start("veil");
     let addr = endpoint(&veil);
-    let wait = |what: &str, ok: &dyn Fn(u16, &str) -> bool| {
-        let deadline = std::time::Instant::now() + MINUTE;
-        loop {
-            let (status, body) = http::get(&addr, "/readyz");
-            if ok(status, &body) {
-                return body;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "{what}: last {status} {body}; log:\n{}",
-                veil.log()
-            );
-            std::thread::sleep(Duration::from_millis(250));
-        }
+    // /readyz until its status is `want`; returns the body.
+    let wait = |what: &str, want: u16| {
+        let mut body = String::new();
+        eventually(
+            &veil,
+            || what.into(),
+            || {
+                let (status, b) = http::get(&addr, "/readyz");
+                body = b;
+                status == want
+            },
+        );
+        body
     };
-    wait("ready", &|s, _| s == 200);
+    wait("ready", 200);
     cluster.broker_down(2).unwrap();
     // From librdkafka's statistics (every 5 s), long before the session
     // would time out and the partitions go.
-    let body = wait("not ready while the coordinator is down", &|s, _| s == 503);
+    let body = wait("not ready while the coordinator is down", 503);
     assert!(body.contains("consumer group not joined"), "{body}");
     cluster.broker_up(2).unwrap();
-    wait("ready once the group is joined again", &|s, _| s == 200);
+    wait("ready once the group is joined again", 200);
 }

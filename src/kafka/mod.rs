@@ -199,8 +199,6 @@ pub struct Running {
     retrier: JoinHandle<()>,
     reloader: tokio::task::JoinHandle<()>,
     lag: tokio::task::JoinHandle<()>,
-    slots: Arc<Semaphore>,
-    max_in_flight: usize,
 }
 
 /// Build the clients, subscribe and spawn the consume loop, the workers,
@@ -289,13 +287,12 @@ pub async fn start(
     }
     let reloader = tokio::spawn(reload::reload_loop(config.clone(), shared.clone()));
     let lag = tokio::spawn(lag::refresh_loop(consumer.clone(), shared.clone()));
-    let slots = Arc::new(Semaphore::new(kafka.max_in_flight));
     let reader = tokio::spawn(
         Reader {
             consumer: consumer.clone(),
             shared: shared.clone(),
             workers: senders,
-            slots: slots.clone(),
+            slots: Arc::new(Semaphore::new(kafka.max_in_flight)),
             stall_after: kafka.stall_after,
             stalls_logged: Default::default(),
         }
@@ -310,8 +307,6 @@ pub async fn start(
         retrier,
         reloader,
         lag,
-        slots,
-        max_in_flight: kafka.max_in_flight,
     })
 }
 
@@ -331,8 +326,6 @@ impl Running {
             retrier,
             reloader,
             lag,
-            slots,
-            max_in_flight,
         } = self;
         // The consume loop returns when stopped or when a thread died; it
         // drops the worker channels, so the workers finish their batches.
@@ -347,7 +340,7 @@ impl Running {
             shared.drain_timeout
         };
         info!(
-            in_flight = max_in_flight - slots.available_permits(),
+            in_flight = shared.pending(None),
             drain_timeout_s = drain_timeout.as_secs(),
             "stopping: draining in-flight deliveries"
         );
