@@ -698,11 +698,17 @@ fn relay(config_path: &Path) {
             .entry(m.topic().to_owned())
             .or_insert_with(|| m.topic().into())
             .clone();
-        let ticket = acks
-            .ledger
-            .lock()
-            .unwrap()
-            .track(&(topic, m.partition()), m.offset());
+        let ticket = {
+            // The relay never rebalances: a partition is assigned once, when
+            // first seen.
+            let mut ledger = acks.ledger.lock().unwrap();
+            let p = (topic, m.partition());
+            let g = match ledger.generation(&p) {
+                Some(g) => g,
+                None => ledger.assign(&p),
+            };
+            ledger.track(&p, g, m.offset()).expect("assigned just now")
+        };
         acks.in_flight.fetch_add(1, Ordering::Relaxed);
         let partition = m.partition().to_string();
         let offset = m.offset().to_string();

@@ -40,29 +40,12 @@ pub struct Ticket {
 struct Entry {
     offset: i64,
     done: bool,
-    /// Handed to a worker (see [`Ledger::dispatch`]).
-    dispatched: bool,
 }
 
 #[derive(Debug, Default)]
 struct PartitionLedger {
     generation: u64,
     pending: VecDeque<Entry>,
-    /// Entries dispatched and not yet done.
-    working: usize,
-}
-
-impl PartitionLedger {
-    fn finish(&mut self, i: usize) {
-        if let Some(e) = self.pending.get_mut(i)
-            && !e.done
-        {
-            if e.dispatched {
-                self.working -= 1;
-            }
-            e.done = true;
-        }
-    }
 }
 
 /// Pending offsets per partition. Not thread-safe by itself; the Kafka
@@ -74,13 +57,14 @@ pub struct Ledger {
 }
 
 impl Ledger {
-    /// Start a new generation for a partition; anything pending is forgotten.
-    pub fn assign(&mut self, p: &Partition) {
+    /// Start a new generation for a partition, and return it; anything
+    /// pending is forgotten.
+    pub fn assign(&mut self, p: &Partition) -> u64 {
         self.next_generation += 1;
         let ledger = self.partitions.entry(p.clone()).or_default();
         ledger.generation = self.next_generation;
         ledger.pending.clear();
-        ledger.working = 0;
+        self.next_generation
     }
 
     /// Forget a partition; later completions for it are ignored. Returns how
@@ -89,44 +73,42 @@ impl Ledger {
         self.partitions.remove(p).map_or(0, |l| l.pending.len())
     }
 
-    /// Record that `offset` was read from `p`. The consumer delivers a
-    /// partition's offsets in increasing order, but may rewind (an offset
-    /// reset, a broker re-sending a batch): then the pending entries from
-    /// `offset` on are replaced by the re-read ones, and a late completion of
-    /// the earlier read of the same offset counts for it (same input, its
-    /// outputs acknowledged), so nothing below an unacknowledged input is
-    /// ever committed.
-    pub fn track(&mut self, p: &Partition, offset: i64) -> Ticket {
-        if !self.partitions.contains_key(p) {
-            self.next_generation += 1;
-        }
-        let generation = self.next_generation;
+    /// The live generation of `p`, while it is assigned.
+    pub fn generation(&self, p: &Partition) -> Option<u64> {
+        self.partitions.get(p).map(|l| l.generation)
+    }
+
+    /// Record that `offset` was read from `p` in its assignment
+    /// `generation`; `None` (nothing recorded) when `p` is no longer
+    /// assigned in that generation: the input belongs to an earlier owner's
+    /// read and its partition's current owner reads it again.
+    ///
+    /// The consumer delivers a partition's offsets in increasing order, but
+    /// may rewind (an offset reset, a broker re-sending a batch): then the
+    /// pending entries from `offset` on are replaced by the re-read ones,
+    /// and a late completion of the earlier read of the same offset counts
+    /// for it (same input, its outputs acknowledged), so nothing below an
+    /// unacknowledged input is ever committed.
+    pub fn track(&mut self, p: &Partition, generation: u64, offset: i64) -> Option<Ticket> {
         let ledger = self
             .partitions
-            .entry(p.clone())
-            .or_insert_with(|| PartitionLedger {
-                generation,
-                ..PartitionLedger::default()
-            });
+            .get_mut(p)
+            .filter(|l| l.generation == generation)?;
         while let Some(e) = ledger.pending.pop_back() {
             if e.offset < offset {
                 ledger.pending.push_back(e);
                 break;
             }
-            if e.dispatched && !e.done {
-                ledger.working -= 1;
-            }
         }
         ledger.pending.push_back(Entry {
             offset,
             done: false,
-            dispatched: false,
         });
-        Ticket {
+        Some(Ticket {
             partition: p.clone(),
             offset,
-            generation: ledger.generation,
-        }
+            generation,
+        })
     }
 
     /// Whether a ticket still belongs to the live generation of its partition.
@@ -147,7 +129,9 @@ impl Ledger {
             .pending
             .binary_search_by_key(&t.offset, |e| e.offset)
             .ok()?;
-        ledger.finish(i);
+        if let Some(e) = ledger.pending.get_mut(i) {
+            e.done = true;
+        }
         let mut position = None;
         while let Some(e) = ledger.pending.pop_front() {
             if !e.done {
@@ -159,50 +143,22 @@ impl Ledger {
         position
     }
 
-    /// The ticket's input was handed to a worker: from now on it can
-    /// complete without the reader, so revoke and shutdown wait for it
-    /// ([`Self::working`]). Inputs read but never handed over (the reader
-    /// stopped, or the partition was revoked while it held them) are not
-    /// waited for: they cannot complete. A no-op for a completed or
-    /// stale ticket.
-    pub fn dispatch(&mut self, t: &Ticket) {
-        let Some(ledger) = self.partitions.get_mut(&t.partition) else {
-            return;
-        };
-        if ledger.generation != t.generation {
-            return;
-        }
-        if let Ok(i) = ledger.pending.binary_search_by_key(&t.offset, |e| e.offset)
-            && let Some(e) = ledger.pending.get_mut(i)
-            && !e.done
-            && !e.dispatched
-        {
-            e.dispatched = true;
-            ledger.working += 1;
-        }
-    }
-
-    /// Inputs of `p` handed to a worker and not yet complete.
-    pub fn working(&self, p: &Partition) -> usize {
-        self.partitions.get(p).map_or(0, |l| l.working)
-    }
-
-    /// [`Self::working`] across all partitions.
-    pub fn total_working(&self) -> usize {
-        self.partitions.values().map(|l| l.working).sum()
-    }
-
     /// Offsets of `p` still awaiting acknowledgement.
     pub fn pending(&self, p: &Partition) -> usize {
         self.partitions.get(p).map_or(0, |l| l.pending.len())
     }
 
-    /// Whether `p` is assigned (or tracked) and not revoked since.
+    /// Whether `p` is assigned and not revoked since.
     pub fn holds(&self, p: &Partition) -> bool {
         self.partitions.contains_key(p)
     }
 
-    /// Every tracked partition with its pending count.
+    /// How many partitions are assigned.
+    pub fn assigned(&self) -> usize {
+        self.partitions.len()
+    }
+
+    /// Every assigned partition with its pending count.
     pub fn partitions(&self) -> impl Iterator<Item = (&Partition, usize)> {
         self.partitions.iter().map(|(p, l)| (p, l.pending.len()))
     }
@@ -227,10 +183,39 @@ mod tests {
         (Arc::from("raw"), n)
     }
 
+    /// Track `offset` of partition `n` in its live generation, assigning
+    /// the partition first if it is not.
+    fn read(l: &mut Ledger, n: i32, offset: i64) -> Ticket {
+        let g = match l.generation(&p(n)) {
+            Some(g) => g,
+            None => l.assign(&p(n)),
+        };
+        l.track(&p(n), g, offset).unwrap()
+    }
+
+    #[test]
+    fn inputs_are_tracked_only_in_the_live_generation_of_an_assigned_partition() {
+        let mut l = Ledger::default();
+        assert_eq!(l.track(&p(0), 1, 0), None, "never assigned");
+        let first = l.assign(&p(0));
+        assert!(l.track(&p(0), first, 0).is_some());
+        l.revoke(&p(0));
+        assert_eq!(l.track(&p(0), first, 1), None, "revoked");
+        let second = l.assign(&p(0));
+        assert_ne!(first, second);
+        assert_eq!(
+            l.track(&p(0), first, 1),
+            None,
+            "read under the first assignment, arriving in the second"
+        );
+        assert_eq!(l.pending(&p(0)), 0);
+        assert!(l.track(&p(0), second, 1).is_some());
+    }
+
     #[test]
     fn position_advances_only_over_a_complete_prefix() {
         let mut l = Ledger::default();
-        let t: Vec<Ticket> = (10..14).map(|o| l.track(&p(0), o)).collect();
+        let t: Vec<Ticket> = (10..14).map(|o| read(&mut l, 0, o)).collect();
         assert_eq!(l.complete(&t[1]), None, "10 is still pending");
         assert_eq!(l.complete(&t[2]), None);
         assert_eq!(
@@ -254,44 +239,10 @@ mod tests {
     }
 
     #[test]
-    fn only_inputs_handed_to_a_worker_are_waited_for() {
-        let mut l = Ledger::default();
-        let t: Vec<Ticket> = (0..4).map(|o| l.track(&p(0), o)).collect();
-        assert_eq!((l.pending(&p(0)), l.working(&p(0))), (4, 0));
-        l.dispatch(&t[0]);
-        l.dispatch(&t[1]);
-        l.dispatch(&t[1]);
-        assert_eq!(l.working(&p(0)), 2, "dispatching twice counts once");
-        l.complete(&t[1]);
-        l.complete(&t[1]);
-        assert_eq!(l.working(&p(0)), 1, "completing twice counts once");
-        l.complete(&t[2]);
-        l.dispatch(&t[2]);
-        assert_eq!(
-            l.working(&p(0)),
-            1,
-            "a completed input is not dispatched after the fact"
-        );
-        // A rewind drops re-read entries, dispatched ones included.
-        l.dispatch(&t[3]);
-        assert_eq!(l.working(&p(0)), 2);
-        l.track(&p(0), 3);
-        assert_eq!(l.working(&p(0)), 1);
-        l.complete(&t[0]);
-        assert_eq!(l.working(&p(0)), 0);
-        assert_eq!(l.total_working(), 0);
-        assert_eq!(
-            l.pending(&p(0)),
-            1,
-            "offset 3, re-read, not yet handed over"
-        );
-    }
-
-    #[test]
     fn partitions_are_independent() {
         let mut l = Ledger::default();
-        let a = l.track(&p(0), 5);
-        let b = l.track(&p(1), 7);
+        let a = read(&mut l, 0, 5);
+        let b = read(&mut l, 1, 7);
         assert_eq!(l.complete(&b), Some(8));
         assert_eq!(l.pending(&p(0)), 1);
         assert_eq!(l.complete(&a), Some(6));
@@ -300,11 +251,11 @@ mod tests {
     #[test]
     fn completions_from_a_revoked_generation_are_ignored() {
         let mut l = Ledger::default();
-        let old = l.track(&p(0), 1);
+        let old = read(&mut l, 0, 1);
         assert_eq!(l.revoke(&p(0)), 1, "one offset abandoned");
         assert!(!l.is_live(&old));
         l.assign(&p(0));
-        let new = l.track(&p(0), 1);
+        let new = read(&mut l, 0, 1);
         assert_eq!(
             l.complete(&old),
             None,
@@ -317,9 +268,9 @@ mod tests {
     #[test]
     fn a_rewind_re_tracks_offsets_without_committing_past_pending_ones() {
         let mut l = Ledger::default();
-        let t: Vec<Ticket> = (0..4).map(|o| l.track(&p(0), o)).collect();
+        let t: Vec<Ticket> = (0..4).map(|o| read(&mut l, 0, o)).collect();
         // The consumer rewinds to 2 and delivers 2 and 3 again.
-        let again: Vec<Ticket> = (2..4).map(|o| l.track(&p(0), o)).collect();
+        let again: Vec<Ticket> = (2..4).map(|o| read(&mut l, 0, o)).collect();
         assert_eq!(l.pending(&p(0)), 4, "0, 1 and the re-read 2, 3");
         assert_eq!(l.complete(&again[1]), None, "0 is still pending");
         assert_eq!(l.complete(&t[0]), Some(1));
@@ -331,8 +282,8 @@ mod tests {
     #[test]
     fn completing_twice_or_unknown_offsets_changes_nothing() {
         let mut l = Ledger::default();
-        let a = l.track(&p(0), 1);
-        let b = l.track(&p(0), 2);
+        let a = read(&mut l, 0, 1);
+        let b = read(&mut l, 0, 2);
         assert_eq!(l.complete(&a), Some(2));
         assert_eq!(l.complete(&a), None);
         let ghost = Ticket {

@@ -1399,12 +1399,20 @@ fn check_connect_without_a_broker_is_unavailable_not_a_config_error() {
     );
 }
 
-#[test]
-fn a_stalled_partition_is_reported_alone_while_the_other_partition_of_its_worker_flows() {
-    // One worker owns both raw partitions. Partition 0 starts with an
-    // invalid record whose dead letter cannot be delivered (the dead-letter
-    // topic's leader, broker 2, is down); partition 1 holds only good
-    // events. The worker is never blocked by the failing record.
+/// Two raw partitions, both owned by one worker (with `limits`). Partition
+/// 0 starts with an invalid record whose dead letter cannot be delivered
+/// (the dead-letter topic's leader, broker 2, is down); partition 1 holds
+/// only good events. Returns the setup, the records and where they landed.
+#[allow(clippy::type_complexity)]
+fn poison_heads_partition_0(
+    limits: &str,
+) -> (
+    Broker,
+    Pipeline,
+    [String; 3],
+    Vec<(Option<Vec<u8>>, Vec<u8>)>,
+    Vec<(i32, i64)>,
+) {
     use rdkafka::mocking::{MockCluster, MockCoordinator};
     let broker = Broker::Mock(MockCluster::new(2).unwrap());
     let Broker::Mock(cluster) = &broker else {
@@ -1413,7 +1421,7 @@ fn a_stalled_partition_is_reported_alone_while_the_other_partition_of_its_worker
     let (p, raw, clean, dead) = analytics(
         &broker,
         2,
-        "workers: 1\nlimits:\n  stall_after_seconds: 2\n",
+        &format!("workers: 1\nlimits:\n  stall_after_seconds: 2\n{limits}"),
     );
     for (topic, partition, leader) in [
         (&raw, 0, 1),
@@ -1437,17 +1445,29 @@ fn a_stalled_partition_is_reported_alone_while_the_other_partition_of_its_worker
     let mut records = vec![(None, b"{not json".to_vec()), good[0].clone()];
     records.extend_from_slice(&good[1..]);
     let landed = produce(&broker.bootstrap(), &raw, &records);
-    let ends = |partition| {
-        landed
-            .iter()
-            .filter(|(p, _)| *p == partition)
-            .map(|(_, o)| o + 1)
-            .max()
-            .unwrap()
-    };
     assert_eq!(landed[0], (0, 0), "the poison heads partition 0");
     cluster.broker_down(2).unwrap();
+    (broker, p, [raw, clean, dead], records, landed)
+}
 
+/// The offset after the last record that landed on `partition`.
+fn end_of(landed: &[(i32, i64)], partition: i32) -> i64 {
+    landed
+        .iter()
+        .filter(|(p, _)| *p == partition)
+        .map(|(_, o)| o + 1)
+        .max()
+        .unwrap()
+}
+
+#[test]
+fn a_stalled_partition_is_reported_alone_while_the_other_partition_of_its_worker_flows() {
+    // The worker is never blocked by the failing record.
+    let (broker, p, [raw, clean, dead], records, landed) = poison_heads_partition_0("");
+    let Broker::Mock(cluster) = &broker else {
+        unreachable!()
+    };
+    let ends = |partition| end_of(&landed, partition);
     let veil = p.start("veil");
     let addr = endpoint(&veil);
     wait_committed_at(&broker, &raw, 1, ends(1), &veil);
@@ -1492,6 +1512,48 @@ fn a_stalled_partition_is_reported_alone_while_the_other_partition_of_its_worker
     assert!(out.wait_until(MINUTE, |r| covered(r).len() == records.len() - 1));
     assert!(dl.wait_until(MINUTE, |r| !r.is_empty()));
     assert_eq!(dl.records[0].source(), (0, 0));
+}
+
+#[test]
+fn a_stalled_partition_holds_only_its_share_of_max_in_flight_and_the_others_flow() {
+    // max_in_flight 10 over 2 partitions: 5 each. Partition 0's poison
+    // holds it; partition 1 moves 40 inputs, four times max_in_flight,
+    // through the same worker meanwhile. (One pool for all partitions
+    // would fill with partition 0's waiting inputs and stop both.)
+    let (broker, p, [raw, clean, _dead], records, landed) =
+        poison_heads_partition_0("  max_in_flight: 10\n");
+    let Broker::Mock(cluster) = &broker else {
+        unreachable!()
+    };
+    let on_1 = landed.iter().filter(|(p, _)| *p == 1).count();
+    assert!(on_1 >= 40, "{on_1} inputs on partition 1");
+    let veil = p.start("veil");
+    let addr = endpoint(&veil);
+    wait_committed_at(&broker, &raw, 1, end_of(&landed, 1), &veil);
+    eventually(
+        &veil,
+        || "partition 0 holding exactly its share, 5, in flight".into(),
+        || http::sum(&http::get(&addr, "/metrics").1, "veil_in_flight", &[]) == 5.0,
+    );
+    assert_eq!(committed_at(&broker, &raw, 0), 0, "held by its poison");
+    // While partition 0 stays stalled, more comes: partition 1 takes it
+    // all, and partition 0 reads nothing beyond its share.
+    let more: Vec<_> = consented(&shipped_policy(), 80)
+        .into_iter()
+        .map(|(_, v)| (None, v))
+        .collect();
+    let landed_more = produce(&broker.bootstrap(), &raw, &more);
+    wait_committed_at(&broker, &raw, 1, end_of(&landed_more, 1), &veil);
+    assert_eq!(
+        http::sum(&http::get(&addr, "/metrics").1, "veil_in_flight", &[]),
+        5.0
+    );
+
+    cluster.broker_up(2).unwrap();
+    wait_committed_at(&broker, &raw, 0, end_of(&landed_more, 0), &veil);
+    let mut out = Reader::new(&broker.bootstrap(), &clean);
+    let good = records.len() - 1 + more.len();
+    assert!(out.wait_until(MINUTE, |r| covered(r).len() == good));
 }
 
 #[test]

@@ -12,7 +12,12 @@ pub fn consumer(src: &KafkaSource) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("auto.offset.reset", "earliest")
         .set("auto.commit.interval.ms", "1000")
-        .set("statistics.interval.ms", "5000");
+        .set("statistics.interval.ms", "5000")
+        // Each partition has its own prefetch queue (split off for its
+        // worker), and this limit applies to each: 8 MiB keeps a fetch
+        // ahead of the worker without 64 MiB (librdkafka's default) per
+        // assigned partition.
+        .set("queued.max.messages.kbytes", QUEUED_KBYTES_PER_PARTITION);
     for (k, v) in &src.librdkafka {
         c.set(k, v);
     }
@@ -38,6 +43,9 @@ pub fn producer(src: &KafkaSource) -> ClientConfig {
     c.set("bootstrap.servers", &src.bootstrap_servers);
     c
 }
+
+/// veil's default `queued.max.messages.kbytes`, per partition.
+pub const QUEUED_KBYTES_PER_PARTITION: &str = "8192";
 
 /// librdkafka's default `message.max.bytes`.
 const MESSAGE_MAX_BYTES_DEFAULT: usize = 1_000_000;

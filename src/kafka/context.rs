@@ -1,8 +1,8 @@
 //! librdkafka callbacks: delivery reports (acknowledgements), rebalances,
 //! statistics (consumer lag, broker state) and client errors.
 
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Instant;
 
 use rdkafka::TopicPartitionList;
@@ -13,9 +13,10 @@ use rdkafka::producer::{DeliveryResult, ProducerContext};
 use rdkafka::statistics::Statistics;
 use tracing::warn;
 
-use super::consume::commit;
+use super::consume::{ServiceConsumer, commit};
 use super::produce::{Delivery, Outgoing, failed};
 use super::shared::Shared;
+use super::worker::{Change, split};
 use crate::metrics::{ProduceStep, Rebalanced};
 use crate::offsets::Partition;
 
@@ -53,11 +54,21 @@ impl ProducerContext for ProducerCtx {
 
 pub(crate) struct ConsumerCtx {
     shared: Arc<Shared>,
+    /// The consumer this context belongs to, set once it is built: an
+    /// assignment splits each partition's queue off it.
+    consumer: OnceLock<Weak<ServiceConsumer>>,
 }
 
 impl ConsumerCtx {
     pub(super) fn new(shared: Arc<Shared>) -> Self {
-        ConsumerCtx { shared }
+        ConsumerCtx {
+            shared,
+            consumer: OnceLock::new(),
+        }
+    }
+
+    pub(super) fn set_consumer(&self, consumer: &Arc<ServiceConsumer>) {
+        let _ = self.consumer.set(Arc::downgrade(consumer));
     }
 }
 
@@ -95,8 +106,10 @@ impl ClientContext for ConsumerCtx {
 
 impl ConsumerContext for ConsumerCtx {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Revoke(tpl) = rebalance {
-            self.revoke(consumer, tpl);
+        match rebalance {
+            Rebalance::Assign(tpl) => self.assign(tpl),
+            Rebalance::Revoke(tpl) => self.revoke(consumer, tpl),
+            Rebalance::Error(_) => {}
         }
     }
 
@@ -104,7 +117,6 @@ impl ConsumerContext for ConsumerCtx {
         let m = &self.shared.metrics;
         match rebalance {
             Rebalance::Assign(tpl) => {
-                self.shared.assign(&partitions(tpl));
                 m.rebalance(Rebalanced::Assigned {
                     partitions: &describe(tpl),
                 });
@@ -125,12 +137,50 @@ impl ConsumerContext for ConsumerCtx {
 }
 
 impl ConsumerCtx {
+    /// Before partitions come: a new ledger generation for each, and its
+    /// own queue handed to the worker that owns it. Split now, before
+    /// librdkafka assigns (and starts fetching) it, so that none of its
+    /// messages reach the main queue.
+    fn assign(&self, tpl: &TopicPartitionList) {
+        let shared = &self.shared;
+        let assigned = partitions(tpl);
+        let generations = shared.assign(&assigned);
+        let consumer = self.consumer.get().and_then(Weak::upgrade);
+        for (partition, generation) in assigned.into_iter().zip(generations) {
+            let Some(desk) = shared.desk_of(&partition) else {
+                continue;
+            };
+            let queue = consumer
+                .as_ref()
+                .and_then(|c| split(c, &partition, desk.bell.clone()));
+            match queue {
+                Some(queue) => desk.post(Change::Take {
+                    partition,
+                    generation,
+                    queue,
+                }),
+                // Its messages then arrive on the main queue, and the
+                // consumer thread processes them there.
+                None => warn!(
+                    topic = &*partition.0,
+                    partition = partition.1,
+                    "cannot split the partition's queue off the consumer"
+                ),
+            }
+        }
+    }
+
     /// Before partitions go: wait (up to the drain timeout) for their
     /// in-flight inputs, store and commit what completed, then forget the
     /// rest, which the next owner re-reads from the commit.
     fn revoke(&self, consumer: &BaseConsumer<Self>, tpl: &TopicPartitionList) {
         let shared = &self.shared;
         let revoked = partitions(tpl);
+        for partition in &revoked {
+            if let Some(desk) = shared.desk_of(partition) {
+                desk.post(Change::Drop(partition.clone()));
+            }
+        }
         if !shared.closing.load(Ordering::Relaxed) {
             shared.wait_settled(Some(&revoked), Instant::now() + shared.drain_timeout);
         }

@@ -4,14 +4,15 @@
 //! produced is acknowledged.
 //!
 //! ```text
-//! consumer task ──(per-partition worker)──► Stage::process ──► producer
-//!      ▲  stores offsets                                            │
-//!      └──────────── ledger ◄── delivery reports (acks) ◄───────────┘
+//! partition queues ──(their worker)──► Stage::process ──► producer
+//!  consumer thread: rebalances, stores offsets                │
+//!      └──────────── ledger ◄── delivery reports (acks) ◄─────┘
 //! ```
 //!
 //! One file per phase: `shared` (the book of pending inputs, acks,
-//! offset storing), `consume` (the read loop, batching, ticks,
-//! stall watch), `worker` (applying the stage, building records),
+//! offset storing), `consume` (the consumer thread: callbacks, ticks,
+//! stall watch), `worker` (reading partition queues, applying the stage,
+//! building records),
 //! `produce` (sending, retries, refusals), `reload`, `lag`, and
 //! `context` (librdkafka's callbacks). Build ([`start`]) → run →
 //! drain ([`Running::drain`]).
@@ -21,10 +22,13 @@
 //!   output it produced (one per forwarding route, or its dead-letter
 //!   record) is acknowledged; a failed delivery is retried, never skipped,
 //!   unless the broker refuses it for good: then a dead letter replaces it.
-//! - In order per partition: one worker owns each input partition, and the
-//!   producer is idempotent (a re-sent record may land after later ones).
+//! - In order per partition: one worker owns each input partition and
+//!   reads its queue, and the producer is idempotent (a re-sent record may
+//!   land after later ones).
 //! - Bounded memory: at most `max_in_flight` inputs are read and not yet
-//!   acknowledged; when full, veil stops polling.
+//!   acknowledged, shared evenly by the assigned partitions; a partition
+//!   that has used its share is not read until it gets room, and one that
+//!   stalls holds only its share, never the others'.
 //! - No silent stall: no record veil makes is too large to send
 //!   ([`Stage::limit_records`]); a partition without progress is reported
 //!   (gauge, `/readyz`, log); a panic while processing one input
@@ -60,7 +64,7 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::Consumer;
 use rdkafka::error::KafkaError;
 use rdkafka::producer::Producer as _;
-use tokio::sync::{Notify, Semaphore, mpsc, watch};
+use tokio::sync::{Notify, watch};
 use tracing::{info, warn};
 
 use crate::config::{KafkaSource, Pipeline, PipelineConfig};
@@ -68,10 +72,10 @@ use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::stage::Stage;
 
-use consume::{Reader, ServiceConsumer, commit};
+use consume::{Poller, ServiceConsumer, commit};
 use context::{ConsumerCtx, ProducerCtx};
 use produce::{Producer, Resend};
-use shared::{Shared, Topics};
+use shared::{Shared, Sizing, Topics};
 
 pub use crate::stage::header;
 pub use clients::{consumer as consumer_config, producer as producer_config};
@@ -117,9 +121,8 @@ impl Control {
         self.inner.completed.load(Ordering::Relaxed)
     }
 
-    async fn stopped(&self) {
-        let mut rx = self.inner.stop.subscribe();
-        let _ = rx.wait_for(|s| *s).await;
+    fn is_stopped(&self) -> bool {
+        *self.inner.stop.borrow()
     }
 
     async fn reload_requested(&self) {
@@ -194,14 +197,14 @@ pub struct Running {
     shared: Arc<Shared>,
     consumer: Arc<ServiceConsumer>,
     producer: Arc<Producer>,
-    reader: tokio::task::JoinHandle<()>,
+    poller: JoinHandle<()>,
     workers: Vec<JoinHandle<()>>,
     retrier: JoinHandle<()>,
     reloader: tokio::task::JoinHandle<()>,
     lag: tokio::task::JoinHandle<()>,
 }
 
-/// Build the clients, subscribe and spawn the consume loop, the workers,
+/// Build the clients, subscribe and spawn the consumer thread, the workers,
 /// the retrier and the reloader. `stage` is the already loaded and
 /// validated policies and keys; reloads re-read them from `config`. Call
 /// within a tokio runtime.
@@ -230,6 +233,10 @@ pub async fn start(
         clients::record_limit(src),
         kafka.drain_timeout,
         resend,
+        Sizing {
+            workers: kafka.workers,
+            max_in_flight: kafka.max_in_flight,
+        },
     ));
     health.set_loaded(true);
 
@@ -249,6 +256,7 @@ pub async fn start(
                 source,
             })?,
     );
+    consumer.context().set_consumer(&consumer);
     let topic_names: Vec<&str> = src.topics.iter().map(String::as_str).collect();
     consumer
         .subscribe(&topic_names)
@@ -275,34 +283,29 @@ pub async fn start(
     };
     let retrier = produce::spawn_retrier(shared.clone(), producer.clone(), resends)
         .map_err(spawn_error("veil-retry"))?;
-    let mut senders = Vec::with_capacity(kafka.workers);
     let mut workers = Vec::with_capacity(kafka.workers);
     for i in 0..kafka.workers {
-        let (tx, rx) = mpsc::channel(64);
-        senders.push(tx);
         workers.push(
-            worker::spawn(i, shared.clone(), producer.clone(), rx)
+            worker::spawn(i, shared.clone(), producer.clone())
                 .map_err(spawn_error(&worker::worker_name(i)))?,
         );
     }
+    let poller = Poller {
+        consumer: consumer.clone(),
+        producer: producer.clone(),
+        shared: shared.clone(),
+        stall_after: kafka.stall_after,
+        stalls_logged: Default::default(),
+    }
+    .spawn()
+    .map_err(spawn_error("veil-consumer"))?;
     let reloader = tokio::spawn(reload::reload_loop(config.clone(), shared.clone()));
     let lag = tokio::spawn(lag::refresh_loop(consumer.clone(), shared.clone()));
-    let reader = tokio::spawn(
-        Reader {
-            consumer: consumer.clone(),
-            shared: shared.clone(),
-            workers: senders,
-            slots: Arc::new(Semaphore::new(kafka.max_in_flight)),
-            stall_after: kafka.stall_after,
-            stalls_logged: Default::default(),
-        }
-        .run(),
-    );
     Ok(Running {
         shared,
         consumer,
         producer,
-        reader,
+        poller,
         workers,
         retrier,
         reloader,
@@ -321,15 +324,16 @@ impl Running {
             shared,
             consumer,
             producer,
-            reader,
+            poller,
             workers,
             retrier,
             reloader,
             lag,
         } = self;
-        // The consume loop returns when stopped or when a thread died; it
-        // drops the worker channels, so the workers finish their batches.
-        let _ = reader.await;
+        // The consumer thread returns when stopped or when a thread died,
+        // and stops the workers reading (they finish the input at hand).
+        let _ = tokio::task::spawn_blocking(move || poller.join()).await;
+        shared.stop_reading();
 
         let died = shared.watchdog.dead();
         let drain_timeout = if died.is_some() {
@@ -348,8 +352,8 @@ impl Running {
         let deadline = Instant::now() + drain_timeout;
         let waiting = shared.clone();
         let _ = tokio::task::spawn_blocking(move || waiting.wait_settled(None, deadline)).await;
-        // Everything read and not complete: in flight past the deadline, or
-        // never handed to a worker. None of it is committed.
+        // Everything read and not complete: in flight past the deadline.
+        // None of it is committed.
         let abandoned = shared.pending(None);
         shared.store_positions(&*consumer, None);
         if abandoned > 0 {
@@ -376,6 +380,11 @@ impl Running {
                 let _ = producer.flush(Duration::from_secs(5));
             })
             .await;
+        }
+        // Queues posted to a worker that never took them keep the consumer
+        // alive; let go of them so that it closes.
+        for desk in &shared.desks {
+            desk.clear();
         }
         drop(consumer);
         shared.health.set_assigned(0);

@@ -1,25 +1,30 @@
-//! What the consume loop, the workers, the retrier and librdkafka's
+//! What the consumer thread, the workers, the retrier and librdkafka's
 //! callbacks share: the live stage, the book of pending inputs (the offset
 //! [`Ledger`] and the positions it advanced), and the acknowledgement of
 //! each input's outputs.
 //!
 //! Completion is signalled, not polled: [`Shared::complete`] notifies
 //! [`Shared::wait_settled`] (revoke and shutdown) whenever a partition's
-//! last pending input completes.
+//! last pending input completes, and rings the worker of a partition that
+//! was waiting for room.
+//!
+//! In-flight inputs are accounted per partition: each assigned partition
+//! may hold its share of `max_in_flight` ([`Shared::room`]), so a partition
+//! that stalls stops only itself.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::Consumer;
 use rdkafka::{Offset, TopicPartitionList};
-use tokio::sync::OwnedSemaphorePermit;
 use tracing::{debug, warn};
 
 use super::Control;
 use super::produce::Resend;
 use super::watchdog::Watchdog;
+use super::worker::{Desk, worker_of};
 use crate::health::Health;
 use crate::metrics::{Metrics, StageCounters};
 use crate::offsets::{Ledger, Partition, Ticket};
@@ -52,6 +57,9 @@ struct Book {
     /// Per partition holding inputs: when it last made progress (its
     /// commit position advanced), or when its first pending input came.
     progress: HashMap<Partition, Instant>,
+    /// Partitions that used up their share: their worker waits for a
+    /// completion to ring it.
+    full: HashSet<Partition>,
 }
 
 /// What [`Shared::partitions`] reports of one partition.
@@ -90,33 +98,40 @@ pub(super) struct Shared {
     pub(super) abandon: AtomicBool,
     /// Raised when a worker or the retrier dies.
     pub(super) watchdog: Watchdog,
+    /// One per worker: its partition queues to take up or let go, and the
+    /// bell that wakes it.
+    pub(super) desks: Vec<Desk>,
+    /// Inputs read and not yet acknowledged, across all partitions, at most.
+    max_in_flight: usize,
+    /// Set when reading stops (stopped, or a thread died).
+    reading_stopped: AtomicBool,
 }
 
 /// One input's outstanding output records. The last acknowledgement
-/// completes the input in the ledger; dropping the last reference releases
-/// its in-flight slot.
+/// completes the input in the ledger, which frees its place in its
+/// partition's share of `max_in_flight`.
 pub(crate) struct Ack {
     remaining: AtomicUsize,
     pub(super) ticket: Ticket,
     timestamp_ms: Option<i64>,
-    _permit: OwnedSemaphorePermit,
 }
 
 impl Ack {
     /// An input awaiting `records` acknowledgements (at least one).
-    pub(super) fn new(
-        records: usize,
-        ticket: Ticket,
-        timestamp_ms: Option<i64>,
-        permit: OwnedSemaphorePermit,
-    ) -> Arc<Ack> {
+    pub(super) fn new(records: usize, ticket: Ticket, timestamp_ms: Option<i64>) -> Arc<Ack> {
         Arc::new(Ack {
             remaining: records.into(),
             ticket,
             timestamp_ms,
-            _permit: permit,
         })
     }
+}
+
+/// Where the in-flight limit comes from.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Sizing {
+    pub(super) workers: usize,
+    pub(super) max_in_flight: usize,
 }
 
 impl Shared {
@@ -130,6 +145,7 @@ impl Shared {
         record_limit: usize,
         drain_timeout: Duration,
         resend: std::sync::mpsc::Sender<Resend>,
+        sizing: Sizing,
     ) -> Shared {
         Shared {
             book: Mutex::default(),
@@ -145,7 +161,47 @@ impl Shared {
             closing: AtomicBool::new(false),
             abandon: AtomicBool::new(false),
             watchdog: Watchdog::default(),
+            desks: (0..sizing.workers.max(1))
+                .map(|_| Desk::default())
+                .collect(),
+            max_in_flight: sizing.max_in_flight.max(1),
+            reading_stopped: AtomicBool::new(false),
         }
+    }
+
+    /// The desk of the worker that owns `partition`.
+    pub(super) fn desk_of(&self, partition: &Partition) -> Option<&Desk> {
+        self.desks.get(worker_of(partition, self.desks.len()))
+    }
+
+    /// Stop reading: every worker stops taking inputs (those it took are
+    /// still processed and acknowledged).
+    pub(super) fn stop_reading(&self) {
+        self.reading_stopped.store(true, Ordering::Relaxed);
+        for desk in &self.desks {
+            desk.bell.ring();
+        }
+    }
+
+    /// Whether reading has stopped, or should: stopped, or a thread died.
+    pub(super) fn reading_stopped(&self) -> bool {
+        self.reading_stopped.load(Ordering::Relaxed)
+            || self.control.is_stopped()
+            || self.watchdog.dead().is_some()
+    }
+
+    /// How many more inputs `partition` may take now: its share of
+    /// `max_in_flight` (split evenly over the assigned partitions, at least
+    /// one each) less what it holds. At zero the partition is marked full,
+    /// and its next completion rings its worker.
+    pub(super) fn room(&self, partition: &Partition) -> usize {
+        let mut book = self.book();
+        let share = (self.max_in_flight / book.ledger.assigned().max(1)).max(1);
+        let room = share.saturating_sub(book.ledger.pending(partition));
+        if room == 0 {
+            book.full.insert(partition.clone());
+        }
+        room
     }
 
     /// The book; a panic elsewhere while it was held leaves it consistent
@@ -168,13 +224,26 @@ impl Shared {
         self.abandon.load(Ordering::Relaxed)
     }
 
-    /// Enter an input read from `partition` at `offset` in the ledger.
-    pub(super) fn track(&self, partition: &Partition, offset: i64) -> Ticket {
+    /// Enter an input read from `partition` at `offset` in the ledger,
+    /// unless the partition is no longer assigned in `generation` (then its
+    /// current owner reads the input again).
+    pub(super) fn track(
+        &self,
+        partition: &Partition,
+        generation: u64,
+        offset: i64,
+    ) -> Option<Ticket> {
         let mut book = self.book();
-        if book.ledger.pending(partition) == 0 {
+        let ticket = book.ledger.track(partition, generation, offset)?;
+        if book.ledger.pending(partition) == 1 {
             book.progress.insert(partition.clone(), Instant::now());
         }
-        book.ledger.track(partition, offset)
+        Some(ticket)
+    }
+
+    /// The live assignment generation of `partition`, while it is assigned.
+    pub(super) fn generation(&self, partition: &Partition) -> Option<u64> {
+        self.book().ledger.generation(partition)
     }
 
     /// Whether `partition` is assigned to this instance now.
@@ -200,25 +269,15 @@ impl Shared {
             .collect()
     }
 
-    /// These inputs were handed to their worker (one lock for a batch).
-    pub(super) fn dispatched<'a>(&self, tickets: impl IntoIterator<Item = &'a Ticket>) {
-        let mut book = self.book();
-        for t in tickets {
-            book.ledger.dispatch(t);
-        }
-    }
-
     /// Whether `ticket`'s partition is still assigned in the same generation.
     pub(super) fn is_live(&self, ticket: &Ticket) -> bool {
         self.book().ledger.is_live(ticket)
     }
 
-    /// A new assignment of `partitions`: a fresh generation for each.
-    pub(super) fn assign(&self, partitions: &[Partition]) {
+    /// A new assignment of `partitions`: a fresh generation for each, returned.
+    pub(super) fn assign(&self, partitions: &[Partition]) -> Vec<u64> {
         let mut book = self.book();
-        for p in partitions {
-            book.ledger.assign(p);
-        }
+        partitions.iter().map(|p| book.ledger.assign(p)).collect()
     }
 
     /// Forget `partitions`; returns how many inputs were still pending
@@ -227,6 +286,7 @@ impl Shared {
         let mut book = self.book();
         for p in partitions {
             book.progress.remove(p);
+            book.full.remove(p);
         }
         partitions.iter().map(|p| book.ledger.revoke(p)).sum()
     }
@@ -240,18 +300,23 @@ impl Shared {
 
     /// Every output record of an input is acknowledged (or it had none).
     pub(super) fn complete(&self, ticket: &Ticket, timestamp_ms: Option<i64>) {
-        let (live, settled) = {
+        let (live, settled, room) = {
             let mut book = self.book();
             let live = book.ledger.is_live(ticket);
+            let mut room = false;
             if let Some(position) = book.ledger.complete(ticket) {
                 book.positions.insert(ticket.partition.clone(), position);
                 book.progress
                     .insert(ticket.partition.clone(), Instant::now());
+                room = book.full.remove(&ticket.partition);
             }
-            (live, book.ledger.working(&ticket.partition) == 0)
+            (live, book.ledger.pending(&ticket.partition) == 0, room)
         };
         if settled {
             self.settled.notify_all();
+        }
+        if room && let Some(desk) = self.desk_of(&ticket.partition) {
+            desk.bell.ring();
         }
         if !live {
             return; // revoked meanwhile: its new owner re-reads and counts it
@@ -275,10 +340,8 @@ impl Shared {
         pending_in(&self.book(), partitions)
     }
 
-    /// Block until no input of `partitions` (all when `None`) that was
-    /// handed to a worker awaits acknowledgement, or until `deadline`;
-    /// returns how many still do. (Inputs read but never handed over cannot
-    /// complete: they are not waited for, and are not committed.)
+    /// Block until no input of `partitions` (all when `None`) awaits
+    /// acknowledgement, or until `deadline`; returns how many still do.
     pub(super) fn wait_settled(
         &self,
         partitions: Option<&[Partition]>,
@@ -286,7 +349,7 @@ impl Shared {
     ) -> usize {
         let mut book = self.book();
         loop {
-            let pending = working_in(&book, partitions);
+            let pending = pending_in(&book, partitions);
             let left = deadline.saturating_duration_since(Instant::now());
             if pending == 0 || left.is_zero() {
                 return pending;
@@ -332,13 +395,6 @@ impl Shared {
     }
 }
 
-fn working_in(book: &Book, partitions: Option<&[Partition]>) -> usize {
-    match partitions {
-        None => book.ledger.total_working(),
-        Some(ps) => ps.iter().map(|p| book.ledger.working(p)).sum(),
-    }
-}
-
 fn pending_in(book: &Book, partitions: Option<&[Partition]>) -> usize {
     match partitions {
         None => book.ledger.total_pending(),
@@ -362,6 +418,10 @@ mod tests {
     use crate::keys::{KeyRing, parse_key};
 
     fn shared() -> Arc<Shared> {
+        shared_with(1, 1000)
+    }
+
+    fn shared_with(workers: usize, max_in_flight: usize) -> Arc<Shared> {
         let key = parse_key(
             "k1",
             b"000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f",
@@ -393,6 +453,10 @@ mod tests {
             1_000_000,
             Duration::from_secs(5),
             std::sync::mpsc::channel().0,
+            Sizing {
+                workers,
+                max_in_flight,
+            },
         ))
     }
 
@@ -400,12 +464,21 @@ mod tests {
         (Arc::from("raw"), n)
     }
 
+    /// Track `offset` of partition `n`, assigning the partition first if
+    /// it is not.
+    fn read(s: &Shared, n: i32, offset: i64) -> Ticket {
+        let g = match s.generation(&p(n)) {
+            Some(g) => g,
+            None => s.assign(&[p(n)])[0],
+        };
+        s.track(&p(n), g, offset).unwrap()
+    }
+
     #[test]
     fn a_waiter_wakes_when_the_last_pending_input_completes_not_at_its_deadline() {
         let s = shared();
-        let tickets: Vec<Ticket> = (0..3).map(|o| s.track(&p(0), o)).collect();
-        let other = s.track(&p(1), 0);
-        s.dispatched(tickets.iter().chain([&other]));
+        let tickets: Vec<Ticket> = (0..3).map(|o| read(&s, 0, o)).collect();
+        let other = read(&s, 1, 0);
         let completer = {
             let s = s.clone();
             std::thread::spawn(move || {
@@ -432,31 +505,73 @@ mod tests {
     #[test]
     fn a_waiter_gives_up_at_its_deadline_and_says_what_is_still_pending() {
         let s = shared();
-        let a = s.track(&p(0), 7);
-        let b = s.track(&p(0), 8);
-        s.dispatched([&a, &b]);
+        read(&s, 0, 7);
+        read(&s, 0, 8);
         let left = s.wait_settled(None, Instant::now() + Duration::from_millis(50));
         assert_eq!(left, 2);
     }
 
     #[test]
-    fn inputs_never_handed_to_a_worker_are_not_waited_for() {
-        let s = shared();
-        let _held = s.track(&p(0), 7);
+    fn each_partition_has_its_share_of_max_in_flight_and_a_stuck_one_holds_only_its_own() {
+        let s = shared_with(2, 10);
+        s.assign(&[p(0), p(1)]);
+        assert_eq!(s.room(&p(0)), 5, "10 in flight over 2 partitions");
+        let stuck: Vec<Ticket> = (0..5).map(|o| read(&s, 0, o)).collect();
+        assert_eq!(s.room(&p(0)), 0, "partition 0 used its share");
+        assert_eq!(s.room(&p(1)), 5, "partition 1 still has all of its own");
+        s.complete(&stuck[1], None);
+        assert_eq!(s.room(&p(0)), 0, "offset 0 still holds the partition");
+        s.complete(&stuck[0], None);
+        assert_eq!(s.room(&p(0)), 2, "0 and 1 committed");
+    }
+
+    #[test]
+    fn every_partition_gets_room_for_one_even_past_max_in_flight_partitions() {
+        let s = shared_with(1, 2);
+        let all: Vec<Partition> = (0..5).map(p).collect();
+        s.assign(&all);
+        assert!(all.iter().all(|q| s.room(q) == 1));
+    }
+
+    #[test]
+    fn a_full_partition_rings_its_worker_when_it_gets_room() {
+        let s = shared_with(2, 2);
+        s.assign(&[p(0)]);
+        let held: Vec<Ticket> = (0..2).map(|o| read(&s, 0, o)).collect();
+        assert_eq!(s.room(&p(0)), 0);
+        let bell = s.desk_of(&p(0)).unwrap().bell.clone();
+        let ringer = {
+            let s = s.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(50));
+                s.complete(&held[0], None);
+            })
+        };
         let started = Instant::now();
-        assert_eq!(s.wait_settled(None, started + Duration::from_secs(30)), 0);
+        bell.sleep(Duration::from_secs(30));
         assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "no wait for what cannot complete"
+            started.elapsed() < Duration::from_secs(10),
+            "woken by the completion"
         );
-        assert_eq!(s.pending(None), 1, "still read and not committed");
+        ringer.join().unwrap();
+    }
+
+    #[test]
+    fn an_input_read_before_a_revoke_is_not_tracked_after_it() {
+        let s = shared();
+        let g = s.assign(&[p(0)])[0];
+        s.revoke(&[p(0)]);
+        assert_eq!(s.track(&p(0), g, 7), None);
+        let g2 = s.assign(&[p(0)])[0];
+        assert_eq!(s.track(&p(0), g, 7), None, "an earlier assignment's read");
+        assert!(s.track(&p(0), g2, 7).is_some());
     }
 
     #[test]
     fn positions_advance_only_over_completed_inputs_in_order() {
         let s = shared();
-        let a = s.track(&p(0), 10);
-        let b = s.track(&p(0), 11);
+        let a = read(&s, 0, 10);
+        let b = read(&s, 0, 11);
         s.complete(&b, None);
         assert!(s.book().positions.is_empty(), "10 is not complete yet");
         s.complete(&a, None);
@@ -466,8 +581,8 @@ mod tests {
     #[test]
     fn a_partition_waits_from_its_first_pending_input_until_progress() {
         let s = shared();
-        let a = s.track(&p(0), 10);
-        let b = s.track(&p(0), 11);
+        let a = read(&s, 0, 10);
+        let b = read(&s, 0, 11);
         std::thread::sleep(Duration::from_millis(60));
         let state = |s: &Shared| {
             s.partitions()
@@ -486,7 +601,7 @@ mod tests {
         s.complete(&a, None);
         let after = state(&s);
         assert_eq!((after.pending, after.waiting), (0, Duration::ZERO), "idle");
-        s.track(&p(0), 12);
+        read(&s, 0, 12);
         assert!(
             state(&s).waiting < Duration::from_millis(60),
             "a new wait starts with the new input"
@@ -496,7 +611,7 @@ mod tests {
     #[test]
     fn completions_of_a_revoked_partition_are_ignored() {
         let s = shared();
-        let a = s.track(&p(0), 10);
+        let a = read(&s, 0, 10);
         assert_eq!(s.revoke(&[p(0)]), 1, "abandoned to the next owner");
         assert!(!s.is_live(&a));
         s.complete(&a, None);

@@ -4,30 +4,22 @@
 //! delivery retrier) each hold a [`Lifeline`] for their whole life. A panic
 //! while processing one input is contained by [`crate::stage::contain`];
 //! one anywhere else unwinds the thread, and dropping its lifeline on the
-//! way raises the [`Watchdog`] alarm. The consume loop waits on the alarm
-//! beside its other events, so it stops at once, with or without traffic;
+//! way raises the [`Watchdog`] alarm. The consumer thread looks at the
+//! alarm every time it polls (at least every 200 ms), with or without
+//! traffic, and stops reading;
 //! `run` then marks the service not ready, commits what is complete and
 //! returns [`super::ServiceError::ThreadDied`] (exit 70) so that an
 //! orchestrator restarts veil. Inputs the dead thread held were never
 //! acknowledged, so never committed: the restarted instance re-reads them.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
-use tokio::sync::watch;
 use tracing::error;
 
 /// Holds the name of the first thread that died, once one has.
-#[derive(Clone)]
+#[derive(Clone, Default)]
 pub(super) struct Watchdog {
-    dead: Arc<watch::Sender<Option<String>>>,
-}
-
-impl Default for Watchdog {
-    fn default() -> Self {
-        Watchdog {
-            dead: Arc::new(watch::channel(None).0),
-        }
-    }
+    dead: Arc<Mutex<Option<String>>>,
 }
 
 impl Watchdog {
@@ -42,32 +34,28 @@ impl Watchdog {
     /// Thread `name` died: log it and raise the alarm (the first death
     /// names the alarm; later ones are logged only).
     pub(super) fn raise(&self, name: &str) {
-        if self.dead.borrow().as_deref() == Some(name) {
+        let mut dead = self.lock();
+        if dead.as_deref() == Some(name) {
             return; // already raised for this thread
         }
         error!(
             thread = name,
             "a veil thread died; stopping, veil exits with code 70 so that it is restarted"
         );
-        self.dead.send_if_modified(|dead| {
-            if dead.is_some() {
-                return false;
-            }
+        if dead.is_none() {
             *dead = Some(name.to_owned());
-            true
-        });
+        }
     }
 
     /// The first thread that died, if any has.
     pub(super) fn dead(&self) -> Option<String> {
-        self.dead.borrow().clone()
+        self.lock().clone()
     }
 
-    /// Resolves once a thread has died (at once if one already has).
-    pub(super) async fn died(&self) {
-        let mut rx = self.dead.subscribe();
-        // The sender lives in `self`, so this cannot fail while we wait.
-        let _ = rx.wait_for(Option::is_some).await;
+    /// The alarm; a panic elsewhere while it was held cannot leave it
+    /// half-written (one assignment), so poisoning is ignored.
+    fn lock(&self) -> MutexGuard<'_, Option<String>> {
+        self.dead.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -94,8 +82,6 @@ impl Drop for Lifeline {
     clippy::indexing_slicing
 )]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
 
     fn spawn(w: &Watchdog, name: &str, f: impl FnOnce() + Send + 'static) {
@@ -131,28 +117,5 @@ mod tests {
             Some("veil-worker-1"),
             "the first names it"
         );
-    }
-
-    #[tokio::test]
-    async fn a_waiting_coordinator_wakes_when_a_thread_dies() {
-        let w = Watchdog::default();
-        let waiting = tokio::spawn({
-            let w = w.clone();
-            async move { w.died().await }
-        });
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        assert!(!waiting.is_finished(), "nothing died yet");
-        let w2 = w.clone();
-        tokio::task::spawn_blocking(move || spawn(&w2, "veil-worker-2", || panic!("boom")))
-            .await
-            .unwrap();
-        tokio::time::timeout(Duration::from_secs(5), waiting)
-            .await
-            .expect("woken promptly")
-            .unwrap();
-        // And one that starts waiting after the death returns at once.
-        tokio::time::timeout(Duration::from_secs(1), w.died())
-            .await
-            .expect("already dead");
     }
 }
