@@ -653,7 +653,11 @@ fn relay(config_path: &Path) {
     };
     let (src, out) = (&kafka.source, &kafka.routes[0].to);
     let max_in_flight = kafka.max_in_flight;
+    // veil's settings, except the prefetch limit: veil's applies to each
+    // partition's own queue, the relay has one queue for all partitions, so
+    // it keeps librdkafka's default (64 MiB, more than veil's 8 MiB x 4).
     let consumer: BaseConsumer = veil::kafka::consumer_config(src)
+        .set("queued.max.messages.kbytes", "65536")
         .create()
         .expect("consumer");
     let topics: Vec<&str> = src.topics.iter().map(String::as_str).collect();

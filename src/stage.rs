@@ -293,6 +293,11 @@ impl Stage {
 
     /// Whether an input header is copied to the outputs (the config
     /// refuses to keep any named `veil-*`, so veil's own cannot be spoofed).
+    /// Whether any input header is kept.
+    pub fn keeps_headers(&self) -> bool {
+        !self.keep_headers.is_empty()
+    }
+
     pub fn keeps_header(&self, name: &str) -> bool {
         self.keep_headers.iter().any(|h| h == name)
     }

@@ -1515,13 +1515,14 @@ fn a_stalled_partition_is_reported_alone_while_the_other_partition_of_its_worker
 }
 
 #[test]
-fn a_stalled_partition_holds_only_its_share_of_max_in_flight_and_the_others_flow() {
-    // max_in_flight 10 over 2 partitions: 5 each. Partition 0's poison
-    // holds it; partition 1 moves 40 inputs, four times max_in_flight,
-    // through the same worker meanwhile. (One pool for all partitions
-    // would fill with partition 0's waiting inputs and stop both.)
+fn a_stalled_partition_holds_at_most_its_part_and_the_pool_and_the_others_flow() {
+    // max_in_flight 20 over 2 partitions: a part of 5 guaranteed to each,
+    // a pool of 10 to borrow. Partition 0's poison holds it at 15 at most;
+    // partition 1 moves 80 inputs, four times max_in_flight, through the
+    // same worker meanwhile. (One pool for all partitions would fill with
+    // partition 0's waiting inputs and stop both.)
     let (broker, p, [raw, clean, _dead], records, landed) =
-        poison_heads_partition_0("  max_in_flight: 10\n");
+        poison_heads_partition_0("  max_in_flight: 20\n");
     let Broker::Mock(cluster) = &broker else {
         unreachable!()
     };
@@ -1532,12 +1533,12 @@ fn a_stalled_partition_holds_only_its_share_of_max_in_flight_and_the_others_flow
     wait_committed_at(&broker, &raw, 1, end_of(&landed, 1), &veil);
     eventually(
         &veil,
-        || "partition 0 holding exactly its share, 5, in flight".into(),
-        || http::sum(&http::get(&addr, "/metrics").1, "veil_in_flight", &[]) == 5.0,
+        || "partition 0 holding its part and the pool, 15, in flight".into(),
+        || http::sum(&http::get(&addr, "/metrics").1, "veil_in_flight", &[]) == 15.0,
     );
     assert_eq!(committed_at(&broker, &raw, 0), 0, "held by its poison");
     // While partition 0 stays stalled, more comes: partition 1 takes it
-    // all, and partition 0 reads nothing beyond its share.
+    // all, and partition 0 reads nothing beyond its part and the pool.
     let more: Vec<_> = consented(&shipped_policy(), 80)
         .into_iter()
         .map(|(_, v)| (None, v))
@@ -1546,7 +1547,7 @@ fn a_stalled_partition_holds_only_its_share_of_max_in_flight_and_the_others_flow
     wait_committed_at(&broker, &raw, 1, end_of(&landed_more, 1), &veil);
     assert_eq!(
         http::sum(&http::get(&addr, "/metrics").1, "veil_in_flight", &[]),
-        5.0
+        15.0
     );
 
     cluster.broker_up(2).unwrap();

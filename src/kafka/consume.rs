@@ -42,10 +42,15 @@ pub(super) struct Poller {
 }
 
 impl Poller {
+    /// Start the consumer thread. It holds a lifeline like the workers.
     pub(super) fn spawn(self) -> std::io::Result<JoinHandle<()>> {
+        let lifeline = self.shared.watchdog.lifeline("veil-consumer".into());
         std::thread::Builder::new()
             .name("veil-consumer".into())
-            .spawn(move || self.run())
+            .spawn(move || {
+                let _lifeline = lifeline;
+                self.run()
+            })
     }
 
     /// Poll until stopped or a thread died, then stop the workers reading.
@@ -136,8 +141,14 @@ impl Strays {
         let partition: Partition = (Arc::from(msg.topic()), msg.partition());
         if let Some(generation) = shared.generation(&partition) {
             let live = shared.live();
-            self.hands
-                .process(shared, producer, &live, &partition, generation, msg);
+            self.hands.process(
+                shared,
+                producer,
+                &live,
+                (&partition, generation),
+                msg,
+                &|| false,
+            );
         }
     }
 }

@@ -150,9 +150,7 @@ impl ConsumerCtx {
             let Some(desk) = shared.desk_of(&partition) else {
                 continue;
             };
-            let queue = consumer
-                .as_ref()
-                .and_then(|c| split(c, &partition, desk.bell.clone()));
+            let queue = consumer.as_ref().and_then(|c| split(c, &partition));
             match queue {
                 Some(queue) => desk.post(Change::Take {
                     partition,
@@ -176,10 +174,19 @@ impl ConsumerCtx {
     fn revoke(&self, consumer: &BaseConsumer<Self>, tpl: &TopicPartitionList) {
         let shared = &self.shared;
         let revoked = partitions(tpl);
+        let mut told: Vec<&super::worker::Desk> = Vec::new();
         for partition in &revoked {
             if let Some(desk) = shared.desk_of(partition) {
                 desk.post(Change::Drop(partition.clone()));
+                if !told.iter().any(|d| std::ptr::eq(*d, desk)) {
+                    told.push(desk);
+                }
             }
+        }
+        // Wait out any read in progress: from here on no worker reads a
+        // revoked partition's queue (whose next assignment would share it).
+        for desk in told {
+            desk.quiesce();
         }
         if !shared.closing.load(Ordering::Relaxed) {
             shared.wait_settled(Some(&revoked), Instant::now() + shared.drain_timeout);

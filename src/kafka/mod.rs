@@ -26,9 +26,9 @@
 //!   reads its queue, and the producer is idempotent (a re-sent record may
 //!   land after later ones).
 //! - Bounded memory: at most `max_in_flight` inputs are read and not yet
-//!   acknowledged, shared evenly by the assigned partitions; a partition
-//!   that has used its share is not read until it gets room, and one that
-//!   stalls holds only its share, never the others'.
+//!   acknowledged: a guaranteed part per partition and a pool to borrow
+//!   from (see `shared`); a partition without room is not read until it
+//!   gets some, and one that stalls never takes another's part.
 //! - No silent stall: no record veil makes is too large to send
 //!   ([`Stage::limit_records`]); a partition without progress is reported
 //!   (gauge, `/readyz`, log); a panic while processing one input
@@ -371,22 +371,23 @@ impl Running {
         reloader.abort();
         lag.abort();
         {
-            let producer = producer.clone();
+            let (producer, shared) = (producer.clone(), shared.clone());
             let _ = tokio::task::spawn_blocking(move || {
                 for w in workers {
                     let _ = w.join();
                 }
                 let _ = retrier.join();
                 let _ = producer.flush(Duration::from_secs(5));
+                // Queues posted to a worker that never took them keep the
+                // consumer alive; let go of them so that it closes (here,
+                // off the async runtime: closing waits for the broker).
+                for desk in &shared.desks {
+                    desk.clear();
+                }
+                drop(consumer);
             })
             .await;
         }
-        // Queues posted to a worker that never took them keep the consumer
-        // alive; let go of them so that it closes.
-        for desk in &shared.desks {
-            desk.clear();
-        }
-        drop(consumer);
         shared.health.set_assigned(0);
         info!(completed, abandoned, "veil stopped");
         // Also a thread that died while draining.

@@ -147,12 +147,15 @@ pub(super) fn classify(code: Option<RDKafkaErrorCode>, step: ProduceStep) -> Cla
     }
 }
 
-/// Enqueue a record, waiting while librdkafka's queue is full. Any other
-/// failure is handed to [`failed`]: the worker never waits on it.
+/// Enqueue a record, waiting while librdkafka's queue is full, unless
+/// `hurry` says the caller is wanted elsewhere (a rebalance waits for the
+/// worker): then the retrier sends it. Any other failure is handed to
+/// [`failed`]: the worker never waits on it.
 pub(super) fn send<K, P>(
     shared: &Shared,
     producer: &Producer,
     mut record: BaseRecord<'_, K, P, Box<Delivery>>,
+    hurry: &dyn Fn() -> bool,
 ) where
     K: ToBytes + ?Sized,
     P: ToBytes + ?Sized,
@@ -163,6 +166,13 @@ pub(super) fn send<K, P>(
             Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
                 if shared.abandoning() {
                     return; // not acknowledged, so not committed: re-read later
+                }
+                if hurry() {
+                    let later = Instant::now() + QUEUE_FULL_WAIT;
+                    let _ = shared
+                        .resend
+                        .send(Resend::Retry(Outgoing::from_record(r), later));
+                    return;
                 }
                 record = r;
                 std::thread::sleep(QUEUE_FULL_WAIT);
@@ -275,7 +285,7 @@ fn send_owned(shared: &Shared, producer: &Producer, o: Outgoing) {
     if let Some(h) = o.headers {
         record = record.headers(h);
     }
-    send(shared, producer, record);
+    send(shared, producer, record, &|| false);
 }
 
 /// Write the dead letter that replaces a refused record; the record's
@@ -325,7 +335,7 @@ fn refuse(shared: &Shared, producer: &Producer, o: Outgoing, reason: RejectReaso
     let record = BaseRecord::<[u8], [u8], _>::with_opaque_to(&shared.topics.dead_letter, delivery)
         .payload(&letter[..])
         .headers(headers);
-    send(shared, producer, record);
+    send(shared, producer, record, &|| false);
 }
 
 #[cfg(test)]

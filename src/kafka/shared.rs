@@ -8,9 +8,13 @@
 //! last pending input completes, and rings the worker of a partition that
 //! was waiting for room.
 //!
-//! In-flight inputs are accounted per partition: each assigned partition
-//! may hold its share of `max_in_flight` ([`Shared::room`]), so a partition
-//! that stalls stops only itself.
+//! In-flight inputs are accounted per partition ([`Shared::room`]): half
+//! of `max_in_flight` is split evenly over the assigned partitions, each
+//! partition's guaranteed part; the other half is a pool any partition may
+//! borrow from beyond its part. A partition that stalls holds at most its
+//! part and what it borrowed; every other partition keeps its own part, so
+//! nothing else stops, and a busy partition among idle ones is not held to
+//! a sliver.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -57,9 +61,48 @@ struct Book {
     /// Per partition holding inputs: when it last made progress (its
     /// commit position advanced), or when its first pending input came.
     progress: HashMap<Partition, Instant>,
-    /// Partitions that used up their share: their worker waits for a
-    /// completion to ring it.
+    /// Partitions that found no room: their workers wait for a completion
+    /// to ring them.
     full: HashSet<Partition>,
+    /// Each assigned partition's guaranteed part of `max_in_flight`.
+    guaranteed: usize,
+    /// Inputs held beyond their partition's guaranteed part, all partitions
+    /// together: what is borrowed from the pool.
+    borrowed: usize,
+}
+
+impl Book {
+    fn excess(&self, pending: usize) -> usize {
+        pending.saturating_sub(self.guaranteed)
+    }
+
+    /// After the assignment changed: every partition's part, and what the
+    /// partitions have borrowed under the new parts.
+    fn resize(&mut self, max_in_flight: usize) {
+        let parts = (max_in_flight / 2) / self.ledger.assigned().max(1);
+        self.guaranteed = parts.max(1);
+        let g = self.guaranteed;
+        self.borrowed = self
+            .ledger
+            .partitions()
+            .map(|(_, n)| n.saturating_sub(g))
+            .sum();
+    }
+
+    /// `partition` went from `before` to `after` pending inputs.
+    fn pending_changed(&mut self, before: usize, after: usize) {
+        self.borrowed = (self.borrowed + self.excess(after)).saturating_sub(self.excess(before));
+    }
+
+    /// What `partition` may still take: the rest of its part, and what the
+    /// pool has left.
+    fn room(&self, partition: &Partition, max_in_flight: usize) -> usize {
+        let pool = max_in_flight - max_in_flight / 2;
+        let own = self
+            .guaranteed
+            .saturating_sub(self.ledger.pending(partition));
+        own + pool.saturating_sub(self.borrowed)
+    }
 }
 
 /// What [`Shared::partitions`] reports of one partition.
@@ -183,6 +226,11 @@ impl Shared {
         }
     }
 
+    /// Whether [`Self::stop_reading`] was called (cheap: for every input).
+    pub(super) fn reading_stopped_now(&self) -> bool {
+        self.reading_stopped.load(Ordering::Relaxed)
+    }
+
     /// Whether reading has stopped, or should: stopped, or a thread died.
     pub(super) fn reading_stopped(&self) -> bool {
         self.reading_stopped.load(Ordering::Relaxed)
@@ -190,14 +238,12 @@ impl Shared {
             || self.watchdog.dead().is_some()
     }
 
-    /// How many more inputs `partition` may take now: its share of
-    /// `max_in_flight` (split evenly over the assigned partitions, at least
-    /// one each) less what it holds. At zero the partition is marked full,
-    /// and its next completion rings its worker.
+    /// How many more inputs `partition` may take now (see the module's
+    /// comment). At zero the partition is marked full, and a completion
+    /// that gives it room rings its worker.
     pub(super) fn room(&self, partition: &Partition) -> usize {
         let mut book = self.book();
-        let share = (self.max_in_flight / book.ledger.assigned().max(1)).max(1);
-        let room = share.saturating_sub(book.ledger.pending(partition));
+        let room = book.room(partition, self.max_in_flight);
         if room == 0 {
             book.full.insert(partition.clone());
         }
@@ -226,19 +272,27 @@ impl Shared {
 
     /// Enter an input read from `partition` at `offset` in the ledger,
     /// unless the partition is no longer assigned in `generation` (then its
-    /// current owner reads the input again).
+    /// current owner reads the input again). With the ticket comes the
+    /// partition's [`Self::room`] after it (zero marks it full).
     pub(super) fn track(
         &self,
         partition: &Partition,
         generation: u64,
         offset: i64,
-    ) -> Option<Ticket> {
+    ) -> Option<(Ticket, usize)> {
         let mut book = self.book();
+        let before = book.ledger.pending(partition);
         let ticket = book.ledger.track(partition, generation, offset)?;
-        if book.ledger.pending(partition) == 1 {
+        let after = book.ledger.pending(partition);
+        book.pending_changed(before, after);
+        if after == 1 {
             book.progress.insert(partition.clone(), Instant::now());
         }
-        Some(ticket)
+        let room = book.room(partition, self.max_in_flight);
+        if room == 0 {
+            book.full.insert(partition.clone());
+        }
+        Some((ticket, room))
     }
 
     /// The live assignment generation of `partition`, while it is assigned.
@@ -276,19 +330,37 @@ impl Shared {
 
     /// A new assignment of `partitions`: a fresh generation for each, returned.
     pub(super) fn assign(&self, partitions: &[Partition]) -> Vec<u64> {
-        let mut book = self.book();
-        partitions.iter().map(|p| book.ledger.assign(p)).collect()
+        let generations = {
+            let mut book = self.book();
+            let generations = partitions.iter().map(|p| book.ledger.assign(p)).collect();
+            book.resize(self.max_in_flight);
+            generations
+        };
+        self.ring_all(); // the parts changed
+        generations
+    }
+
+    fn ring_all(&self) {
+        for desk in &self.desks {
+            desk.bell.ring();
+        }
     }
 
     /// Forget `partitions`; returns how many inputs were still pending
     /// (abandoned to their next owner, which re-reads them).
     pub(super) fn revoke(&self, partitions: &[Partition]) -> usize {
-        let mut book = self.book();
-        for p in partitions {
-            book.progress.remove(p);
-            book.full.remove(p);
-        }
-        partitions.iter().map(|p| book.ledger.revoke(p)).sum()
+        let abandoned = {
+            let mut book = self.book();
+            for p in partitions {
+                book.progress.remove(p);
+                book.full.remove(p);
+            }
+            let abandoned = partitions.iter().map(|p| book.ledger.revoke(p)).sum();
+            book.resize(self.max_in_flight);
+            abandoned
+        };
+        self.ring_all(); // the parts changed
+        abandoned
     }
 
     /// One output record of `ack`'s input was acknowledged.
@@ -300,23 +372,35 @@ impl Shared {
 
     /// Every output record of an input is acknowledged (or it had none).
     pub(super) fn complete(&self, ticket: &Ticket, timestamp_ms: Option<i64>) {
-        let (live, settled, room) = {
+        let p = &ticket.partition;
+        let (live, settled, ring) = {
             let mut book = self.book();
             let live = book.ledger.is_live(ticket);
-            let mut room = false;
+            let before = book.ledger.pending(p);
+            let mut ring = Vec::new();
             if let Some(position) = book.ledger.complete(ticket) {
-                book.positions.insert(ticket.partition.clone(), position);
-                book.progress
-                    .insert(ticket.partition.clone(), Instant::now());
-                room = book.full.remove(&ticket.partition);
+                book.positions.insert(p.clone(), position);
+                book.progress.insert(p.clone(), Instant::now());
+                let borrowed = book.borrowed;
+                let after = book.ledger.pending(p);
+                book.pending_changed(before, after);
+                // Room came for this partition, and for every full one if
+                // the pool got some back.
+                if book.borrowed < borrowed {
+                    ring.extend(book.full.drain());
+                } else if book.full.remove(p) {
+                    ring.push(p.clone());
+                }
             }
-            (live, book.ledger.pending(&ticket.partition) == 0, room)
+            (live, book.ledger.pending(p) == 0, ring)
         };
         if settled {
             self.settled.notify_all();
         }
-        if room && let Some(desk) = self.desk_of(&ticket.partition) {
-            desk.bell.ring();
+        for full in &ring {
+            if let Some(desk) = self.desk_of(full) {
+                desk.bell.ring();
+            }
         }
         if !live {
             return; // revoked meanwhile: its new owner re-reads and counts it
@@ -471,7 +555,7 @@ mod tests {
             Some(g) => g,
             None => s.assign(&[p(n)])[0],
         };
-        s.track(&p(n), g, offset).unwrap()
+        s.track(&p(n), g, offset).unwrap().0
     }
 
     #[test]
@@ -512,17 +596,34 @@ mod tests {
     }
 
     #[test]
-    fn each_partition_has_its_share_of_max_in_flight_and_a_stuck_one_holds_only_its_own() {
-        let s = shared_with(2, 10);
+    fn a_stuck_partition_holds_its_part_and_the_pool_and_every_other_keeps_its_part() {
+        // 20 in flight over 2 partitions: 5 guaranteed to each, 10 to borrow.
+        let s = shared_with(2, 20);
         s.assign(&[p(0), p(1)]);
-        assert_eq!(s.room(&p(0)), 5, "10 in flight over 2 partitions");
-        let stuck: Vec<Ticket> = (0..5).map(|o| read(&s, 0, o)).collect();
-        assert_eq!(s.room(&p(0)), 0, "partition 0 used its share");
-        assert_eq!(s.room(&p(1)), 5, "partition 1 still has all of its own");
+        assert_eq!(s.room(&p(0)), 15, "its part and the whole pool");
+        let stuck: Vec<Ticket> = (0..15).map(|o| read(&s, 0, o)).collect();
+        assert_eq!(s.room(&p(0)), 0, "partition 0 used its part and the pool");
+        assert_eq!(s.room(&p(1)), 5, "partition 1 still has its own part");
+        let other: Vec<Ticket> = (0..5).map(|o| read(&s, 1, o)).collect();
+        assert_eq!(s.room(&p(1)), 0);
+        assert_eq!(s.pending(None), 20, "never more than max_in_flight");
         s.complete(&stuck[1], None);
         assert_eq!(s.room(&p(0)), 0, "offset 0 still holds the partition");
         s.complete(&stuck[0], None);
-        assert_eq!(s.room(&p(0)), 2, "0 and 1 committed");
+        assert_eq!(s.room(&p(0)), 2, "0 and 1 committed: back to the pool");
+        assert_eq!(s.room(&p(1)), 2, "the pool is shared");
+        for t in &other {
+            s.complete(t, None);
+        }
+        assert_eq!(s.room(&p(1)), 7, "its part again, and the pool's 2");
+    }
+
+    #[test]
+    fn one_busy_partition_among_idle_ones_may_borrow_the_whole_pool() {
+        let s = shared_with(1, 10_000);
+        let all: Vec<Partition> = (0..1000).map(p).collect();
+        s.assign(&all);
+        assert_eq!(s.room(&p(7)), 5 + 5000, "a part of 5 and the pool");
     }
 
     #[test]
@@ -530,7 +631,7 @@ mod tests {
         let s = shared_with(1, 2);
         let all: Vec<Partition> = (0..5).map(p).collect();
         s.assign(&all);
-        assert!(all.iter().all(|q| s.room(q) == 1));
+        assert!(all.iter().all(|q| s.room(q) >= 1));
     }
 
     #[test]

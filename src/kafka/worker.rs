@@ -7,9 +7,17 @@
 //! A worker sleeps on its [`Bell`] when it has nothing to do; the bell
 //! rings when one of its queues gets messages, when a full partition gets
 //! room, when its partitions change ([`Desk::post`]) and when reading stops.
+//!
+//! A rebalance never overlaps a worker's read: the worker reads only under
+//! its desk's gate and only while no change is posted, and a revoke waits
+//! for the gate after posting ([`Desk::quiesce`]). So a queue handle of a
+//! revoked partition is never read again (librdkafka's queue of a
+//! partition is one: an old handle would read the next assignment's
+//! messages).
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -105,6 +113,10 @@ pub(super) enum Change {
 #[derive(Default)]
 pub(super) struct Desk {
     changes: Mutex<Vec<Change>>,
+    /// Whether changes are posted and not yet taken.
+    posted: AtomicBool,
+    /// Held by the worker while it reads (see the module's comment).
+    gate: Mutex<()>,
     pub(super) bell: Arc<Bell>,
 }
 
@@ -113,14 +125,34 @@ impl Desk {
         self.changes.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    fn gate(&self) -> MutexGuard<'_, ()> {
+        self.gate.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     pub(super) fn post(&self, change: Change) {
-        self.changes().push(change);
+        let mut changes = self.changes();
+        changes.push(change);
+        self.posted.store(true, Ordering::Release);
+        drop(changes);
         self.bell.ring();
+    }
+
+    /// Whether changes wait to be taken: the worker stops reading.
+    fn posted(&self) -> bool {
+        self.posted.load(Ordering::Acquire)
     }
 
     /// Take the posted changes, in order.
     fn take(&self) -> Vec<Change> {
-        std::mem::take(&mut *self.changes())
+        let mut changes = self.changes();
+        self.posted.store(false, Ordering::Release);
+        std::mem::take(&mut *changes)
+    }
+
+    /// After a post: wait until the worker is not reading. From then on it
+    /// reads nothing before it has taken the change.
+    pub(super) fn quiesce(&self) {
+        drop(self.gate());
     }
 
     /// Let go of every queue posted and not taken (at shutdown: a queue
@@ -131,17 +163,14 @@ impl Desk {
 }
 
 /// Split `partition`'s messages off the consumer into their own queue for
-/// its worker, ringing the worker when messages arrive. Called before the
-/// partition is assigned, so that none of its messages reach the main
-/// queue. `None` if librdkafka does not know the partition.
+/// its worker. Called before the partition is assigned, so that none of its
+/// messages reach the main queue. `None` if librdkafka does not know the
+/// partition.
 pub(super) fn split(
     consumer: &Arc<BaseConsumer<ConsumerCtx>>,
     partition: &Partition,
-    bell: Arc<Bell>,
 ) -> Option<Queue> {
-    let mut queue = consumer.split_partition_queue(&partition.0, partition.1)?;
-    queue.set_nonempty_callback(move || bell.ring());
-    Some(queue)
+    consumer.split_partition_queue(&partition.0, partition.1)
 }
 
 /// A partition a worker reads.
@@ -179,9 +208,13 @@ fn work(i: usize, shared: &Shared, producer: &Producer) {
                 Change::Take {
                     partition,
                     generation,
-                    queue,
+                    mut queue,
                 } => {
+                    // The old handle goes first: dropping it switches off
+                    // the callback of the queue both handles share.
                     owned.retain(|o| o.partition != partition);
+                    let bell = desk.bell.clone();
+                    queue.set_nonempty_callback(move || bell.ring());
                     owned.push(Owned {
                         partition,
                         generation,
@@ -198,16 +231,34 @@ fn work(i: usize, shared: &Shared, producer: &Producer) {
         // next round on.
         let live = shared.live();
         let mut worked = false;
-        for o in &owned {
-            let room = shared.room(&o.partition).min(BURST);
-            for _ in 0..room {
+        let hurry = || desk.posted() || shared.reading_stopped_now();
+        'round: for o in &owned {
+            let _reading = desk.gate();
+            let mut room = shared.room(&o.partition);
+            let mut taken = 0;
+            while room > 0 && taken < BURST {
+                taken += 1;
+                if hurry() {
+                    worked = true; // take the change (or stop) at once
+                    break 'round;
+                }
                 match o.queue.poll(Duration::ZERO) {
                     None => break,
                     Some(Ok(msg)) => {
                         worked = true;
-                        hands.process(shared, producer, &live, &o.partition, o.generation, &msg);
+                        room = hands.process(
+                            shared,
+                            producer,
+                            &live,
+                            (&o.partition, o.generation),
+                            &msg,
+                            &hurry,
+                        );
                     }
                     Some(Err(e)) => {
+                        // More may wait behind the error, and the queue's
+                        // callback rings only when it was empty: look again.
+                        worked = true;
                         warn!(
                             topic = &*o.partition.0,
                             partition = o.partition.1,
@@ -234,24 +285,26 @@ pub(super) struct Hands {
 
 impl Hands {
     /// Track one input of `partition` (read in its assignment `generation`),
-    /// apply the stage and send its output records. An input of a partition
-    /// revoked since is skipped: its current owner reads it again.
+    /// apply the stage and send its output records (`hurry`: see [`send`]).
+    /// An input of a partition revoked since is skipped: its current owner
+    /// reads it again. Returns how many more inputs the partition may take
+    /// ([`Shared::room`]; zero after a skip).
     pub(super) fn process(
         &mut self,
         shared: &Shared,
         producer: &Producer,
         live: &Live,
-        partition: &Partition,
-        generation: u64,
+        (partition, generation): (&Partition, u64),
         msg: &BorrowedMessage<'_>,
-    ) {
-        let Some(ticket) = shared.track(partition, generation, msg.offset()) else {
+        hurry: &dyn Fn() -> bool,
+    ) -> usize {
+        let Some((ticket, room)) = shared.track(partition, generation, msg.offset()) else {
             debug!(
                 partition = partition.1,
                 offset = msg.offset(),
                 "skipping input of a revoked partition"
             );
-            return;
+            return 0;
         };
         let processed = &mut self.processed;
         let payload = msg.payload().unwrap_or_default();
@@ -270,7 +323,7 @@ impl Hands {
         let records = processed.records();
         if records == 0 {
             shared.complete(&ticket, timestamp_ms);
-            return;
+            return room + 1;
         }
         let ack = Ack::new(records, ticket, timestamp_ms);
         let source = Source::new(msg.topic(), msg.partition(), msg.offset());
@@ -285,8 +338,8 @@ impl Hands {
             )
             .payload(&record[..])
             .headers(owned(&headers));
-            send(shared, producer, record);
-            return;
+            send(shared, producer, record, hurry);
+            return room;
         }
         for (route, o) in processed.forwarded() {
             let (Some(headers), Some(topic)) = (
@@ -299,11 +352,11 @@ impl Hands {
                 continue;
             };
             let mut headers = owned(&headers);
-            if let Some(input) = msg.headers() {
-                for h in input.iter() {
-                    if live.stage.keeps_header(h.key) {
-                        headers = headers.insert(h);
-                    }
+            if live.stage.keeps_headers()
+                && let Some(input) = msg.headers()
+            {
+                for h in kept_headers(input, |key| live.stage.keeps_header(key)) {
+                    headers = headers.insert(h);
                 }
             }
             let mut record = BaseRecord::with_opaque_to(topic, Delivery::first(ack.clone()))
@@ -312,9 +365,25 @@ impl Hands {
             if let Some(key) = processed.key(o) {
                 record = record.key(key);
             }
-            send(shared, producer, record);
+            send(shared, producer, record, hurry);
         }
+        room
     }
+}
+
+/// The input headers `keep` accepts, in order. A header whose key is not
+/// UTF-8 is skipped (it cannot be one of the kept names): rdkafka panics on
+/// reading such a key, so each is read under a panic guard, never letting a
+/// producer's bad header stop the worker.
+fn kept_headers<'h, H: Headers>(
+    input: &'h H,
+    keep: impl Fn(&str) -> bool,
+) -> impl Iterator<Item = Header<'h, &'h [u8]>> {
+    (0..input.count()).filter_map(move |i| {
+        let header =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| input.try_get(i))).ok()??;
+        keep(header.key).then_some(header)
+    })
 }
 
 fn owned(headers: &StageHeaders<'_>) -> OwnedHeaders {
@@ -373,6 +442,72 @@ mod tests {
     #[test]
     fn zero_workers_is_not_a_division_by_zero() {
         assert_eq!(worker_of(&p("raw", 3), 0), 0);
+    }
+
+    /// Headers as rdkafka reads them: reading a key that is not UTF-8
+    /// panics (`CStr::to_str().unwrap()` in `BorrowedHeaders::try_get`).
+    struct Raw(Vec<(Vec<u8>, Vec<u8>)>);
+
+    impl Headers for Raw {
+        fn count(&self) -> usize {
+            self.0.len()
+        }
+
+        fn try_get(&self, idx: usize) -> Option<Header<'_, &[u8]>> {
+            let (k, v) = self.0.get(idx)?;
+            Some(Header {
+                key: std::str::from_utf8(k).unwrap(),
+                value: Some(v.as_slice()),
+            })
+        }
+    }
+
+    #[test]
+    fn a_header_key_that_is_not_utf8_is_skipped_not_a_dead_worker() {
+        let input = Raw(vec![
+            (b"trace-id".to_vec(), b"t1".to_vec()),
+            (b"bad\xff".to_vec(), b"x".to_vec()),
+            (b"tenant".to_vec(), b"acme".to_vec()),
+            (b"session".to_vec(), b"s1".to_vec()),
+        ]);
+        let kept: Vec<(String, Vec<u8>)> =
+            kept_headers(&input, |k| k == "trace-id" || k == "tenant")
+                .map(|h| (h.key.to_owned(), h.value.unwrap().to_vec()))
+                .collect();
+        assert_eq!(
+            kept,
+            vec![
+                ("trace-id".to_owned(), b"t1".to_vec()),
+                ("tenant".to_owned(), b"acme".to_vec())
+            ]
+        );
+    }
+
+    #[test]
+    fn a_posted_change_waits_out_the_read_in_progress_and_stops_the_next() {
+        let desk = Arc::new(Desk::default());
+        let reading = desk.gate();
+        let revoker = {
+            let desk = desk.clone();
+            std::thread::spawn(move || {
+                desk.post(Change::Drop(p("raw", 0)));
+                let started = Instant::now();
+                desk.quiesce();
+                started.elapsed()
+            })
+        };
+        while !desk.posted() {
+            std::thread::yield_now();
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        drop(reading); // the read in progress ends
+        assert!(
+            revoker.join().unwrap() >= Duration::from_millis(90),
+            "the revoke waited for the read"
+        );
+        assert!(desk.posted(), "the next read sees the change and stops");
+        assert_eq!(desk.take().len(), 1);
+        assert!(!desk.posted(), "taken");
     }
 
     #[test]
