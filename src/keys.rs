@@ -132,6 +132,17 @@ impl KeyRing {
         }
     }
 
+    /// A ring of `keys` with `active` the active one; `None` if no key
+    /// has that id.
+    pub fn from_keys(keys: Vec<Key>, active: &str) -> Option<KeyRing> {
+        let keys: BTreeMap<String, Key> = keys.into_iter().map(|k| (k.id.clone(), k)).collect();
+        keys.contains_key(active).then(|| KeyRing {
+            keys,
+            active: active.to_owned(),
+            warnings: Vec::new(),
+        })
+    }
+
     /// What the caller should tell the operator (loading does not print).
     pub fn warnings(&self) -> &[KeyWarning] {
         &self.warnings

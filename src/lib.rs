@@ -15,6 +15,7 @@
 //! - [`pseudonym`]: HKDF per-purpose keys and HMAC-SHA256 pseudonyms.
 //! - [`keys`]: secret key files, the key ring, key generation; secrets never
 //!   print.
+//! - [`suppression`]: the opt-out list of keyed tokens (pure).
 //! - [`outcome`]: verdicts, drop and reject reason codes, field tallies.
 //! - [`explain`]: the policy as a human-readable data inventory.
 //! - [`schema`]: the JSON Schema of the policy file.
@@ -50,6 +51,7 @@ pub mod policy;
 pub mod pseudonym;
 pub mod schema;
 pub mod stage;
+pub mod suppression;
 
 pub use engine::{CompiledPolicy, Limits, Scratch, compile};
 pub use outcome::{DropReason, FieldCounts, Outcome, Reject, RejectReason, RouteOutcome, Verdict};

@@ -64,13 +64,16 @@ pub mod family {
     pub const POLICY_INFO: Family = spec("veil_policy_info", "The live policy of each route (value 1).", &["route", "policy", "version", "sha256"]);
     pub const KEY_INFO: Family = spec("veil_key_info", "The live pseudonymisation key (value 1).", &["key_id"]);
     pub const RELOADS: Family = spec("veil_reloads_total", "Policy and key reloads by result (ok, rejected).", &["result"]);
+    pub const SUPPRESSION_ENTRIES: Family = spec("veil_suppression_entries", "Entries (keyed tokens) on the suppression list, every source together.", &[]);
+    pub const SUPPRESSION_UPDATES: Family = spec("veil_suppression_updates_total", "Suppression list updates by source: a file read (files), a record read (topic).", &["source"]);
+    pub const SUPPRESSION_INVALID: Family = spec("veil_suppression_invalid_total", "Suppression topic records that are not token lines (ignored).", &["source"]);
     pub const READY: Family = spec("veil_ready", "1 when /readyz answers 200: policies and keys loaded, broker reachable, group joined, partitions assigned, none stalled.", &[]);
 
     /// All of the above.
-    pub const ALL: [&Family; 17] = [
+    pub const ALL: [&Family; 20] = [
         &EVENTS, &DEAD_LETTERS, &FIELDS, &INPUT_BYTES, &OUTPUT_BYTES, &PROCESS_DURATION,
         &END_TO_END_LATENCY, &CONSUMER_LAG, &PARTITION_STALLED, &IN_FLIGHT, &PRODUCE_ERRORS, &COMMITS, &REBALANCES,
-        &POLICY_INFO, &KEY_INFO, &RELOADS, &READY,
+        &POLICY_INFO, &KEY_INFO, &RELOADS, &SUPPRESSION_ENTRIES, &SUPPRESSION_UPDATES, &SUPPRESSION_INVALID, &READY,
     ];
 }
 
@@ -93,6 +96,9 @@ pub struct Metrics {
     policy_info: IntGaugeVec,
     key_info: IntGaugeVec,
     reloads: IntCounterVec,
+    suppression_entries: IntGauge,
+    suppression_updates: IntCounterVec,
+    suppression_invalid: IntCounterVec,
     ready: IntGauge,
 }
 
@@ -286,8 +292,15 @@ impl Metrics {
             policy_info: r.gauges(&POLICY_INFO)?,
             key_info: r.gauges(&KEY_INFO)?,
             reloads: r.counters(&RELOADS)?,
+            suppression_entries: r.gauge(&SUPPRESSION_ENTRIES)?,
+            suppression_updates: r.counters(&SUPPRESSION_UPDATES)?,
+            suppression_invalid: r.counters(&SUPPRESSION_INVALID)?,
             ready: r.gauge(&READY)?,
         };
+        for source in crate::suppression::Source::ALL {
+            m.suppression_updates.with_label_values(&[source.label()]);
+            m.suppression_invalid.with_label_values(&[source.label()]);
+        }
         for result in ReloadResult::ALL {
             m.reloads.with_label_values(&[result.label()]);
         }
@@ -322,6 +335,28 @@ impl Metrics {
         }
         self.key_info.with_label_values(&[key_id]).set(1);
         StageCounters::new(self, routes.iter().map(|(name, _)| *name))
+    }
+
+    /// The suppression list changed: `updates` from `source`, `entries` now.
+    pub fn suppression(&self, source: crate::suppression::Source, updates: u64, entries: usize) {
+        self.suppression_updates
+            .with_label_values(&[source.label()])
+            .inc_by(updates);
+        self.suppression_entries
+            .set(i64::try_from(entries).unwrap_or(i64::MAX));
+    }
+
+    /// A suppression record that is not a token line was ignored (logged
+    /// without its content, which may be a raw identifier).
+    pub fn suppression_invalid(
+        &self,
+        source: crate::suppression::Source,
+        why: &dyn std::fmt::Display,
+    ) {
+        tracing::error!(source = source.label(), error = %why, "suppression record ignored");
+        self.suppression_invalid
+            .with_label_values(&[source.label()])
+            .inc();
     }
 
     /// `veil_ready` from what `/readyz` answers.

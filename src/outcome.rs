@@ -34,14 +34,17 @@ pub enum DropReason {
     NoRule,
     /// The first matching rule says `drop: true`.
     ByRule,
+    /// A subject value is on the suppression (opt-out) list.
+    Suppressed,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 4] = [
+    pub const ALL: [DropReason; 5] = [
         DropReason::NoConsent,
         DropReason::OptedOut,
         DropReason::NoRule,
         DropReason::ByRule,
+        DropReason::Suppressed,
     ];
 
     pub fn code(self) -> &'static str {
@@ -50,6 +53,7 @@ impl DropReason {
             DropReason::OptedOut => "opted_out",
             DropReason::NoRule => "no_rule",
             DropReason::ByRule => "by_rule",
+            DropReason::Suppressed => "suppressed",
         }
     }
 }

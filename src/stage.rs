@@ -252,6 +252,18 @@ impl Stage {
         })
     }
 
+    /// Check every route's subjects against `list` (see
+    /// [`CompiledPolicy::suppressing`]).
+    pub fn suppressing(
+        mut self,
+        list: &std::sync::Arc<crate::suppression::SuppressionList>,
+    ) -> Stage {
+        for route in &mut self.routes {
+            route.engine = route.engine.clone().suppressing(list.clone());
+        }
+        self
+    }
+
     /// Hold every output record to `bytes`: an input with a clean event
     /// (plus its key) larger than that is rejected as a whole as
     /// `output_too_large`, and a dead-letter record that would be larger
@@ -291,13 +303,13 @@ impl Stage {
         self.public_demo_key
     }
 
-    /// Whether an input header is copied to the outputs (the config
-    /// refuses to keep any named `veil-*`, so veil's own cannot be spoofed).
     /// Whether any input header is kept.
     pub fn keeps_headers(&self) -> bool {
         !self.keep_headers.is_empty()
     }
 
+    /// Whether an input header is copied to the outputs (the config
+    /// refuses to keep any named `veil-*`, so veil's own cannot be spoofed).
     pub fn keeps_header(&self, name: &str) -> bool {
         self.keep_headers.iter().any(|h| h == name)
     }

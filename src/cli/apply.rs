@@ -48,6 +48,12 @@ pub struct Args {
     /// Reject lines larger than this many bytes (the `\n` or `\r\n` not counted).
     #[arg(long, value_name = "BYTES", default_value_t = Limits::default().max_message_bytes)]
     max_message_bytes: usize,
+    /// Suppression (opt-out) file: one raw identifier per line, `#`
+    /// comments and blank lines ignored. Events whose subject (a policy
+    /// `subject` path, after its normalisation) is listed are dropped as
+    /// `suppressed`. Repeatable.
+    #[arg(long = "suppress", value_name = "FILE")]
+    suppress: Vec<PathBuf>,
     /// Reject events nested deeper than this.
     #[arg(long, value_name = "N", default_value_t = Limits::default().max_depth)]
     max_depth: u32,
@@ -129,6 +135,11 @@ pub fn run(args: Args) -> CliResult {
             .iter()
             .map(|k| (Role::Input, k.as_path(), "key file")),
     );
+    places.extend(
+        args.suppress
+            .iter()
+            .map(|f| (Role::Input, f.as_path(), "--suppress")),
+    );
     places.push((Role::Output, args.output.as_path(), "--output"));
     if let Some(d) = &args.dead_letter {
         places.push((Role::Output, d.as_path(), "--dead-letter"));
@@ -136,6 +147,25 @@ pub fn run(args: Args) -> CliResult {
     refuse_clashes(&places)?;
     // One route, named after its policy: the `route` label of its metrics.
     let route = policy.name.clone();
+    let suppression = if args.suppress.is_empty() {
+        None
+    } else if policy.subject.is_empty() {
+        return Err(usage(anyhow::anyhow!(
+            "--suppress needs a policy that declares `subject` paths ({} declares none): without them no event can be matched to the list",
+            args.policy.display()
+        )));
+    } else {
+        let list = veil::suppression::SuppressionList::new(&ring);
+        let tokeniser = veil::suppression::Tokeniser::new(ring.active());
+        let variants = veil::suppression::all_variants([&policy]);
+        let entries = veil::suppression::read_files(&args.suppress, &tokeniser, &variants)
+            .map_err(|e| Failure {
+                code: EX_NOINPUT,
+                error: e.into(),
+            })?;
+        list.replace(veil::suppression::Source::Files, entries);
+        Some(std::sync::Arc::new(list))
+    };
     let stage = Stage::new(
         &StageConfig {
             // Files have no Kafka keys.
@@ -148,9 +178,20 @@ pub fn run(args: Args) -> CliResult {
         &ring,
     )
     .map_err(usage)?;
+    let stage = match &suppression {
+        Some(list) => stage.suppressing(list),
+        None => stage,
+    };
     let registry = prometheus::Registry::new();
     let metrics = Metrics::new(&registry).map_err(io)?;
     let counters = metrics.live(&stage.policies(), stage.key_id());
+    if let Some(list) = &suppression {
+        metrics.suppression(
+            veil::suppression::Source::Files,
+            args.suppress.len() as u64,
+            list.len(),
+        );
+    }
     let _endpoint =
         super::serve_file_run(args.metrics_listen, "--metrics-listen", registry, &metrics)?;
     let (mut input, len) = open_input(&args.input)?;

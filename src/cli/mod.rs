@@ -9,6 +9,7 @@ mod lines;
 mod ndjson;
 mod output;
 mod run;
+mod suppress;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -210,6 +211,8 @@ enum Command {
     Apply(apply::Args),
     /// Print the pseudonym of each value (to find a subject's rows).
     Hash(hash::Args),
+    /// Print the token lines of identifiers for a suppression topic or file.
+    Suppress(suppress::Args),
     /// Write a new random 32-byte key to DIR/ID.key (mode 0600).
     Keygen {
         /// Key directory (created if missing, mode 0700).
@@ -270,6 +273,7 @@ pub fn main() -> ExitCode {
         Command::Demo(args) => demo::run(args),
         Command::Apply(args) => apply::run(args),
         Command::Hash(args) => hash::run(args),
+        Command::Suppress(args) => suppress::run(args),
         Command::Keygen { dir, id } => veil::keys::generate(&dir, &id)
             .map(|path| {
                 note(format_args!(

@@ -26,11 +26,14 @@ mod generalise;
 mod scan;
 mod walk;
 
+use std::sync::Arc;
+
 use crate::keys::Key;
 use crate::outcome::{DropReason, FieldCounts, Outcome, Reject, RejectReason, Verdict};
-use crate::policy::trie::Node;
-use crate::policy::{Policy, Scalar};
+use crate::policy::trie::{Node, Plan};
+use crate::policy::{Normalise, Policy, Scalar};
 use crate::pseudonym::Pseudonymiser;
+use crate::suppression::SuppressionList;
 
 pub use generalise::{bucket, ip_prefix, truncate_time, url};
 pub use walk::normalise_into;
@@ -74,7 +77,24 @@ pub struct CompiledPolicy {
     key_id: String,
     pseudonymiser: Pseudonymiser,
     limits: Limits,
+    suppression: Option<SubjectCheck>,
 }
+
+/// The suppression check of one policy (see [`CompiledPolicy::suppressing`]).
+#[derive(Debug, Clone)]
+struct SubjectCheck {
+    list: Arc<SuppressionList>,
+    /// Per subject path: the normalisations its values are hashed with.
+    variants: Vec<Vec<Vec<Normalise>>>,
+    /// The policy's plan with a probe that records every subject value,
+    /// used while the list is not empty.
+    plan: Plan,
+}
+
+/// Subject values one event may carry, at most; an event with more is
+/// dropped as `suppressed` (fail closed) rather than costing a keyed hash
+/// per value without bound.
+pub const MAX_SUBJECT_VALUES: usize = 256;
 
 /// Bind a validated policy to the active key.
 pub fn compile(policy: Policy, key: &Key, limits: Limits) -> CompiledPolicy {
@@ -88,6 +108,7 @@ pub fn compile(policy: Policy, key: &Key, limits: Limits) -> CompiledPolicy {
         key_id: key.id.clone(),
         pseudonymiser,
         limits,
+        suppression: None,
     }
 }
 
@@ -99,6 +120,31 @@ enum Route<'p> {
 impl CompiledPolicy {
     pub fn policy(&self) -> &Policy {
         &self.policy
+    }
+
+    /// This policy, dropping every event one of whose subject values
+    /// (after the path's normalisation) is on `list`, with reason
+    /// `suppressed`, before consent and rules. A policy without subject
+    /// paths is unchanged. While the list is empty nothing is checked and
+    /// nothing costs more.
+    pub fn suppressing(mut self, list: Arc<SuppressionList>) -> CompiledPolicy {
+        let p = &self.policy;
+        if p.subject.is_empty() {
+            return self;
+        }
+        let plan = crate::policy::trie::plan(
+            p.fields.as_ref(),
+            &p.rules,
+            p.consent.as_ref(),
+            &p.subject,
+            true,
+        );
+        self.suppression = Some(SubjectCheck {
+            list,
+            variants: crate::suppression::variants(p),
+            plan,
+        });
+        self
     }
 
     /// The id of the key pseudonyms are made with.
@@ -161,7 +207,8 @@ impl CompiledPolicy {
         let text = std::str::from_utf8(input)
             .map_err(|e| reject(RejectReason::InvalidUtf8, e.valid_up_to(), "invalid UTF-8"))?;
         let start = top_level_start(input, self.limits.max_depth)?;
-        let plan = &self.policy.plan;
+        let check = self.suppression.as_ref().filter(|c| !c.list.is_empty());
+        let plan = check.map_or(&self.policy.plan, |c| &c.plan);
         let max_depth = self.limits.max_depth;
         let plen = self.pseudonymiser.len();
         bufs.reset(plan.slots);
@@ -172,7 +219,10 @@ impl CompiledPolicy {
             w.sc.pos = start;
             w.event(probe)?;
             out.truncate(mark);
-            let route = self.route(text, bufs);
+            let route = match check {
+                Some(c) if suppressed(c, text, bufs) => Route::Drop(DropReason::Suppressed),
+                _ => self.route(plan, text, bufs),
+            };
             let captures = std::mem::take(&mut bufs.captures);
             bufs.reset(0);
             bufs.captures = captures;
@@ -215,11 +265,10 @@ impl CompiledPolicy {
     }
 
     /// After a probe walk: consent first, then the first matching rule.
-    fn route(&self, text: &str, bufs: &mut Buffers) -> Route<'_> {
+    fn route<'p>(&'p self, plan: &'p Plan, text: &str, bufs: &mut Buffers) -> Route<'p> {
         if let Some(reason) = self.consent(text, bufs) {
             return Route::Drop(reason);
         }
-        let plan = &self.policy.plan;
         for rule in &plan.rules {
             let matches = rule.when.iter().all(|(slot, any_of)| {
                 capture(&bufs.captures, *slot)
@@ -337,6 +386,51 @@ fn top_level_start(input: &[u8], max_depth: u32) -> Result<usize, Reject> {
         start,
         "the top-level value is not an object",
     ))
+}
+
+/// Whether any subject value the probe recorded is on the list (or there
+/// are more than [`MAX_SUBJECT_VALUES`]: fail closed). Each value is hashed
+/// as pseudonymisation would: a string's unescaped content, a number's or
+/// boolean's JSON text, after its path's normalisations; `null` and
+/// containers are no identifiers.
+fn suppressed(check: &SubjectCheck, text: &str, bufs: &mut Buffers) -> bool {
+    if bufs.subjects.len() > MAX_SUBJECT_VALUES {
+        return true;
+    }
+    let view = check.list.view();
+    for &(i, s, e) in &bufs.subjects {
+        let (Some(raw), Some(variants)) = (
+            text.get(s as usize..e as usize),
+            check.variants.get(usize::from(i)),
+        ) else {
+            return true; // a bug in the walk: never let the event through
+        };
+        let value: &str = match raw.as_bytes().first() {
+            Some(b'"') => {
+                let content = raw.get(1..raw.len().saturating_sub(1)).unwrap_or_default();
+                if content.contains('\\') {
+                    bufs.text.clear();
+                    unescape(content.as_bytes(), &mut bufs.text);
+                    match std::str::from_utf8(&bufs.text) {
+                        Ok(t) => t,
+                        Err(_) => return true,
+                    }
+                } else {
+                    content
+                }
+            }
+            Some(b'{' | b'[' | b'n') | None => continue,
+            Some(_) => raw,
+        };
+        for steps in variants {
+            bufs.values.clear();
+            normalise_into(value, steps, &mut bufs.values);
+            if view.contains(&bufs.values) {
+                return true;
+            }
+        }
+    }
+    false
 }
 
 /// The span recorded in capture slot `slot`, if the walk saw that value.

@@ -39,6 +39,8 @@ pub struct Pending {
 pub struct Buffers {
     pub scan: ScanBuffers,
     pub captures: Vec<Option<(u32, u32)>>,
+    /// Every value seen at a subject path: (subject index, span).
+    pub subjects: Vec<(u16, u32, u32)>,
     pub pending: Vec<Pending>,
     pub values: Vec<u8>,
     pub text: Vec<u8>,
@@ -49,6 +51,7 @@ impl Buffers {
         self.scan.clear();
         self.captures.clear();
         self.captures.resize(slots, None);
+        self.subjects.clear();
         self.pending.clear();
         self.values.clear();
     }
@@ -60,6 +63,7 @@ pub struct Walker<'a, 'b> {
     text: &'a str,
     pub out: &'b mut Vec<u8>,
     captures: &'b mut Vec<Option<(u32, u32)>>,
+    subjects: &'b mut Vec<(u16, u32, u32)>,
     pending: &'b mut Vec<Pending>,
     values: &'b mut Vec<u8>,
     scratch: &'b mut Vec<u8>,
@@ -80,6 +84,7 @@ impl<'a, 'b> Walker<'a, 'b> {
             text,
             out,
             captures: &mut bufs.captures,
+            subjects: &mut bufs.subjects,
             pending: &mut bufs.pending,
             values: &mut bufs.values,
             scratch: &mut bufs.text,
@@ -143,6 +148,9 @@ impl<'a, 'b> Walker<'a, 'b> {
             && let Some(c) = self.captures.get_mut(usize::from(slot))
         {
             *c = Some((start as u32, self.sc.pos as u32));
+        }
+        if let Some(i) = node.subject {
+            self.subjects.push((i, start as u32, self.sc.pos as u32));
         }
         Ok(written)
     }

@@ -44,6 +44,9 @@ pub struct Node {
     pub each: Option<Box<Node>>,
     /// Record where this value is, for consent and rule conditions.
     pub capture: Option<u16>,
+    /// Record every value here as one of subject path `i`'s values (for the
+    /// suppression check; see [`plan`]'s `check_subjects`).
+    pub subject: Option<u16>,
     /// Whether anything at or below this node can reach the output. A shape
     /// mismatch under an emitting node is a `type_mismatch`; under a node
     /// that emits nothing it is plain removal.
@@ -81,6 +84,7 @@ impl Node {
             any: None,
             each: None,
             capture: None,
+            subject: None,
             emits: false,
         }
     }
@@ -108,6 +112,8 @@ pub struct Plan {
     pub consent: Option<ConsentSlots>,
     /// Number of capture slots.
     pub slots: usize,
+    /// Whether the probe records the subject values ([`Node::subject`]).
+    pub subjects: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -124,12 +130,15 @@ pub struct ConsentSlots {
     pub opt_out: Option<u16>,
 }
 
-/// Builds the plan for validated parts of a policy.
-pub(super) fn plan(
+/// Builds the plan for validated parts of a policy. With `check_subjects`
+/// (and subject paths), a probe always runs and records every value at
+/// every subject path, wherever the allowlist would take the walk.
+pub(crate) fn plan(
     default: Option<&FieldSet>,
     rules: &[super::Rule],
     consent: Option<&super::Consent>,
     subject: &[FieldPath],
+    check_subjects: bool,
 ) -> Plan {
     // One slot per distinct path: a node records one capture.
     let mut captures: Vec<&FieldPath> = Vec::new();
@@ -159,7 +168,9 @@ pub(super) fn plan(
     // Every place the policy reads or names beneath a kept parent makes that
     // parent's shape matter: such values are walked, never copied whole.
     let markers: Vec<&FieldPath> = captures.iter().copied().chain(subject).collect();
-    let tree = |fields: &FieldSet, captures: &[&FieldPath]| build(fields, captures, &markers);
+    let tree = |fields: &FieldSet, captures: &[&FieldPath]| build(fields, captures, &markers, &[]);
+    let subjects: Vec<&FieldPath> = subject.iter().collect();
+    let check_subjects = check_subjects && !subjects.is_empty();
     let rule_plans = rules
         .iter()
         .zip(whens)
@@ -174,7 +185,7 @@ pub(super) fn plan(
     // every captured path stays reachable; otherwise run a probe pass.
     let mut probe = None;
     let default_node = match default {
-        Some(fields) if rules.is_empty() && !captures.is_empty() => {
+        Some(fields) if rules.is_empty() && !captures.is_empty() && !check_subjects => {
             let folded = tree(fields, &captures);
             if captures
                 .iter()
@@ -193,12 +204,16 @@ pub(super) fn plan(
     if !rules.is_empty() && !captures.is_empty() {
         probe = Some(tree(&FieldSet::default(), &captures));
     }
+    if check_subjects {
+        probe = Some(build(&FieldSet::default(), &captures, &markers, &subjects));
+    }
     Plan {
         probe,
         default: default_node,
         rules: rule_plans,
         consent: consent_slots,
         slots,
+        subjects: check_subjects,
     }
 }
 
@@ -225,6 +240,7 @@ struct Draft {
     any: Option<Box<Draft>>,
     each: Option<Box<Draft>>,
     capture: Option<u16>,
+    subject: Option<u16>,
 }
 
 impl Draft {
@@ -250,6 +266,9 @@ impl Draft {
     fn merge_under(&mut self, general: &Draft) {
         if self.action.is_none() {
             self.action = general.action.clone();
+        }
+        if self.subject.is_none() {
+            self.subject = general.subject;
         }
         for (k, g) in &general.children {
             match self.children.iter_mut().find(|(ck, _)| ck == k) {
@@ -319,6 +338,7 @@ impl Draft {
             any,
             each,
             capture: self.capture,
+            subject: self.subject,
             emits,
         }
     }
@@ -333,10 +353,16 @@ fn merge_opt(mine: &mut Option<Box<Draft>>, general: Option<&Draft>) {
     }
 }
 
-/// Compile one field set, with capture slot `i` at `captures[i]`. `markers`
-/// are paths the policy names elsewhere (subjects, consent, conditions): they
-/// add no action, only the shape the walk checks on the way to them.
-pub fn build(fields: &FieldSet, captures: &[&FieldPath], markers: &[&FieldPath]) -> Node {
+/// Compile one field set, with capture slot `i` at `captures[i]` and
+/// subject mark `i` at `subjects[i]`. `markers` are paths the policy names
+/// elsewhere (subjects, consent, conditions): they add no action, only the
+/// shape the walk checks on the way to them.
+pub fn build(
+    fields: &FieldSet,
+    captures: &[&FieldPath],
+    markers: &[&FieldPath],
+    subjects: &[&FieldPath],
+) -> Node {
     let mut root = Draft::default();
     for entry in &fields.entries {
         root.insert(&entry.path.0).action = Some(entry.action.clone());
@@ -346,6 +372,9 @@ pub fn build(fields: &FieldSet, captures: &[&FieldPath], markers: &[&FieldPath])
     }
     for (slot, path) in captures.iter().enumerate() {
         root.insert(&path.0).capture = Some(slot as u16);
+    }
+    for (i, path) in subjects.iter().enumerate() {
+        root.insert(&path.0).subject = Some(i as u16);
     }
     root.resolve_wildcards();
     // The root is the event object itself: look inside, keep nothing unlisted.

@@ -360,7 +360,13 @@ fn check(c: &mut Checker, raw: RawPolicy, sha256: String) -> Option<Policy> {
     }
 
     let subject_paths: Vec<FieldPath> = subject.iter().map(|(p, _)| p.clone()).collect();
-    let plan = trie::plan(fields.as_ref(), &rules, consent.as_ref(), &subject_paths);
+    let plan = trie::plan(
+        fields.as_ref(),
+        &rules,
+        consent.as_ref(),
+        &subject_paths,
+        false,
+    );
     // Subject identifiers must never pass in clear, under any rule.
     let trees = plan
         .default

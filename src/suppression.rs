@@ -1,0 +1,612 @@
+//! The suppression (opt-out) list: subjects whose events must not flow.
+//!
+//! The list never holds a raw identifier, only keyed tokens:
+//!
+//! - suppression key = HKDF-SHA256(ikm = key bytes, salt = empty,
+//!   info = `veil/v1/suppression`, length = 32) (RFC 5869), a key of its own,
+//!   so a token never equals a pseudonym made under any purpose;
+//! - token = HMAC-SHA256(suppression key, identifier bytes), written as
+//!   `<key_id>:<64 hex digits>` (a *token line*).
+//!
+//! Each entry names the key it was made with, and an event is checked
+//! under every key the list holds entries for: rotating the pseudonym key
+//! (`keys.active`) leaves every entry matching as long as its key stays in
+//! the key directory. An entry whose key is not loaded cannot be checked;
+//! the list counts such entries ([`SuppressionList::unverifiable`]) so that
+//! veil can say so loudly instead of letting that subject flow silently
+//! (see `docs/erasure.md`).
+//!
+//! Identifiers are hashed after the same normalisation the policy applies
+//! to the subject path they are read from ([`variants`]): a raw identifier
+//! from a file is hashed once per normalisation in use.
+//!
+//! Pure: parsing and hashing only; the adapters read files and topics.
+
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use hkdf::Hkdf;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use zeroize::Zeroizing;
+
+use crate::engine::normalise_into;
+use crate::keys::{Key, KeyRing};
+use crate::policy::trie::{Mode, Node};
+use crate::policy::{Action, FieldPath, Normalise, Policy, Segment};
+
+/// The HKDF `info` of the suppression key.
+pub const SUPPRESSION_INFO: &str = "veil/v1/suppression";
+
+/// Hashes identifiers into tokens under one key.
+#[derive(Clone)]
+pub struct Tokeniser {
+    key_id: String,
+    mac: Hmac<Sha256>,
+}
+
+impl std::fmt::Debug for Tokeniser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tokeniser")
+            .field("key_id", &self.key_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Tokeniser {
+    pub fn new(key: &Key) -> Tokeniser {
+        let hk = Hkdf::<Sha256>::new(Some(&[]), key.secret.expose());
+        let mut derived = Zeroizing::new([0u8; 32]);
+        // 32 bytes is always a valid HKDF-SHA256 length, and HMAC takes
+        // keys of any length: neither error can happen.
+        let _ = hk.expand(SUPPRESSION_INFO.as_bytes(), &mut derived[..]);
+        let mac = <Hmac<Sha256> as Mac>::new_from_slice(&derived[..])
+            .unwrap_or_else(|_| <Hmac<Sha256> as Mac>::new(&Default::default()));
+        Tokeniser {
+            key_id: key.id.clone(),
+            mac,
+        }
+    }
+
+    pub fn key_id(&self) -> &str {
+        &self.key_id
+    }
+
+    /// The full token of `identifier` (already normalised).
+    pub fn token(&self, identifier: &[u8]) -> [u8; 32] {
+        let mut mac = self.mac.clone();
+        mac.update(identifier);
+        mac.finalize().into_bytes().into()
+    }
+
+    /// The token line of `identifier`: `<key_id>:<hex>`.
+    pub fn line(&self, identifier: &[u8]) -> String {
+        format!("{}:{}", self.key_id, hex::encode(self.token(identifier)))
+    }
+}
+
+/// What the list keeps of a token: its first 128 bits. Among a million
+/// entries the chance that any other identifier's token shares them is
+/// about 10^6 / 2^128 per event: never in practice.
+type Short = u128;
+
+fn short(token: &[u8; 32]) -> Short {
+    let mut first = [0u8; 16];
+    first.copy_from_slice(token.split_at(16).0);
+    u128::from_be_bytes(first)
+}
+
+/// One parsed token line.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Entry {
+    pub key_id: String,
+    token: Short,
+}
+
+/// Why a token line cannot be read. Never quotes the line (it might be a
+/// raw identifier put where a token belongs).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EntryError {
+    #[error(
+        "not a token line: expected `<key_id>:<64 hex digits>` (make one with `veil suppress`)"
+    )]
+    Shape,
+    #[error("the key id before `:` is not a valid key id")]
+    KeyId,
+}
+
+impl Entry {
+    /// Parse `<key_id>:<64 hex digits>` (surrounding white space allowed).
+    pub fn parse(line: &str) -> Result<Entry, EntryError> {
+        let line = line.trim();
+        let (key_id, hex_token) = line.rsplit_once(':').ok_or(EntryError::Shape)?;
+        if !crate::keys::id_ok(key_id) {
+            return Err(EntryError::KeyId);
+        }
+        let mut token = [0u8; 32];
+        if hex_token.len() != 64 || hex::decode_to_slice(hex_token, &mut token).is_err() {
+            return Err(EntryError::Shape);
+        }
+        Ok(Entry {
+            key_id: key_id.to_owned(),
+            token: short(&token),
+        })
+    }
+
+    /// The entry for `identifier` under `tokeniser`.
+    pub fn of(tokeniser: &Tokeniser, identifier: &[u8]) -> Entry {
+        Entry {
+            key_id: tokeniser.key_id.clone(),
+            token: short(&tokeniser.token(identifier)),
+        }
+    }
+}
+
+/// Where entries come from; each source is replaced or updated on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Source {
+    /// Identifier files (`suppression.files`, `veil apply --suppress`).
+    Files,
+    /// The suppression topic.
+    Topic,
+}
+
+impl Source {
+    pub const ALL: [Source; 2] = [Source::Files, Source::Topic];
+
+    /// The metric label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            Source::Files => "files",
+            Source::Topic => "topic",
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Sets {
+    /// Per key id, per source.
+    by_key: HashMap<String, [HashSet<Short>; 2]>,
+}
+
+fn slot(source: Source) -> usize {
+    match source {
+        Source::Files => 0,
+        Source::Topic => 1,
+    }
+}
+
+/// The list, shared by every route and updated while veil runs.
+#[derive(Debug)]
+pub struct SuppressionList {
+    /// A tokeniser per loaded key.
+    tokenisers: HashMap<String, Tokeniser>,
+    sets: RwLock<Sets>,
+    entries: AtomicUsize,
+}
+
+impl SuppressionList {
+    /// An empty list that can check entries made under any key of `ring`.
+    pub fn new(ring: &KeyRing) -> SuppressionList {
+        let tokenisers = ring
+            .ids()
+            .filter_map(|id| ring.get(id))
+            .map(|k| (k.id.clone(), Tokeniser::new(k)))
+            .collect();
+        SuppressionList {
+            tokenisers,
+            sets: RwLock::new(Sets::default()),
+            entries: AtomicUsize::new(0),
+        }
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, Sets> {
+        self.sets.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Sets> {
+        self.sets.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn recount(&self, sets: &Sets) {
+        let n = sets
+            .by_key
+            .values()
+            .map(|s| s.iter().map(HashSet::len).sum::<usize>())
+            .sum();
+        self.entries.store(n, Ordering::Relaxed);
+    }
+
+    /// Replace every entry of `source`.
+    pub fn replace(&self, source: Source, entries: impl IntoIterator<Item = Entry>) {
+        let mut sets = self.write();
+        for s in sets.by_key.values_mut() {
+            if let Some(set) = s.get_mut(slot(source)) {
+                set.clear();
+            }
+        }
+        for e in entries {
+            let set = sets.by_key.entry(e.key_id).or_default();
+            if let Some(set) = set.get_mut(slot(source)) {
+                set.insert(e.token);
+            }
+        }
+        sets.by_key
+            .retain(|_, s| s.iter().any(|set| !set.is_empty()));
+        self.recount(&sets);
+    }
+
+    /// Add (`true`) or remove (`false`) one entry of `source`.
+    pub fn update(&self, source: Source, entry: Entry, add: bool) {
+        let mut sets = self.write();
+        let set = sets.by_key.entry(entry.key_id.clone()).or_default();
+        let changed = match set.get_mut(slot(source)) {
+            Some(set) if add => set.insert(entry.token),
+            Some(set) => set.remove(&entry.token),
+            None => false,
+        };
+        if !add && set.iter().all(HashSet::is_empty) {
+            sets.by_key.remove(&entry.key_id);
+        }
+        if changed {
+            if add {
+                self.entries.fetch_add(1, Ordering::Relaxed);
+            } else {
+                self.entries.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Entries, every source and key together (an identifier in a file and
+    /// on the topic counts twice).
+    pub fn len(&self) -> usize {
+        self.entries.load(Ordering::Relaxed)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Entries made under a key that is not loaded: they cannot be checked.
+    pub fn unverifiable(&self) -> Vec<(String, usize)> {
+        let sets = self.read();
+        let mut out: Vec<(String, usize)> = sets
+            .by_key
+            .iter()
+            .filter(|(id, _)| !self.tokenisers.contains_key(*id))
+            .map(|(id, s)| (id.clone(), s.iter().map(HashSet::len).sum()))
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// A look at the list for one event: holds a read lock while it lives.
+    pub fn view(&self) -> View<'_> {
+        View {
+            list: self,
+            sets: self.read(),
+        }
+    }
+}
+
+/// The list as one event sees it.
+pub struct View<'a> {
+    list: &'a SuppressionList,
+    sets: RwLockReadGuard<'a, Sets>,
+}
+
+impl View<'_> {
+    /// Whether `identifier` (normalised) is on the list under any key.
+    pub fn contains(&self, identifier: &[u8]) -> bool {
+        self.sets.by_key.iter().any(|(id, sets)| {
+            let Some(t) = self.list.tokenisers.get(id) else {
+                return false;
+            };
+            let token = short(&t.token(identifier));
+            sets.iter().any(|s| s.contains(&token))
+        })
+    }
+}
+
+/// Why an identifier file cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    #[error("cannot read suppression file {path}: {source}")]
+    Read {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}: not UTF-8 text")]
+    Utf8 { path: std::path::PathBuf, line: u64 },
+}
+
+/// Read identifier `files` and make their entries under `tokeniser`, one
+/// per identifier and normalisation in `variants`. The raw identifiers
+/// live only while they are hashed. (This module's only I/O.)
+pub fn read_files(
+    files: &[std::path::PathBuf],
+    tokeniser: &Tokeniser,
+    variants: &[Vec<Normalise>],
+) -> Result<Vec<Entry>, FileError> {
+    let mut entries = Vec::new();
+    for path in files {
+        let text = Zeroizing::new(std::fs::read(path).map_err(|source| FileError::Read {
+            path: path.clone(),
+            source,
+        })?);
+        entries.extend(entries_for(tokeniser, identifiers(&text, path)?, variants));
+    }
+    Ok(entries)
+}
+
+/// The identifiers of one suppression file's text: one per line, `#`
+/// comments and blank lines ignored, surrounding white space trimmed.
+/// `path` is only for messages.
+pub fn identifiers<'t>(text: &'t [u8], path: &std::path::Path) -> Result<Vec<&'t str>, FileError> {
+    let mut out = Vec::new();
+    for (i, line) in text.split(|b| *b == b'\n').enumerate() {
+        let line = std::str::from_utf8(line).map_err(|_| FileError::Utf8 {
+            path: path.to_owned(),
+            line: i as u64 + 1,
+        })?;
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        out.push(line);
+    }
+    Ok(out)
+}
+
+/// The entries for raw `identifiers` under `tokeniser`: one per identifier
+/// and normalisation in `variants` (deduplicated).
+pub fn entries_for<'a>(
+    tokeniser: &Tokeniser,
+    identifiers: impl IntoIterator<Item = &'a str>,
+    variants: &[Vec<Normalise>],
+) -> Vec<Entry> {
+    let mut buf = Vec::new();
+    let mut out = HashSet::new();
+    for id in identifiers {
+        for steps in variants {
+            buf.clear();
+            normalise_into(id, steps, &mut buf);
+            out.insert(Entry::of(tokeniser, &buf));
+        }
+    }
+    out.into_iter().collect()
+}
+
+/// The token lines of raw `identifier` under `tokeniser`: one per distinct
+/// normalisation of it in `variants` (what `veil suppress` prints).
+pub fn lines_for(
+    tokeniser: &Tokeniser,
+    identifier: &str,
+    variants: &[Vec<Normalise>],
+) -> Vec<String> {
+    let mut seen: Vec<Vec<u8>> = Vec::new();
+    for steps in variants {
+        let mut buf = Vec::new();
+        normalise_into(identifier, steps, &mut buf);
+        if !seen.contains(&buf) {
+            seen.push(buf);
+        }
+    }
+    seen.iter().map(|v| tokeniser.line(v)).collect()
+}
+
+/// Per subject path of `policy`, in order: the normalisations its value is
+/// hashed with, i.e. those of the `pseudonymise` actions that reach the
+/// path in the policy's trees (the default fields and every rule's), or
+/// only the identity when none does.
+pub fn variants(policy: &Policy) -> Vec<Vec<Vec<Normalise>>> {
+    let plan = &policy.plan;
+    let trees: Vec<&Node> = plan
+        .default
+        .iter()
+        .chain(plan.rules.iter().filter_map(|r| r.fields.as_ref()))
+        .collect();
+    policy
+        .subject
+        .iter()
+        .map(|path| {
+            let mut found: Vec<Vec<Normalise>> = Vec::new();
+            for tree in &trees {
+                collect(tree, &path.0, &mut found);
+            }
+            if found.is_empty() {
+                found.push(Vec::new());
+            }
+            found
+        })
+        .collect()
+}
+
+/// Every normalisation variant of `policies`' subject paths, deduplicated:
+/// what a raw identifier from a file is hashed with.
+pub fn all_variants<'p>(policies: impl IntoIterator<Item = &'p Policy>) -> Vec<Vec<Normalise>> {
+    let mut out: Vec<Vec<Normalise>> = Vec::new();
+    for p in policies {
+        for v in variants(p).into_iter().flatten() {
+            if !out.contains(&v) {
+                out.push(v);
+            }
+        }
+    }
+    if out.is_empty() {
+        out.push(Vec::new());
+    }
+    out
+}
+
+fn collect(node: &Node, rest: &[crate::policy::Segment], found: &mut Vec<Vec<Normalise>>) {
+    let Some((seg, rest)) = rest.split_first() else {
+        if let Mode::Transform(Action::Pseudonymise { normalise }) = &node.mode
+            && !found.contains(normalise)
+        {
+            found.push(normalise.clone());
+        }
+        return;
+    };
+    match seg {
+        Segment::Key(k) => {
+            if let Some(n) = node.child(k.as_bytes()) {
+                collect(n, rest, found);
+            }
+        }
+        Segment::Any => {
+            for (_, _, n) in &node.children {
+                collect(n, rest, found);
+            }
+            if let Some(n) = node.any.as_deref() {
+                collect(n, rest, found);
+            }
+        }
+        Segment::Each => {
+            if let Some(n) = node.each.as_deref() {
+                collect(n, rest, found);
+            }
+        }
+    }
+}
+
+/// The subject paths of `policy` (for `veil erase` and the engine).
+pub fn subject_paths(policy: &Policy) -> &[FieldPath] {
+    &policy.subject
+}
+
+#[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::keys::parse_key;
+
+    fn key(id: &str, byte: u8) -> Key {
+        let hex: String = (0..32)
+            .map(|i| format!("{:02x}", byte.wrapping_add(i)))
+            .collect();
+        parse_key(id, hex.as_bytes(), Path::new("k.key")).unwrap()
+    }
+
+    #[test]
+    fn a_token_line_round_trips_and_bad_lines_say_why_without_quoting() {
+        let t = Tokeniser::new(&key("k1", 0));
+        let line = t.line(b"alice@example.com");
+        assert!(line.starts_with("k1:") && line.len() == 3 + 64, "{line}");
+        assert_eq!(
+            Entry::parse(&format!("  {line}\n")).unwrap(),
+            Entry::of(&t, b"alice@example.com")
+        );
+        for bad in ["alice@example.com", "k1:abc", "k1:", ":00", "k 1:00"] {
+            let e = Entry::parse(bad).unwrap_err().to_string();
+            assert!(!e.contains("alice"), "{e}");
+        }
+        let not_hex = format!("k1:{}", "zz".repeat(32));
+        assert_eq!(Entry::parse(&not_hex), Err(EntryError::Shape));
+    }
+
+    #[test]
+    fn a_token_is_neither_the_identifier_nor_a_pseudonym() {
+        let k = key("k1", 0);
+        let t = Tokeniser::new(&k);
+        let p = crate::pseudonym::Pseudonymiser::new(
+            &k,
+            "suppression",
+            &crate::policy::PseudonymOptions::default(),
+        );
+        let token = hex::encode(t.token(b"u1"));
+        assert_ne!(token, p.pseudonym(b"u1"));
+        assert!(!token.contains("u1"));
+    }
+
+    #[test]
+    fn entries_match_under_their_own_key_across_a_rotation() {
+        let (k1, k2) = (key("k1", 0), key("k2", 100));
+        let ring = KeyRing::from_keys(vec![k1.clone(), k2.clone()], "k2").unwrap();
+        let list = SuppressionList::new(&ring);
+        list.update(Source::Topic, Entry::of(&Tokeniser::new(&k1), b"u1"), true);
+        list.update(Source::Topic, Entry::of(&Tokeniser::new(&k2), b"u2"), true);
+        let v = list.view();
+        assert!(
+            v.contains(b"u1"),
+            "made under the retired key, still matched"
+        );
+        assert!(v.contains(b"u2"));
+        assert!(!v.contains(b"u3"));
+        drop(v);
+        assert_eq!(list.len(), 2);
+        assert!(list.unverifiable().is_empty());
+    }
+
+    #[test]
+    fn entries_under_a_key_that_is_not_loaded_are_reported() {
+        let ring = KeyRing::single(key("k2", 100));
+        let list = SuppressionList::new(&ring);
+        list.update(
+            Source::Topic,
+            Entry::of(&Tokeniser::new(&key("k1", 0)), b"u1"),
+            true,
+        );
+        assert_eq!(list.unverifiable(), vec![("k1".to_owned(), 1)]);
+    }
+
+    #[test]
+    fn sources_are_replaced_and_updated_independently() {
+        let k = key("k1", 0);
+        let t = Tokeniser::new(&k);
+        let list = SuppressionList::new(&KeyRing::single(k));
+        list.replace(Source::Files, [Entry::of(&t, b"a"), Entry::of(&t, b"b")]);
+        list.update(Source::Topic, Entry::of(&t, b"c"), true);
+        assert_eq!(list.len(), 3);
+        list.replace(Source::Files, [Entry::of(&t, b"b")]);
+        assert_eq!(list.len(), 2);
+        assert!(!list.view().contains(b"a"));
+        assert!(list.view().contains(b"c"), "the topic's entries stay");
+        list.update(Source::Topic, Entry::of(&t, b"c"), false);
+        list.update(Source::Topic, Entry::of(&t, b"c"), false);
+        assert_eq!(list.len(), 1, "a second removal changes nothing");
+        list.update(Source::Topic, Entry::of(&t, b"b"), true);
+        assert_eq!(list.len(), 2, "on the topic and in a file: two entries");
+    }
+
+    #[test]
+    fn identifier_files_skip_comments_and_blank_lines_and_report_bad_text_by_line() {
+        let ids = identifiers(
+            b"# opt-outs\nalice@example.com\n\n  u-42  \r\n",
+            Path::new("f"),
+        )
+        .unwrap();
+        assert_eq!(ids, vec!["alice@example.com", "u-42"]);
+        let e = identifiers(b"ok\n\xff\n", Path::new("f")).unwrap_err();
+        assert_eq!(e.to_string(), "f:2: not UTF-8 text");
+    }
+
+    #[test]
+    fn raw_identifiers_are_hashed_once_per_normalisation() {
+        let k = key("k1", 0);
+        let t = Tokeniser::new(&k);
+        let variants = vec![vec![], vec![Normalise::Trim, Normalise::Lowercase]];
+        let entries = entries_for(&t, [" Alice@Example.com"], &variants);
+        assert_eq!(entries.len(), 2);
+        assert!(entries.contains(&Entry::of(&t, b" Alice@Example.com")));
+        assert!(entries.contains(&Entry::of(&t, b"alice@example.com")));
+        let same = entries_for(&t, ["u1"], &[vec![], vec![Normalise::Trim]]);
+        assert_eq!(same.len(), 1, "identical normalisations are one entry");
+    }
+}
