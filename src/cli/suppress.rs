@@ -25,8 +25,10 @@ pub struct Args {
     /// identifier is hashed exactly as given.
     #[arg(long, value_name = "FILE")]
     policy: Vec<PathBuf>,
-    /// Identifiers to suppress. Without any, they are read from stdin, one
-    /// per line (which keeps them out of shell history and process lists).
+    /// Identifiers to suppress (surrounding white space is not part of an
+    /// identifier, as in a suppression file). Without any, they are read
+    /// from stdin, one per line, `#` comments and blank lines ignored
+    /// (which keeps them out of shell history and process lists).
     #[arg(value_name = "IDENTIFIER")]
     identifiers: Vec<String>,
 }
@@ -53,7 +55,11 @@ pub fn run(args: Args) -> CliResult {
             .filter(|l| !l.is_empty() && !l.starts_with('#'))
             .collect()
     } else {
-        args.identifiers.iter().map(String::as_str).collect()
+        args.identifiers
+            .iter()
+            .map(|i| i.trim())
+            .filter(|i| !i.is_empty())
+            .collect()
     };
     if identifiers.is_empty() {
         return Err(usage(anyhow!(
