@@ -3,8 +3,10 @@
 //! Ready means: policies and keys are loaded, the broker is reachable, the
 //! consumer has a working group session, this instance holds at least one
 //! partition (file mode: loaded is enough), no assigned partition is
-//! stalled, and no thread the service depends on has died (the process is
-//! then about to exit non-zero).
+//! stalled, the suppression topic (if any) has been read to its end at
+//! start and every suppression entry can be checked, and no thread the
+//! service depends on has died (the process is then about to exit
+//! non-zero).
 
 use std::borrow::Cow;
 use std::sync::Mutex;
@@ -21,6 +23,11 @@ pub struct Health {
     thread_died: AtomicBool,
     /// Stalled partitions, each described (`topic/partition: ...`).
     stalled: Mutex<Vec<String>>,
+    /// The suppression topic is not yet read to its end at start.
+    suppression_loading: AtomicBool,
+    /// What is wrong with the suppression list, if anything (entries that
+    /// cannot be checked).
+    suppression_problem: Mutex<Option<String>>,
 }
 
 impl Health {
@@ -55,6 +62,17 @@ impl Health {
         *self.stalled.lock().unwrap_or_else(|e| e.into_inner()) = stalled;
     }
 
+    pub fn set_suppression_loading(&self, v: bool) {
+        self.suppression_loading.store(v, Ordering::Relaxed);
+    }
+
+    pub fn set_suppression_problem(&self, problem: Option<String>) {
+        *self
+            .suppression_problem
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = problem;
+    }
+
     pub fn set_assigned(&self, n: usize) {
         self.assigned.store(n, Ordering::Relaxed);
     }
@@ -70,6 +88,15 @@ impl Health {
             Some("a worker thread died".into())
         } else if !self.loaded.load(Ordering::Relaxed) {
             Some("policies and keys not loaded".into())
+        } else if self.suppression_loading.load(Ordering::Relaxed) {
+            Some("suppression topic not yet read to its end".into())
+        } else if let Some(p) = self
+            .suppression_problem
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+        {
+            Some(p.into())
         } else if self.broker_down.load(Ordering::Relaxed) {
             Some("broker unreachable".into())
         } else if let Some(state) = kafka

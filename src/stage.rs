@@ -197,6 +197,59 @@ pub enum StageError {
     /// [`crate::config::check_message_key`]).
     #[error(transparent)]
     MessageKey(#[from] crate::config::ConfigError),
+    #[error(
+        "route `{route}`: its policy declares no `subject` paths, so no event of it can be matched to the suppression list; declare the subject's identifiers in the policy"
+    )]
+    SuppressionWithoutSubject { route: String },
+    #[error("suppression.key `{key}` is not in the key directory")]
+    SuppressionKey { key: String },
+    #[error(transparent)]
+    SuppressionFile(#[from] crate::suppression::FileError),
+}
+
+/// The suppression file entries a config names, hashed under
+/// `suppression.key` (else the active key) once per normalisation the
+/// stage's policies apply to their subject paths; `None` when the config
+/// has no suppression. Refused when a route's policy declares no subject.
+pub fn suppression_entries(
+    config: &PipelineConfig,
+    ring: &KeyRing,
+    stage: &Stage,
+) -> Result<Option<Vec<crate::suppression::Entry>>, StageError> {
+    let Some(s) = &config.suppression else {
+        return Ok(None);
+    };
+    for route in &stage.routes {
+        if route.engine.policy().subject.is_empty() {
+            return Err(StageError::SuppressionWithoutSubject {
+                route: route.name.clone(),
+            });
+        }
+    }
+    let key = match &s.key {
+        Some(id) => ring
+            .get(id)
+            .ok_or_else(|| StageError::SuppressionKey { key: id.clone() })?,
+        None => ring.active(),
+    };
+    let tokeniser = crate::suppression::Tokeniser::new(key);
+    let variants = crate::suppression::all_variants(stage.routes.iter().map(|r| r.engine.policy()));
+    Ok(Some(crate::suppression::read_files(
+        &s.files, &tokeniser, &variants,
+    )?))
+}
+
+/// Put file `entries` ([`suppression_entries`]) on `list`, check it under
+/// `ring`'s keys, and have `stage` drop what it lists.
+pub fn with_suppression(
+    list: &std::sync::Arc<crate::suppression::SuppressionList>,
+    ring: &KeyRing,
+    entries: Vec<crate::suppression::Entry>,
+    stage: Stage,
+) -> Stage {
+    list.rekey(ring);
+    list.replace(crate::suppression::Source::Files, entries);
+    stage.suppressing(list)
 }
 
 /// Read the policies and keys a config names and compile the stage.

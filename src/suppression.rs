@@ -173,6 +173,8 @@ impl Source {
 
 #[derive(Debug, Default)]
 struct Sets {
+    /// A tokeniser per loaded key.
+    tokenisers: HashMap<String, Tokeniser>,
     /// Per key id, per source.
     by_key: HashMap<String, [HashSet<Short>; 2]>,
 }
@@ -187,25 +189,32 @@ fn slot(source: Source) -> usize {
 /// The list, shared by every route and updated while veil runs.
 #[derive(Debug)]
 pub struct SuppressionList {
-    /// A tokeniser per loaded key.
-    tokenisers: HashMap<String, Tokeniser>,
     sets: RwLock<Sets>,
     entries: AtomicUsize,
+}
+
+fn tokenisers(ring: &KeyRing) -> HashMap<String, Tokeniser> {
+    ring.ids()
+        .filter_map(|id| ring.get(id))
+        .map(|k| (k.id.clone(), Tokeniser::new(k)))
+        .collect()
 }
 
 impl SuppressionList {
     /// An empty list that can check entries made under any key of `ring`.
     pub fn new(ring: &KeyRing) -> SuppressionList {
-        let tokenisers = ring
-            .ids()
-            .filter_map(|id| ring.get(id))
-            .map(|k| (k.id.clone(), Tokeniser::new(k)))
-            .collect();
         SuppressionList {
-            tokenisers,
-            sets: RwLock::new(Sets::default()),
+            sets: RwLock::new(Sets {
+                tokenisers: tokenisers(ring),
+                by_key: HashMap::new(),
+            }),
             entries: AtomicUsize::new(0),
         }
+    }
+
+    /// Check entries under the keys of `ring` from now on (a reload).
+    pub fn rekey(&self, ring: &KeyRing) {
+        self.write().tokenisers = tokenisers(ring);
     }
 
     fn read(&self) -> RwLockReadGuard<'_, Sets> {
@@ -281,7 +290,7 @@ impl SuppressionList {
         let mut out: Vec<(String, usize)> = sets
             .by_key
             .iter()
-            .filter(|(id, _)| !self.tokenisers.contains_key(*id))
+            .filter(|(id, _)| !sets.tokenisers.contains_key(*id))
             .map(|(id, s)| (id.clone(), s.iter().map(HashSet::len).sum()))
             .collect();
         out.sort();
@@ -290,16 +299,12 @@ impl SuppressionList {
 
     /// A look at the list for one event: holds a read lock while it lives.
     pub fn view(&self) -> View<'_> {
-        View {
-            list: self,
-            sets: self.read(),
-        }
+        View { sets: self.read() }
     }
 }
 
 /// The list as one event sees it.
 pub struct View<'a> {
-    list: &'a SuppressionList,
     sets: RwLockReadGuard<'a, Sets>,
 }
 
@@ -307,7 +312,7 @@ impl View<'_> {
     /// Whether `identifier` (normalised) is on the list under any key.
     pub fn contains(&self, identifier: &[u8]) -> bool {
         self.sets.by_key.iter().any(|(id, sets)| {
-            let Some(t) = self.list.tokenisers.get(id) else {
+            let Some(t) = self.sets.tokenisers.get(id) else {
                 return false;
             };
             let token = short(&t.token(identifier));

@@ -1605,3 +1605,216 @@ fn readiness_follows_the_consumer_group_not_only_the_brokers() {
     cluster.broker_up(2).unwrap();
     wait("ready once the group is joined again", 200);
 }
+
+/// The token lines `veil suppress` prints for `identifier` under the test
+/// keys and the shipped policy's normalisations.
+fn token_lines(identifier: &str) -> Vec<String> {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_veil"))
+        .args(["suppress", "--keys"])
+        .arg(root().join("tests/keys"))
+        .arg("--policy")
+        .arg(root().join("config/policy.yaml"))
+        .arg(identifier)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<String> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert!(!lines.is_empty());
+    lines
+}
+
+/// Put `lines` on the suppression topic (a record each), or take them off
+/// (a tombstone each: the key with a null value).
+fn suppress(bootstrap: &str, topic: &str, lines: &[String], add: bool) {
+    use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+    let producer: ThreadedProducer<DefaultProducerContext> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .unwrap();
+    for line in lines {
+        let mut r = BaseRecord::<str, [u8]>::to(topic).key(line.as_str());
+        if add {
+            r = r.payload(b"1".as_slice());
+        }
+        producer.send(r).map_err(|(e, _)| e).unwrap();
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+}
+
+#[test]
+fn the_suppression_topic_stops_a_subject_at_once_and_a_tombstone_lets_it_flow_again() {
+    let broker = Broker::start();
+    let bootstrap = broker.bootstrap();
+    let supp = broker.topic("suppression", 2);
+    let (p, raw, clean, _dead) = analytics(&broker, 1, &format!("suppression:\n  topic: {supp}\n"));
+    let events: Vec<_> = consented(&shipped_policy(), 60)
+        .into_iter()
+        .filter(|(key, _)| key.is_some())
+        .collect();
+    let user = |r: &(Option<Vec<u8>>, Vec<u8>)| String::from_utf8(r.0.clone().unwrap()).unwrap();
+    let a = user(&events[0]);
+    let b = events.iter().map(user).find(|u| *u != a).unwrap();
+    let first_of = |u: &str| events.iter().find(|r| user(r) == u).unwrap().clone();
+    let (a_lines, b_lines) = (token_lines(&a), token_lines(&b));
+    // A is on the list before veil starts: its very first event is dropped.
+    suppress(&bootstrap, &supp, &a_lines, true);
+
+    let veil = p.start("veil");
+    let addr = endpoint(&veil);
+    let entries = || {
+        http::sum(
+            &http::get(&addr, "/metrics").1,
+            "veil_suppression_entries",
+            &[],
+        )
+    };
+    let first = produce(&bootstrap, &raw, &[first_of(&a), first_of(&b)]);
+    wait_committed_at(&broker, &raw, 0, first[1].1 + 1, &veil);
+    let mut out = Reader::new(&bootstrap, &clean);
+    assert!(
+        out.wait_until(MINUTE, |r| covered(r).contains(&first[1])),
+        "B flows"
+    );
+    assert!(
+        !covered(&out.records).contains(&first[0]),
+        "A is suppressed"
+    );
+    assert_eq!(entries(), a_lines.len() as f64);
+    let metrics = http::get(&addr, "/metrics").1;
+    assert_eq!(
+        http::sum(
+            &metrics,
+            "veil_events_total",
+            &[("outcome", "dropped_suppressed")]
+        ),
+        1.0
+    );
+    assert_eq!(http::get(&addr, "/readyz").0, 200);
+
+    // While running: A's tombstones take A off, B goes on.
+    suppress(&bootstrap, &supp, &a_lines, false);
+    suppress(&bootstrap, &supp, &b_lines, true);
+    eventually(
+        &veil,
+        || format!("the list holds B's {} entries only", b_lines.len()),
+        || {
+            let m = http::get(&addr, "/metrics").1;
+            http::sum(&m, "veil_suppression_entries", &[]) == b_lines.len() as f64
+                && http::sum(&m, "veil_suppression_updates_total", &[("source", "topic")])
+                    == (2 * a_lines.len() + b_lines.len()) as f64
+        },
+    );
+    let second = produce(&bootstrap, &raw, &[first_of(&a), first_of(&b)]);
+    wait_committed_at(&broker, &raw, 0, second[1].1 + 1, &veil);
+    assert!(
+        out.wait_until(MINUTE, |r| covered(r).contains(&second[0])),
+        "A flows again"
+    );
+    out.poll_for(Duration::from_secs(1));
+    assert!(
+        !covered(&out.records).contains(&second[1]),
+        "B is suppressed now"
+    );
+}
+
+#[test]
+fn no_event_is_read_before_the_suppression_topic_is_read_to_its_end() {
+    // The list and the events are on their topics before veil starts, but
+    // the suppression topic's broker is down: veil must say why it is not
+    // ready and read no event until the list is loaded, then drop exactly
+    // the listed subjects' events. (Fault injection: the mock cluster.)
+    use rdkafka::mocking::{MockCluster, MockCoordinator};
+    let broker = Broker::Mock(MockCluster::new(2).unwrap());
+    let Broker::Mock(cluster) = &broker else {
+        unreachable!()
+    };
+    let bootstrap = broker.bootstrap();
+    let supp = broker.topic("suppression", 1);
+    let (p, raw, clean, dead) = analytics(&broker, 2, &format!("suppression:\n  topic: {supp}\n"));
+    for (topic, partition, leader) in [
+        (&raw, 0, 1),
+        (&raw, 1, 1),
+        (&clean, 0, 1),
+        (&clean, 1, 1),
+        (&dead, 0, 1),
+        (&supp, 0, 2),
+    ] {
+        cluster
+            .partition_leader(topic, partition, Some(leader))
+            .unwrap();
+    }
+    cluster
+        .coordinator(MockCoordinator::Group(format!("{raw}-veil")), 1)
+        .unwrap();
+    let events: Vec<_> = consented(&shipped_policy(), 200)
+        .into_iter()
+        .filter(|(key, _)| key.is_some())
+        .collect();
+    let user = |r: &(Option<Vec<u8>>, Vec<u8>)| String::from_utf8(r.0.clone().unwrap()).unwrap();
+    let users: BTreeSet<String> = events.iter().map(user).collect();
+    let listed: Vec<&String> = users.iter().step_by(3).collect();
+    let lines: Vec<String> = listed.iter().flat_map(|u| token_lines(u)).collect();
+    suppress(&bootstrap, &supp, &lines, true);
+    let landed = produce(&bootstrap, &raw, &events);
+    cluster.broker_down(2).unwrap();
+
+    let veil = p.start("veil");
+    let addr = endpoint(&veil);
+    eventually(
+        &veil,
+        || "503: suppression topic not yet read".into(),
+        || {
+            let (status, body) = http::get(&addr, "/readyz");
+            status == 503 && body.contains("suppression topic not yet read to its end")
+        },
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        http::sum(&http::get(&addr, "/metrics").1, "veil_events_total", &[]),
+        0.0,
+        "no event before the list is loaded"
+    );
+    assert_eq!(
+        committed_at(&broker, &raw, 0) + committed_at(&broker, &raw, 1),
+        0
+    );
+
+    cluster.broker_up(2).unwrap();
+    for partition in 0..2 {
+        let end = landed
+            .iter()
+            .filter(|(p, _)| *p == partition)
+            .map(|(_, o)| o + 1)
+            .max()
+            .unwrap_or(0);
+        wait_committed_at(&broker, &raw, partition, end, &veil);
+    }
+    let want: BTreeSet<(i32, i64)> = events
+        .iter()
+        .zip(&landed)
+        .filter(|(r, _)| !listed.contains(&&user(r)))
+        .map(|(_, at)| *at)
+        .collect();
+    assert!(want.len() < events.len() && !want.is_empty());
+    let mut out = Reader::new(&bootstrap, &clean);
+    assert!(out.wait_until(MINUTE, |r| covered(r).len() >= want.len()));
+    out.poll_for(Duration::from_secs(1));
+    assert_eq!(
+        covered(&out.records),
+        want,
+        "exactly the unlisted subjects' events"
+    );
+    eventually(
+        &veil,
+        || "ready once the list is loaded".into(),
+        || http::get(&addr, "/readyz").0 == 200,
+    );
+}

@@ -23,6 +23,9 @@ pub fn run_config(path: &Path, connect: bool) -> CliResult {
     let (stage, ring) = veil::stage::load(&config).map_err(usage)?;
     super::warn_kept_keys(&config);
     super::warn_keys(&ring);
+    let suppressed = veil::stage::suppression_entries(&config, &ring, &stage)
+        .map_err(usage)?
+        .map(|entries| entries.len());
     if let Pipeline::Kafka(kafka) = &config.pipeline {
         veil::kafka::check_client_config(&kafka.source).map_err(usage)?;
         if ring.active().is_public_demo() {
@@ -55,6 +58,17 @@ pub fn run_config(path: &Path, connect: bool) -> CliResult {
             "  route {name}: policy {} ({}) -> {to}\n",
             r.engine.policy_id(),
             policy.display()
+        ))?;
+    }
+    if let (Some(entries), Some(s)) = (suppressed, &config.suppression) {
+        let topic = s
+            .topic
+            .as_ref()
+            .map(|t| format!(" and topic {t}"))
+            .unwrap_or_default();
+        print(format_args!(
+            "  suppression: {entries} entries from {} file(s){topic}\n",
+            s.files.len()
         ))?;
     }
     if let Some(line) = topics_line {

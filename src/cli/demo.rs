@@ -124,6 +124,7 @@ pub fn run(args: Args) -> CliResult {
         let running = veil::kafka::start(
             &config,
             stage,
+            None,
             metrics.clone(),
             Arc::new(Health::for_kafka()),
             control.clone(),

@@ -12,6 +12,7 @@ use veil::kafka::topics::{self, TopicsError};
 use veil::kafka::{Control, ServiceError};
 use veil::metrics::Metrics;
 use veil::stage::Stage;
+use veil::suppression::{Source, SuppressionList};
 
 use super::output::{commit, create, note};
 use super::{CliResult, Failure, breakdown, io, usage};
@@ -44,12 +45,30 @@ pub fn run(args: Args) -> CliResult {
     let (stage, ring) = veil::stage::load(&config).map_err(usage)?;
     super::warn_kept_keys(&config);
     super::warn_keys(&ring);
+    let (stage, suppression) = suppression(&config, &ring, stage)?;
     match &config.pipeline {
         Pipeline::Kafka(_) if ring.active().is_public_demo() && !args.allow_demo_key => {
             Err(usage(anyhow::anyhow!(DEMO_KEY_REFUSED)))
         }
-        Pipeline::Kafka(kafka) => run_kafka(&config, kafka, stage),
-        Pipeline::Files(files) => run_files(&config, files, &stage),
+        Pipeline::Kafka(kafka) => run_kafka(&config, kafka, stage, suppression),
+        Pipeline::Files(files) => run_files(&config, files, &stage, suppression.as_deref()),
+    }
+}
+
+/// The config's suppression list with its files read, and the stage
+/// checking it; `None` without `suppression:`.
+fn suppression(
+    config: &PipelineConfig,
+    ring: &veil::keys::KeyRing,
+    stage: Stage,
+) -> Result<(Stage, Option<Arc<SuppressionList>>), Failure> {
+    match veil::stage::suppression_entries(config, ring, &stage).map_err(usage)? {
+        None => Ok((stage, None)),
+        Some(entries) => {
+            let list = Arc::new(SuppressionList::new(ring));
+            let stage = veil::stage::with_suppression(&list, ring, entries, stage);
+            Ok((stage, Some(list)))
+        }
     }
 }
 
@@ -58,9 +77,17 @@ pub fn run(args: Args) -> CliResult {
 /// milliseconds).
 const TOPICS_CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
-fn run_kafka(config: &PipelineConfig, kafka: &KafkaPipeline, stage: Stage) -> CliResult {
+fn run_kafka(
+    config: &PipelineConfig,
+    kafka: &KafkaPipeline,
+    stage: Stage,
+    suppression: Option<Arc<SuppressionList>>,
+) -> CliResult {
     let registry = prometheus::Registry::new();
     let metrics = Metrics::new(&registry).map_err(io)?;
+    if let Some(list) = &suppression {
+        metrics.suppression(Source::Files, 1, list.len());
+    }
     let health = Arc::new(Health::for_kafka());
     let _endpoint = match config.metrics.listen {
         Some(addr) => Some(super::serve_endpoint(
@@ -77,7 +104,7 @@ fn run_kafka(config: &PipelineConfig, kafka: &KafkaPipeline, stage: Stage) -> Cl
     let control = Control::default();
     super::runtime()?.block_on(async {
         spawn_signal_handlers(control.clone()).map_err(io)?;
-        let running = veil::kafka::start(config, stage, metrics, health, control)
+        let running = veil::kafka::start(config, stage, suppression, metrics, health, control)
             .await
             .map_err(usage)?;
         match running.drain().await {
@@ -164,10 +191,18 @@ fn spawn_signal_handlers(control: Control) -> io::Result<()> {
 /// File mode: each line through every route ([`super::ndjson`]); clean
 /// lines to each route's file, rejected lines to the dead-letter file; a
 /// per-route summary.
-fn run_files(config: &PipelineConfig, files: &FilesPipeline, stage: &Stage) -> CliResult {
+fn run_files(
+    config: &PipelineConfig,
+    files: &FilesPipeline,
+    stage: &Stage,
+    suppression: Option<&SuppressionList>,
+) -> CliResult {
     let registry = prometheus::Registry::new();
     let metrics = Metrics::new(&registry).map_err(io)?;
     let counters = metrics.live(&stage.policies(), stage.key_id());
+    if let Some(list) = suppression {
+        metrics.suppression(Source::Files, 1, list.len());
+    }
     let _endpoint = super::serve_file_run(
         config.metrics.listen,
         "metrics.listen",

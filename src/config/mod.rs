@@ -36,6 +36,8 @@ pub struct PipelineConfig {
     pub stage: StageConfig,
     pub keys: KeysConfig,
     pub metrics: MetricsConfig,
+    /// `None` when the config has no `suppression:`.
+    pub suppression: Option<SuppressionConfig>,
     /// `message_key: { keep: { reason } }`: why raw Kafka keys may be
     /// copied in clear although a policy names subject identifiers.
     pub keep_key_reason: Option<String>,
@@ -147,6 +149,17 @@ pub enum MessageKey {
 pub struct KeysConfig {
     pub dir: PathBuf,
     pub active: Option<String>,
+}
+
+/// The suppression list's sources (`suppression:` in the config).
+#[derive(Debug, Clone, Default)]
+pub struct SuppressionConfig {
+    /// Identifier files, resolved against the config's directory.
+    pub files: Vec<PathBuf>,
+    /// The suppression topic (Kafka pipelines only).
+    pub topic: Option<String>,
+    /// Key id the files' identifiers are hashed with; `None`: the active key.
+    pub key: Option<String>,
 }
 
 #[derive(Debug, Clone)]

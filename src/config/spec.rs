@@ -34,6 +34,24 @@ pub struct RawConfig {
     /// Policy-applying threads (default: one per core).
     #[serde(default)]
     pub workers: Option<Spanned<u64>>,
+    /// The suppression (opt-out) list: subjects whose events never flow.
+    #[serde(default)]
+    pub suppression: Option<Spanned<RawSuppression>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSuppression {
+    /// Files of raw identifiers, one per line (`#` comments); re-read on SIGHUP.
+    #[serde(default)]
+    pub files: Vec<Spanned<String>>,
+    /// A compacted Kafka topic of token lines (record keys; a tombstone
+    /// removes one), read from the beginning by every instance.
+    #[serde(default)]
+    pub topic: Option<Spanned<String>>,
+    /// The key the files' identifiers are hashed with (default: `keys.active`).
+    #[serde(default)]
+    pub key: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -11,7 +11,7 @@ use serde_saphyr::{Location, Spanned};
 use super::spec::{RawConfig, RawKafka, RawMessageKey, RawSource};
 use super::{
     ConfigError, FilesPipeline, KafkaPipeline, KafkaSource, KeysConfig, MessageKey, MetricsConfig,
-    Pipeline, PipelineConfig, Place, Places, RouteConfig, StageConfig,
+    Pipeline, PipelineConfig, Place, Places, RouteConfig, StageConfig, SuppressionConfig,
 };
 use crate::engine::Limits;
 use crate::files::Role;
@@ -502,6 +502,73 @@ fn check(c: &mut Checker, raw: RawConfig, file: &Path) -> PipelineConfig {
         dir: c.path(&raw.keys.value.dir.value),
         active: raw.keys.value.active.map(|a| a.value),
     };
+    let suppression = raw.suppression.map(|s| {
+        let at = s.referenced;
+        let s = s.value;
+        if s.files.is_empty() && s.topic.is_none() {
+            c.error(
+                &at,
+                "suppression names no source",
+                Some("give `files: [FILE, ...]` (raw identifiers) and/or `topic: NAME` (token lines)"),
+            );
+        }
+        let mut paths = Vec::new();
+        for f in &s.files {
+            let path = c.path(&f.value);
+            files.push(FilePlace::new(
+                Role::Input,
+                &path,
+                f,
+                "suppression file".into(),
+            ));
+            paths.push(path);
+        }
+        let topic = s.topic.filter(|t| {
+            if !is_kafka {
+                c.error(
+                    &t.referenced,
+                    "suppression.topic needs a Kafka source",
+                    Some("with a file source, list the identifiers in `suppression.files`"),
+                );
+                return false;
+            }
+            if !c.name(t, "topic") {
+                return false;
+            }
+            let clash = topics_out.contains(&t.value)
+                || dead.as_ref().is_some_and(|d| d.value == t.value)
+                || matches!(&source, SourceKind::Kafka(k) if k.topics.contains(&t.value));
+            if clash {
+                c.error(
+                    &t.referenced,
+                    format!("suppression topic `{}` is also consumed or produced to", t.value),
+                    Some("the suppression list needs a topic of its own"),
+                );
+                return false;
+            }
+            c.places
+                .topics
+                .entry(t.value.clone())
+                .or_insert(place(&t.referenced));
+            true
+        });
+        let key = s.key.filter(|k| {
+            let ok = crate::keys::id_ok(&k.value);
+            if !ok {
+                c.error(
+                    &k.referenced,
+                    format!("suppression.key `{}` is not a key id", k.value),
+                    Some("key ids are letters, digits, `.`, `_`, `-`, as the file names `<id>.key`"),
+                );
+            }
+            ok
+        });
+        SuppressionConfig {
+            files: paths,
+            topic: topic.map(|t| t.value),
+            key: key.map(|k| k.value),
+        }
+    });
     if !is_kafka {
         // Inputs are never where a clash is reported: any place will do.
         let at = raw.keys.value.dir.referenced;
@@ -631,6 +698,7 @@ fn check(c: &mut Checker, raw: RawConfig, file: &Path) -> PipelineConfig {
         },
         keys,
         metrics: MetricsConfig { listen },
+        suppression,
         keep_key_reason,
         places: std::mem::take(&mut c.places),
     }

@@ -81,6 +81,21 @@ impl Poller {
         let m = &shared.metrics;
         m.in_flight(shared.pending(None));
         self.watch_stalls();
+        if let Some(list) = &shared.suppression {
+            let unverifiable = list.unverifiable();
+            shared
+                .health
+                .set_suppression_problem((!unverifiable.is_empty()).then(|| {
+                    let keys: Vec<String> = unverifiable
+                        .iter()
+                        .map(|(k, n)| format!("{n} under key {k}"))
+                        .collect();
+                    format!(
+                        "suppression entries that cannot be checked (their key is not loaded): {}",
+                        keys.join(", ")
+                    )
+                }));
+        }
         m.set_ready(&shared.health);
     }
 

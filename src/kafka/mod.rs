@@ -52,6 +52,7 @@ mod lag;
 mod produce;
 mod reload;
 mod shared;
+mod suppression;
 pub mod topics;
 mod watchdog;
 mod worker;
@@ -198,6 +199,7 @@ pub struct Running {
     consumer: Arc<ServiceConsumer>,
     producer: Arc<Producer>,
     poller: JoinHandle<()>,
+    suppression_reader: Option<JoinHandle<()>>,
     workers: Vec<JoinHandle<()>>,
     retrier: JoinHandle<()>,
     reloader: tokio::task::JoinHandle<()>,
@@ -211,6 +213,7 @@ pub struct Running {
 pub async fn start(
     config: &PipelineConfig,
     stage: Stage,
+    suppression: Option<Arc<crate::suppression::SuppressionList>>,
     metrics: Metrics,
     health: Arc<Health>,
     control: Control,
@@ -237,6 +240,7 @@ pub async fn start(
             workers: kafka.workers,
             max_in_flight: kafka.max_in_flight,
         },
+        suppression,
     ));
     health.set_loaded(true);
 
@@ -257,6 +261,34 @@ pub async fn start(
             })?,
     );
     consumer.context().set_consumer(&consumer);
+    // The suppression topic first: no event is read before it is read to
+    // the end it has now.
+    let suppression_reader = match (&shared.suppression, &config.suppression) {
+        (
+            Some(_),
+            Some(crate::config::SuppressionConfig {
+                topic: Some(topic), ..
+            }),
+        ) => {
+            let loading = Arc::new(suppression::Loading::default());
+            health.set_suppression_loading(true);
+            shared.metrics.set_ready(&health);
+            let reader = suppression::spawn(src, topic.clone(), shared.clone(), loading.clone())?;
+            info!(topic = %topic, "reading the suppression topic before any event");
+            loop {
+                let l = loading.clone();
+                let done = tokio::task::spawn_blocking(move || l.wait(Duration::from_millis(500)))
+                    .await
+                    .unwrap_or(false);
+                if done || shared.reading_stopped() {
+                    break;
+                }
+            }
+            health.set_suppression_loading(false);
+            Some(reader)
+        }
+        _ => None,
+    };
     let topic_names: Vec<&str> = src.topics.iter().map(String::as_str).collect();
     consumer
         .subscribe(&topic_names)
@@ -306,6 +338,7 @@ pub async fn start(
         consumer,
         producer,
         poller,
+        suppression_reader,
         workers,
         retrier,
         reloader,
@@ -325,6 +358,7 @@ impl Running {
             consumer,
             producer,
             poller,
+            suppression_reader,
             workers,
             retrier,
             reloader,
@@ -373,7 +407,7 @@ impl Running {
         {
             let (producer, shared) = (producer.clone(), shared.clone());
             let _ = tokio::task::spawn_blocking(move || {
-                for w in workers {
+                for w in workers.into_iter().chain(suppression_reader) {
                     let _ = w.join();
                 }
                 let _ = retrier.join();

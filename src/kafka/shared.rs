@@ -148,6 +148,8 @@ pub(super) struct Shared {
     max_in_flight: usize,
     /// Set when reading stops (stopped, or a thread died).
     reading_stopped: AtomicBool,
+    /// The suppression list, when the config has one.
+    pub(super) suppression: Option<Arc<crate::suppression::SuppressionList>>,
 }
 
 /// One input's outstanding output records. The last acknowledgement
@@ -189,6 +191,7 @@ impl Shared {
         drain_timeout: Duration,
         resend: std::sync::mpsc::Sender<Resend>,
         sizing: Sizing,
+        suppression: Option<Arc<crate::suppression::SuppressionList>>,
     ) -> Shared {
         Shared {
             book: Mutex::default(),
@@ -209,6 +212,7 @@ impl Shared {
                 .collect(),
             max_in_flight: sizing.max_in_flight.max(1),
             reading_stopped: AtomicBool::new(false),
+            suppression,
         }
     }
 
@@ -541,6 +545,7 @@ mod tests {
                 workers,
                 max_in_flight,
             },
+            None,
         ))
     }
 

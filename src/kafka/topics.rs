@@ -24,6 +24,7 @@ pub enum Role {
     Source,
     Route(String),
     DeadLetter,
+    Suppression,
 }
 
 impl Role {
@@ -33,6 +34,7 @@ impl Role {
             Role::Source => "source.kafka.topics".to_owned(),
             Role::Route(name) => format!("route `{name}`'s topic"),
             Role::DeadLetter => "dead_letter.topic".to_owned(),
+            Role::Suppression => "suppression.topic".to_owned(),
         }
     }
 }
@@ -43,6 +45,7 @@ impl std::fmt::Display for Role {
             Role::Source => f.write_str("source topic"),
             Role::Route(name) => write!(f, "route `{name}` topic"),
             Role::DeadLetter => f.write_str("dead-letter topic"),
+            Role::Suppression => f.write_str("suppression topic"),
         }
     }
 }
@@ -107,9 +110,15 @@ pub fn wanted(config: &PipelineConfig) -> Vec<Wanted> {
         .iter()
         .map(|r| (&r.to, Role::Route(r.name.clone())));
     let dead = std::iter::once((&k.dead_letter_topic, Role::DeadLetter));
+    let suppression = config
+        .suppression
+        .iter()
+        .filter_map(|s| s.topic.as_ref())
+        .map(|t| (t, Role::Suppression));
     sources
         .chain(routes)
         .chain(dead)
+        .chain(suppression)
         .map(|(topic, role)| Wanted {
             topic: topic.clone(),
             role,
