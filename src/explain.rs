@@ -140,7 +140,7 @@ pub fn markdown(policy: &Policy) -> String {
         out.push_str("No subject identifiers are declared.\n\n");
     } else {
         out.push_str(&format!(
-            "The data subject is identified by {}. None of these is ever forwarded in clear.\n\n",
+            "The data subject is identified by {}. None of these is ever forwarded in clear. Where veil runs with a suppression (opt-out) list, an event any of whose identifiers is on it is dropped (reason `suppressed`) before consent and rules are looked at; identifiers are compared as keyed tokens, after the normalisation this policy applies to each path.\n\n",
             policy
                 .subject
                 .iter()

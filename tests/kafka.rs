@@ -1699,9 +1699,23 @@ fn the_suppression_topic_stops_a_subject_at_once_and_a_tombstone_lets_it_flow_ag
     );
     assert_eq!(http::get(&addr, "/readyz").0, 200);
 
-    // While running: A's tombstones take A off, B goes on.
-    suppress(&bootstrap, &supp, &a_lines, false);
-    suppress(&bootstrap, &supp, &b_lines, true);
+    // While running, with veil's own command: A's tombstones take A off,
+    // B goes on.
+    for (identifier, remove) in [(&a, true), (&b, false)] {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_veil"));
+        c.args(["suppress", "--config"])
+            .arg(&p.config)
+            .arg("--produce");
+        if remove {
+            c.arg("--remove");
+        }
+        let out = c.arg(identifier).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     eventually(
         &veil,
         || format!("the list holds B's {} entries only", b_lines.len()),

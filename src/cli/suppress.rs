@@ -8,13 +8,29 @@ use anyhow::anyhow;
 use veil::policy;
 use veil::suppression::{Tokeniser, all_variants, lines_for};
 
-use super::{CliResult, io, print, usage};
+use super::{CliResult, Failure, io, print, usage};
 
 #[derive(clap::Args)]
 pub struct Args {
     /// Key directory (`<key_id>.key` files).
-    #[arg(long, value_name = "DIR", env = "VEIL_KEYS")]
-    keys: PathBuf,
+    #[arg(
+        long,
+        value_name = "DIR",
+        env = "VEIL_KEYS",
+        required_unless_present = "config"
+    )]
+    keys: Option<PathBuf>,
+    /// Take keys, `suppression.key`, policies and the suppression topic from
+    /// this pipeline config (instead of --keys, --key-id and --policy).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["keys", "key_id", "policy"])]
+    config: Option<PathBuf>,
+    /// Write the token lines to the config's suppression topic (a record
+    /// each, the line as its key) instead of printing them.
+    #[arg(long, requires = "config")]
+    produce: bool,
+    /// With --produce: take the identifiers off the list (a tombstone each).
+    #[arg(long, requires = "produce")]
+    remove: bool,
     /// Key the tokens are made with; default: the only key in the directory.
     /// veil checks each token under the key it names, so keep that key in
     /// the key directory for as long as the token is on the list.
@@ -35,12 +51,36 @@ pub struct Args {
 
 pub fn run(args: Args) -> CliResult {
     let mut policies = Vec::new();
-    for p in &args.policy {
-        policies.push(policy::load(p).map_err(usage)?);
-    }
-    let ring = veil::keys::load_dir(&args.keys, args.key_id.as_deref()).map_err(usage)?;
+    let (ring, key_id, config) = match &args.config {
+        Some(path) => {
+            let config = veil::config::load(path).map_err(usage)?;
+            for (_, p) in config.policies() {
+                policies.push(policy::load(p).map_err(usage)?);
+            }
+            let ring = veil::keys::load_dir(&config.keys.dir, config.keys.active.as_deref())
+                .map_err(usage)?;
+            let key_id = config.suppression.as_ref().and_then(|s| s.key.clone());
+            (ring, key_id, Some(config))
+        }
+        None => {
+            for p in &args.policy {
+                policies.push(policy::load(p).map_err(usage)?);
+            }
+            let dir = args.keys.clone().unwrap_or_default();
+            let ring = veil::keys::load_dir(&dir, args.key_id.as_deref()).map_err(usage)?;
+            (ring, None, None)
+        }
+    };
     super::warn_keys(&ring);
-    let tokeniser = Tokeniser::new(ring.active());
+    let key = match &key_id {
+        Some(id) => ring.get(id).ok_or_else(|| {
+            usage(anyhow!(
+                "suppression.key `{id}` is not in the key directory"
+            ))
+        })?,
+        None => ring.active(),
+    };
+    let tokeniser = Tokeniser::new(key);
     let variants = all_variants(&policies);
     let from_stdin;
     let identifiers: Vec<&str> = if args.identifiers.is_empty() {
@@ -66,10 +106,57 @@ pub fn run(args: Args) -> CliResult {
             "no identifiers (give them as arguments or on stdin)"
         )));
     }
-    for id in identifiers {
-        for line in lines_for(&tokeniser, id, &variants) {
-            print(format_args!("{line}\n"))?;
+    let lines: Vec<String> = identifiers
+        .into_iter()
+        .flat_map(|id| lines_for(&tokeniser, id, &variants))
+        .collect();
+    match config.filter(|_| args.produce) {
+        Some(config) => produce(&config, &lines, !args.remove),
+        None => {
+            for line in lines {
+                print(format_args!("{line}\n"))?;
+            }
+            Ok(())
         }
     }
+}
+
+/// Write `lines` to the config's suppression topic: a record each with the
+/// line as its key, and a value to add it or none (a tombstone) to remove it.
+fn produce(config: &veil::config::PipelineConfig, lines: &[String], add: bool) -> CliResult {
+    use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+    let veil::config::Pipeline::Kafka(kafka) = &config.pipeline else {
+        return Err(usage(anyhow!(
+            "--produce needs a config with a Kafka source"
+        )));
+    };
+    let Some(topic) = config.suppression.as_ref().and_then(|s| s.topic.as_ref()) else {
+        return Err(usage(anyhow!(
+            "--produce needs `suppression.topic` in the config"
+        )));
+    };
+    let producer: ThreadedProducer<DefaultProducerContext> =
+        veil::kafka::producer_config(&kafka.source)
+            .create()
+            .map_err(usage)?;
+    for line in lines {
+        let mut record = BaseRecord::<str, [u8]>::to(topic).key(line.as_str());
+        if add {
+            record = record.payload(b"1".as_slice());
+        }
+        producer.send(record).map_err(|(e, _)| io(e))?;
+    }
+    producer
+        .flush(std::time::Duration::from_secs(30))
+        .map_err(|e| Failure {
+            code: super::EX_UNAVAILABLE,
+            error: anyhow!("the broker did not acknowledge the records within 30 s: {e}"),
+        })?;
+    super::note(format_args!(
+        "{} {} token line(s) {} {topic}\n",
+        if add { "wrote" } else { "removed" },
+        lines.len(),
+        if add { "to" } else { "from" },
+    ));
     Ok(())
 }
