@@ -351,9 +351,10 @@ impl Metrics {
     pub fn suppression_invalid(
         &self,
         source: crate::suppression::Source,
+        at: &str,
         why: &dyn std::fmt::Display,
     ) {
-        tracing::error!(source = source.label(), error = %why, "suppression record ignored");
+        tracing::error!(source = source.label(), at, error = %why, "suppression record ignored");
         self.suppression_invalid
             .with_label_values(&[source.label()])
             .inc();

@@ -1726,6 +1726,18 @@ fn the_suppression_topic_stops_a_subject_at_once_and_a_tombstone_lets_it_flow_ag
                     == (2 * a_lines.len() + b_lines.len()) as f64
         },
     );
+    // A raw identifier put where a token line belongs is ignored, counted
+    // and logged without its content.
+    suppress(&bootstrap, &supp, &["nobody@example.com".to_owned()], true);
+    eventually(
+        &veil,
+        || "one invalid suppression record counted".into(),
+        || {
+            let m = http::get(&addr, "/metrics").1;
+            http::sum(&m, "veil_suppression_invalid_total", &[("source", "topic")]) == 1.0
+        },
+    );
+    assert!(!veil.log().contains("nobody@example.com"), "{}", veil.log());
     let second = produce(&bootstrap, &raw, &[first_of(&a), first_of(&b)]);
     wait_committed_at(&broker, &raw, 0, second[1].1 + 1, &veil);
     assert!(

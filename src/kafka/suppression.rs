@@ -155,7 +155,11 @@ fn read(consumer: &BaseConsumer, topic: &str, shared: &Shared, loading: &Loading
                 list.update(Source::Topic, entry, msg.payload().is_some());
                 shared.metrics.suppression(Source::Topic, 1, list.len());
             }
-            Err(e) => shared.metrics.suppression_invalid(Source::Topic, &e),
+            Err(e) => shared.metrics.suppression_invalid(
+                Source::Topic,
+                &format!("{topic}/{}@{}", msg.partition(), msg.offset()),
+                &e,
+            ),
         }
         if let Some(end) = behind.get(&msg.partition())
             && msg.offset() + 1 >= *end
