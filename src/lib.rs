@@ -16,6 +16,7 @@
 //! - [`keys`]: secret key files, the key ring, key generation; secrets never
 //!   print.
 //! - [`suppression`]: the opt-out list of keyed tokens (pure).
+//! - [`erasure`]: every pseudonym an identifier has or had (pure).
 //! - [`outcome`]: verdicts, drop and reject reason codes, field tallies.
 //! - [`explain`]: the policy as a human-readable data inventory.
 //! - [`schema`]: the JSON Schema of the policy file.
@@ -39,6 +40,7 @@
 pub mod config;
 pub mod endpoint;
 pub mod engine;
+pub mod erasure;
 pub mod explain;
 pub mod files;
 pub mod health;

@@ -334,9 +334,11 @@ pub enum FileError {
     Utf8 { path: std::path::PathBuf, line: u64 },
 }
 
-/// Read identifier `files` and make their entries under `tokeniser`, one
-/// per identifier and normalisation in `variants`. The raw identifiers
-/// live only while they are hashed. (This module's only I/O.)
+/// Read suppression `files` and make their entries: a line that is a
+/// token line (`<key_id>:<64 hex>`, as `veil suppress` and `veil erase
+/// --suppress-file` write) is taken as it is; any other line is a raw
+/// identifier, hashed under `tokeniser` once per normalisation in
+/// `variants`, and lives only while it is hashed. (This module's only I/O.)
 pub fn read_files(
     files: &[std::path::PathBuf],
     tokeniser: &Tokeniser,
@@ -348,7 +350,14 @@ pub fn read_files(
             path: path.clone(),
             source,
         })?);
-        entries.extend(entries_for(tokeniser, identifiers(&text, path)?, variants));
+        let mut raw = Vec::new();
+        for line in identifiers(&text, path)? {
+            match Entry::parse(line) {
+                Ok(entry) => entries.push(entry),
+                Err(_) => raw.push(line),
+            }
+        }
+        entries.extend(entries_for(tokeniser, raw, variants));
     }
     Ok(entries)
 }
@@ -600,6 +609,22 @@ mod tests {
         assert_eq!(ids, vec!["alice@example.com", "u-42"]);
         let e = identifiers(b"ok\n\xff\n", Path::new("f")).unwrap_err();
         assert_eq!(e.to_string(), "f:2: not UTF-8 text");
+    }
+
+    #[test]
+    fn a_file_may_hold_token_lines_and_raw_identifiers_alike() {
+        let (k1, k2) = (key("k1", 0), key("k2", 100));
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("optout.txt");
+        let token = Tokeniser::new(&k2).line(b"made-elsewhere");
+        std::fs::write(&file, format!("# mixed\nraw-id\n{token}\n")).unwrap();
+        let entries = read_files(&[file], &Tokeniser::new(&k1), &[vec![]]).unwrap();
+        assert_eq!(entries.len(), 2);
+        assert!(entries.contains(&Entry::of(&Tokeniser::new(&k1), b"raw-id")));
+        assert!(
+            entries.contains(&Entry::of(&Tokeniser::new(&k2), b"made-elsewhere")),
+            "a token line is taken as it is, under the key it names"
+        );
     }
 
     #[test]

@@ -4,6 +4,7 @@
 mod apply;
 mod check;
 mod demo;
+mod erase;
 mod hash;
 mod lines;
 mod ndjson;
@@ -213,6 +214,8 @@ enum Command {
     Hash(hash::Args),
     /// Print the token lines of identifiers for a suppression topic or file.
     Suppress(suppress::Args),
+    /// Print every pseudonym identifiers have or had, for deleting a subject's rows.
+    Erase(erase::Args),
     /// Write a new random 32-byte key to DIR/ID.key (mode 0600).
     Keygen {
         /// Key directory (created if missing, mode 0700).
@@ -274,6 +277,7 @@ pub fn main() -> ExitCode {
         Command::Apply(args) => apply::run(args),
         Command::Hash(args) => hash::run(args),
         Command::Suppress(args) => suppress::run(args),
+        Command::Erase(args) => erase::run(args),
         Command::Keygen { dir, id } => veil::keys::generate(&dir, &id)
             .map(|path| {
                 note(format_args!(
