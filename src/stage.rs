@@ -77,6 +77,8 @@ pub struct Stage {
     public_demo_key: bool,
     /// Largest output record (clean event plus key, or dead-letter record).
     max_record_bytes: usize,
+    /// The suppression list the routes check, if any.
+    suppression: Option<std::sync::Arc<crate::suppression::SuppressionList>>,
 }
 
 /// What one route made of an input.
@@ -207,10 +209,10 @@ pub enum StageError {
     SuppressionFile(#[from] crate::suppression::FileError),
 }
 
-/// The suppression file entries a config names, hashed under
-/// `suppression.key` (else the active key) once per normalisation the
-/// stage's policies apply to their subject paths; `None` when the config
-/// has no suppression. Refused when a route's policy declares no subject.
+/// The suppression file entries a config names, raw identifiers hashed
+/// under `suppression.key` (else the active key) in each of their forms;
+/// `None` when the config has no suppression. Refused when a route's
+/// policy declares no subject, or a token line names a key not loaded.
 pub fn suppression_entries(
     config: &PipelineConfig,
     ring: &KeyRing,
@@ -233,9 +235,8 @@ pub fn suppression_entries(
         None => ring.active(),
     };
     let tokeniser = crate::suppression::Tokeniser::new(key);
-    let variants = crate::suppression::all_variants(stage.routes.iter().map(|r| r.engine.policy()));
     Ok(Some(crate::suppression::read_files(
-        &s.files, &tokeniser, &variants,
+        &s.files, &tokeniser, ring,
     )?))
 }
 
@@ -302,11 +303,15 @@ impl Stage {
             key_id: key.id.clone(),
             public_demo_key: key.is_public_demo(),
             max_record_bytes: usize::MAX,
+            suppression: None,
         })
     }
 
     /// Check every route's subjects against `list` (see
     /// [`CompiledPolicy::suppressing`]).
+    /// An input whose Kafka key, in any of its forms, is on the list is
+    /// dropped as `suppressed` on every route too: the key names the
+    /// subject whatever the event's body carries.
     pub fn suppressing(
         mut self,
         list: &std::sync::Arc<crate::suppression::SuppressionList>,
@@ -314,7 +319,28 @@ impl Stage {
         for route in &mut self.routes {
             route.engine = route.engine.clone().suppressing(list.clone());
         }
+        self.suppression = Some(list.clone());
         self
+    }
+
+    /// Whether `key` names a suppressed subject (in any of its forms).
+    fn key_suppressed(&self, key: Option<&[u8]>) -> bool {
+        let (Some(list), Some(key)) = (&self.suppression, key) else {
+            return false;
+        };
+        if list.is_empty() {
+            return false;
+        }
+        let view = list.view();
+        let Ok(text) = std::str::from_utf8(key) else {
+            return view.contains(key);
+        };
+        let mut buf = Vec::new();
+        crate::suppression::FORMS.iter().any(|steps| {
+            buf.clear();
+            crate::engine::normalise_into(text, steps, &mut buf);
+            view.contains(&buf)
+        })
     }
 
     /// Hold every output record to `bytes`: an input with a clean event
@@ -489,6 +515,20 @@ impl Stage {
                         key,
                     });
                 }
+            }
+        }
+        // After the routes, so that a bad input is dead-lettered whatever
+        // its key: an input that is one is never a suppressed subject's
+        // event that flows.
+        if self.key_suppressed(key) {
+            out.buf.clear();
+            for o in &mut out.outputs {
+                *o = RouteOutput {
+                    outcome: RouteOutcome::Dropped(crate::outcome::DropReason::Suppressed),
+                    counts: FieldCounts::default(),
+                    value: 0..0,
+                    key: None,
+                };
             }
         }
     }

@@ -16,9 +16,11 @@
 //! veil can say so loudly instead of letting that subject flow silently
 //! (see `docs/erasure.md`).
 //!
-//! Identifiers are hashed after the same normalisation the policy applies
-//! to the subject path they are read from ([`variants`]): a raw identifier
-//! from a file is hashed once per normalisation in use.
+//! An event's identifiers are hashed after each normalisation the policy
+//! applies to the subject path they are read from ([`variants`]); a listed
+//! identifier is hashed in each of its [`FORMS`] (as given, trimmed,
+//! lowercased, both), so a list made today still matches after a policy
+//! adds or drops a normalisation.
 //!
 //! Pure: parsing and hashing only; the adapters read files and topics.
 
@@ -121,9 +123,41 @@ pub enum EntryError {
     Shape,
     #[error("the key id before `:` is not a valid key id")]
     KeyId,
+    #[error(
+        "a token line in another spelling (upper-case hex or white space): write it as `veil suppress` prints it"
+    )]
+    NotCanonical,
 }
 
+/// The forms a listed identifier is hashed in: every combination of the
+/// normalisations a policy can apply (trim and lowercase commute).
+pub const FORMS: [&[Normalise]; 4] = [
+    &[],
+    &[Normalise::Trim],
+    &[Normalise::Lowercase],
+    &[Normalise::Trim, Normalise::Lowercase],
+];
+
 impl Entry {
+    /// Parse a token line exactly as [`Tokeniser::line`] writes it:
+    /// `<key_id>:<64 lowercase hex digits>`, nothing around it. The topic's
+    /// record keys must be in this form: compaction keeps one record per
+    /// distinct key, so two spellings of one token could leave an entry
+    /// added that a tombstone meant to remove.
+    pub fn parse_exact(line: &str) -> Result<Entry, EntryError> {
+        let entry = Entry::parse(line)?;
+        let canonical = line.len() == entry.key_id.len() + 1 + 64
+            && line
+                .bytes()
+                .skip(entry.key_id.len() + 1)
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        if canonical {
+            Ok(entry)
+        } else {
+            Err(EntryError::NotCanonical)
+        }
+    }
+
     /// Parse `<key_id>:<64 hex digits>` (surrounding white space allowed).
     pub fn parse(line: &str) -> Result<Entry, EntryError> {
         let line = line.trim();
@@ -332,17 +366,33 @@ pub enum FileError {
     },
     #[error("{path}:{line}: not UTF-8 text")]
     Utf8 { path: std::path::PathBuf, line: u64 },
+    #[error("{path}:{line}: looks like a token line but is not one ({why})")]
+    BadToken {
+        path: std::path::PathBuf,
+        line: u64,
+        why: EntryError,
+    },
+    #[error(
+        "{path}: {count} token line(s) made under key `{key}`, which is not loaded: they could not be checked"
+    )]
+    UnknownKey {
+        path: std::path::PathBuf,
+        key: String,
+        count: usize,
+    },
 }
 
 /// Read suppression `files` and make their entries: a line that is a
 /// token line (`<key_id>:<64 hex>`, as `veil suppress` and `veil erase
-/// --suppress-file` write) is taken as it is; any other line is a raw
-/// identifier, hashed under `tokeniser` once per normalisation in
-/// `variants`, and lives only while it is hashed. (This module's only I/O.)
+/// --suppress-file` write) is taken as it is, and must name a key of
+/// `ring`; any other line is a raw identifier, hashed under `tokeniser` in
+/// each of its [`FORMS`], and lives only while it is hashed. A line that
+/// looks like a token line but is not one is an error, not an identifier.
+/// (This module's only I/O.)
 pub fn read_files(
     files: &[std::path::PathBuf],
     tokeniser: &Tokeniser,
-    variants: &[Vec<Normalise>],
+    ring: &KeyRing,
 ) -> Result<Vec<Entry>, FileError> {
     let mut entries = Vec::new();
     for path in files {
@@ -351,21 +401,57 @@ pub fn read_files(
             source,
         })?);
         let mut raw = Vec::new();
-        for line in identifiers(&text, path)? {
-            match Entry::parse(line) {
-                Ok(entry) => entries.push(entry),
-                Err(_) => raw.push(line),
+        let mut unknown: Vec<(String, usize)> = Vec::new();
+        for (line, text) in identifiers(&text, path)? {
+            match Entry::parse(text) {
+                Ok(entry) => {
+                    if ring.get(&entry.key_id).is_none() {
+                        match unknown.iter_mut().find(|(k, _)| *k == entry.key_id) {
+                            Some((_, n)) => *n += 1,
+                            None => unknown.push((entry.key_id.clone(), 1)),
+                        }
+                    }
+                    entries.push(entry);
+                }
+                Err(why) if looks_like_token(text) => {
+                    return Err(FileError::BadToken {
+                        path: path.clone(),
+                        line,
+                        why,
+                    });
+                }
+                Err(_) => raw.push(text),
             }
         }
-        entries.extend(entries_for(tokeniser, raw, variants));
+        if let Some((key, count)) = unknown.into_iter().next() {
+            return Err(FileError::UnknownKey {
+                path: path.clone(),
+                key,
+                count,
+            });
+        }
+        entries.extend(entries_for(tokeniser, raw));
     }
     Ok(entries)
 }
 
-/// The identifiers of one suppression file's text: one per line, `#`
-/// comments and blank lines ignored, surrounding white space trimmed.
+/// `<something>:<32 or more hex digits>`: meant as a token line.
+fn looks_like_token(line: &str) -> bool {
+    line.rsplit_once(':').is_some_and(|(_, t)| {
+        let t = t.trim();
+        t.len() >= 32 && t.bytes().all(|b| b.is_ascii_hexdigit())
+    })
+}
+
+/// The identifiers of one suppression file's text, with their line
+/// numbers: one per line, `#` comments and blank lines ignored,
+/// surrounding white space trimmed, a leading byte-order mark dropped.
 /// `path` is only for messages.
-pub fn identifiers<'t>(text: &'t [u8], path: &std::path::Path) -> Result<Vec<&'t str>, FileError> {
+pub fn identifiers<'t>(
+    text: &'t [u8],
+    path: &std::path::Path,
+) -> Result<Vec<(u64, &'t str)>, FileError> {
+    let text = text.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(text);
     let mut out = Vec::new();
     for (i, line) in text.split(|b| *b == b'\n').enumerate() {
         let line = std::str::from_utf8(line).map_err(|_| FileError::Utf8 {
@@ -376,22 +462,21 @@ pub fn identifiers<'t>(text: &'t [u8], path: &std::path::Path) -> Result<Vec<&'t
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        out.push(line);
+        out.push((i as u64 + 1, line));
     }
     Ok(out)
 }
 
 /// The entries for raw `identifiers` under `tokeniser`: one per identifier
-/// and normalisation in `variants` (deduplicated).
+/// and distinct form ([`FORMS`]).
 pub fn entries_for<'a>(
     tokeniser: &Tokeniser,
     identifiers: impl IntoIterator<Item = &'a str>,
-    variants: &[Vec<Normalise>],
 ) -> Vec<Entry> {
     let mut buf = Vec::new();
     let mut out = HashSet::new();
     for id in identifiers {
-        for steps in variants {
+        for steps in FORMS {
             buf.clear();
             normalise_into(id, steps, &mut buf);
             out.insert(Entry::of(tokeniser, &buf));
@@ -401,14 +486,10 @@ pub fn entries_for<'a>(
 }
 
 /// The token lines of raw `identifier` under `tokeniser`: one per distinct
-/// normalisation of it in `variants` (what `veil suppress` prints).
-pub fn lines_for(
-    tokeniser: &Tokeniser,
-    identifier: &str,
-    variants: &[Vec<Normalise>],
-) -> Vec<String> {
+/// form of it ([`FORMS`]; what `veil suppress` prints).
+pub fn lines_for(tokeniser: &Tokeniser, identifier: &str) -> Vec<String> {
     let mut seen: Vec<Vec<u8>> = Vec::new();
-    for steps in variants {
+    for steps in FORMS {
         let mut buf = Vec::new();
         normalise_into(identifier, steps, &mut buf);
         if !seen.contains(&buf) {
@@ -418,10 +499,11 @@ pub fn lines_for(
     seen.iter().map(|v| tokeniser.line(v)).collect()
 }
 
-/// Per subject path of `policy`, in order: the normalisations its value is
-/// hashed with, i.e. those of the `pseudonymise` actions that reach the
-/// path in the policy's trees (the default fields and every rule's), or
-/// only the identity when none does.
+/// Per subject path of `policy`, in order: the normalisations its values
+/// are hashed with, i.e. those of the `pseudonymise` actions at, below or
+/// above the path in the policy's trees (the default fields and every
+/// rule's); only the identity when there is none (a subject the policy
+/// drops is checked as it is).
 pub fn variants(policy: &Policy) -> Vec<Vec<Vec<Normalise>>> {
     let plan = &policy.plan;
     let trees: Vec<&Node> = plan
@@ -445,30 +527,17 @@ pub fn variants(policy: &Policy) -> Vec<Vec<Vec<Normalise>>> {
         .collect()
 }
 
-/// Every normalisation variant of `policies`' subject paths, deduplicated:
-/// what a raw identifier from a file is hashed with.
-pub fn all_variants<'p>(policies: impl IntoIterator<Item = &'p Policy>) -> Vec<Vec<Normalise>> {
-    let mut out: Vec<Vec<Normalise>> = Vec::new();
-    for p in policies {
-        for v in variants(p).into_iter().flatten() {
-            if !out.contains(&v) {
-                out.push(v);
-            }
-        }
-    }
-    if out.is_empty() {
-        out.push(Vec::new());
-    }
-    out
-}
-
-fn collect(node: &Node, rest: &[crate::policy::Segment], found: &mut Vec<Vec<Normalise>>) {
-    let Some((seg, rest)) = rest.split_first() else {
-        if let Mode::Transform(Action::Pseudonymise { normalise }) = &node.mode
-            && !found.contains(normalise)
-        {
+/// The normalisations of the `pseudonymise` actions at, below or above
+/// (on the way to) the path `rest` from `node`.
+fn collect(node: &Node, rest: &[Segment], found: &mut Vec<Vec<Normalise>>) {
+    if let Mode::Transform(Action::Pseudonymise { normalise }) = &node.mode {
+        if !found.contains(normalise) {
             found.push(normalise.clone());
         }
+        return;
+    }
+    let Some((seg, rest)) = rest.split_first() else {
+        below(node, found);
         return;
     };
     match seg {
@@ -490,6 +559,21 @@ fn collect(node: &Node, rest: &[crate::policy::Segment], found: &mut Vec<Vec<Nor
                 collect(n, rest, found);
             }
         }
+    }
+}
+
+/// The normalisations of every `pseudonymise` at or below `node`.
+fn below(node: &Node, found: &mut Vec<Vec<Normalise>>) {
+    if let Mode::Transform(Action::Pseudonymise { normalise }) = &node.mode
+        && !found.contains(normalise)
+    {
+        found.push(normalise.clone());
+    }
+    for (_, _, n) in &node.children {
+        below(n, found);
+    }
+    for n in node.any.iter().chain(&node.each) {
+        below(n, found);
     }
 }
 
@@ -606,7 +690,13 @@ mod tests {
             Path::new("f"),
         )
         .unwrap();
-        assert_eq!(ids, vec!["alice@example.com", "u-42"]);
+        assert_eq!(ids, vec![(2, "alice@example.com"), (4, "u-42")]);
+        let bom = identifiers(b"\xEF\xBB\xBFalice\n", Path::new("f")).unwrap();
+        assert_eq!(
+            bom,
+            vec![(1, "alice")],
+            "a byte-order mark is not part of it"
+        );
         let e = identifiers(b"ok\n\xff\n", Path::new("f")).unwrap_err();
         assert_eq!(e.to_string(), "f:2: not UTF-8 text");
     }
@@ -618,25 +708,59 @@ mod tests {
         let file = dir.path().join("optout.txt");
         let token = Tokeniser::new(&k2).line(b"made-elsewhere");
         std::fs::write(&file, format!("# mixed\nraw-id\n{token}\n")).unwrap();
-        let entries = read_files(&[file], &Tokeniser::new(&k1), &[vec![]]).unwrap();
+        let ring = KeyRing::from_keys(vec![k1.clone(), k2.clone()], "k1").unwrap();
+        let entries = read_files(std::slice::from_ref(&file), &Tokeniser::new(&k1), &ring).unwrap();
         assert_eq!(entries.len(), 2);
         assert!(entries.contains(&Entry::of(&Tokeniser::new(&k1), b"raw-id")));
         assert!(
             entries.contains(&Entry::of(&Tokeniser::new(&k2), b"made-elsewhere")),
             "a token line is taken as it is, under the key it names"
         );
+        let only_k1 = KeyRing::single(k1.clone());
+        let e = read_files(&[file], &Tokeniser::new(&k1), &only_k1).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("under key `k2`, which is not loaded"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn topic_keys_must_be_token_lines_exactly_as_veil_writes_them() {
+        let t = Tokeniser::new(&key("k1", 0));
+        let line = t.line(b"u1");
+        assert!(Entry::parse_exact(&line).is_ok());
+        for other in [
+            line.to_uppercase().replacen("K1", "k1", 1),
+            format!(" {line}"),
+            format!("{line}\n"),
+        ] {
+            assert_eq!(
+                Entry::parse_exact(&other),
+                Err(EntryError::NotCanonical),
+                "{other:?}"
+            );
+        }
     }
 
     #[test]
     fn raw_identifiers_are_hashed_once_per_normalisation() {
         let k = key("k1", 0);
         let t = Tokeniser::new(&k);
-        let variants = vec![vec![], vec![Normalise::Trim, Normalise::Lowercase]];
-        let entries = entries_for(&t, [" Alice@Example.com"], &variants);
-        assert_eq!(entries.len(), 2);
-        assert!(entries.contains(&Entry::of(&t, b" Alice@Example.com")));
-        assert!(entries.contains(&Entry::of(&t, b"alice@example.com")));
-        let same = entries_for(&t, ["u1"], &[vec![], vec![Normalise::Trim]]);
-        assert_eq!(same.len(), 1, "identical normalisations are one entry");
+        let entries = entries_for(&t, [" Alice@Example.com "]);
+        assert_eq!(entries.len(), 4, "as given, trimmed, lowercased, both");
+        for form in [
+            &b" Alice@Example.com "[..],
+            b"Alice@Example.com",
+            b" alice@example.com ",
+            b"alice@example.com",
+        ] {
+            assert!(entries.contains(&Entry::of(&t, form)));
+        }
+        assert_eq!(
+            entries_for(&t, ["u1"]).len(),
+            1,
+            "equal forms are one entry"
+        );
     }
 }

@@ -1607,13 +1607,11 @@ fn readiness_follows_the_consumer_group_not_only_the_brokers() {
 }
 
 /// The token lines `veil suppress` prints for `identifier` under the test
-/// keys and the shipped policy's normalisations.
+/// keys.
 fn token_lines(identifier: &str) -> Vec<String> {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_veil"))
         .args(["suppress", "--keys"])
         .arg(root().join("tests/keys"))
-        .arg("--policy")
-        .arg(root().join("config/policy.yaml"))
         .arg(identifier)
         .output()
         .unwrap();

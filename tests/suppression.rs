@@ -317,16 +317,12 @@ fn veil_suppress_prints_the_token_lines_the_oracle_computes() {
     setup(dir);
     let expected = oracle(&LISTED, &[]);
     let keys = path(dir, "keys");
-    let policy = path(dir, "policy.yaml");
-    let mut args = vec!["suppress", "--keys", &keys, "--policy", &policy];
+    let mut args = vec!["suppress", "--keys", &keys];
     args.extend(LISTED);
     let from_args = veil(&args, None);
     assert!(from_args.status.success());
     let stdin = format!("# comment\n\n{}\n", LISTED.join("\n"));
-    let from_stdin = veil(
-        &["suppress", "--keys", &keys, "--policy", &policy],
-        Some(stdin.as_bytes()),
-    );
+    let from_stdin = veil(&["suppress", "--keys", &keys], Some(stdin.as_bytes()));
     assert!(from_stdin.status.success());
     let want: Vec<String> = LISTED
         .iter()
@@ -348,11 +344,7 @@ fn veil_suppress_prints_the_token_lines_the_oracle_computes() {
         got.iter().collect::<BTreeSet<_>>(),
         want.iter().collect::<BTreeSet<_>>()
     );
-    assert_eq!(
-        got.len(),
-        want.len(),
-        "one line per distinct normalised form"
-    );
+    assert_eq!(got.len(), want.len(), "one line per distinct form");
     assert_eq!(
         String::from_utf8(from_stdin.stdout).unwrap(),
         got.join("\n") + "\n"
@@ -392,4 +384,108 @@ fn suppress_with_a_policy_that_declares_no_subject_is_refused() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("declares none"), "{stderr}");
     assert!(!stderr.contains("alice"), "never quotes the list: {stderr}");
+}
+
+#[test]
+fn identifiers_inside_a_subject_container_or_where_one_was_expected_are_found() {
+    // A subject path whose value is a container the policy pseudonymises
+    // inside (recipients[], user.*), and one under a path the policy
+    // pseudonymises whole (user: pseudonymise with subject user.id).
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    setup(dir);
+    std::fs::write(
+        dir.join("inside.yaml"),
+        "version: 1\nname: inside\npurpose: analytics\nsubject: [recipients, user]\nfields:\n  type: keep\n  \
+         recipients[]: pseudonymise\n  user.id: pseudonymise\n  \
+         user.email: { pseudonymise: { normalise: [trim, lowercase] } }\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("above.yaml"),
+        "version: 1\nname: above\npurpose: analytics\nsubject: [user.id]\nfields:\n  type: keep\n  \
+         user: { pseudonymise: { normalise: [lowercase] } }\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("optout.txt"), "alice\nalice@x\n").unwrap();
+    let cases: [(&str, &str, bool); 7] = [
+        (
+            "inside.yaml",
+            r#"{"type":"1","recipients":["alice"]}"#,
+            true,
+        ),
+        ("inside.yaml", r#"{"type":"2","user":{"id":"alice"}}"#, true),
+        (
+            "inside.yaml",
+            r#"{"type":"3","user":{"email":" Alice@X"}}"#,
+            true,
+        ),
+        (
+            "inside.yaml",
+            r#"{"type":"4","recipients":[["bob"]],"user":{"id":"bob"}}"#,
+            false,
+        ),
+        ("above.yaml", r#"{"type":"5","user":"ALICE"}"#, true),
+        ("above.yaml", r#"{"type":"6","user":{"id":"alice"}}"#, true),
+        ("above.yaml", r#"{"type":"7","user":"bob"}"#, false),
+    ];
+    for (policy, event, dropped) in cases {
+        let out = veil(
+            &[
+                "apply",
+                "--policy",
+                &path(dir, policy),
+                "--keys",
+                &path(dir, "keys"),
+                "--suppress",
+                &path(dir, "optout.txt"),
+                "-q",
+            ],
+            Some(format!("{event}\n").as_bytes()),
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let forwarded = !out.stdout.is_empty();
+        assert_eq!(
+            forwarded,
+            !dropped,
+            "{policy} {event}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+}
+
+#[test]
+fn a_file_line_that_looks_like_a_token_but_is_not_one_is_refused_by_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    setup(dir);
+    let broken = format!("k1:{}", "ab".repeat(31)); // 62 hex digits
+    std::fs::write(
+        dir.join("optout.txt"),
+        format!("\u{feff}alice@example.com\n{broken}\n"),
+    )
+    .unwrap();
+    let out = veil(
+        &[
+            "apply",
+            "--policy",
+            &path(dir, "policy.yaml"),
+            "--keys",
+            &path(dir, "keys"),
+            "--suppress",
+            &path(dir, "optout.txt"),
+        ],
+        Some(b"{\"id\":1}\n"),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(66), "{stderr}");
+    assert!(
+        stderr.contains("optout.txt:2: looks like a token line"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("alice"), "{stderr}");
 }

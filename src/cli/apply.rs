@@ -157,11 +157,12 @@ pub fn run(args: Args) -> CliResult {
     } else {
         let list = veil::suppression::SuppressionList::new(&ring);
         let tokeniser = veil::suppression::Tokeniser::new(ring.active());
-        let variants = veil::suppression::all_variants([&policy]);
-        let entries = veil::suppression::read_files(&args.suppress, &tokeniser, &variants)
-            .map_err(|e| Failure {
-                code: EX_NOINPUT,
-                error: e.into(),
+        let entries =
+            veil::suppression::read_files(&args.suppress, &tokeniser, &ring).map_err(|e| {
+                Failure {
+                    code: EX_NOINPUT,
+                    error: e.into(),
+                }
             })?;
         list.replace(veil::suppression::Source::Files, entries);
         Some(std::sync::Arc::new(list))

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, anyhow};
 use veil::policy;
-use veil::suppression::{Tokeniser, all_variants, lines_for};
+use veil::suppression::{Tokeniser, lines_for};
 
 use super::{CliResult, Failure, io, print, usage};
 
@@ -69,10 +69,9 @@ pub fn run(args: Args) -> CliResult {
     }
     if let Some(path) = &args.suppress_file {
         let tokeniser = Tokeniser::new(ring.active());
-        let variants = all_variants(&policies);
         let mut text = String::new();
         for id in &identifiers {
-            for line in lines_for(&tokeniser, id, &variants) {
+            for line in lines_for(&tokeniser, id) {
                 text.push_str(&line);
                 text.push('\n');
             }

@@ -5,8 +5,7 @@ use std::io::BufRead;
 use std::path::PathBuf;
 
 use anyhow::anyhow;
-use veil::policy;
-use veil::suppression::{Tokeniser, all_variants, lines_for};
+use veil::suppression::{Tokeniser, lines_for};
 
 use super::{CliResult, Failure, io, print, usage};
 
@@ -20,9 +19,9 @@ pub struct Args {
         required_unless_present = "config"
     )]
     keys: Option<PathBuf>,
-    /// Take keys, `suppression.key`, policies and the suppression topic from
-    /// this pipeline config (instead of --keys, --key-id and --policy).
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["keys", "key_id", "policy"])]
+    /// Take keys, `suppression.key` and the suppression topic from this
+    /// pipeline config (instead of --keys and --key-id).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["keys", "key_id"])]
     config: Option<PathBuf>,
     /// Write the token lines to the config's suppression topic (a record
     /// each, the line as its key) instead of printing them.
@@ -36,11 +35,6 @@ pub struct Args {
     /// the key directory for as long as the token is on the list.
     #[arg(long, value_name = "ID")]
     key_id: Option<String>,
-    /// Policy whose subject paths' normalisations apply (repeatable): one
-    /// token per identifier and normalisation in use. Without any, each
-    /// identifier is hashed exactly as given.
-    #[arg(long, value_name = "FILE")]
-    policy: Vec<PathBuf>,
     /// Identifiers to suppress (surrounding white space is not part of an
     /// identifier, as in a suppression file). Without any, they are read
     /// from stdin, one per line, `#` comments and blank lines ignored
@@ -50,22 +44,15 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> CliResult {
-    let mut policies = Vec::new();
     let (ring, key_id, config) = match &args.config {
         Some(path) => {
             let config = veil::config::load(path).map_err(usage)?;
-            for (_, p) in config.policies() {
-                policies.push(policy::load(p).map_err(usage)?);
-            }
             let ring = veil::keys::load_dir(&config.keys.dir, config.keys.active.as_deref())
                 .map_err(usage)?;
             let key_id = config.suppression.as_ref().and_then(|s| s.key.clone());
             (ring, key_id, Some(config))
         }
         None => {
-            for p in &args.policy {
-                policies.push(policy::load(p).map_err(usage)?);
-            }
             let dir = args.keys.clone().unwrap_or_default();
             let ring = veil::keys::load_dir(&dir, args.key_id.as_deref()).map_err(usage)?;
             (ring, None, None)
@@ -81,7 +68,6 @@ pub fn run(args: Args) -> CliResult {
         None => ring.active(),
     };
     let tokeniser = Tokeniser::new(key);
-    let variants = all_variants(&policies);
     let from_stdin;
     let identifiers: Vec<&str> = if args.identifiers.is_empty() {
         let mut lines = Vec::new();
@@ -108,7 +94,7 @@ pub fn run(args: Args) -> CliResult {
     }
     let lines: Vec<String> = identifiers
         .into_iter()
-        .flat_map(|id| lines_for(&tokeniser, id, &variants))
+        .flat_map(|id| lines_for(&tokeniser, id))
         .collect();
     match config.filter(|_| args.produce) {
         Some(config) => produce(&config, &lines, !args.remove),

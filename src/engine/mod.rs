@@ -220,7 +220,9 @@ impl CompiledPolicy {
             w.event(probe)?;
             out.truncate(mark);
             let route = match check {
-                Some(c) if suppressed(c, text, bufs) => Route::Drop(DropReason::Suppressed),
+                Some(c) if suppressed(c, text, bufs, max_depth) => {
+                    Route::Drop(DropReason::Suppressed)
+                }
                 _ => self.route(plan, text, bufs),
             };
             let captures = std::mem::take(&mut bufs.captures);
@@ -389,16 +391,32 @@ fn top_level_start(input: &[u8], max_depth: u32) -> Result<usize, Reject> {
 }
 
 /// Whether any subject value the probe recorded is on the list (or there
-/// are more than [`MAX_SUBJECT_VALUES`]: fail closed). Each value is hashed
-/// as pseudonymisation would: a string's unescaped content, a number's or
-/// boolean's JSON text, after its path's normalisations; `null` and
-/// containers are no identifiers.
-fn suppressed(check: &SubjectCheck, text: &str, bufs: &mut Buffers) -> bool {
-    if bufs.subjects.len() > MAX_SUBJECT_VALUES {
-        return true;
+/// are more than [`MAX_SUBJECT_VALUES`]: fail closed). The values are every
+/// scalar in the value at a subject path (in a container too: a policy may
+/// pseudonymise what lies inside), and a scalar found on the way to one (an
+/// event that put the identifier where the path expects a container).
+/// Each is hashed as pseudonymisation would: a string's unescaped content,
+/// a number's or boolean's JSON text, after each normalisation the policy
+/// applies at, below or above its path; `null` is no identifier.
+fn suppressed(check: &SubjectCheck, text: &str, bufs: &mut Buffers, max_depth: u32) -> bool {
+    let mut values: Vec<(u16, u32, u32)> = Vec::new();
+    for &(mark, s, e) in &bufs.subjects {
+        match text.as_bytes().get(s as usize) {
+            Some(b'{' | b'[') if mark.exact => {
+                if scalars_within(text, (s, e), max_depth, mark.index, &mut values).is_err() {
+                    return true; // validated already: never, but fail closed
+                }
+            }
+            Some(b'{' | b'[') => {} // on the way: what is inside is walked
+            Some(_) => values.push((mark.index, s, e)),
+            None => return true,
+        }
+        if values.len() > MAX_SUBJECT_VALUES {
+            return true;
+        }
     }
     let view = check.list.view();
-    for &(i, s, e) in &bufs.subjects {
+    for (i, s, e) in values {
         let (Some(raw), Some(variants)) = (
             text.get(s as usize..e as usize),
             check.variants.get(usize::from(i)),
@@ -419,7 +437,7 @@ fn suppressed(check: &SubjectCheck, text: &str, bufs: &mut Buffers) -> bool {
                     content
                 }
             }
-            Some(b'{' | b'[' | b'n') | None => continue,
+            Some(b'n') | None => continue,
             Some(_) => raw,
         };
         for steps in variants {
@@ -431,6 +449,65 @@ fn suppressed(check: &SubjectCheck, text: &str, bufs: &mut Buffers) -> bool {
         }
     }
     false
+}
+
+/// Push the span of every scalar (string, number, boolean) inside the
+/// (already validated) JSON value at `text[s..e]`, as subject `index`'s.
+fn scalars_within(
+    text: &str,
+    (s, e): (u32, u32),
+    max_depth: u32,
+    index: u16,
+    out: &mut Vec<(u16, u32, u32)>,
+) -> Result<(), Reject> {
+    fn value(
+        sc: &mut Scanner<'_, '_>,
+        index: u16,
+        out: &mut Vec<(u16, u32, u32)>,
+    ) -> Result<(), Reject> {
+        let start = sc.pos as u32;
+        match sc.peek() {
+            b'{' | b'[' => {
+                let close = if sc.peek() == b'{' { b'}' } else { b']' };
+                sc.enter()?;
+                sc.pos += 1;
+                sc.ws();
+                if sc.peek() == close {
+                    sc.pos += 1;
+                    sc.leave();
+                    return Ok(());
+                }
+                loop {
+                    if close == b'}' {
+                        sc.string()?;
+                        sc.ws();
+                        sc.expect(b':', "expected `:` after a key")?;
+                        sc.ws();
+                    }
+                    value(sc, index, out)?;
+                    if out.len() > MAX_SUBJECT_VALUES
+                        || !sc.next_or_close(close, "expected `,` or a close")?
+                    {
+                        break;
+                    }
+                }
+                sc.leave();
+                return Ok(());
+            }
+            b'"' => {
+                sc.string()?;
+            }
+            b't' | b'f' | b'n' => sc.literal()?,
+            _ => sc.number()?,
+        }
+        out.push((index, start, sc.pos as u32));
+        Ok(())
+    }
+    let bytes = text.as_bytes().get(..e as usize).unwrap_or_default();
+    let mut bufs = scan::ScanBuffers::default();
+    let mut sc = Scanner::new(bytes, max_depth, &mut bufs);
+    sc.pos = s as usize;
+    value(&mut sc, index, out)
 }
 
 /// The span recorded in capture slot `slot`, if the walk saw that value.

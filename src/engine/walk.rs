@@ -11,7 +11,7 @@
 //!   event is known to be forwarded (dropped events cost no HMAC).
 
 use crate::outcome::{FieldCounts, RejectReason};
-use crate::policy::trie::{Mode, Node};
+use crate::policy::trie::{Mode, Node, SubjectMark};
 use crate::policy::{Action, Normalise};
 
 use super::generalise;
@@ -39,8 +39,8 @@ pub struct Pending {
 pub struct Buffers {
     pub scan: ScanBuffers,
     pub captures: Vec<Option<(u32, u32)>>,
-    /// Every value seen at a subject path: (subject index, span).
-    pub subjects: Vec<(u16, u32, u32)>,
+    /// Every value seen at or on the way to a subject path: its mark and span.
+    pub subjects: Vec<(SubjectMark, u32, u32)>,
     pub pending: Vec<Pending>,
     pub values: Vec<u8>,
     pub text: Vec<u8>,
@@ -63,7 +63,7 @@ pub struct Walker<'a, 'b> {
     text: &'a str,
     pub out: &'b mut Vec<u8>,
     captures: &'b mut Vec<Option<(u32, u32)>>,
-    subjects: &'b mut Vec<(u16, u32, u32)>,
+    subjects: &'b mut Vec<(SubjectMark, u32, u32)>,
     pending: &'b mut Vec<Pending>,
     values: &'b mut Vec<u8>,
     scratch: &'b mut Vec<u8>,
@@ -149,8 +149,8 @@ impl<'a, 'b> Walker<'a, 'b> {
         {
             *c = Some((start as u32, self.sc.pos as u32));
         }
-        if let Some(i) = node.subject {
-            self.subjects.push((i, start as u32, self.sc.pos as u32));
+        if let Some(mark) = node.subject {
+            self.subjects.push((mark, start as u32, self.sc.pos as u32));
         }
         Ok(written)
     }

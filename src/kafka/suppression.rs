@@ -14,6 +14,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use tracing::{info, warn};
@@ -29,6 +30,9 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 const RETRY: Duration = Duration::from_secs(1);
 /// One poll; also how promptly the reader notices a stop.
 const POLL: Duration = Duration::from_millis(200);
+/// How often the topic's partitions are looked up again, so that a
+/// partition added while veil runs is read too.
+const NEW_PARTITIONS: Duration = Duration::from_secs(30);
 
 /// Whether the topic has been read to its end at start.
 #[derive(Default)]
@@ -71,7 +75,8 @@ pub(super) fn spawn(
     config
         .set("group.id", format!("{}-suppression", src.group_id))
         .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "earliest");
+        .set("auto.offset.reset", "earliest")
+        .set("enable.partition.eof", "true");
     let consumer: BaseConsumer = config.create().map_err(|source| ServiceError::Client {
         client: "suppression consumer",
         source,
@@ -108,19 +113,19 @@ fn read(consumer: &BaseConsumer, topic: &str, shared: &Shared, loading: &Loading
             }
         }
     };
-    let mut tpl = TopicPartitionList::new();
-    for p in ends.keys() {
-        if let Err(e) = tpl.add_partition_offset(topic, *p, Offset::Beginning) {
-            warn!(topic, partition = p, error = %e, "cannot assign the suppression partition");
-        }
-    }
-    if let Err(e) = consumer.assign(&tpl) {
-        warn!(topic, error = %e, "cannot assign the suppression topic");
-    }
-    // Partitions not yet read to their end at start.
-    let mut behind: HashMap<i32, i64> = ends.into_iter().filter(|(_, end)| *end > 0).collect();
+    assign_from_beginning(consumer, topic, ends.keys().copied());
+    // A partition is read to its end when librdkafka says it reached the
+    // end (partition EOF) at or past the high watermark it had at start: a
+    // watermark alone can be reported low (Tansu 0.6), an EOF alone could
+    // come before the first fetch.
+    let mut behind: HashMap<i32, (i64, Option<i64>)> = ends
+        .iter()
+        .map(|(p, (low, high))| (*p, (*high, (low >= high).then_some(*high))))
+        .collect();
+    let mut known: Vec<i32> = ends.keys().copied().collect();
+    let mut looked = Instant::now();
     let mut records = 0u64;
-    let report = |records: u64, behind: &HashMap<i32, i64>| {
+    let report = |records: u64, behind: &HashMap<i32, (i64, Option<i64>)>| {
         if behind.is_empty() && !loading.is_done() {
             info!(
                 topic,
@@ -132,13 +137,34 @@ fn read(consumer: &BaseConsumer, topic: &str, shared: &Shared, loading: &Loading
             loading.finish();
         }
     };
-    report(records, &behind);
     while !shared.reading_stopped() {
+        if looked.elapsed() >= NEW_PARTITIONS {
+            looked = Instant::now();
+            if let Ok(now) = ends_at_start(consumer, topic) {
+                let new: Vec<i32> = now.keys().copied().filter(|p| !known.contains(p)).collect();
+                if !new.is_empty() {
+                    info!(topic, partitions = ?new, "suppression topic grew; reading its new partitions");
+                    assign_from_beginning(consumer, topic, new.iter().copied());
+                    known.extend(new);
+                }
+            }
+        }
         let Some(polled) = consumer.poll(POLL) else {
             continue;
         };
         let msg = match polled {
             Ok(m) => m,
+            Err(KafkaError::PartitionEOF(p)) => {
+                // (An emptied partition, low = high, counts as read from
+                // the start; an empty one has nothing to reach.)
+                if let Some((end, seen)) = behind.get(&p)
+                    && (*end == 0 || seen.is_some_and(|s| s >= *end))
+                {
+                    behind.remove(&p);
+                    report(records, &behind);
+                }
+                continue;
+            }
             Err(e) => {
                 warn!(topic, error = %e, "suppression topic read error; reading on");
                 continue;
@@ -149,7 +175,7 @@ fn read(consumer: &BaseConsumer, topic: &str, shared: &Shared, loading: &Loading
             .key()
             .and_then(|k| std::str::from_utf8(k).ok())
             .ok_or(crate::suppression::EntryError::Shape)
-            .and_then(Entry::parse);
+            .and_then(Entry::parse_exact);
         match entry {
             Ok(entry) => {
                 list.update(Source::Topic, entry, msg.payload().is_some());
@@ -161,20 +187,34 @@ fn read(consumer: &BaseConsumer, topic: &str, shared: &Shared, loading: &Loading
                 &e,
             ),
         }
-        if let Some(end) = behind.get(&msg.partition())
-            && msg.offset() + 1 >= *end
-        {
-            behind.remove(&msg.partition());
-            report(records, &behind);
+        if let Some((_, seen)) = behind.get_mut(&msg.partition()) {
+            *seen = Some(msg.offset() + 1);
         }
     }
 }
 
-/// Every partition of `topic` and its high watermark now.
+/// Assign `partitions` of `topic`, each read from its first offset.
+fn assign_from_beginning(
+    consumer: &BaseConsumer,
+    topic: &str,
+    partitions: impl Iterator<Item = i32>,
+) {
+    let mut tpl = TopicPartitionList::new();
+    for p in partitions {
+        if let Err(e) = tpl.add_partition_offset(topic, p, Offset::Beginning) {
+            warn!(topic, partition = p, error = %e, "cannot assign the suppression partition");
+        }
+    }
+    if let Err(e) = consumer.incremental_assign(&tpl) {
+        warn!(topic, error = %e, "cannot assign the suppression topic");
+    }
+}
+
+/// Every partition of `topic` and its low and high watermarks now.
 fn ends_at_start(
     consumer: &BaseConsumer,
     topic: &str,
-) -> Result<HashMap<i32, i64>, rdkafka::error::KafkaError> {
+) -> Result<HashMap<i32, (i64, i64)>, KafkaError> {
     let metadata = consumer.fetch_metadata(Some(topic), REQUEST_TIMEOUT)?;
     let partitions: Vec<i32> = metadata
         .topics()
@@ -183,14 +223,13 @@ fn ends_at_start(
         .flat_map(|t| t.partitions().iter().map(|p| p.id()))
         .collect();
     if partitions.is_empty() {
-        return Err(rdkafka::error::KafkaError::MetadataFetch(
+        return Err(KafkaError::MetadataFetch(
             rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition,
         ));
     }
     let mut ends = HashMap::new();
     for p in partitions {
-        let (_, high) = consumer.fetch_watermarks(topic, p, REQUEST_TIMEOUT)?;
-        ends.insert(p, high);
+        ends.insert(p, consumer.fetch_watermarks(topic, p, REQUEST_TIMEOUT)?);
     }
     Ok(ends)
 }

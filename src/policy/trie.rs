@@ -44,9 +44,9 @@ pub struct Node {
     pub each: Option<Box<Node>>,
     /// Record where this value is, for consent and rule conditions.
     pub capture: Option<u16>,
-    /// Record every value here as one of subject path `i`'s values (for the
-    /// suppression check; see [`plan`]'s `check_subjects`).
-    pub subject: Option<u16>,
+    /// Record the value here for the suppression check (see [`plan`]'s
+    /// `check_subjects`): at a subject path, or on the way to one.
+    pub subject: Option<SubjectMark>,
     /// Whether anything at or below this node can reach the output. A shape
     /// mismatch under an emitting node is a `type_mismatch`; under a node
     /// that emits nothing it is plain removal.
@@ -88,6 +88,16 @@ impl Node {
             emits: false,
         }
     }
+}
+
+/// Where a node lies relative to subject path `index`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SubjectMark {
+    pub index: u16,
+    /// At the subject path itself (every scalar in its value counts), or
+    /// on the way to it (a scalar here counts: the event put the
+    /// identifier where the path expected a container).
+    pub exact: bool,
 }
 
 /// A cheap summary of a key: its length and first eight bytes. Equal keys
@@ -240,7 +250,7 @@ struct Draft {
     any: Option<Box<Draft>>,
     each: Option<Box<Draft>>,
     capture: Option<u16>,
-    subject: Option<u16>,
+    subject: Option<SubjectMark>,
 }
 
 impl Draft {
@@ -374,7 +384,20 @@ pub fn build(
         root.insert(&path.0).capture = Some(slot as u16);
     }
     for (i, path) in subjects.iter().enumerate() {
-        root.insert(&path.0).subject = Some(i as u16);
+        let index = i as u16;
+        for len in 1..path.0.len() {
+            let on_the_way = root.insert(path.0.get(..len).unwrap_or_default());
+            if on_the_way.subject.is_none() {
+                on_the_way.subject = Some(SubjectMark {
+                    index,
+                    exact: false,
+                });
+            }
+        }
+        let at = root.insert(&path.0);
+        if !at.subject.is_some_and(|m| m.exact) {
+            at.subject = Some(SubjectMark { index, exact: true });
+        }
     }
     root.resolve_wildcards();
     // The root is the event object itself: look inside, keep nothing unlisted.

@@ -457,3 +457,37 @@ fn a_refused_record_is_replaced_by_a_letter_naming_route_code_and_source_never_c
     );
     assert!(letter.get("payload").is_none());
 }
+
+#[test]
+fn an_input_keyed_by_a_suppressed_subject_is_dropped_on_every_route_whatever_its_body() {
+    let key = parse_key("k1", KEY.as_bytes(), Path::new("k1.key")).unwrap();
+    let ring = KeyRing::single(key.clone());
+    let list = std::sync::Arc::new(crate::suppression::SuppressionList::new(&ring));
+    let t = crate::suppression::Tokeniser::new(&key);
+    list.replace(
+        crate::suppression::Source::Files,
+        crate::suppression::entries_for(&t, ["u-ana"]),
+    );
+    // The policy declares no subject: only the key can tell.
+    let stage = stage().suppressing(&list);
+    let mut out = Processed::default();
+    let mut scratch = Scratch::default();
+    let body = br#"{"type":"track"}"#;
+    for k in [&b"u-ana"[..], b"U-ANA", b" u-ana "] {
+        stage.process(body, Some(k), AT, &mut out, &mut scratch);
+        assert_eq!(out.records(), 0, "{}", String::from_utf8_lossy(k));
+        assert!(
+            out.outputs
+                .iter()
+                .all(|o| o.outcome == RouteOutcome::Dropped(crate::outcome::DropReason::Suppressed))
+        );
+    }
+    stage.process(body, Some(b"u-ben"), AT, &mut out, &mut scratch);
+    assert_eq!(out.records(), 2, "another subject flows on both routes");
+    // A bad input is still dead-lettered, whatever its key.
+    stage.process(b"{not json", Some(b"u-ana"), AT, &mut out, &mut scratch);
+    assert_eq!(
+        out.rejected.map(|r| r.reason),
+        Some(RejectReason::InvalidJson)
+    );
+}

@@ -10,8 +10,11 @@ it shares no code with veil. Reads a JSON request on stdin:
 
 and writes {"tokens": {identifier: [token lines]}, "suppressed": [indexes]}:
 the token lines `veil suppress` must print for each identifier (one per
-distinct normalisation in use), and the indexes of the events veil must drop
-as `suppressed`.
+distinct form: as given, trimmed, lowercased, both), and the indexes of the
+events veil must drop as `suppressed`: those with a listed value among every
+scalar at or inside the value at a subject path, and every scalar found on
+the way to one (hashed with the normalisation of the first subject path
+through that place), or with more than 256 such values.
 """
 import hashlib
 import hmac
@@ -80,44 +83,74 @@ def split(path):
     return out
 
 
+def scalars(v):
+    """Every scalar (null included) inside a container, in order."""
+    if isinstance(v, dict):
+        for x in v.values():
+            yield from scalars(x)
+    elif isinstance(v, list):
+        for x in v:
+            yield from scalars(x)
+    else:
+        yield v
+
+
+FORMS = [[], ["trim"], ["lowercase"], ["trim", "lowercase"]]
+
+
 def main():
     req = json.load(sys.stdin)
     key = suppression_key(bytes.fromhex(req["key_hex"]))
     token = lambda b: hmac.new(key, b, hashlib.sha256).hexdigest()
-    variants = []
-    for s in req["subjects"]:
-        if s["normalise"] not in variants:
-            variants.append(s["normalise"])
     tokens = {}
     listed = set()
     for ident in req["identifiers"]:
         lines = []
-        for steps in variants:
-            # Surrounding white space is not part of a listed identifier.
+        # Surrounding white space is not part of a listed identifier; it is
+        # hashed in each of its forms.
+        for steps in FORMS:
             line = req["key_id"] + ":" + token(normalise(trim(ident), steps).encode())
             if line not in lines:
                 lines.append(line)
         tokens[ident] = lines
         listed.update(l.split(":", 1)[1] for l in lines)
+    subjects = req["subjects"]
+    paths = [split(s["path"]) for s in subjects]
+    exact = {tuple(p) for p in paths}
+    # Places on the way to a subject path: the first subject (in order)
+    # through each names the normalisation a scalar found there gets.
+    on_the_way = {}
+    for i, p in enumerate(paths):
+        for n in range(1, len(p)):
+            prefix = tuple(p[:n])
+            if prefix not in exact and prefix not in on_the_way:
+                on_the_way[prefix] = i
     suppressed = []
     for i, text in enumerate(req["events"]):
         event = json.loads(text, parse_int=Number, parse_float=Number)
         found = []
-        for s in req["subjects"]:
-            for v in values_at(event, split(s["path"])):
-                found.append((v, s["normalise"]))
+        for s, p in zip(subjects, paths):
+            for v in values_at(event, p):
+                if isinstance(v, (dict, list)):
+                    found.extend((x, s["normalise"]) for x in scalars(v))
+                else:
+                    found.append((v, s["normalise"]))
+        for prefix, j in on_the_way.items():
+            for v in values_at(event, list(prefix)):
+                if not isinstance(v, (dict, list)):
+                    found.append((v, subjects[j]["normalise"]))
         if len(found) > MAX_SUBJECT_VALUES:
             suppressed.append(i)
             continue
         for v, steps in found:
+            if v is None:
+                continue
             if isinstance(v, bool):
                 raw = "true" if v else "false"
             elif isinstance(v, Number):
                 raw = str(v)
-            elif isinstance(v, str):
-                raw = v
             else:
-                continue  # null, objects, arrays are no identifiers
+                raw = v
             if token(normalise(raw, steps).encode("utf-8", "surrogatepass")) in listed:
                 suppressed.append(i)
                 break
