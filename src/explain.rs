@@ -100,9 +100,15 @@ fn consent_sentence(policy: &Policy) -> String {
         None => "No consent check: every event that passes the rules is forwarded.".to_owned(),
         Some(c) => {
             let mut s = format!(
-                "An event is forwarded only if the array at `{}` contains `{}`; events without it, or with a malformed one, are dropped.",
-                c.purposes, policy.purpose
+                "An event is forwarded only if `{}` grants `{}`: an array containing it, or an object mapping it to `true` (as consent platforms write, e.g. `{{\"{}\": true}}`); events without it, or with anything else there, are dropped.",
+                c.purposes, c.category, c.category
             );
+            if c.category != policy.purpose {
+                s.push_str(&format!(
+                    " (`{}` is the consent platform's name for the purpose `{}`.)",
+                    c.category, policy.purpose
+                ));
+            }
             if let Some(o) = &c.opt_out {
                 s.push_str(&format!(
                     " Subjects who opted out (`{o}` is true, or anything but false/null) are suppressed."

@@ -886,7 +886,13 @@ fn metrics_over_http_count_exactly_what_was_forwarded_dropped_and_dead_lettered(
             assert!(!contains(text.as_bytes(), std::str::from_utf8(k).unwrap()));
         }
     }
-    assert_eq!(http::get(&addr, "/readyz"), (200, "ready\n".to_owned()));
+    // Ready (a loaded machine can delay the group's steady state by a
+    // moment: readiness follows it).
+    eventually(
+        &veil,
+        || "ready".into(),
+        || http::get(&addr, "/readyz") == (200, "ready\n".to_owned()),
+    );
     // Idle: nothing in flight; and the exit line adds up to the inputs.
     eventually(
         &veil,

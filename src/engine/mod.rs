@@ -307,46 +307,81 @@ impl CompiledPolicy {
         let Some((s, _)) = capture(&bufs.captures, slots.purposes) else {
             return Some(DropReason::NoConsent);
         };
-        let purpose = self.policy.purpose.as_bytes();
-        let mut sc = Scanner::new(text.as_bytes(), self.limits.max_depth, &mut bufs.scan);
-        sc.pos = s as usize;
-        if sc.peek() != b'[' {
-            return Some(DropReason::NoConsent);
+        let wanted = self
+            .policy
+            .consent
+            .as_ref()
+            .map_or(self.policy.purpose.as_bytes(), |c| c.category.as_bytes());
+        // The input was validated by the walk; any scan error here is
+        // still no consent (fail closed), never a grant.
+        if granted(text, s as usize, wanted, self.limits.max_depth, bufs).unwrap_or(false) {
+            None
+        } else {
+            Some(DropReason::NoConsent)
         }
-        sc.pos += 1;
-        loop {
-            sc.ws();
-            match sc.peek() {
-                b'"' => {
-                    let vs = sc.pos + 1;
-                    let escaped = sc.string().ok()?;
-                    let content = text
-                        .as_bytes()
-                        .get(vs..sc.pos.saturating_sub(1))
-                        .unwrap_or_default();
-                    let granted = if escaped {
-                        bufs.text.clear();
-                        unescape(content, &mut bufs.text);
-                        bufs.text == purpose
-                    } else {
-                        content == purpose
-                    };
-                    if granted {
-                        return None;
-                    }
-                }
-                b']' => return Some(DropReason::NoConsent),
-                _ => {
-                    let mut ignored = 0;
-                    if sc.skip(&mut ignored).is_err() {
-                        return Some(DropReason::NoConsent);
-                    }
-                }
+    }
+}
+
+/// Whether the purposes value at `text[at..]` grants `wanted`: an array
+/// holding it as a string, or an object whose member of that name (after
+/// unescaping) is `true`. Anything else grants nothing.
+fn granted(
+    text: &str,
+    at: usize,
+    wanted: &[u8],
+    max_depth: u32,
+    bufs: &mut Buffers,
+) -> Result<bool, Reject> {
+    let mut sc = Scanner::new(text.as_bytes(), max_depth, &mut bufs.scan);
+    sc.pos = at;
+    let close = match sc.peek() {
+        b'[' => b']',
+        b'{' => b'}',
+        _ => return Ok(false),
+    };
+    sc.pos += 1;
+    loop {
+        sc.ws();
+        if sc.peek() == close {
+            return Ok(false);
+        }
+        let start = sc.pos;
+        let named = if sc.peek() == b'"' {
+            let escaped = sc.string()?;
+            let content = text
+                .as_bytes()
+                .get(start + 1..sc.pos.saturating_sub(1))
+                .unwrap_or_default();
+            if escaped {
+                bufs.text.clear();
+                unescape(content, &mut bufs.text);
+                bufs.text == wanted
+            } else {
+                content == wanted
             }
+        } else {
+            let mut ignored = 0;
+            sc.skip(&mut ignored)?;
+            false
+        };
+        if close == b'}' {
             sc.ws();
-            if sc.peek() == b',' {
-                sc.pos += 1;
+            sc.expect(b':', "expected `:` after a key")?;
+            sc.ws();
+            let value = sc.pos;
+            let mut ignored = 0;
+            sc.skip(&mut ignored)?;
+            if named && text.get(value..sc.pos) == Some("true") {
+                return Ok(true);
             }
+        } else if named {
+            return Ok(true);
+        }
+        sc.ws();
+        if sc.peek() == b',' {
+            sc.pos += 1;
+        } else if sc.peek() != close {
+            return Ok(false);
         }
     }
 }

@@ -244,6 +244,47 @@ fn consent_and_opt_out_fail_closed() {
 }
 
 #[test]
+fn consent_given_as_an_object_grants_only_names_mapped_to_true() {
+    let e = engine(&format!(
+        "{BASE}consent:\n  purposes: c.prefs\nfields:\n  type: keep\n"
+    ));
+    let granted = [
+        r#"{"type":"t","c":{"prefs":{"ads":false,"analytics":true}}}"#,
+        r#"{"type":"t","c":{"prefs":{"analytic\u0073":true}}}"#,
+        r#"{"type":"t","c":{"prefs":{"x":{"analytics":false},"analytics" : true }}}"#,
+    ];
+    for input in granted {
+        assert!(run(&e, input).is_ok(), "{input}");
+    }
+    for input in [
+        r#"{"type":"t","c":{"prefs":{"analytics":false}}}"#,
+        r#"{"type":"t","c":{"prefs":{"analytics":"true"}}}"#,
+        r#"{"type":"t","c":{"prefs":{"analytics":1}}}"#,
+        r#"{"type":"t","c":{"prefs":{"analytics":null}}}"#,
+        r#"{"type":"t","c":{"prefs":{"Analytics":true}}}"#,
+        r#"{"type":"t","c":{"prefs":{"x":{"analytics":true}}}}"#,
+        r#"{"type":"t","c":{"prefs":{}}}"#,
+        r#"{"type":"t","c":{"prefs":true}}"#,
+    ] {
+        assert_eq!(reason(run(&e, input)), "no_consent", "{input}");
+    }
+}
+
+#[test]
+fn a_consent_category_maps_the_purpose_to_the_platforms_name() {
+    let e = engine(&format!(
+        "{BASE}consent:\n  purposes: c.prefs\n  category: Analytics\nfields:\n  type: keep\n"
+    ));
+    assert!(run(&e, r#"{"type":"t","c":{"prefs":{"Analytics":true}}}"#).is_ok());
+    assert!(run(&e, r#"{"type":"t","c":{"prefs":["Analytics"]}}"#).is_ok());
+    assert_eq!(
+        reason(run(&e, r#"{"type":"t","c":{"prefs":{"analytics":true}}}"#)),
+        "no_consent",
+        "the platform's name, not the purpose"
+    );
+}
+
+#[test]
 fn consent_is_read_even_under_a_transform() {
     // The consent object is pseudonymised (a type mismatch): a probe pass
     // still reads consent.

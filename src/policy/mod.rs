@@ -50,6 +50,8 @@ pub struct Policy {
 pub struct Consent {
     pub purposes: FieldPath,
     pub opt_out: Option<FieldPath>,
+    /// The name looked for at `purposes` (the purpose, unless mapped).
+    pub category: String,
 }
 
 /// An allowlist: ordered entries as written.

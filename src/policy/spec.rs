@@ -63,9 +63,15 @@ pub struct RawPolicy {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawConsent {
-    /// Path to an array of granted purpose strings.
+    /// Path to the granted purposes: an array of names, or an object
+    /// mapping names to booleans (`{"Analytics": true}`).
     #[schemars(with = "String")]
     pub purposes: SpannedPath,
+    /// The name the consent platform gives this policy's purpose (default:
+    /// the `purpose` itself), e.g. `Analytics` for Segment's categories.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub category: Option<Spanned<String>>,
     /// Optional path to a boolean; `true` means the subject opted out.
     #[serde(default)]
     #[schemars(with = "Option<String>")]

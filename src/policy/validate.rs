@@ -276,9 +276,22 @@ fn check(c: &mut Checker, raw: RawPolicy, sha256: String) -> Option<Policy> {
             Some(p) => Some(c.exact_path(p, "consent.opt_out")?),
             None => None,
         };
+        let category = match &rc.category {
+            Some(cat) if cat.value.trim().is_empty() || cat.value.trim() != cat.value => {
+                c.error(
+                    &cat.referenced,
+                    "consent.category is empty or has surrounding white space",
+                    Some("write the consent platform's name for this purpose exactly, e.g. `Analytics`"),
+                );
+                return None;
+            }
+            Some(cat) => cat.value.clone(),
+            None => raw.purpose.value.clone(),
+        };
         Some(Consent {
             purposes: purposes?,
             opt_out,
+            category,
         })
     });
 

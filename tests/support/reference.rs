@@ -33,9 +33,12 @@ pub fn apply(policy: &CompiledPolicy, input: &[u8]) -> Option<Vec<u8>> {
         {
             return None;
         }
-        let granted = at(&event, &c.purposes)
-            .and_then(Value::as_array)
-            .is_some_and(|a| a.iter().any(|x| x.as_str() == Some(p.purpose.as_str())));
+        // An array holding the category, or an object mapping it to true.
+        let granted = match at(&event, &c.purposes) {
+            Some(Value::Array(a)) => a.iter().any(|x| x.as_str() == Some(c.category.as_str())),
+            Some(Value::Object(o)) => o.get(c.category.as_str()) == Some(&Value::Bool(true)),
+            _ => false,
+        };
         if !granted {
             return None;
         }

@@ -232,9 +232,12 @@ impl Oracle {
             {
                 return Err(Dropped::OptedOut);
             }
-            let granted = at(event, purposes)
-                .and_then(Value::as_array)
-                .is_some_and(|a| a.iter().any(|x| x.as_str() == Some(m.purpose.as_str())));
+            // An array holding the purpose, or an object mapping it to true.
+            let granted = match at(event, purposes) {
+                Some(Value::Array(a)) => a.iter().any(|x| x.as_str() == Some(m.purpose.as_str())),
+                Some(Value::Object(o)) => o.get(m.purpose.as_str()) == Some(&Value::Bool(true)),
+                _ => false,
+            };
             if !granted {
                 return Err(Dropped::NoConsent);
             }
