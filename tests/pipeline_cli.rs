@@ -550,3 +550,53 @@ fn message_key_from_a_path_a_route_never_outputs_names_the_route_and_path() {
     let out = veil(&["check", "--config", config.to_str().unwrap()]);
     assert!(out.status.success(), "{}", stderr(&out));
 }
+
+#[test]
+fn suppression_config_mistakes_are_reported_with_their_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = root().join("tests/keys");
+    let check = |suppression: &str| {
+        let config = write_config(
+            dir.path(),
+            &format!("{}{suppression}", kafka_config("", &keys)),
+        );
+        let out = veil(&["check", "--config", config.to_str().unwrap()]);
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    for (suppression, want) in [
+        ("suppression: {}\n", "suppression names no source"),
+        (
+            "suppression:\n  topic: raw\n",
+            "suppression topic `raw` is also consumed or produced to",
+        ),
+        (
+            "suppression:\n  topic: dead\n",
+            "suppression topic `dead` is also consumed or produced to",
+        ),
+        (
+            "suppression:\n  files: [nowhere.txt]\n",
+            "cannot read suppression file",
+        ),
+        (
+            "suppression:\n  files: []\n  topic: s\n  key: \"k 1\"\n",
+            "suppression.key `k 1` is not a key id",
+        ),
+        (
+            "suppression:\n  topic: s\n  key: k9\n",
+            "suppression.key `k9` is not in the key directory",
+        ),
+    ] {
+        let (code, stderr) = check(suppression);
+        assert_eq!(code, Some(64), "{suppression}: {stderr}");
+        assert!(stderr.contains(want), "{suppression}: {stderr}");
+    }
+    let (code, stderr) = check("suppression:\n  topic: s\n  filez: []\n");
+    assert_eq!(code, Some(64), "{stderr}");
+    assert!(
+        stderr.contains("pipeline.yaml:"),
+        "file:line:column: {stderr}"
+    );
+}
