@@ -48,7 +48,22 @@ pub struct Key {
     pub secret: SecretKey,
 }
 
+/// The HMAC message of a key's fingerprint.
+pub const FINGERPRINT_MESSAGE: &[u8] = b"veil/v1/fingerprint";
+
 impl Key {
+    /// A short name for the key that says nothing of it: the first 8 bytes
+    /// of HMAC-SHA256(key, `veil/v1/fingerprint`), as hex. Two places that
+    /// show the same fingerprint hold the same key.
+    pub fn fingerprint(&self) -> String {
+        use hmac::{Hmac, Mac};
+        let Ok(mut mac) = <Hmac<sha2::Sha256> as Mac>::new_from_slice(self.secret.expose()) else {
+            return String::new();
+        };
+        mac.update(FINGERPRINT_MESSAGE);
+        hex::encode(mac.finalize().into_bytes().get(..8).unwrap_or_default())
+    }
+
     /// Whether this is veil's public demo key (`examples/keys/demo.key`):
     /// anyone can recompute its pseudonyms, so they protect nobody.
     pub fn is_public_demo(&self) -> bool {

@@ -254,3 +254,46 @@ fn the_worked_example_in_docs_erasure_md_runs_as_written() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("erasure verified"), "{stdout}");
 }
+
+#[test]
+fn keys_list_shows_each_key_by_fingerprint_never_by_its_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    setup(dir);
+    let out = veil(
+        &["keys", "list", "--dir", &p(dir, "keys"), "--key-id", "k2"],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    // The fingerprint, independently: HMAC-SHA256(key, "veil/v1/fingerprint")[..8].
+    let script = "import hmac,hashlib,sys\n\
+                  for h in sys.argv[1:]:\n    \
+                  print(hmac.new(bytes.fromhex(h), b'veil/v1/fingerprint', hashlib.sha256).hexdigest()[:16])";
+    let py = run("python3", &["-c", script, K1, K2], None);
+    assert!(py.status.success());
+    let want: Vec<String> = String::from_utf8(py.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let rows: Vec<Vec<&str>> = text
+        .lines()
+        .skip(1)
+        .map(|l| l.split('\t').collect())
+        .collect();
+    assert_eq!(rows.len(), 2, "{text}");
+    for (row, (id, fp)) in rows.iter().zip([("k1", &want[0]), ("k2", &want[1])]) {
+        assert_eq!((row[0], row[3]), (id, fp.as_str()), "{text}");
+    }
+    assert!(rows[0][4].starts_with("retired"), "{text}");
+    assert!(rows[1][4].starts_with("active"), "{text}");
+    assert_eq!(rows[1][2], "0", "made just now: 0 days old");
+    for secret in [K1, K2] {
+        assert!(!text.contains(&secret[..16]), "no key bytes: {text}");
+    }
+}

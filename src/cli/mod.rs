@@ -6,6 +6,7 @@ mod check;
 mod demo;
 mod erase;
 mod hash;
+mod keys;
 mod lines;
 mod ndjson;
 mod output;
@@ -216,6 +217,8 @@ enum Command {
     Suppress(suppress::Args),
     /// Print every pseudonym identifiers have or had, for deleting a subject's rows.
     Erase(erase::Args),
+    /// Inspect keys: `veil keys list --dir DIR` (never prints key bytes).
+    Keys(keys::Args),
     /// Write a new random 32-byte key to DIR/ID.key (mode 0600).
     Keygen {
         /// Key directory (created if missing, mode 0700).
@@ -278,6 +281,7 @@ pub fn main() -> ExitCode {
         Command::Hash(args) => hash::run(args),
         Command::Suppress(args) => suppress::run(args),
         Command::Erase(args) => erase::run(args),
+        Command::Keys(args) => keys::run(args),
         Command::Keygen { dir, id } => veil::keys::generate(&dir, &id)
             .map(|path| {
                 note(format_args!(

@@ -1,0 +1,101 @@
+//! `veil keys list`: the keys of a directory, without their bytes.
+
+use std::path::PathBuf;
+
+use anyhow::anyhow;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use super::{CliResult, print, usage};
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Subcommand)]
+enum Command {
+    /// Every key of a directory: id, created (the file's time), age,
+    /// fingerprint (a short HMAC of a fixed string, never key bytes), and
+    /// which routes use it.
+    List {
+        /// Key directory (`<key_id>.key` files).
+        #[arg(
+            long,
+            value_name = "DIR",
+            env = "VEIL_KEYS",
+            required_unless_present = "config"
+        )]
+        dir: Option<PathBuf>,
+        /// The active key; default: the only key in the directory.
+        #[arg(long, value_name = "ID", conflicts_with = "config")]
+        key_id: Option<String>,
+        /// Take the directory, the active key and the routes from this
+        /// pipeline config.
+        #[arg(long, value_name = "FILE", conflicts_with = "dir")]
+        config: Option<PathBuf>,
+    },
+}
+
+pub fn run(args: Args) -> CliResult {
+    let Command::List {
+        dir,
+        key_id,
+        config,
+    } = args.command;
+    let (dir, active, routes) = match config {
+        Some(path) => {
+            let config = veil::config::load(&path).map_err(usage)?;
+            let routes: Vec<String> = config
+                .policies()
+                .into_iter()
+                .map(|(n, _)| n.to_owned())
+                .collect();
+            (config.keys.dir.clone(), config.keys.active.clone(), routes)
+        }
+        None => (
+            dir.ok_or_else(|| usage(anyhow!("give --dir or --config")))?,
+            key_id,
+            Vec::new(),
+        ),
+    };
+    let ring = veil::keys::load_dir(&dir, active.as_deref()).map_err(usage)?;
+    super::warn_keys(&ring);
+    let now = OffsetDateTime::now_utc();
+    print(format_args!(
+        "id\tcreated\tage_days\tfingerprint\tused_by\n"
+    ))?;
+    for path in veil::keys::key_file_paths(&dir) {
+        let Some(id) = path.file_stem().and_then(|s| s.to_str()) else {
+            continue;
+        };
+        let Some(key) = ring.get(id) else { continue };
+        let created = std::fs::metadata(&path)
+            .and_then(|m| m.modified())
+            .ok()
+            .map(OffsetDateTime::from);
+        let (created_text, age) = match created {
+            Some(t) => (
+                t.format(&Rfc3339).unwrap_or_default(),
+                format!("{}", (now - t).whole_days()),
+            ),
+            None => ("unknown".to_owned(), "unknown".to_owned()),
+        };
+        let used_by = if ring.active().id == key.id {
+            if routes.is_empty() {
+                "active".to_owned()
+            } else {
+                format!("active: {}", routes.join(", "))
+            }
+        } else {
+            "retired (kept for look-ups and suppression entries)".to_owned()
+        };
+        print(format_args!(
+            "{}\t{created_text}\t{age}\t{}\t{used_by}\n",
+            key.id,
+            key.fingerprint()
+        ))?;
+    }
+    Ok(())
+}
