@@ -7,6 +7,13 @@
 //! apply` would write it: the policy's encoding, key-id prefix and
 //! truncation. Pure: no I/O.
 
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 use crate::keys::KeyRing;
 use crate::policy::{Normalise, Policy};
 use crate::pseudonym::Pseudonymiser;

@@ -335,12 +335,9 @@ impl Stage {
         let Ok(text) = std::str::from_utf8(key) else {
             return view.contains(key);
         };
-        let mut buf = Vec::new();
-        crate::suppression::FORMS.iter().any(|steps| {
-            buf.clear();
-            crate::engine::normalise_into(text, steps, &mut buf);
-            view.contains(&buf)
-        })
+        crate::suppression::forms(text)
+            .iter()
+            .any(|form| view.contains(form))
     }
 
     /// Hold every output record to `bytes`: an input with a clean event

@@ -43,7 +43,7 @@ use zeroize::Zeroizing;
 use crate::engine::normalise_into;
 use crate::keys::{Key, KeyRing};
 use crate::policy::trie::{Mode, Node};
-use crate::policy::{Action, FieldPath, Normalise, Policy, Segment};
+use crate::policy::{Action, Normalise, Policy, Segment};
 
 /// The HKDF `info` of the suppression key.
 pub const SUPPRESSION_INFO: &str = "veil/v1/suppression";
@@ -467,28 +467,9 @@ pub fn identifiers<'t>(
     Ok(out)
 }
 
-/// The entries for raw `identifiers` under `tokeniser`: one per identifier
-/// and distinct form ([`FORMS`]).
-pub fn entries_for<'a>(
-    tokeniser: &Tokeniser,
-    identifiers: impl IntoIterator<Item = &'a str>,
-) -> Vec<Entry> {
-    let mut buf = Vec::new();
-    let mut out = HashSet::new();
-    for id in identifiers {
-        for steps in FORMS {
-            buf.clear();
-            normalise_into(id, steps, &mut buf);
-            out.insert(Entry::of(tokeniser, &buf));
-        }
-    }
-    out.into_iter().collect()
-}
-
-/// The token lines of raw `identifier` under `tokeniser`: one per distinct
-/// form of it ([`FORMS`]; what `veil suppress` prints).
-pub fn lines_for(tokeniser: &Tokeniser, identifier: &str) -> Vec<String> {
-    let mut seen: Vec<Vec<u8>> = Vec::new();
+/// The distinct forms of `identifier` ([`FORMS`]), in that order.
+pub fn forms(identifier: &str) -> Vec<Vec<u8>> {
+    let mut seen: Vec<Vec<u8>> = Vec::with_capacity(FORMS.len());
     for steps in FORMS {
         let mut buf = Vec::new();
         normalise_into(identifier, steps, &mut buf);
@@ -496,7 +477,30 @@ pub fn lines_for(tokeniser: &Tokeniser, identifier: &str) -> Vec<String> {
             seen.push(buf);
         }
     }
-    seen.iter().map(|v| tokeniser.line(v)).collect()
+    seen
+}
+
+/// The entries for raw `identifiers` under `tokeniser`: one per identifier
+/// and distinct form.
+pub fn entries_for<'a>(
+    tokeniser: &Tokeniser,
+    identifiers: impl IntoIterator<Item = &'a str>,
+) -> Vec<Entry> {
+    let out: HashSet<Entry> = identifiers
+        .into_iter()
+        .flat_map(forms)
+        .map(|form| Entry::of(tokeniser, &form))
+        .collect();
+    out.into_iter().collect()
+}
+
+/// The token lines of raw `identifier` under `tokeniser`: one per distinct
+/// form of it (what `veil suppress` prints).
+pub fn lines_for(tokeniser: &Tokeniser, identifier: &str) -> Vec<String> {
+    forms(identifier)
+        .iter()
+        .map(|f| tokeniser.line(f))
+        .collect()
 }
 
 /// Per subject path of `policy`, in order: the normalisations its values
@@ -575,11 +579,6 @@ fn below(node: &Node, found: &mut Vec<Vec<Normalise>>) {
     for n in node.any.iter().chain(&node.each) {
         below(n, found);
     }
-}
-
-/// The subject paths of `policy` (for `veil erase` and the engine).
-pub fn subject_paths(policy: &Policy) -> &[FieldPath] {
-    &policy.subject
 }
 
 #[cfg(test)]

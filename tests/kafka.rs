@@ -1419,7 +1419,7 @@ fn poison_heads_partition_0(
     Vec<(Option<Vec<u8>>, Vec<u8>)>,
     Vec<(i32, i64)>,
 ) {
-    use rdkafka::mocking::{MockCluster, MockCoordinator};
+    use rdkafka::mocking::MockCluster;
     let broker = Broker::Mock(MockCluster::new(2).unwrap());
     let Broker::Mock(cluster) = &broker else {
         unreachable!()
@@ -1429,20 +1429,17 @@ fn poison_heads_partition_0(
         2,
         &format!("workers: 1\nlimits:\n  stall_after_seconds: 2\n{limits}"),
     );
-    for (topic, partition, leader) in [
-        (&raw, 0, 1),
-        (&raw, 1, 1),
-        (&clean, 0, 1),
-        (&clean, 1, 1),
-        (&dead, 0, 2),
-    ] {
-        cluster
-            .partition_leader(topic, partition, Some(leader))
-            .unwrap();
-    }
-    cluster
-        .coordinator(MockCoordinator::Group(format!("{raw}-veil")), 1)
-        .unwrap();
+    place(
+        cluster,
+        &raw,
+        &[
+            (&raw, 0, 1),
+            (&raw, 1, 1),
+            (&clean, 0, 1),
+            (&clean, 1, 1),
+            (&dead, 0, 2),
+        ],
+    );
     // Keyless records alternate: even indexes land on partition 0.
     let good: Vec<_> = consented(&shipped_policy(), 80)
         .into_iter()
@@ -1454,6 +1451,26 @@ fn poison_heads_partition_0(
     assert_eq!(landed[0], (0, 0), "the poison heads partition 0");
     cluster.broker_down(2).unwrap();
     (broker, p, [raw, clean, dead], records, landed)
+}
+
+/// On a two-broker mock cluster: each `(topic, partition)` led by the
+/// broker given, and `raw`'s consumer group coordinated by broker 1.
+fn place(
+    cluster: &rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+    raw: &str,
+    leaders: &[(&String, i32, i32)],
+) {
+    for (topic, partition, leader) in leaders {
+        cluster
+            .partition_leader(topic, *partition, Some(*leader))
+            .unwrap();
+    }
+    cluster
+        .coordinator(
+            rdkafka::mocking::MockCoordinator::Group(format!("{raw}-veil")),
+            1,
+        )
+        .unwrap();
 }
 
 /// The offset after the last record that landed on `partition`.
@@ -1761,7 +1778,7 @@ fn no_event_is_read_before_the_suppression_topic_is_read_to_its_end() {
     // the suppression topic's broker is down: veil must say why it is not
     // ready and read no event until the list is loaded, then drop exactly
     // the listed subjects' events. (Fault injection: the mock cluster.)
-    use rdkafka::mocking::{MockCluster, MockCoordinator};
+    use rdkafka::mocking::MockCluster;
     let broker = Broker::Mock(MockCluster::new(2).unwrap());
     let Broker::Mock(cluster) = &broker else {
         unreachable!()
@@ -1769,21 +1786,18 @@ fn no_event_is_read_before_the_suppression_topic_is_read_to_its_end() {
     let bootstrap = broker.bootstrap();
     let supp = broker.topic("suppression", 1);
     let (p, raw, clean, dead) = analytics(&broker, 2, &format!("suppression:\n  topic: {supp}\n"));
-    for (topic, partition, leader) in [
-        (&raw, 0, 1),
-        (&raw, 1, 1),
-        (&clean, 0, 1),
-        (&clean, 1, 1),
-        (&dead, 0, 1),
-        (&supp, 0, 2),
-    ] {
-        cluster
-            .partition_leader(topic, partition, Some(leader))
-            .unwrap();
-    }
-    cluster
-        .coordinator(MockCoordinator::Group(format!("{raw}-veil")), 1)
-        .unwrap();
+    place(
+        cluster,
+        &raw,
+        &[
+            (&raw, 0, 1),
+            (&raw, 1, 1),
+            (&clean, 0, 1),
+            (&clean, 1, 1),
+            (&dead, 0, 1),
+            (&supp, 0, 2),
+        ],
+    );
     let events: Vec<_> = consented(&shipped_policy(), 200)
         .into_iter()
         .filter(|(key, _)| key.is_some())

@@ -434,11 +434,25 @@ fn top_level_start(input: &[u8], max_depth: u32) -> Result<usize, Reject> {
 /// a number's or boolean's JSON text, after each normalisation the policy
 /// applies at, below or above its path; `null` is no identifier.
 fn suppressed(check: &SubjectCheck, text: &str, bufs: &mut Buffers, max_depth: u32) -> bool {
-    let mut values: Vec<(u16, u32, u32)> = Vec::new();
+    // Reused across events: no allocation per event while a list is on.
+    let mut values = std::mem::take(&mut bufs.subject_values);
+    values.clear();
+    let listed = subject_listed(check, text, bufs, max_depth, &mut values);
+    bufs.subject_values = values;
+    listed
+}
+
+fn subject_listed(
+    check: &SubjectCheck,
+    text: &str,
+    bufs: &mut Buffers,
+    max_depth: u32,
+    values: &mut Vec<(u16, u32, u32)>,
+) -> bool {
     for &(mark, s, e) in &bufs.subjects {
         match text.as_bytes().get(s as usize) {
             Some(b'{' | b'[') if mark.exact => {
-                if scalars_within(text, (s, e), max_depth, mark.index, &mut values).is_err() {
+                if scalars_within(text, (s, e), max_depth, mark.index, values).is_err() {
                     return true; // validated already: never, but fail closed
                 }
             }
@@ -451,7 +465,7 @@ fn suppressed(check: &SubjectCheck, text: &str, bufs: &mut Buffers, max_depth: u
         }
     }
     let view = check.list.view();
-    for (i, s, e) in values {
+    for &(i, s, e) in values.iter() {
         let (Some(raw), Some(variants)) = (
             text.get(s as usize..e as usize),
             check.variants.get(usize::from(i)),

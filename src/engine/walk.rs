@@ -41,6 +41,8 @@ pub struct Buffers {
     pub captures: Vec<Option<(u32, u32)>>,
     /// Every value seen at or on the way to a subject path: its mark and span.
     pub subjects: Vec<(SubjectMark, u32, u32)>,
+    /// The scalar values the suppression check hashes (reused).
+    pub subject_values: Vec<(u16, u32, u32)>,
     pub pending: Vec<Pending>,
     pub values: Vec<u8>,
     pub text: Vec<u8>,
