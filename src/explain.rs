@@ -96,27 +96,71 @@ fn scalar_text(s: &Scalar) -> String {
 }
 
 fn consent_sentence(policy: &Policy) -> String {
-    match &policy.consent {
-        None => "No consent check: every event that passes the rules is forwarded.".to_owned(),
-        Some(c) => {
-            let mut s = format!(
-                "An event is forwarded only if `{}` grants `{}`: an array containing it, or an object mapping it to `true` (as consent platforms write, e.g. `{{\"{}\": true}}`); events without it, or with anything else there, are dropped.",
-                c.purposes, c.category, c.category
-            );
-            if c.category != policy.purpose {
-                s.push_str(&format!(
-                    " (`{}` is the consent platform's name for the purpose `{}`.)",
-                    c.category, policy.purpose
-                ));
-            }
-            if let Some(o) = &c.opt_out {
-                s.push_str(&format!(
-                    " Subjects who opted out (`{o}` is true, or anything but false/null) are suppressed."
-                ));
-            }
-            s
+    let Some(c) = &policy.consent else {
+        return "No consent check: every event that passes the rules is forwarded.".to_owned();
+    };
+    let mut parts: Vec<String> = Vec::new();
+    if let Some(p) = &c.purposes {
+        let mut s = format!(
+            "`{p}` grants `{}`: an array containing it, or an object mapping it to `true` (as consent platforms write, e.g. `{{\"{}\": true}}`)",
+            c.category, c.category
+        );
+        if c.category != policy.purpose {
+            s.push_str(&format!(
+                " (`{}` is the consent platform's name for the purpose `{}`)",
+                c.category, policy.purpose
+            ));
         }
+        parts.push(s);
     }
+    if let Some(t) = &c.tcf {
+        parts.push(tcf_sentence(t));
+    }
+    let mut s = if parts.is_empty() {
+        "Consent to the purpose is not checked.".to_owned()
+    } else {
+        format!(
+            "An event is forwarded only if {}; events without it, or with anything else there, are dropped.",
+            parts.join(", and ")
+        )
+    };
+    if let Some(o) = &c.opt_out {
+        s.push_str(&format!(
+            " Subjects who opted out (`{o}` is true, or anything but false/null) are suppressed."
+        ));
+    }
+    if let Some(h) = &c.opt_out_header {
+        s.push_str(&format!(
+            " In `veil run`, an input record with the header `{h}` (any value but `0` or `false`; Global Privacy Control sends `1`) is an opt-out too."
+        ));
+    }
+    s
+}
+
+/// The TCF rule in words: each purpose by number and name.
+fn tcf_sentence(t: &crate::policy::Tcf) -> String {
+    let purposes: Vec<String> = t
+        .purposes
+        .iter()
+        .map(|&p| {
+            let name = crate::tcf::purpose_name(p).unwrap_or("?");
+            let basis = if t.legitimate_interest.contains(&p) {
+                "consent or legitimate interest"
+            } else {
+                "consent"
+            };
+            format!("purpose {p} ({name}) by {basis}")
+        })
+        .collect();
+    let vendor = match t.vendor {
+        Some(v) => format!(", to vendor {v} as well as to the purposes, and no publisher restriction forbids it"),
+        None => String::new(),
+    };
+    format!(
+        "the IAB TCF v2 consent string at `{}` grants {}{vendor} (a missing, malformed or non-v2 string grants nothing)",
+        t.path,
+        purposes.join("; ")
+    )
 }
 
 fn fields_table(out: &mut String, fields: &FieldSet) {
@@ -236,8 +280,19 @@ pub fn json(policy: &Policy) -> Value {
             "sha256": policy.sha256,
         },
         "consent": policy.consent.as_ref().map(|c| json!({
-            "purposes": c.purposes.to_string(),
+            "purposes": c.purposes.as_ref().map(|p| p.to_string()),
+            "category": c.purposes.as_ref().map(|_| c.category.as_str()),
             "opt_out": c.opt_out.as_ref().map(|p| p.to_string()),
+            "opt_out_header": c.opt_out_header,
+            "tcf": c.tcf.as_ref().map(|t| json!({
+                "path": t.path.to_string(),
+                "purposes": t.purposes.iter().map(|&p| json!({
+                    "id": p,
+                    "name": crate::tcf::purpose_name(p),
+                    "legitimate_interest": t.legitimate_interest.contains(&p),
+                })).collect::<Vec<_>>(),
+                "vendor": t.vendor,
+            })),
             "summary": consent_sentence(policy),
         })),
         "subject": policy.subject.iter().map(|p| p.to_string()).collect::<Vec<_>>(),

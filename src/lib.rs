@@ -17,6 +17,8 @@
 //!   print.
 //! - [`suppression`]: the opt-out list of keyed tokens (pure).
 //! - [`erasure`]: every pseudonym an identifier has or had (pure).
+//! - [`tcf`]: IAB TCF v2 consent strings, read in place, and the policy's
+//!   decision from them (pure).
 //! - [`outcome`]: verdicts, drop and reject reason codes, field tallies.
 //! - [`explain`]: the policy as a human-readable data inventory.
 //! - [`schema`]: the JSON Schema of the policy file.
@@ -54,6 +56,7 @@ pub mod pseudonym;
 pub mod schema;
 pub mod stage;
 pub mod suppression;
+pub mod tcf;
 
 pub use engine::{CompiledPolicy, Limits, Scratch, compile};
 pub use outcome::{DropReason, FieldCounts, Outcome, Reject, RejectReason, RouteOutcome, Verdict};

@@ -67,13 +67,15 @@ pub mod family {
     pub const SUPPRESSION_ENTRIES: Family = spec("veil_suppression_entries", "Entries (keyed tokens) on the suppression list, every source together.", &[]);
     pub const SUPPRESSION_UPDATES: Family = spec("veil_suppression_updates_total", "Suppression list updates by source: a file read (files), a record read (topic).", &["source"]);
     pub const SUPPRESSION_INVALID: Family = spec("veil_suppression_invalid_total", "Suppression topic records that are not token lines (ignored).", &["source"]);
+    pub const CONSENT_INVALID: Family = spec("veil_consent_invalid_total", "Events whose IAB TCF consent string could not be read (dropped as no_consent), by route and reason (malformed, unsupported_version).", &["route", "reason"]);
     pub const READY: Family = spec("veil_ready", "1 when /readyz answers 200: policies and keys loaded, broker reachable, group joined, partitions assigned, none stalled.", &[]);
 
     /// All of the above.
-    pub const ALL: [&Family; 20] = [
+    pub const ALL: [&Family; 21] = [
         &EVENTS, &DEAD_LETTERS, &FIELDS, &INPUT_BYTES, &OUTPUT_BYTES, &PROCESS_DURATION,
         &END_TO_END_LATENCY, &CONSUMER_LAG, &PARTITION_STALLED, &IN_FLIGHT, &PRODUCE_ERRORS, &COMMITS, &REBALANCES,
-        &POLICY_INFO, &KEY_INFO, &RELOADS, &SUPPRESSION_ENTRIES, &SUPPRESSION_UPDATES, &SUPPRESSION_INVALID, &READY,
+        &POLICY_INFO, &KEY_INFO, &RELOADS, &SUPPRESSION_ENTRIES, &SUPPRESSION_UPDATES, &SUPPRESSION_INVALID,
+        &CONSENT_INVALID, &READY,
     ];
 }
 
@@ -99,6 +101,7 @@ pub struct Metrics {
     suppression_entries: IntGauge,
     suppression_updates: IntCounterVec,
     suppression_invalid: IntCounterVec,
+    consent_invalid: IntCounterVec,
     ready: IntGauge,
 }
 
@@ -295,6 +298,7 @@ impl Metrics {
             suppression_entries: r.gauge(&SUPPRESSION_ENTRIES)?,
             suppression_updates: r.counters(&SUPPRESSION_UPDATES)?,
             suppression_invalid: r.counters(&SUPPRESSION_INVALID)?,
+            consent_invalid: r.counters(&CONSENT_INVALID)?,
             ready: r.gauge(&READY)?,
         };
         for source in crate::suppression::Source::ALL {
@@ -509,6 +513,8 @@ struct RouteCounters {
     dead_lettered: IntCounter,
     fields: Vec<IntCounter>,
     output_bytes: IntCounter,
+    /// By [`crate::tcf::Invalid`], in declaration order.
+    consent_invalid: Vec<IntCounter>,
 }
 
 impl StageCounters {
@@ -531,6 +537,10 @@ impl StageCounters {
                     .map(|(action, _)| m.fields.with_label_values(&[name, action]))
                     .collect(),
                 output_bytes: m.output_bytes.with_label_values(&[name]),
+                consent_invalid: crate::tcf::Invalid::ALL
+                    .iter()
+                    .map(|i| m.consent_invalid.with_label_values(&[name, i.code()]))
+                    .collect(),
             })
             .collect();
         StageCounters {
@@ -549,22 +559,19 @@ impl StageCounters {
     pub fn record<'a>(
         &self,
         input_len: usize,
-        result: Result<
-            impl IntoIterator<Item = (RouteOutcome, &'a FieldCounts, usize)>,
-            RejectReason,
-        >,
+        result: Result<impl IntoIterator<Item = RouteTally<'a>>, RejectReason>,
     ) {
         let routes = match result {
             Ok(routes) => routes,
             Err(reason) => return self.rejected(input_len, reason),
         };
         self.input_bytes.inc_by(input_len as u64);
-        for ((outcome, counts, output_len), c) in routes.into_iter().zip(&self.routes) {
-            match outcome {
+        for (t, c) in routes.into_iter().zip(&self.routes) {
+            match t.outcome {
                 RouteOutcome::Forwarded => {
                     c.forwarded.inc();
-                    c.output_bytes.inc_by(output_len as u64);
-                    for (counter, (_, n)) in c.fields.iter().zip(counts.labelled()) {
+                    c.output_bytes.inc_by(t.output_len as u64);
+                    for (counter, (_, n)) in c.fields.iter().zip(t.counts.labelled()) {
                         if n > 0 {
                             counter.inc_by(n);
                         }
@@ -572,6 +579,9 @@ impl StageCounters {
                 }
                 // `ALL` lists the reasons in declaration order (tested below).
                 RouteOutcome::Dropped(d) => c.dropped[d as usize].inc(),
+            }
+            if let Some(i) = t.consent_invalid {
+                c.consent_invalid[i as usize].inc();
             }
         }
     }
@@ -600,6 +610,16 @@ impl StageCounters {
     }
 }
 
+/// What one route made of one input, as counted.
+#[derive(Debug, Clone, Copy)]
+pub struct RouteTally<'a> {
+    pub outcome: RouteOutcome,
+    pub counts: &'a FieldCounts,
+    /// Bytes of the clean event.
+    pub output_len: usize,
+    pub consent_invalid: Option<crate::tcf::Invalid>,
+}
+
 /// What one route's counters say so far: the numbers the end-of-run
 /// summaries print, read from the same counters `/metrics` serves.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -609,6 +629,8 @@ pub struct RouteTotals {
     pub dead_lettered: u64,
     pub fields: Vec<(&'static str, u64)>,
     pub output_bytes: u64,
+    /// Events whose TC string could not be read (among `no_consent` drops).
+    pub consent_invalid: u64,
 }
 
 impl RouteTotals {
@@ -645,6 +667,10 @@ impl Metrics {
                 })
                 .collect(),
             output_bytes: self.output_bytes.with_label_values(&[route]).get(),
+            consent_invalid: crate::tcf::Invalid::ALL
+                .iter()
+                .map(|i| self.consent_invalid.with_label_values(&[route, i.code()]).get())
+                .sum(),
         }
     }
 
@@ -779,8 +805,18 @@ mod tests {
         c.record(
             7,
             Ok([
-                (RouteOutcome::Forwarded, &counts, 5),
-                (RouteOutcome::Dropped(DropReason::OptedOut), &counts, 0),
+                RouteTally {
+                    outcome: RouteOutcome::Forwarded,
+                    counts: &counts,
+                    output_len: 5,
+                    consent_invalid: None,
+                },
+                RouteTally {
+                    outcome: RouteOutcome::Dropped(DropReason::NoConsent),
+                    counts: &counts,
+                    output_len: 0,
+                    consent_invalid: Some(crate::tcf::Invalid::UnsupportedVersion),
+                },
             ]),
         );
         assert_eq!(m.dead_letter_totals(), [(RejectReason::TooDeep, 1)]);
@@ -790,8 +826,9 @@ mod tests {
         assert_eq!(a.output_bytes, 5);
         assert_eq!(a.fields[0], ("kept", 2));
         let b = m.route_totals("b");
-        assert_eq!(b.dropped, [(DropReason::OptedOut, 1)]);
+        assert_eq!(b.dropped, [(DropReason::NoConsent, 1)]);
         assert_eq!((b.forwarded, b.dead_lettered, b.output_bytes), (0, 1, 0));
+        assert_eq!((a.consent_invalid, b.consent_invalid), (0, 1));
         assert_eq!(b.fields[0], ("kept", 0));
     }
 }

@@ -201,4 +201,8 @@ impl FieldCounts {
 pub struct Verdict {
     pub outcome: Outcome,
     pub counts: FieldCounts,
+    /// Why the event's TC string could not be read, when the policy has a
+    /// `consent.tcf` rule and it could not (the event is then dropped as
+    /// `no_consent`).
+    pub consent_invalid: Option<crate::tcf::Invalid>,
 }

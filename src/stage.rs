@@ -35,7 +35,9 @@ use serde_json::{Map, Value, json};
 use crate::config::{MessageKey, PipelineConfig, StageConfig};
 use crate::engine::{CompiledPolicy, Limits, Scratch, compile};
 use crate::keys::{KeyError, KeyRing};
-use crate::outcome::{FieldCounts, Outcome, Reject, RejectReason, RouteOutcome, Verdict};
+use crate::outcome::{
+    DropReason, FieldCounts, Outcome, Reject, RejectReason, RouteOutcome, Verdict,
+};
 use crate::policy::{Encoding, FieldPath, PolicyError, PseudonymOptions, Segment};
 use crate::pseudonym::Pseudonymiser;
 
@@ -81,12 +83,39 @@ pub struct Stage {
     suppression: Option<std::sync::Arc<crate::suppression::SuppressionList>>,
 }
 
+/// The headers of an input record, as the stage asks for them.
+pub trait InputHeaders {
+    /// Whether a header named `name` (ASCII case-insensitive) has a value
+    /// (`None`: a header without one) for which `test` holds.
+    fn any(&self, name: &str, test: &dyn Fn(Option<&[u8]>) -> bool) -> bool;
+}
+
+/// An input without headers (a line of a file).
+pub struct NoHeaders;
+
+impl InputHeaders for NoHeaders {
+    fn any(&self, _: &str, _: &dyn Fn(Option<&[u8]>) -> bool) -> bool {
+        false
+    }
+}
+
+/// Whether an opt-out header's value says the subject opted out: any value
+/// but `0` or `false` (ignoring case and surrounding white space) does,
+/// including none at all. Global Privacy Control sends `Sec-GPC: 1`.
+pub fn header_opts_out(value: Option<&[u8]>) -> bool {
+    let Some(v) = value else { return true };
+    let v = v.trim_ascii();
+    !(v == b"0" || v.eq_ignore_ascii_case(b"false"))
+}
+
 /// What one route made of an input.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouteOutput {
     /// Rejections are in [`Processed::rejected`].
     pub outcome: RouteOutcome,
     pub counts: FieldCounts,
+    /// Why the route's TC string could not be read, if so.
+    pub consent_invalid: Option<crate::tcf::Invalid>,
     value: Range<usize>,
     key: Option<Range<usize>>,
 }
@@ -135,16 +164,17 @@ impl Processed {
     /// What to count for this input ([`crate::metrics::StageCounters::record`]):
     /// the reason it was rejected, or per route, in route order, its
     /// outcome, value tallies and clean bytes.
-    #[allow(clippy::type_complexity)]
     pub fn tally(
         &self,
-    ) -> Result<impl Iterator<Item = (RouteOutcome, &FieldCounts, usize)> + '_, RejectReason> {
+    ) -> Result<impl Iterator<Item = crate::metrics::RouteTally<'_>> + '_, RejectReason> {
         match &self.rejected {
             Some(r) => Err(r.reason),
-            None => Ok(self
-                .outputs
-                .iter()
-                .map(|o| (o.outcome, &o.counts, o.value.len()))),
+            None => Ok(self.outputs.iter().map(|o| crate::metrics::RouteTally {
+                outcome: o.outcome,
+                counts: &o.counts,
+                output_len: o.value.len(),
+                consent_invalid: o.consent_invalid,
+            })),
         }
     }
 }
@@ -440,7 +470,43 @@ impl Stage {
         out: &mut Processed,
         scratch: &mut Scratch,
     ) {
+        self.process_record(value, key, &NoHeaders, origin, out, scratch);
+    }
+
+    /// [`Self::process`] for a record with headers: a route whose policy
+    /// names a `consent.opt_out_header` drops the input as `opted_out`
+    /// when the record carries that header (see [`header_opts_out`]).
+    pub fn process_record(
+        &self,
+        value: &[u8],
+        key: Option<&[u8]>,
+        headers: &dyn InputHeaders,
+        origin: Origin<'_>,
+        out: &mut Processed,
+        scratch: &mut Scratch,
+    ) {
         self.process_using(CompiledPolicy::apply, value, key, origin, out, scratch);
+        if out.rejected.is_some() {
+            return;
+        }
+        for (route, o) in self.routes.iter().zip(&mut out.outputs) {
+            let header = route.engine.policy().consent.as_ref();
+            let Some(name) = header.and_then(|c| c.opt_out_header.as_deref()) else {
+                continue;
+            };
+            // A suppressed subject stays suppressed: that reason comes first.
+            if o.outcome != RouteOutcome::Dropped(DropReason::Suppressed)
+                && headers.any(name, &header_opts_out)
+            {
+                *o = RouteOutput {
+                    outcome: RouteOutcome::Dropped(DropReason::OptedOut),
+                    counts: FieldCounts::default(),
+                    consent_invalid: None,
+                    value: 0..0,
+                    key: None,
+                };
+            }
+        }
     }
 
     /// [`Self::process`] with the engine call as a parameter, so that tests
@@ -492,6 +558,7 @@ impl Stage {
                 Outcome::Dropped(reason) => out.outputs.push(RouteOutput {
                     outcome: RouteOutcome::Dropped(reason),
                     counts: verdict.counts,
+                    consent_invalid: verdict.consent_invalid,
                     value: start..start,
                     key: None,
                 }),
@@ -508,6 +575,7 @@ impl Stage {
                     out.outputs.push(RouteOutput {
                         outcome: RouteOutcome::Forwarded,
                         counts: verdict.counts,
+                        consent_invalid: None,
                         value: start..end,
                         key,
                     });
@@ -523,6 +591,7 @@ impl Stage {
                 *o = RouteOutput {
                     outcome: RouteOutcome::Dropped(crate::outcome::DropReason::Suppressed),
                     counts: FieldCounts::default(),
+                    consent_invalid: None,
                     value: 0..0,
                     key: None,
                 };

@@ -143,14 +143,22 @@ pub fn summary(policy: &Policy, file: &str) -> String {
     }
     match &policy.consent {
         Some(c) => {
-            out.push_str(&format!(
-                "  consent:  `{}` must be in {}",
-                policy.purpose, c.purposes
-            ));
-            if let Some(o) = &c.opt_out {
-                out.push_str(&format!("; opted out when {o} is true"));
+            let mut checks: Vec<String> = Vec::new();
+            if let Some(p) = &c.purposes {
+                checks.push(format!("`{}` must be in {p}", c.category));
             }
-            out.push('\n');
+            if let Some(t) = &c.tcf {
+                let ps: Vec<String> = t.purposes.iter().map(u8::to_string).collect();
+                let vendor = t.vendor.map(|v| format!(", vendor {v}")).unwrap_or_default();
+                checks.push(format!("TC string at {} must grant TCF purposes {}{vendor}", t.path, ps.join(", ")));
+            }
+            if let Some(o) = &c.opt_out {
+                checks.push(format!("opted out when {o} is true"));
+            }
+            if let Some(h) = &c.opt_out_header {
+                checks.push(format!("opted out when header {h} is set"));
+            }
+            out.push_str(&format!("  consent:  {}\n", checks.join("; ")));
         }
         None => out.push_str("  consent:  not checked\n"),
     }

@@ -169,25 +169,19 @@ impl CompiledPolicy {
     /// appended to `out`; otherwise `out` is unchanged.
     pub fn apply(&self, input: &[u8], out: &mut Vec<u8>, scratch: &mut Scratch) -> Verdict {
         let mark = out.len();
-        match self.apply_inner(input, out, &mut scratch.0) {
-            Ok((Outcome::Forwarded, counts)) => Verdict {
-                outcome: Outcome::Forwarded,
-                counts,
-            },
-            Ok((outcome, _)) => {
-                out.truncate(mark);
-                Verdict {
-                    outcome,
-                    counts: FieldCounts::default(),
-                }
-            }
-            Err(r) => {
-                out.truncate(mark);
-                Verdict {
-                    outcome: Outcome::Rejected(r),
-                    counts: FieldCounts::default(),
-                }
-            }
+        scratch.0.consent_invalid = None;
+        let (outcome, counts) = match self.apply_inner(input, out, &mut scratch.0) {
+            Ok((Outcome::Forwarded, counts)) => (Outcome::Forwarded, counts),
+            Ok((outcome, _)) => (outcome, FieldCounts::default()),
+            Err(r) => (Outcome::Rejected(r), FieldCounts::default()),
+        };
+        if outcome != Outcome::Forwarded {
+            out.truncate(mark);
+        }
+        Verdict {
+            outcome,
+            counts,
+            consent_invalid: scratch.0.consent_invalid.take(),
         }
     }
 
@@ -293,6 +287,8 @@ impl CompiledPolicy {
     }
 
     /// The consent decision from captured values; `None` means consented.
+    /// Every check the policy names must pass: no opt-out, the purpose
+    /// among the granted ones, the TC string granting the TCF purposes.
     fn consent(&self, text: &str, bufs: &mut Buffers) -> Option<DropReason> {
         let slots = self.policy.plan.consent?;
         if let Some(slot) = slots.opt_out
@@ -304,21 +300,63 @@ impl CompiledPolicy {
                 _ => return Some(DropReason::OptedOut),
             }
         }
-        let Some((s, _)) = capture(&bufs.captures, slots.purposes) else {
-            return Some(DropReason::NoConsent);
-        };
-        let wanted = self
-            .policy
-            .consent
-            .as_ref()
-            .map_or(self.policy.purpose.as_bytes(), |c| c.category.as_bytes());
-        // The input was validated by the walk; any scan error here is
-        // still no consent (fail closed), never a grant.
-        if granted(text, s as usize, wanted, self.limits.max_depth, bufs).unwrap_or(false) {
-            None
-        } else {
-            Some(DropReason::NoConsent)
+        let consent = self.policy.consent.as_ref()?;
+        if let Some(slot) = slots.purposes {
+            let Some((s, _)) = capture(&bufs.captures, slot) else {
+                return Some(DropReason::NoConsent);
+            };
+            // The input was validated by the walk; any scan error here is
+            // still no consent (fail closed), never a grant.
+            let wanted = consent.category.as_bytes();
+            if !granted(text, s as usize, wanted, self.limits.max_depth, bufs).unwrap_or(false) {
+                return Some(DropReason::NoConsent);
+            }
         }
+        if let (Some(slot), Some(tcf)) = (slots.tcf, &consent.tcf) {
+            let Some(span) = capture(&bufs.captures, slot) else {
+                return Some(DropReason::NoConsent);
+            };
+            return match tc_string(text, span, &mut bufs.text) {
+                TcString::Absent => Some(DropReason::NoConsent),
+                TcString::NotAString => {
+                    bufs.consent_invalid = Some(crate::tcf::Invalid::Malformed);
+                    Some(DropReason::NoConsent)
+                }
+                TcString::Text(tc) => match tcf.rule.grants(tc) {
+                    Ok(true) => None,
+                    Ok(false) => Some(DropReason::NoConsent),
+                    Err(invalid) => {
+                        bufs.consent_invalid = Some(invalid);
+                        Some(DropReason::NoConsent)
+                    }
+                },
+            };
+        }
+        None
+    }
+}
+
+/// The value at a `consent.tcf.path`.
+enum TcString<'t> {
+    /// `null` or `""`: no consent string.
+    Absent,
+    NotAString,
+    Text(&'t [u8]),
+}
+
+/// The TC string captured at `(s, e)` (a JSON value, quotes included),
+/// unescaped into `buf` when it holds escapes.
+fn tc_string<'t>(text: &'t str, (s, e): (u32, u32), buf: &'t mut Vec<u8>) -> TcString<'t> {
+    let raw = text.as_bytes().get(s as usize..e as usize).unwrap_or_default();
+    match raw {
+        b"null" | b"\"\"" => TcString::Absent,
+        [b'"', content @ .., b'"'] if content.contains(&b'\\') => {
+            buf.clear();
+            unescape(content, buf);
+            TcString::Text(buf)
+        }
+        [b'"', content @ .., b'"'] => TcString::Text(content),
+        _ => TcString::NotAString,
     }
 }
 

@@ -46,6 +46,8 @@ pub struct Buffers {
     pub pending: Vec<Pending>,
     pub values: Vec<u8>,
     pub text: Vec<u8>,
+    /// Set by the consent check when the event's TC string is unreadable.
+    pub consent_invalid: Option<crate::tcf::Invalid>,
 }
 
 impl Buffers {

@@ -24,7 +24,9 @@ use std::time::{Duration, Instant};
 
 use rdkafka::consumer::BaseConsumer;
 use rdkafka::consumer::base_consumer::PartitionQueue;
-use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
+use rdkafka::message::{
+    BorrowedHeaders, BorrowedMessage, Header, Headers, Message, OwnedHeaders,
+};
 use rdkafka::producer::BaseRecord;
 use tracing::{debug, warn};
 
@@ -314,8 +316,15 @@ impl Hands {
             partition: msg.partition(),
             offset: msg.offset(),
         };
-        live.stage
-            .process(payload, msg.key(), origin, processed, &mut self.scratch);
+        let headers = RecordHeaders(msg.headers());
+        live.stage.process_record(
+            payload,
+            msg.key(),
+            &headers,
+            origin,
+            processed,
+            &mut self.scratch,
+        );
         shared.metrics.processed_in(started.elapsed());
         live.counters.record(payload.len(), processed.tally());
 
@@ -384,6 +393,16 @@ fn kept_headers<'h, H: Headers>(
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| input.try_get(i))).ok()??;
         keep(header.key).then_some(header)
     })
+}
+
+/// An input record's headers for the stage (`consent.opt_out_header`).
+struct RecordHeaders<'m>(Option<&'m BorrowedHeaders>);
+
+impl crate::stage::InputHeaders for RecordHeaders<'_> {
+    fn any(&self, name: &str, test: &dyn Fn(Option<&[u8]>) -> bool) -> bool {
+        let Some(headers) = self.0 else { return false };
+        kept_headers(headers, |key| key.eq_ignore_ascii_case(name)).any(|h| test(h.value))
+    }
 }
 
 fn owned(headers: &StageHeaders<'_>) -> OwnedHeaders {

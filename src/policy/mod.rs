@@ -48,10 +48,24 @@ pub struct Policy {
 /// Where consent is read from.
 #[derive(Debug, Clone)]
 pub struct Consent {
-    pub purposes: FieldPath,
+    pub purposes: Option<FieldPath>,
     pub opt_out: Option<FieldPath>,
     /// The name looked for at `purposes` (the purpose, unless mapped).
     pub category: String,
+    /// Input header (lowercase) that signals an opt-out (`veil run` only).
+    pub opt_out_header: Option<String>,
+    pub tcf: Option<Tcf>,
+}
+
+/// Where the TC string is, and what it must grant.
+#[derive(Debug, Clone)]
+pub struct Tcf {
+    pub path: FieldPath,
+    /// Purpose numbers, ascending.
+    pub purposes: Vec<u8>,
+    pub legitimate_interest: Vec<u8>,
+    pub vendor: Option<u16>,
+    pub rule: crate::tcf::Rule,
 }
 
 /// An allowlist: ordered entries as written.

@@ -38,7 +38,8 @@ pub struct RawPolicy {
     pub purpose: Spanned<String>,
     /// When present, events must carry consent for `purpose`, or they are dropped.
     #[serde(default)]
-    pub consent: Option<RawConsent>,
+    #[schemars(with = "Option<RawConsent>")]
+    pub consent: Option<Spanned<RawConsent>>,
     /// Paths of the identifiers of the data subject (for suppression and
     /// erasure). veil refuses a policy that keeps any of them in clear.
     #[serde(default)]
@@ -65,8 +66,9 @@ pub struct RawPolicy {
 pub struct RawConsent {
     /// Path to the granted purposes: an array of names, or an object
     /// mapping names to booleans (`{"Analytics": true}`).
-    #[schemars(with = "String")]
-    pub purposes: SpannedPath,
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub purposes: Option<SpannedPath>,
     /// The name the consent platform gives this policy's purpose (default:
     /// the `purpose` itself), e.g. `Analytics` for Segment's categories.
     #[serde(default)]
@@ -76,6 +78,36 @@ pub struct RawConsent {
     #[serde(default)]
     #[schemars(with = "Option<String>")]
     pub opt_out: Option<SpannedPath>,
+    /// `veil run` only: the input record header whose presence (with any
+    /// value but `0` or `false`) means the subject opted out, e.g. `sec-gpc`
+    /// for Global Privacy Control.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub opt_out_header: Option<Spanned<String>>,
+    /// An IAB TCF v2 consent string (TC string) that must grant the purposes.
+    #[serde(default)]
+    pub tcf: Option<RawTcf>,
+}
+
+/// An IAB TCF v2 rule: the TC string at `path` must grant every purpose.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawTcf {
+    /// Path to the TC string in the event.
+    #[schemars(with = "String")]
+    pub path: SpannedPath,
+    /// TCF purpose numbers (1 to 11), every one of which must be granted.
+    #[schemars(with = "Vec<u8>")]
+    pub purposes: Spanned<Vec<Spanned<u64>>>,
+    /// Purposes (among `purposes`) that legitimate interest may grant
+    /// instead of consent; never 1, 3, 4, 5 or 6 (TCF 2.2).
+    #[serde(default)]
+    #[schemars(with = "Vec<u8>")]
+    pub legitimate_interest: Vec<Spanned<u64>>,
+    /// A Global Vendor List id: the vendor must be granted each purpose too.
+    #[serde(default)]
+    #[schemars(with = "Option<u16>")]
+    pub vendor: Option<Spanned<u64>>,
 }
 
 /// One per-event-type rule.

@@ -136,8 +136,9 @@ pub struct RulePlan {
 
 #[derive(Debug, Clone, Copy)]
 pub struct ConsentSlots {
-    pub purposes: u16,
+    pub purposes: Option<u16>,
     pub opt_out: Option<u16>,
+    pub tcf: Option<u16>,
 }
 
 /// Builds the plan for validated parts of a policy. With `check_subjects`
@@ -162,8 +163,9 @@ pub(crate) fn plan(
         }
     }
     let consent_slots = consent.map(|c| ConsentSlots {
-        purposes: slot_for(&mut captures, &c.purposes),
+        purposes: c.purposes.as_ref().map(|p| slot_for(&mut captures, p)),
         opt_out: c.opt_out.as_ref().map(|p| slot_for(&mut captures, p)),
+        tcf: c.tcf.as_ref().map(|t| slot_for(&mut captures, &t.path)),
     });
     let whens: Vec<Vec<(u16, Vec<super::Scalar>)>> = rules
         .iter()

@@ -9,7 +9,8 @@ use super::number::Decimal;
 use super::path::FieldPath;
 use super::spec::{RawAction, RawCondition, RawFields, RawPolicy};
 use super::trie::{self, Exposure};
-use super::{Action, Buckets, Condition, Consent, FieldRule, FieldSet, Policy, Rule, Scalar};
+use super::spec::{RawConsent, RawTcf};
+use super::{Action, Buckets, Condition, Consent, FieldRule, FieldSet, Policy, Rule, Scalar, Tcf};
 
 struct Checker<'a> {
     file: &'a str,
@@ -270,30 +271,10 @@ fn check(c: &mut Checker, raw: RawPolicy, sha256: String) -> Option<Policy> {
         );
     }
 
-    let consent = raw.consent.as_ref().and_then(|rc| {
-        let purposes = c.exact_path(&rc.purposes, "consent.purposes");
-        let opt_out = match &rc.opt_out {
-            Some(p) => Some(c.exact_path(p, "consent.opt_out")?),
-            None => None,
-        };
-        let category = match &rc.category {
-            Some(cat) if cat.value.trim().is_empty() || cat.value.trim() != cat.value => {
-                c.error(
-                    &cat.referenced,
-                    "consent.category is empty or has surrounding white space",
-                    Some("write the consent platform's name for this purpose exactly, e.g. `Analytics`"),
-                );
-                return None;
-            }
-            Some(cat) => cat.value.clone(),
-            None => raw.purpose.value.clone(),
-        };
-        Some(Consent {
-            purposes: purposes?,
-            opt_out,
-            category,
-        })
-    });
+    let consent = raw
+        .consent
+        .as_ref()
+        .and_then(|rc| consent(c, rc, &raw.purpose.value));
 
     let subject: Vec<(FieldPath, Location)> = raw
         .subject
@@ -606,5 +587,171 @@ fn compile_action(c: &mut Checker, raw: &RawAction, at: &Location) -> Option<Act
                 replacement: o.replacement.clone(),
             }
         }
+    })
+}
+
+/// The consent section: at least one check, each well formed.
+fn consent(c: &mut Checker<'_>, rc: &Spanned<RawConsent>, purpose: &str) -> Option<Consent> {
+    let raw = &rc.value;
+    if raw.purposes.is_none() && raw.tcf.is_none() && raw.opt_out.is_none() && raw.opt_out_header.is_none() {
+        c.error(
+            &rc.referenced,
+            "consent names no check",
+            Some("give `purposes` (where granted purposes are), `tcf` (an IAB TC string), `opt_out` or `opt_out_header`; or remove `consent`"),
+        );
+        return None;
+    }
+    let purposes = raw.purposes.as_ref().map(|p| c.exact_path(p, "consent.purposes"));
+    let opt_out = raw.opt_out.as_ref().map(|p| c.exact_path(p, "consent.opt_out"));
+    let category = match &raw.category {
+        Some(cat) if cat.value.trim().is_empty() || cat.value.trim() != cat.value => {
+            c.error(
+                &cat.referenced,
+                "consent.category is empty or has surrounding white space",
+                Some("write the consent platform's name for this purpose exactly, e.g. `Analytics`"),
+            );
+            None
+        }
+        Some(_) if raw.purposes.is_none() => {
+            let at = raw.category.as_ref().map(|cat| cat.referenced);
+            if let Some(at) = at {
+                c.error(
+                    &at,
+                    "consent.category without consent.purposes",
+                    Some("category names this purpose among the granted ones at `purposes`: add `purposes`, or remove `category`"),
+                );
+            }
+            None
+        }
+        Some(cat) => Some(cat.value.clone()),
+        None => Some(purpose.to_owned()),
+    };
+    let opt_out_header = match &raw.opt_out_header {
+        Some(h) if !valid_header_name(&h.value) => {
+            c.error(
+                &h.referenced,
+                format!("consent.opt_out_header `{}` is not a header name", h.value),
+                Some("write the input record's header name, e.g. `sec-gpc` for Global Privacy Control"),
+            );
+            None
+        }
+        Some(h) => Some(Some(h.value.to_ascii_lowercase())),
+        None => Some(None),
+    };
+    let tcf = raw.tcf.as_ref().map(|t| tcf(c, t));
+    Some(Consent {
+        purposes: checked(purposes)?,
+        opt_out: checked(opt_out)?,
+        category: category?,
+        opt_out_header: opt_out_header?,
+        tcf: checked(tcf)?,
+    })
+}
+
+/// An optional part, checked: `None` when it was given and is wrong,
+/// `Some(None)` when it was not given.
+fn checked<T>(part: Option<Option<T>>) -> Option<Option<T>> {
+    part.map_or(Some(None), |v| v.map(Some))
+}
+
+/// A header name veil can match: visible ASCII without separators.
+fn valid_header_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b))
+}
+
+/// A TCF v2.2 purpose number (1 to 11).
+fn purpose_number(c: &mut Checker<'_>, n: &Spanned<u64>, what: &str) -> Option<u8> {
+    let max = crate::tcf::PURPOSES.len() as u64;
+    if (1..=max).contains(&n.value) {
+        return u8::try_from(n.value).ok();
+    }
+    c.error(
+        &n.referenced,
+        format!("{what} {} is not a TCF purpose", n.value),
+        Some("TCF v2.2 purposes are numbered 1 to 11 (see `veil explain` for their names)"),
+    );
+    None
+}
+
+/// The TCF rule: purposes 1 to 11, legitimate interest only where TCF 2.2
+/// allows it and among the purposes, a vendor id that fits the string.
+fn tcf(c: &mut Checker<'_>, raw: &RawTcf) -> Option<Tcf> {
+    use crate::tcf::{CONSENT_ONLY, Rule};
+    let path = c.exact_path(&raw.path, "consent.tcf.path");
+    let mut ok = true;
+    let mut purposes: Vec<u8> = Vec::new();
+    for n in &raw.purposes.value {
+        match purpose_number(c, n, "consent.tcf.purposes:") {
+            Some(p) => purposes.push(p),
+            None => ok = false,
+        }
+    }
+    let mut legitimate_interest = Vec::new();
+    for n in &raw.legitimate_interest {
+        let Some(p) = purpose_number(c, n, "consent.tcf.legitimate_interest:") else {
+            ok = false;
+            continue;
+        };
+        if CONSENT_ONLY.contains(&p) {
+            c.error(
+                &n.referenced,
+                format!("purpose {p} cannot rest on legitimate interest"),
+                Some("TCF 2.2 allows only consent for purposes 1, 3, 4, 5 and 6: remove it from legitimate_interest"),
+            );
+            ok = false;
+        } else if !raw.purposes.value.iter().any(|q| q.value == n.value) {
+            c.error(
+                &n.referenced,
+                format!("purpose {p} is in legitimate_interest but not in purposes"),
+                Some("legitimate_interest says how a required purpose may be granted: add it to purposes, or remove it here"),
+            );
+            ok = false;
+        } else {
+            legitimate_interest.push(p);
+        }
+    }
+    if raw.purposes.value.is_empty() {
+        c.error(
+            &raw.purposes.referenced,
+            "consent.tcf.purposes is empty",
+            Some("list the TCF purposes this use of the data needs, e.g. `[1, 8]` (store on device, measure content performance)"),
+        );
+        ok = false;
+    }
+    let vendor = match &raw.vendor {
+        Some(v) => match u16::try_from(v.value) {
+            Ok(id) if id >= 1 => Some(id),
+            _ => {
+                c.error(
+                    &v.referenced,
+                    format!("consent.tcf.vendor {} is not a vendor id", v.value),
+                    Some("Global Vendor List ids run from 1 to 65535"),
+                );
+                ok = false;
+                None
+            }
+        },
+        None => None,
+    };
+    purposes.sort_unstable();
+    purposes.dedup();
+    legitimate_interest.sort_unstable();
+    legitimate_interest.dedup();
+    let bits = |ps: &[u8]| ps.iter().fold(0u32, |m, p| m | 1 << (p - 1));
+    let rule = Rule {
+        purposes: bits(&purposes),
+        legitimate_interest: bits(&legitimate_interest),
+        vendor,
+    };
+    (ok && path.is_some()).then_some(())?;
+    Some(Tcf {
+        path: path?,
+        purposes,
+        legitimate_interest,
+        vendor,
+        rule,
     })
 }

@@ -34,12 +34,17 @@ pub fn apply(policy: &CompiledPolicy, input: &[u8]) -> Option<Vec<u8>> {
             return None;
         }
         // An array holding the category, or an object mapping it to true.
-        let granted = match at(&event, &c.purposes) {
+        let granted = c.purposes.as_ref().is_none_or(|p| match at(&event, p) {
             Some(Value::Array(a)) => a.iter().any(|x| x.as_str() == Some(c.category.as_str())),
             Some(Value::Object(o)) => o.get(c.category.as_str()) == Some(&Value::Bool(true)),
             _ => false,
-        };
-        if !granted {
+        });
+        // The TC string's decision is shared with the engine (veil::tcf).
+        let tcf = c.tcf.as_ref().is_none_or(|t| match at(&event, &t.path) {
+            Some(Value::String(tc)) => t.rule.grants(tc.as_bytes()) == Ok(true),
+            _ => false,
+        });
+        if !(granted && tcf) {
             return None;
         }
     }
