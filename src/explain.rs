@@ -153,7 +153,9 @@ fn tcf_sentence(t: &crate::policy::Tcf) -> String {
         })
         .collect();
     let vendor = match t.vendor {
-        Some(v) => format!(", to vendor {v} as well as to the purposes, and no publisher restriction forbids it"),
+        Some(v) => format!(
+            ", to vendor {v} as well as to the purposes, and no publisher restriction forbids it"
+        ),
         None => String::new(),
     };
     format!(

@@ -46,6 +46,10 @@ impl fmt::Debug for SecretKey {
 pub struct Key {
     pub id: String,
     pub secret: SecretKey,
+    /// When the key was made: the `# created:` line `veil keygen` writes,
+    /// else the key file's modification time (`None` for keys not read
+    /// from a file).
+    pub created: Option<std::time::SystemTime>,
 }
 
 /// The HMAC message of a key's fingerprint.
@@ -174,6 +178,11 @@ impl KeyRing {
     pub fn ids(&self) -> impl Iterator<Item = &str> {
         self.keys.keys().map(String::as_str)
     }
+
+    /// Every key, by id.
+    pub fn keys(&self) -> impl Iterator<Item = &Key> {
+        self.keys.values()
+    }
 }
 
 pub fn id_ok(id: &str) -> bool {
@@ -184,9 +193,18 @@ pub fn id_ok(id: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
 }
 
-/// Parse hex key text (surrounding white space allowed). `path` is only for messages.
+/// Parse key text: hex (surrounding white space allowed), after any
+/// comment lines (`#`); a `# created: <RFC 3339 time>` line, as `veil
+/// keygen` writes, sets [`Key::created`]. `path` is only for messages.
 pub fn parse_key(id: &str, text: &[u8], path: &Path) -> Result<Key, KeyError> {
-    let text = text.trim_ascii();
+    let mut text = text.trim_ascii();
+    let mut created = None;
+    while text.first() == Some(&b'#') {
+        let end = text.iter().position(|&b| b == b'\n').unwrap_or(text.len());
+        let (line, rest) = text.split_at(end);
+        created = created.or_else(|| created_line(line));
+        text = rest.trim_ascii();
+    }
     if let Some(position) = text.iter().position(|b| !b.is_ascii_hexdigit()) {
         return Err(KeyError::NotHex {
             path: path.to_owned(),
@@ -217,7 +235,21 @@ pub fn parse_key(id: &str, text: &[u8], path: &Path) -> Result<Key, KeyError> {
     Ok(Key {
         id: id.to_owned(),
         secret: SecretKey(bytes),
+        created,
     })
+}
+
+/// The time of a `# created: <RFC 3339>` comment line.
+fn created_line(line: &[u8]) -> Option<std::time::SystemTime> {
+    let text = std::str::from_utf8(line).ok()?;
+    let value = text
+        .strip_prefix('#')?
+        .trim()
+        .strip_prefix("created:")?
+        .trim();
+    let t =
+        time::OffsetDateTime::parse(value, &time::format_description::well_known::Rfc3339).ok()?;
+    Some(t.into())
 }
 
 /// Load every `<key_id>.key` in `dir`; the active key is `active`, or the
@@ -248,7 +280,8 @@ pub fn load_dir(dir: &Path, active: Option<&str>) -> Result<KeyRing, KeyError> {
                     error,
                 })?,
             );
-        let key = parse_key(id, &text, &path)?;
+        let mut key = parse_key(id, &text, &path)?;
+        key.created = key.created.or_else(|| meta.modified().ok());
         if let Some(mode) = others_may_read(&meta) {
             warnings.push(KeyWarning::Readable {
                 path: path.clone(),
@@ -429,7 +462,14 @@ pub fn generate(dir: &Path, id: &str) -> Result<PathBuf, KeyError> {
     builder.create(dir).map_err(write_err)?;
     let mut bytes = Zeroizing::new([0u8; MIN_KEY_BYTES]);
     getrandom::fill(&mut bytes[..]).map_err(|e| KeyError::Random(e.to_string()))?;
-    let mut text = Zeroizing::new(hex::encode(&bytes[..]));
+    let now = time::OffsetDateTime::now_utc()
+        .replace_nanosecond(0)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    let created = now
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    let mut text = Zeroizing::new(format!("# created: {created}\n"));
+    text.push_str(&hex::encode(&bytes[..]));
     text.push('\n');
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);

@@ -20,6 +20,7 @@
 //! to the inputs read.
 
 use std::fmt;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use prometheus::{
@@ -62,7 +63,9 @@ pub mod family {
     pub const COMMITS: Family = spec("veil_commits_total", "Offset commits by result.", &["result"]);
     pub const REBALANCES: Family = spec("veil_rebalances_total", "Partition assignments and revocations.", &["kind"]);
     pub const POLICY_INFO: Family = spec("veil_policy_info", "The live policy of each route (value 1).", &["route", "policy", "version", "sha256"]);
-    pub const KEY_INFO: Family = spec("veil_key_info", "The live pseudonymisation key (value 1).", &["key_id"]);
+    pub const KEY_INFO: Family = spec("veil_key_info", "The keys the routes make pseudonyms with (value 1).", &["key_id"]);
+    pub const KEY_AGE: Family = spec("veil_key_age_seconds", "Age of every loaded key at scrape time, from its `# created:` line (veil keygen) or else its file's modification time.", &["key_id"]);
+    pub const KEY_MAX_AGE: Family = spec("veil_key_max_age_seconds", "keys.max_age_days in seconds: a key in use older than this should be rotated (alert VeilKeyTooOld).", &[]);
     pub const RELOADS: Family = spec("veil_reloads_total", "Policy and key reloads by result (ok, rejected).", &["result"]);
     pub const SUPPRESSION_ENTRIES: Family = spec("veil_suppression_entries", "Entries (keyed tokens) on the suppression list, every source together.", &[]);
     pub const SUPPRESSION_UPDATES: Family = spec("veil_suppression_updates_total", "Suppression list updates by source: a file read (files), a record read (topic).", &["source"]);
@@ -71,10 +74,10 @@ pub mod family {
     pub const READY: Family = spec("veil_ready", "1 when /readyz answers 200: policies and keys loaded, broker reachable, group joined, partitions assigned, none stalled.", &[]);
 
     /// All of the above.
-    pub const ALL: [&Family; 21] = [
+    pub const ALL: [&Family; 23] = [
         &EVENTS, &DEAD_LETTERS, &FIELDS, &INPUT_BYTES, &OUTPUT_BYTES, &PROCESS_DURATION,
         &END_TO_END_LATENCY, &CONSUMER_LAG, &PARTITION_STALLED, &IN_FLIGHT, &PRODUCE_ERRORS, &COMMITS, &REBALANCES,
-        &POLICY_INFO, &KEY_INFO, &RELOADS, &SUPPRESSION_ENTRIES, &SUPPRESSION_UPDATES, &SUPPRESSION_INVALID,
+        &POLICY_INFO, &KEY_INFO, &KEY_AGE, &KEY_MAX_AGE, &RELOADS, &SUPPRESSION_ENTRIES, &SUPPRESSION_UPDATES, &SUPPRESSION_INVALID,
         &CONSENT_INVALID, &READY,
     ];
 }
@@ -97,12 +100,55 @@ pub struct Metrics {
     rebalances: IntCounterVec,
     policy_info: IntGaugeVec,
     key_info: IntGaugeVec,
+    key_age: KeyAges,
+    key_max_age: IntGauge,
     reloads: IntCounterVec,
     suppression_entries: IntGauge,
     suppression_updates: IntCounterVec,
     suppression_invalid: IntCounterVec,
     consent_invalid: IntCounterVec,
     ready: IntGauge,
+}
+
+/// `veil_key_age_seconds`: ages computed when scraped, from each key's
+/// time of making (a key without one has no series).
+#[derive(Clone)]
+struct KeyAges {
+    gauges: IntGaugeVec,
+    made: Arc<Mutex<Vec<(String, std::time::SystemTime)>>>,
+}
+
+impl KeyAges {
+    fn replace(&self, key_times: &[(String, Option<std::time::SystemTime>)]) {
+        let made = key_times
+            .iter()
+            .filter_map(|(id, t)| Some((id.clone(), (*t)?)))
+            .collect();
+        if let Ok(mut m) = self.made.lock() {
+            *m = made;
+        }
+        self.gauges.reset();
+    }
+}
+
+impl prometheus::core::Collector for KeyAges {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        self.gauges.desc()
+    }
+
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        let now = std::time::SystemTime::now();
+        if let Ok(made) = self.made.lock() {
+            for (id, t) in made.iter() {
+                // A time in the future (a clock set back) reads as age 0.
+                let age = now.duration_since(*t).map_or(0, |d| d.as_secs());
+                self.gauges
+                    .with_label_values(&[id])
+                    .set(i64::try_from(age).unwrap_or(i64::MAX));
+            }
+        }
+        self.gauges.collect()
+    }
 }
 
 /// Registers each family as it is made.
@@ -294,6 +340,11 @@ impl Metrics {
             rebalances: r.counters(&REBALANCES)?,
             policy_info: r.gauges(&POLICY_INFO)?,
             key_info: r.gauges(&KEY_INFO)?,
+            key_age: r.register(KeyAges {
+                gauges: IntGaugeVec::new(Opts::new(KEY_AGE.name, KEY_AGE.help), KEY_AGE.labels)?,
+                made: Arc::default(),
+            })?,
+            key_max_age: r.gauge(&KEY_MAX_AGE)?,
             reloads: r.counters(&RELOADS)?,
             suppression_entries: r.gauge(&SUPPRESSION_ENTRIES)?,
             suppression_updates: r.counters(&SUPPRESSION_UPDATES)?,
@@ -321,11 +372,19 @@ impl Metrics {
         Ok(m)
     }
 
-    /// Publish the live policies (`(route, policy)` in route order) and key,
-    /// replacing the previous ones, and resolve their counters.
-    pub fn live(&self, routes: &[(&str, &CompiledPolicy)], key_id: &str) -> StageCounters {
+    /// Publish the live policies (`(route, policy)` in route order), the
+    /// keys the routes use and every loaded key's time of making (for
+    /// `veil_key_age_seconds`), replacing the previous ones, and resolve
+    /// the routes' counters.
+    pub fn live(
+        &self,
+        routes: &[(&str, &CompiledPolicy)],
+        key_ids: &[&str],
+        key_times: &[(String, Option<std::time::SystemTime>)],
+    ) -> StageCounters {
         self.policy_info.reset();
         self.key_info.reset();
+        self.key_age.replace(key_times);
         for (route, engine) in routes {
             let p = engine.policy();
             self.policy_info
@@ -337,8 +396,16 @@ impl Metrics {
                 ])
                 .set(1);
         }
-        self.key_info.with_label_values(&[key_id]).set(1);
+        for key_id in key_ids {
+            self.key_info.with_label_values(&[key_id]).set(1);
+        }
         StageCounters::new(self, routes.iter().map(|(name, _)| *name))
+    }
+
+    /// `keys.max_age_days`, published for the `VeilKeyTooOld` alert.
+    pub fn key_max_age(&self, max_age: Duration) {
+        self.key_max_age
+            .set(i64::try_from(max_age.as_secs()).unwrap_or(i64::MAX));
     }
 
     /// The suppression list changed: `updates` from `source`, `entries` now.
@@ -669,7 +736,11 @@ impl Metrics {
             output_bytes: self.output_bytes.with_label_values(&[route]).get(),
             consent_invalid: crate::tcf::Invalid::ALL
                 .iter()
-                .map(|i| self.consent_invalid.with_label_values(&[route, i.code()]).get())
+                .map(|i| {
+                    self.consent_invalid
+                        .with_label_values(&[route, i.code()])
+                        .get()
+                })
                 .sum(),
         }
     }
@@ -711,7 +782,7 @@ mod tests {
     fn fixed_label_values_start_at_zero_from_the_enums_they_are_recorded_with() {
         let registry = Registry::new();
         let m = Metrics::new(&registry).unwrap();
-        let _counters = m.live(&[], "k1");
+        let _counters = m.live(&[], &["k1"], &[]);
         let text = exposition(&registry);
         for r in ReloadResult::ALL {
             let series = format!("veil_reloads_total{{result=\"{}\"}} 0\n", r.label());
@@ -763,7 +834,8 @@ mod tests {
         )
         .unwrap_or_else(|e| panic!("{e}"));
         let engine = crate::compile(policy, &key, crate::Limits::default());
-        let _counters = m.live(&[("a", &engine)], "k1");
+        let made = std::time::SystemTime::now() - Duration::from_secs(90);
+        let _counters = m.live(&[("a", &engine)], &["k1"], &[("k1".into(), Some(made))]);
         m.consumer_lag("raw", 0, 1);
         m.partition_stalled("raw", 0, false);
         m.produce_failed(ProduceFailure {
@@ -772,11 +844,14 @@ mod tests {
             error: &"too large",
             step: ProduceStep::Delivery,
         });
-        let names: Vec<String> = registry
-            .gather()
+        let gathered = registry.gather();
+        let names: Vec<String> = gathered.iter().map(|f| f.name().to_owned()).collect();
+        // Key ages are computed when scraped.
+        let age = gathered
             .iter()
-            .map(|f| f.name().to_owned())
-            .collect();
+            .find(|f| f.name() == "veil_key_age_seconds")
+            .map(|f| f.get_metric()[0].get_gauge().value());
+        assert!(age.is_some_and(|a| (90.0..120.0).contains(&a)), "{age:?}");
         for f in family::ALL {
             assert!(
                 names.iter().any(|n| n == f.name),

@@ -64,6 +64,8 @@ pub struct Route {
     policy_tag: String,
     /// Pseudonymises Kafka keys: full-length hex, no prefix.
     key_hasher: Pseudonymiser,
+    /// Id of the key this route's pseudonyms are made with.
+    key_id: String,
 }
 
 /// All routes, and what to do with keys and headers.
@@ -75,8 +77,10 @@ pub struct Stage {
     include_payload: bool,
     limits: Limits,
     key_id: String,
-    /// Whether the active key is veil's public demo key.
+    /// Whether any route uses veil's public demo key.
     public_demo_key: bool,
+    /// Every key of the ring (id, when made), for the key age metric.
+    key_times: Vec<(String, Option<std::time::SystemTime>)>,
     /// Largest output record (clean event plus key, or dead-letter record).
     max_record_bytes: usize,
     /// The suppression list the routes check, if any.
@@ -233,6 +237,15 @@ pub enum StageError {
         "route `{route}`: its policy declares no `subject` paths, so no event of it can be matched to the suppression list; declare the subject's identifiers in the policy"
     )]
     SuppressionWithoutSubject { route: String },
+    #[error(
+        "route `{route}` names key `{key}`, which is not in the key directory (keys: {})",
+        available.join(", ")
+    )]
+    RouteKey {
+        route: String,
+        key: String,
+        available: Vec<String>,
+    },
     #[error("suppression.key `{key}` is not in the key directory")]
     SuppressionKey { key: String },
     #[error(transparent)]
@@ -297,7 +310,12 @@ pub fn load(config: &PipelineConfig) -> Result<(Stage, KeyRing), StageError> {
     let named: Vec<(&str, &crate::Policy)> =
         policies.iter().map(|(n, p)| (n.as_str(), p)).collect();
     crate::config::check_message_key(config, &named)?;
-    let stage = Stage::new(&config.stage, policies, &ring)?;
+    let keyed = policies
+        .into_iter()
+        .zip(config.route_keys())
+        .map(|((name, policy), (_, _, key))| (name, policy, key.map(str::to_owned)))
+        .collect();
+    let stage = Stage::keyed(&config.stage, keyed, &ring)?;
     Ok((stage, ring))
 }
 
@@ -308,22 +326,47 @@ impl Stage {
         policies: Vec<(String, crate::Policy)>,
         ring: &KeyRing,
     ) -> Result<Stage, StageError> {
-        let key = ring.active();
+        let keyed = policies.into_iter().map(|(n, p)| (n, p, None)).collect();
+        Stage::keyed(config, keyed, ring)
+    }
+
+    /// Compile `(route, policy, key id)` in route order, each under its
+    /// key (`None`: the ring's active key).
+    pub fn keyed(
+        config: &StageConfig,
+        policies: Vec<(String, crate::Policy, Option<String>)>,
+        ring: &KeyRing,
+    ) -> Result<Stage, StageError> {
+        let active = ring.active();
         let key_options = PseudonymOptions {
             encoding: Encoding::Hex,
             key_id_prefix: false,
             truncate_bytes: 32,
         };
         let mut routes: Vec<Route> = Vec::new();
-        for (name, policy) in policies {
+        for (name, policy, key_id) in policies {
+            let key = match key_id {
+                None => active,
+                Some(id) => ring.get(&id).ok_or_else(|| StageError::RouteKey {
+                    route: name.clone(),
+                    key: id.clone(),
+                    available: ring.ids().map(str::to_owned).collect(),
+                })?,
+            };
             let key_hasher = Pseudonymiser::new(key, &policy.purpose, &key_options);
             routes.push(Route {
                 name,
                 policy_tag: policy.id(),
                 engine: compile(policy, key, config.limits),
                 key_hasher,
+                key_id: key.id.clone(),
             });
         }
+        let public_demo_key = active.is_public_demo()
+            || routes
+                .iter()
+                .any(|r| ring.get(&r.key_id).is_some_and(|k| k.is_public_demo()));
+        let key = active;
         Ok(Stage {
             routes,
             message_key: config.message_key.clone(),
@@ -331,7 +374,8 @@ impl Stage {
             include_payload: config.include_payload,
             limits: config.limits,
             key_id: key.id.clone(),
-            public_demo_key: key.is_public_demo(),
+            public_demo_key,
+            key_times: ring.keys().map(|k| (k.id.clone(), k.created)).collect(),
             max_record_bytes: usize::MAX,
             suppression: None,
         })
@@ -398,13 +442,29 @@ impl Stage {
         self.limits
     }
 
-    /// The active key's id.
+    /// The active key's id (dead letters carry it).
     pub fn key_id(&self) -> &str {
         &self.key_id
     }
 
-    /// Whether the active key is veil's public demo key, whose pseudonyms
-    /// anyone can recompute.
+    /// The ids of the keys the routes use, each once, in route order.
+    pub fn key_ids(&self) -> Vec<&str> {
+        let mut ids: Vec<&str> = Vec::new();
+        for r in &self.routes {
+            if !ids.contains(&r.key_id.as_str()) {
+                ids.push(&r.key_id);
+            }
+        }
+        ids
+    }
+
+    /// Every loaded key's id and when it was made (see [`crate::keys::Key::created`]).
+    pub fn key_times(&self) -> &[(String, Option<std::time::SystemTime>)] {
+        &self.key_times
+    }
+
+    /// Whether the active key or a route's key is veil's public demo key,
+    /// whose pseudonyms anyone can recompute.
     pub fn uses_public_demo_key(&self) -> bool {
         self.public_demo_key
     }
@@ -428,10 +488,10 @@ impl Stage {
         route: usize,
         source: &'a Source<'a>,
     ) -> Option<Headers<'a>> {
-        let policy = self.routes.get(route)?.policy_tag.as_str();
+        let route = self.routes.get(route)?;
         Some([
-            (header::POLICY, policy),
-            (header::KEY_ID, &self.key_id),
+            (header::POLICY, route.policy_tag.as_str()),
+            (header::KEY_ID, &route.key_id),
             (header::SOURCE_TOPIC, source.topic),
             (header::SOURCE_PARTITION, &source.partition),
             (header::SOURCE_OFFSET, &source.offset),

@@ -122,12 +122,11 @@ fn read(tc: &[u8], vendor: Option<u16>) -> Result<Signals, Invalid> {
     Ok(signals)
 }
 
-/// Bits past the version field that the decision skips: created (36),
-/// last updated (36), CMP id (12), CMP version (12), consent screen (6),
-/// consent language (12), vendor list version (12), TCF policy version
-/// (6), is service specific (1), use non-standard texts (1), special
-/// feature opt-ins (12).
-const CORE_SKIPPED: usize = 36 + 36 + 12 + 12 + 6 + 12 + 12 + 6 + 1 + 1 + 12;
+/// Bits the decision skips after the CMP id: CMP version (12), consent
+/// screen (6), consent language (12), vendor list version (12), TCF policy
+/// version (6), is service specific (1), use non-standard texts (1),
+/// special feature opt-ins (12).
+const CORE_SKIPPED: usize = 12 + 6 + 12 + 12 + 6 + 1 + 1 + 12;
 
 fn core_segment(mut b: Bits<'_>, vendor: Option<u16>) -> Result<Signals, Invalid> {
     if b.take(6)? != 2 {
@@ -136,11 +135,20 @@ fn core_segment(mut b: Bits<'_>, vendor: Option<u16>) -> Result<Signals, Invalid
         // too: the core must come first.
         return Err(Invalid::UnsupportedVersion);
     }
+    b.skip(36 + 36)?; // created, last updated
+    // The checks the IAB's reference decoder makes of the header: CMP ids
+    // start at 2, and a country code letter is one of `A` to `z`.
+    if b.take(12)? < 2 {
+        return Err(Invalid::Malformed);
+    }
     b.skip(CORE_SKIPPED)?;
     // Purpose 1 is the first (most significant) bit of each field.
     let purpose_consent = b.take(24)?.reverse_bits() >> 8;
     let purpose_li = b.take(24)?.reverse_bits() >> 8;
-    b.skip(1 + 12)?; // purpose one treatment, publisher country code
+    b.skip(1)?; // purpose one treatment
+    if b.take(6)? > 57 || b.take(6)? > 57 {
+        return Err(Invalid::Malformed);
+    }
     let vendor_consent = vendor_section(&mut b, vendor)?;
     let vendor_li = vendor_section(&mut b, vendor)?;
     let mut s = Signals {
@@ -291,7 +299,7 @@ mod tests {
     fn encode(bits: &str) -> String {
         const DICT: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
         let mut bits = bits.replace(' ', "");
-        while bits.len() % 6 != 0 {
+        while !bits.len().is_multiple_of(6) {
             bits.push('0');
         }
         bits.as_bytes()
@@ -321,6 +329,8 @@ mod tests {
                 .collect::<String>()
         };
         let mut bits = n(version, 6);
+        bits += &"0".repeat(72);
+        bits += &n(2, 12); // CMP id
         bits += &"0".repeat(CORE_SKIPPED);
         bits += &purposes(consent);
         bits += &purposes(li);

@@ -13,7 +13,9 @@ use std::time::Duration;
 use rdkafka::types::RDKafkaRespErr;
 
 use serde_json::Value;
-use support::kafka::{Broker, Reader, Rec, Veil, assert_nothing_deleted, produce};
+use support::kafka::{
+    Broker, Reader, Rec, Veil, assert_nothing_deleted, produce, produce_with_headers,
+};
 use support::{http, reference};
 use veil::{CompiledPolicy, Limits, compile};
 
@@ -1860,5 +1862,122 @@ fn no_event_is_read_before_the_suppression_topic_is_read_to_its_end() {
         &veil,
         || "ready once the list is loaded".into(),
         || http::get(&addr, "/readyz").0 == 200,
+    );
+}
+
+/// A TC string and the rule it grants, from the IAB-generated table
+/// (tests/consent.rs), plus the TCF v1 string the IAB publishes.
+fn granting_tc() -> (String, String) {
+    let text = std::fs::read_to_string(root().join("tests/cases/tcf/vectors.jsonl")).unwrap();
+    let v: Value = text
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|v| v["granted"] == true && v["vendor"].is_u64())
+        .expect("a granted vector with a vendor");
+    let list = |k: &str| v[k].to_string();
+    let rule = format!(
+        "{{ path: gdpr.tc, purposes: {}, legitimate_interest: {}, vendor: {} }}",
+        list("purposes"),
+        list("legitimate_interest"),
+        v["vendor"]
+    );
+    (v["tc"].as_str().unwrap().to_owned(), rule)
+}
+
+#[test]
+fn tcf_strings_and_the_gpc_header_decide_what_flows_and_unreadable_strings_are_counted() {
+    use rdkafka::message::{Header, OwnedHeaders};
+    let broker = Broker::start();
+    let (raw, clean, dead) = topics(&broker, 1);
+    let (tc, rule) = granting_tc();
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("ads.yaml");
+    std::fs::write(
+        &policy,
+        format!(
+            "name: ads\nversion: 1\npurpose: ads\nconsent:\n  opt_out_header: Sec-GPC\n  tcf: {rule}\nfields:\n  id: keep\n"
+        ),
+    )
+    .unwrap();
+    let p = pipeline(&broker, &raw, &[("ads", &policy, &clean)], &dead, "");
+    // (id, TC string, Sec-GPC header as sent: absent, without a value, or
+    // with one) and what must happen.
+    type Case<'a> = (u32, Option<&'a str>, Option<Option<&'a str>>, &'a str);
+    let v1 = "BOEFEAyOEFEAyAHABDENAI4AAAB9vABAASA";
+    let cases: [Case<'_>; 8] = [
+        (1, Some(&tc), None, "forwarded"),
+        (2, Some(&tc), Some(Some("1")), "dropped_opted_out"),
+        (3, Some(&tc), Some(Some("0")), "forwarded"),
+        (4, Some(&tc), Some(None), "dropped_opted_out"),
+        (5, Some("C"), None, "dropped_no_consent"),
+        (6, Some(v1), None, "dropped_no_consent"),
+        (7, None, None, "dropped_no_consent"),
+        (8, Some(&tc), Some(Some(" FALSE ")), "forwarded"),
+    ];
+    let records: Vec<(Option<Vec<u8>>, Vec<u8>)> = cases
+        .iter()
+        .map(|(id, tc, _, _)| {
+            let event = serde_json::json!({"id": id, "gdpr": {"tc": tc}});
+            (None, event.to_string().into_bytes())
+        })
+        .collect();
+    produce_with_headers(&broker.bootstrap(), &raw, &records, |i| {
+        let (_, _, gpc, _) = cases[i];
+        // The header as a collector forwards it, case and all.
+        gpc.map(|value| {
+            OwnedHeaders::new().insert(Header {
+                key: "Sec-GPC",
+                value,
+            })
+        })
+    });
+    let veil = p.start("veil");
+    let addr = endpoint(&veil);
+    let mut out = Reader::new(&broker.bootstrap(), &clean);
+    assert!(
+        out.wait_until(MINUTE, |r| r.len() >= 3),
+        "log:\n{}",
+        veil.log()
+    );
+    let deadline = std::time::Instant::now() + MINUTE;
+    let text = loop {
+        let (_, text) = http::get(&addr, "/metrics");
+        if http::sum(&text, "veil_events_total", &[("route", "ads")]) >= cases.len() as f64 {
+            break text;
+        }
+        assert!(std::time::Instant::now() < deadline, "metrics:\n{text}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    out.poll_for(Duration::from_secs(2));
+    let ids: BTreeSet<u64> = out
+        .records
+        .iter()
+        .map(|r| r.json()["id"].as_u64().unwrap())
+        .collect();
+    let want: BTreeSet<u64> = cases
+        .iter()
+        .filter(|c| c.3 == "forwarded")
+        .map(|c| u64::from(c.0))
+        .collect();
+    assert_eq!(ids, want);
+    for outcome in ["forwarded", "dropped_opted_out", "dropped_no_consent"] {
+        let n = cases.iter().filter(|c| c.3 == outcome).count() as f64;
+        let got = http::sum(
+            &text,
+            "veil_events_total",
+            &[("route", "ads"), ("outcome", outcome)],
+        );
+        assert_eq!(got, n, "{outcome}");
+    }
+    let invalid = |reason: &str| {
+        http::sum(
+            &text,
+            "veil_consent_invalid_total",
+            &[("route", "ads"), ("reason", reason)],
+        )
+    };
+    assert_eq!(
+        (invalid("malformed"), invalid("unsupported_version")),
+        (1.0, 1.0)
     );
 }

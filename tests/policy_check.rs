@@ -429,3 +429,109 @@ fn diagnostics_point_at_the_offending_key() {
         "empty `when`",
     );
 }
+
+const FIELDS: &str = "fields:\n  type: keep\n";
+
+#[test]
+fn a_consent_section_must_name_a_check() {
+    let d = one_error(
+        &format!("{HEAD}consent: {{}}\n{FIELDS}"),
+        4,
+        10,
+        "consent names no check",
+    );
+    assert!(d.hint.unwrap().contains("tcf"));
+}
+
+#[test]
+fn tcf_purposes_are_numbered_1_to_11() {
+    let yaml =
+        format!("{HEAD}consent:\n  tcf:\n    path: gdpr.tc\n    purposes: [1, 12, 0]\n{FIELDS}");
+    let d = errors(&yaml);
+    assert_eq!(d.len(), 2, "{d:#?}");
+    assert_eq!((d[0].line, d[0].column), (7, 19), "{}", d[0]);
+    assert!(d[0].message.contains("12 is not a TCF purpose"), "{}", d[0]);
+    assert!(d[1].message.contains("0 is not a TCF purpose"), "{}", d[1]);
+    one_error(
+        &format!("{HEAD}consent:\n  tcf:\n    path: gdpr.tc\n    purposes: []\n{FIELDS}"),
+        7,
+        15,
+        "consent.tcf.purposes is empty",
+    );
+}
+
+#[test]
+fn legitimate_interest_only_where_tcf_allows_it_and_only_for_required_purposes() {
+    let yaml = |li: &str| {
+        format!(
+            "{HEAD}consent:\n  tcf:\n    path: gdpr.tc\n    purposes: [1, 7]\n    legitimate_interest: [{li}]\n{FIELDS}"
+        )
+    };
+    let d = one_error(
+        &yaml("1"),
+        8,
+        27,
+        "purpose 1 cannot rest on legitimate interest",
+    );
+    assert!(d.hint.unwrap().contains("1, 3, 4, 5 and 6"));
+    one_error(
+        &yaml("8"),
+        8,
+        27,
+        "purpose 8 is in legitimate_interest but not in purposes",
+    );
+    Policy::parse(&yaml("7"), "p.yaml").unwrap();
+}
+
+#[test]
+fn a_tcf_vendor_is_a_vendor_list_id_and_the_path_names_one_place() {
+    let yaml = |vendor: &str, path: &str| {
+        format!(
+            "{HEAD}consent:\n  tcf:\n    path: {path}\n    purposes: [1]\n    vendor: {vendor}\n{FIELDS}"
+        )
+    };
+    one_error(
+        &yaml("0", "gdpr.tc"),
+        8,
+        13,
+        "consent.tcf.vendor 0 is not a vendor id",
+    );
+    one_error(
+        &yaml("70000", "gdpr.tc"),
+        8,
+        13,
+        "consent.tcf.vendor 70000 is not a vendor id",
+    );
+    one_error(&yaml("755", "items[].tc"), 6, 11, "must name one place");
+    let d = errors(&yaml("x", "gdpr.tc"));
+    assert_eq!(d[0].line, 8, "{d:#?}");
+}
+
+#[test]
+fn an_opt_out_header_is_a_header_name() {
+    one_error(
+        &format!("{HEAD}consent:\n  opt_out_header: \"sec gpc\"\n{FIELDS}"),
+        5,
+        19,
+        "`sec gpc` is not a header name",
+    );
+    let p = Policy::parse(
+        &format!("{HEAD}consent:\n  opt_out_header: Sec-GPC\n{FIELDS}"),
+        "p.yaml",
+    )
+    .unwrap();
+    assert_eq!(
+        p.consent.unwrap().opt_out_header.as_deref(),
+        Some("sec-gpc")
+    );
+}
+
+#[test]
+fn a_category_needs_the_purposes_it_names_a_member_of() {
+    one_error(
+        &format!("{HEAD}consent:\n  category: Analytics\n  opt_out: gpc\n{FIELDS}"),
+        5,
+        13,
+        "consent.category without consent.purposes",
+    );
+}

@@ -185,7 +185,10 @@ pub fn run(args: Args) -> CliResult {
     };
     let registry = prometheus::Registry::new();
     let metrics = Metrics::new(&registry).map_err(io)?;
-    let counters = metrics.live(&stage.policies(), stage.key_id());
+    metrics.key_max_age(std::time::Duration::from_secs(
+        veil::config::KeysConfig::DEFAULT_MAX_AGE_DAYS * 86_400,
+    ));
+    let counters = metrics.live(&stage.policies(), &stage.key_ids(), stage.key_times());
     if let Some(list) = &suppression {
         metrics.suppression(
             veil::suppression::Source::Files,
@@ -269,6 +272,12 @@ fn summary(
     );
     let values: Vec<String> = t.fields.iter().map(|(k, n)| format!("{k} {n}")).collect();
     s.push_str(&format!("  values      {}\n", values.join(", ")));
+    if t.consent_invalid > 0 {
+        s.push_str(&format!(
+            "  note: {} of the no_consent events carried a TC string that could not be read\n",
+            t.consent_invalid
+        ));
+    }
     if t.dead_lettered > 0 && !has_dead_letter {
         s.push_str(
             "  note: rejected lines were not recorded; pass --dead-letter FILE to keep them\n",

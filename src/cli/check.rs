@@ -149,8 +149,15 @@ pub fn summary(policy: &Policy, file: &str) -> String {
             }
             if let Some(t) = &c.tcf {
                 let ps: Vec<String> = t.purposes.iter().map(u8::to_string).collect();
-                let vendor = t.vendor.map(|v| format!(", vendor {v}")).unwrap_or_default();
-                checks.push(format!("TC string at {} must grant TCF purposes {}{vendor}", t.path, ps.join(", ")));
+                let vendor = t
+                    .vendor
+                    .map(|v| format!(", vendor {v}"))
+                    .unwrap_or_default();
+                checks.push(format!(
+                    "TC string at {} must grant TCF purposes {}{vendor}",
+                    t.path,
+                    ps.join(", ")
+                ));
             }
             if let Some(o) = &c.opt_out {
                 checks.push(format!("opted out when {o} is true"));

@@ -85,6 +85,7 @@ fn run_kafka(
 ) -> CliResult {
     let registry = prometheus::Registry::new();
     let metrics = Metrics::new(&registry).map_err(io)?;
+    metrics.key_max_age(config.keys.max_age);
     if let Some(list) = &suppression {
         metrics.suppression(Source::Files, 1, list.len());
     }
@@ -199,7 +200,8 @@ fn run_files(
 ) -> CliResult {
     let registry = prometheus::Registry::new();
     let metrics = Metrics::new(&registry).map_err(io)?;
-    let counters = metrics.live(&stage.policies(), stage.key_id());
+    metrics.key_max_age(config.keys.max_age);
+    let counters = metrics.live(&stage.policies(), &stage.key_ids(), stage.key_times());
     if let Some(list) = suppression {
         metrics.suppression(Source::Files, 1, list.len());
     }

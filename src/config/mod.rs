@@ -117,6 +117,8 @@ pub struct RouteConfig<To> {
     pub name: String,
     pub policy: PathBuf,
     pub to: To,
+    /// The key id of the route's pseudonyms; `None`: the active key.
+    pub key: Option<String>,
 }
 
 /// What the stage does with each input, whatever the pipeline's kind.
@@ -149,6 +151,13 @@ pub enum MessageKey {
 pub struct KeysConfig {
     pub dir: PathBuf,
     pub active: Option<String>,
+    /// Keys in use older than this should be rotated (alerted on, not enforced).
+    pub max_age: Duration,
+}
+
+impl KeysConfig {
+    /// `keys.max_age_days` when not given.
+    pub const DEFAULT_MAX_AGE_DAYS: u64 = 365;
 }
 
 /// The suppression list's sources (`suppression:` in the config).
@@ -203,10 +212,18 @@ impl PipelineConfig {
 
     /// Every route's name and policy file, in route order.
     pub fn policies(&self) -> Vec<(&str, &Path)> {
-        fn of<T>(routes: &[RouteConfig<T>]) -> Vec<(&str, &Path)> {
+        self.route_keys()
+            .into_iter()
+            .map(|(name, policy, _)| (name, policy))
+            .collect()
+    }
+
+    /// Each route's name, policy file and key id (`None`: the active key).
+    pub fn route_keys(&self) -> Vec<(&str, &Path, Option<&str>)> {
+        fn of<T>(routes: &[RouteConfig<T>]) -> Vec<(&str, &Path, Option<&str>)> {
             routes
                 .iter()
-                .map(|r| (r.name.as_str(), r.policy.as_path()))
+                .map(|r| (r.name.as_str(), r.policy.as_path(), r.key.as_deref()))
                 .collect()
         }
         match &self.pipeline {

@@ -80,6 +80,9 @@ pub struct RawKafka {
 pub struct RawRoute {
     pub name: Spanned<String>,
     pub policy: Spanned<String>,
+    /// The key this route's pseudonyms are made with (default: `keys.active`).
+    #[serde(default)]
+    pub key: Option<Spanned<String>>,
     #[serde(default)]
     pub topic: Option<Spanned<String>>,
     #[serde(default)]
@@ -131,6 +134,10 @@ pub struct RawKeys {
     pub dir: Spanned<String>,
     #[serde(default)]
     pub active: Option<Spanned<String>>,
+    /// Age in days after which a key in use should be rotated
+    /// (`veil_key_max_age_seconds`, alert `VeilKeyTooOld`).
+    #[serde(default)]
+    pub max_age_days: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

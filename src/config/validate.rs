@@ -361,6 +361,7 @@ struct CheckedRoute {
     name: String,
     policy: PathBuf,
     to: Spanned<String>,
+    key: Option<String>,
 }
 
 fn check(c: &mut Checker, raw: RawConfig, file: &Path) -> PipelineConfig {
@@ -431,10 +432,12 @@ fn check(c: &mut Checker, raw: RawConfig, file: &Path) -> PipelineConfig {
             &r.policy,
             format!("{what} policy"),
         ));
+        let key = r.key.filter(|k| key_id(c, k, &format!("{what} key")));
         routes.push(CheckedRoute {
             name: r.name.value,
             policy,
             to,
+            key: key.map(|k| k.value),
         });
     }
 
@@ -498,9 +501,25 @@ fn check(c: &mut Checker, raw: RawConfig, file: &Path) -> PipelineConfig {
         }
     }
 
+    let max_age_days = match raw.keys.value.max_age_days {
+        Some(d) if !(1..=36_500).contains(&d.value) => {
+            c.error(
+                &d.referenced,
+                format!(
+                    "keys.max_age_days is {}; it must be between 1 and 36500",
+                    d.value
+                ),
+                Some("the age in days after which a key in use should be rotated, e.g. 365"),
+            );
+            KeysConfig::DEFAULT_MAX_AGE_DAYS
+        }
+        Some(d) => d.value,
+        None => KeysConfig::DEFAULT_MAX_AGE_DAYS,
+    };
     let keys = KeysConfig {
         dir: c.path(&raw.keys.value.dir.value),
         active: raw.keys.value.active.map(|a| a.value),
+        max_age: Duration::from_secs(max_age_days * 86_400),
     };
     let suppression = raw.suppression.map(|s| {
         let at = s.referenced;
@@ -552,17 +571,7 @@ fn check(c: &mut Checker, raw: RawConfig, file: &Path) -> PipelineConfig {
                 .or_insert(place(&t.referenced));
             true
         });
-        let key = s.key.filter(|k| {
-            let ok = crate::keys::id_ok(&k.value);
-            if !ok {
-                c.error(
-                    &k.referenced,
-                    format!("suppression.key `{}` is not a key id", k.value),
-                    Some("key ids are letters, digits, `.`, `_`, `-`, as the file names `<id>.key`"),
-                );
-            }
-            ok
-        });
+        let key = s.key.filter(|k| key_id(c, k, "suppression.key"));
         SuppressionConfig {
             files: paths,
             topic: topic.map(|t| t.value),
@@ -666,6 +675,7 @@ fn check(c: &mut Checker, raw: RawConfig, file: &Path) -> PipelineConfig {
                     name: r.name,
                     policy: r.policy,
                     to: r.to.value,
+                    key: r.key,
                 })
                 .collect(),
             dead_letter_topic: dead,
@@ -682,6 +692,7 @@ fn check(c: &mut Checker, raw: RawConfig, file: &Path) -> PipelineConfig {
                     name: r.name,
                     policy: r.policy,
                     to: c.path(&r.to.value),
+                    key: r.key,
                 })
                 .collect(),
             dead_letter_file: c.path(&dead),
@@ -763,3 +774,16 @@ fn message_key(
 /// Where a Kafka service serves `/metrics`, `/healthz` and `/readyz` unless
 /// `metrics.listen` says otherwise.
 pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9464";
+
+/// Whether `k` is a key id (the name of a `<id>.key` file); reported if not.
+fn key_id(c: &mut Checker, k: &Spanned<String>, what: &str) -> bool {
+    let ok = crate::keys::id_ok(&k.value);
+    if !ok {
+        c.error(
+            &k.referenced,
+            format!("{what} `{}` is not a key id", k.value),
+            Some("key ids are letters, digits, `.`, `_`, `-`, as the file names `<id>.key`"),
+        );
+    }
+    ok
+}

@@ -347,7 +347,10 @@ enum TcString<'t> {
 /// The TC string captured at `(s, e)` (a JSON value, quotes included),
 /// unescaped into `buf` when it holds escapes.
 fn tc_string<'t>(text: &'t str, (s, e): (u32, u32), buf: &'t mut Vec<u8>) -> TcString<'t> {
-    let raw = text.as_bytes().get(s as usize..e as usize).unwrap_or_default();
+    let raw = text
+        .as_bytes()
+        .get(s as usize..e as usize)
+        .unwrap_or_default();
     match raw {
         b"null" | b"\"\"" => TcString::Absent,
         [b'"', content @ .., b'"'] if content.contains(&b'\\') => {

@@ -44,7 +44,7 @@ impl Live {
     /// `stage` with every output record held to `record_limit` bytes
     /// ([`Stage::limit_records`]).
     pub(super) fn new(stage: Stage, metrics: &Metrics, record_limit: usize) -> Live {
-        let counters = metrics.live(&stage.policies(), stage.key_id());
+        let counters = metrics.live(&stage.policies(), &stage.key_ids(), stage.key_times());
         Live {
             stage: stage.limit_records(record_limit),
             counters,

@@ -24,9 +24,7 @@ use std::time::{Duration, Instant};
 
 use rdkafka::consumer::BaseConsumer;
 use rdkafka::consumer::base_consumer::PartitionQueue;
-use rdkafka::message::{
-    BorrowedHeaders, BorrowedMessage, Header, Headers, Message, OwnedHeaders,
-};
+use rdkafka::message::{BorrowedHeaders, BorrowedMessage, Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::BaseRecord;
 use tracing::{debug, warn};
 

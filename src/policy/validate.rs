@@ -8,8 +8,8 @@ use super::error::{Diagnostic, PolicyError};
 use super::number::Decimal;
 use super::path::FieldPath;
 use super::spec::{RawAction, RawCondition, RawFields, RawPolicy};
-use super::trie::{self, Exposure};
 use super::spec::{RawConsent, RawTcf};
+use super::trie::{self, Exposure};
 use super::{Action, Buckets, Condition, Consent, FieldRule, FieldSet, Policy, Rule, Scalar, Tcf};
 
 struct Checker<'a> {
@@ -593,7 +593,11 @@ fn compile_action(c: &mut Checker, raw: &RawAction, at: &Location) -> Option<Act
 /// The consent section: at least one check, each well formed.
 fn consent(c: &mut Checker<'_>, rc: &Spanned<RawConsent>, purpose: &str) -> Option<Consent> {
     let raw = &rc.value;
-    if raw.purposes.is_none() && raw.tcf.is_none() && raw.opt_out.is_none() && raw.opt_out_header.is_none() {
+    if raw.purposes.is_none()
+        && raw.tcf.is_none()
+        && raw.opt_out.is_none()
+        && raw.opt_out_header.is_none()
+    {
         c.error(
             &rc.referenced,
             "consent names no check",
@@ -601,14 +605,22 @@ fn consent(c: &mut Checker<'_>, rc: &Spanned<RawConsent>, purpose: &str) -> Opti
         );
         return None;
     }
-    let purposes = raw.purposes.as_ref().map(|p| c.exact_path(p, "consent.purposes"));
-    let opt_out = raw.opt_out.as_ref().map(|p| c.exact_path(p, "consent.opt_out"));
+    let purposes = raw
+        .purposes
+        .as_ref()
+        .map(|p| c.exact_path(p, "consent.purposes"));
+    let opt_out = raw
+        .opt_out
+        .as_ref()
+        .map(|p| c.exact_path(p, "consent.opt_out"));
     let category = match &raw.category {
         Some(cat) if cat.value.trim().is_empty() || cat.value.trim() != cat.value => {
             c.error(
                 &cat.referenced,
                 "consent.category is empty or has surrounding white space",
-                Some("write the consent platform's name for this purpose exactly, e.g. `Analytics`"),
+                Some(
+                    "write the consent platform's name for this purpose exactly, e.g. `Analytics`",
+                ),
             );
             None
         }

@@ -157,6 +157,16 @@ pub fn produce(
     topic: &str,
     records: &[(Option<Vec<u8>>, Vec<u8>)],
 ) -> Vec<(i32, i64)> {
+    produce_with_headers(bootstrap, topic, records, |_| None)
+}
+
+/// [`produce`], each record `i` with the headers `headers(i)` gives, if any.
+pub fn produce_with_headers(
+    bootstrap: &str,
+    topic: &str,
+    records: &[(Option<Vec<u8>>, Vec<u8>)],
+    headers: impl Fn(usize) -> Option<rdkafka::message::OwnedHeaders>,
+) -> Vec<(i32, i64)> {
     let landed = Landed(Mutex::new(vec![None; records.len()]));
     let producer: ThreadedProducer<Landed> = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
@@ -176,6 +186,9 @@ pub fn produce(
     for (i, (key, value)) in records.iter().enumerate() {
         let mut r = BaseRecord::<Vec<u8>, Vec<u8>, Box<usize>>::with_opaque_to(topic, Box::new(i))
             .payload(value);
+        if let Some(h) = headers(i) {
+            r = r.headers(h);
+        }
         match key {
             Some(k) => r = r.key(k),
             None => {
