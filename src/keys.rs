@@ -504,6 +504,22 @@ mod tests {
     }
 
     #[test]
+    fn comment_lines_come_first_and_a_created_line_dates_the_key() {
+        let text = format!("# made for the web route\n# created: 2026-01-02T03:04:05Z\n{HEX}\n");
+        let k = parse_key("k1", text.as_bytes(), Path::new("k1.key")).unwrap();
+        let want = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_767_323_045);
+        assert_eq!(k.created, Some(want));
+        assert_eq!(k.secret.expose()[31], 0x1f);
+        // An unreadable date is no date (the file time is used instead).
+        let text = format!("# created: yesterday\n{HEX}");
+        let k = parse_key("k1", text.as_bytes(), Path::new("k1.key")).unwrap();
+        assert_eq!(k.created, None);
+        // A comment after the hex is not a key.
+        let text = format!("{HEX}\n# created: 2026-01-02T03:04:05Z\n");
+        assert!(parse_key("k1", text.as_bytes(), Path::new("k1.key")).is_err());
+    }
+
+    #[test]
     fn rejects_bad_keys_without_quoting_them() {
         let secretish = "zz".to_owned() + &HEX[2..];
         let cases: [(&str, &str); 4] = [

@@ -319,6 +319,20 @@ fn keygen_writes_a_usable_private_key() {
     let keys = dir.path().join("keys");
     let o = veil(&["keygen", "--dir", keys.to_str().unwrap(), "--id", "k7"]);
     assert!(o.status.success(), "{}", stderr(&o));
+    // The key says when it was made (for veil_key_age_seconds), then the hex.
+    let text = std::fs::read_to_string(keys.join("k7.key")).unwrap();
+    let (first, hex) = text.split_once('\n').unwrap();
+    let made = first.strip_prefix("# created: ").expect("a created line");
+    let made =
+        time::OffsetDateTime::parse(made, &time::format_description::well_known::Rfc3339).unwrap();
+    assert!(
+        (time::OffsetDateTime::now_utc() - made)
+            .whole_seconds()
+            .abs()
+            < 60,
+        "{first}"
+    );
+    assert_eq!(hex.trim().len(), 64);
     let o = veil(&[
         "hash",
         "--keys",

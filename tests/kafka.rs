@@ -1981,3 +1981,126 @@ fn tcf_strings_and_the_gpc_header_decide_what_flows_and_unreadable_strings_are_c
         (1.0, 1.0)
     );
 }
+
+/// Pseudonym of `value` under `key_hex` for `purpose`, computed by Python's
+/// hmac and hashlib from docs/policy.md (HKDF-SHA256 purpose key, then
+/// HMAC-SHA256, hex): independent of veil.
+fn python_pseudonym(key_hex: &str, purpose: &str, value: &str) -> String {
+    let script = "import hmac,hashlib,sys\n\
+                  k=bytes.fromhex(sys.argv[1])\n\
+                  prk=hmac.new(b'',k,hashlib.sha256).digest()\n\
+                  pk=hmac.new(prk,b'veil/v1/purpose/'+sys.argv[2].encode()+b'\\x01',hashlib.sha256).digest()\n\
+                  print(hmac.new(pk,sys.argv[3].encode(),hashlib.sha256).hexdigest())";
+    let out = std::process::Command::new("python3")
+        .args(["-c", script, key_hex, purpose, value])
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+#[test]
+fn two_routes_under_two_keys_write_old_and_new_pseudonyms_side_by_side_and_key_ages_are_scraped() {
+    const K1: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+    const K2: &str = "f0e0d0c0b0a090807060504030201000ffeeddccbbaa99887766554433221100";
+    let broker = Broker::start();
+    let raw = broker.topic("raw", 1);
+    let (old, new) = (broker.topic("clean-k1", 1), broker.topic("clean-k2", 1));
+    let dead = broker.topic("dead", 1);
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys");
+    std::fs::create_dir(&keys).unwrap();
+    // k1 says when it was made; k2 is bare hex, aged by its file time.
+    std::fs::write(
+        keys.join("k1.key"),
+        format!("# created: 2026-01-01T00:00:00Z\n{K1}\n"),
+    )
+    .unwrap();
+    std::fs::write(keys.join("k2.key"), format!("{K2}\n")).unwrap();
+    let policy = dir.path().join("web.yaml");
+    std::fs::write(
+        &policy,
+        "name: web\nversion: 1\npurpose: analytics\nsubject: [user.id]\nfields:\n  user.id: pseudonymise\n  n: keep\n",
+    )
+    .unwrap();
+    let config = dir.path().join("pipeline.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "source:\n  kafka:\n    bootstrap_servers: \"{}\"\n    topics: [{raw}]\n    group_id: {raw}-veil\n\
+             routes:\n  - name: old\n    policy: \"{p}\"\n    topic: {old}\n    key: k1\n\
+             \x20 - name: new\n    policy: \"{p}\"\n    topic: {new}\n    key: k2\n\
+             dead_letter:\n  topic: {dead}\nkeys:\n  dir: \"{k}\"\n  active: k1\n  max_age_days: 30\n\
+             metrics:\n  listen: 127.0.0.1:0\n",
+            broker.bootstrap(),
+            p = policy.display(),
+            k = keys.display(),
+        ),
+    )
+    .unwrap();
+    let users = ["u1", "alice@example.com", "42"];
+    let records: Vec<(Option<Vec<u8>>, Vec<u8>)> = users
+        .iter()
+        .enumerate()
+        .map(|(n, u)| {
+            (
+                None,
+                serde_json::json!({"user": {"id": u}, "n": n})
+                    .to_string()
+                    .into_bytes(),
+            )
+        })
+        .collect();
+    produce(&broker.bootstrap(), &raw, &records);
+    let veil = Veil::start(&config, &dir.path().join("veil.log"));
+    let addr = endpoint(&veil);
+    for (topic, key_id, key_hex) in [(&old, "k1", K1), (&new, "k2", K2)] {
+        let mut out = Reader::new(&broker.bootstrap(), topic);
+        assert!(
+            out.wait_until(MINUTE, |r| r.len() >= users.len()),
+            "log:\n{}",
+            veil.log()
+        );
+        for r in &out.records {
+            assert_eq!(r.header("veil-key-id"), Some(key_id));
+            let v = r.json();
+            let user = users[v["n"].as_u64().unwrap() as usize];
+            assert_eq!(
+                v["user"]["id"],
+                python_pseudonym(key_hex, "analytics", user),
+                "{topic}"
+            );
+        }
+    }
+    let (_, text) = http::get(&addr, "/metrics");
+    let gauge = |name: &str, key_id: &str| http::sum(&text, name, &[("key_id", key_id)]);
+    assert_eq!(
+        (gauge("veil_key_info", "k1"), gauge("veil_key_info", "k2")),
+        (1.0, 1.0)
+    );
+    let since_2026 = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+        - 1_767_225_600.0; // 2026-01-01T00:00:00Z
+    let k1_age = gauge("veil_key_age_seconds", "k1");
+    assert!(
+        (k1_age - since_2026).abs() < 120.0,
+        "k1 age {k1_age}, want {since_2026}"
+    );
+    let k2_age = gauge("veil_key_age_seconds", "k2");
+    assert!((0.0..120.0).contains(&k2_age), "k2 age {k2_age}");
+    assert_eq!(
+        http::sum(&text, "veil_key_max_age_seconds", &[]),
+        30.0 * 86_400.0
+    );
+    let bytes = [K1, K2];
+    assert!(
+        !bytes.iter().any(|k| text.contains(&k[..16])),
+        "no key bytes in metrics"
+    );
+}

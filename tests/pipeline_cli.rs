@@ -600,3 +600,41 @@ fn suppression_config_mistakes_are_reported_with_their_place() {
         "file:line:column: {stderr}"
     );
 }
+
+#[test]
+fn route_key_mistakes_exit_64_naming_the_route_and_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = root().join("tests/keys");
+    let check = |route_key: &str, keys_extra: &str| {
+        let yaml = kafka_config("", &keys).replace(
+            "    topic: clean\n",
+            &format!("    topic: clean\n{route_key}"),
+        ) + keys_extra;
+        let config = write_config(dir.path(), &yaml);
+        let out = veil(&["check", "--config", config.to_str().unwrap()]);
+        (out.status.code(), stderr(&out))
+    };
+    let (code, e) = check("    key: k9\n", "");
+    assert_eq!(code, Some(64), "{e}");
+    assert!(
+        e.contains(
+            "route `analytics` names key `k9`, which is not in the key directory (keys: k1)"
+        ),
+        "{e}"
+    );
+    let (code, e) = check("    key: \"k 9\"\n", "");
+    assert_eq!(code, Some(64), "{e}");
+    assert!(
+        e.contains("pipeline.yaml:11:10: ")
+            && e.contains("route `analytics` key `k 9` is not a key id"),
+        "{e}"
+    );
+    let (code, e) = check("", "  max_age_days: 0\n");
+    assert_eq!(code, Some(64), "{e}");
+    assert!(
+        e.contains("keys.max_age_days is 0; it must be between 1 and 36500"),
+        "{e}"
+    );
+    let (code, e) = check("    key: k1\n", "  max_age_days: 90\n");
+    assert_eq!(code, Some(0), "{e}");
+}

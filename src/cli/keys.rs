@@ -44,22 +44,24 @@ pub fn run(args: Args) -> CliResult {
         key_id,
         config,
     } = args.command;
-    let (dir, active, routes) = match config {
-        Some(path) => {
-            let config = veil::config::load(&path).map_err(usage)?;
-            let routes: Vec<String> = config
-                .policies()
-                .into_iter()
-                .map(|(n, _)| n.to_owned())
-                .collect();
-            (config.keys.dir.clone(), config.keys.active.clone(), routes)
-        }
-        None => (
-            dir.ok_or_else(|| usage(anyhow!("give --dir or --config")))?,
-            key_id,
-            Vec::new(),
-        ),
-    };
+    // (route, its key id; `None`: the active key), from the config.
+    let (dir, active, routes): (PathBuf, Option<String>, Vec<(String, Option<String>)>) =
+        match config {
+            Some(path) => {
+                let config = veil::config::load(&path).map_err(usage)?;
+                let routes = config
+                    .route_keys()
+                    .into_iter()
+                    .map(|(n, _, k)| (n.to_owned(), k.map(str::to_owned)))
+                    .collect();
+                (config.keys.dir.clone(), config.keys.active.clone(), routes)
+            }
+            None => (
+                dir.ok_or_else(|| usage(anyhow!("give --dir or --config")))?,
+                key_id,
+                Vec::new(),
+            ),
+        };
     let ring = veil::keys::load_dir(&dir, active.as_deref()).map_err(usage)?;
     super::warn_keys(&ring);
     let now = OffsetDateTime::now_utc();
@@ -71,10 +73,7 @@ pub fn run(args: Args) -> CliResult {
             continue;
         };
         let Some(key) = ring.get(id) else { continue };
-        let created = std::fs::metadata(&path)
-            .and_then(|m| m.modified())
-            .ok()
-            .map(OffsetDateTime::from);
+        let created = key.created.map(OffsetDateTime::from);
         let (created_text, age) = match created {
             Some(t) => (
                 t.format(&Rfc3339).unwrap_or_default(),
@@ -82,14 +81,17 @@ pub fn run(args: Args) -> CliResult {
             ),
             None => ("unknown".to_owned(), "unknown".to_owned()),
         };
-        let used_by = if ring.active().id == key.id {
-            if routes.is_empty() {
-                "active".to_owned()
-            } else {
-                format!("active: {}", routes.join(", "))
-            }
-        } else {
-            "retired (kept for look-ups and suppression entries)".to_owned()
+        let active = ring.active().id == key.id;
+        let users: Vec<&str> = routes
+            .iter()
+            .filter(|(_, k)| k.as_deref().map_or(active, |k| k == key.id))
+            .map(|(r, _)| r.as_str())
+            .collect();
+        let used_by = match (active, users.is_empty()) {
+            (true, true) => "active".to_owned(),
+            (true, false) => format!("active: {}", users.join(", ")),
+            (false, false) => format!("routes: {}", users.join(", ")),
+            (false, true) => "retired (kept for look-ups and suppression entries)".to_owned(),
         };
         print(format_args!(
             "{}\t{created_text}\t{age}\t{}\t{used_by}\n",
