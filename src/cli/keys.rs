@@ -44,24 +44,24 @@ pub fn run(args: Args) -> CliResult {
         key_id,
         config,
     } = args.command;
-    // (route, its key id; `None`: the active key), from the config.
-    let (dir, active, routes): (PathBuf, Option<String>, Vec<(String, Option<String>)>) =
-        match config {
-            Some(path) => {
-                let config = veil::config::load(&path).map_err(usage)?;
-                let routes = config
-                    .route_keys()
-                    .into_iter()
-                    .map(|(n, _, k)| (n.to_owned(), k.map(str::to_owned)))
-                    .collect();
-                (config.keys.dir.clone(), config.keys.active.clone(), routes)
-            }
-            None => (
-                dir.ok_or_else(|| usage(anyhow!("give --dir or --config")))?,
-                key_id,
-                Vec::new(),
-            ),
-        };
+    // Each route and its key id (`None`: the active key), from the config.
+    type Routes = Vec<(String, Option<String>)>;
+    let (dir, active, routes): (PathBuf, Option<String>, Routes) = match config {
+        Some(path) => {
+            let config = veil::config::load(&path).map_err(usage)?;
+            let routes = config
+                .route_keys()
+                .into_iter()
+                .map(|(n, _, k)| (n.to_owned(), k.map(str::to_owned)))
+                .collect();
+            (config.keys.dir.clone(), config.keys.active.clone(), routes)
+        }
+        None => (
+            dir.ok_or_else(|| usage(anyhow!("give --dir or --config")))?,
+            key_id,
+            Vec::new(),
+        ),
+    };
     let ring = veil::keys::load_dir(&dir, active.as_deref()).map_err(usage)?;
     super::warn_keys(&ring);
     let now = OffsetDateTime::now_utc();
