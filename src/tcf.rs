@@ -12,6 +12,13 @@
 //! Fails closed: a string that cannot be read grants nothing, and says why
 //! ([`Invalid`]), so that unreadable strings can be counted.
 
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 /// Why a TC string cannot be read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Invalid {
@@ -245,7 +252,7 @@ struct Bits<'a> {
 impl<'a> Bits<'a> {
     /// A non-empty segment of base64url characters (no padding).
     fn new(chars: &'a [u8]) -> Result<Bits<'a>, Invalid> {
-        if chars.is_empty() || chars.iter().any(|&c| sextet(c).is_none()) {
+        if chars.is_empty() || chars.iter().any(|&c| sextet(c) == NOT_BASE64URL) {
             return Err(Invalid::Malformed);
         }
         Ok(Bits { chars, pos: 0 })
@@ -255,10 +262,14 @@ impl<'a> Bits<'a> {
         self.chars.len().saturating_mul(6)
     }
 
+    /// The six bits of character `i` (checked base64url by [`Bits::new`]).
+    fn sextet(&self, i: usize) -> Result<u32, Invalid> {
+        let c = self.chars.get(i).ok_or(Invalid::Malformed)?;
+        Ok(u32::from(sextet(*c)))
+    }
+
     fn bit_at(&self, pos: usize) -> Result<u32, Invalid> {
-        let c = self.chars.get(pos / 6).copied().and_then(sextet);
-        let six = c.ok_or(Invalid::Malformed)?;
-        Ok(u32::from(six >> (5 - pos % 6)) & 1)
+        Ok(self.sextet(pos / 6)? >> (5 - pos % 6) & 1)
     }
 
     fn skip(&mut self, n: usize) -> Result<(), Invalid> {
@@ -267,28 +278,45 @@ impl<'a> Bits<'a> {
         Ok(())
     }
 
-    /// The next `n` bits (at most 32), most significant first.
+    /// The next `n` bits (at most 32), most significant first, read a
+    /// character's worth at a time.
     fn take(&mut self, n: u32) -> Result<u32, Invalid> {
-        let mut v: u32 = 0;
-        for i in 0..n as usize {
-            v = v << 1 | self.bit_at(self.pos + i)?;
-        }
+        let start = self.pos;
         self.skip(n as usize)?;
+        let mut v: u32 = 0;
+        let mut pos = start;
+        while pos < self.pos {
+            let offset = pos % 6;
+            let here = (6 - offset).min(self.pos - pos);
+            let bits = self.sextet(pos / 6)? >> (6 - offset - here) & ((1 << here) - 1);
+            v = v << here | bits;
+            pos += here;
+        }
         Ok(v)
     }
 }
 
-/// The six bits a base64url character stands for.
-fn sextet(c: u8) -> Option<u8> {
-    match c {
-        b'A'..=b'Z' => Some(c - b'A'),
-        b'a'..=b'z' => Some(c - b'a' + 26),
-        b'0'..=b'9' => Some(c - b'0' + 52),
-        b'-' => Some(62),
-        b'_' => Some(63),
-        _ => None,
-    }
+/// The six bits byte `c` stands for, or [`NOT_BASE64URL`].
+fn sextet(c: u8) -> u8 {
+    SEXTETS.get(usize::from(c)).copied().unwrap_or(NOT_BASE64URL)
 }
+
+/// Marks a byte that is not a base64url character in [`SEXTETS`].
+const NOT_BASE64URL: u8 = 0xFF;
+
+/// The six bits each base64url character stands for. Built when compiling:
+/// an index out of range would fail the build, never a run.
+#[allow(clippy::indexing_slicing)]
+const SEXTETS: [u8; 256] = {
+    let mut table = [NOT_BASE64URL; 256];
+    let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut i = 0;
+    while i < alphabet.len() {
+        table[alphabet[i] as usize] = i as u8;
+        i += 1;
+    }
+    table
+};
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::indexing_slicing)]
