@@ -278,27 +278,30 @@ impl<'a> Bits<'a> {
         Ok(())
     }
 
-    /// The next `n` bits (at most 32), most significant first, read a
-    /// character's worth at a time.
+    /// The next `n` bits (at most 32), most significant first: the
+    /// characters that hold them (at most 7) gathered into one word.
     fn take(&mut self, n: u32) -> Result<u32, Invalid> {
         let start = self.pos;
         self.skip(n as usize)?;
-        let mut v: u32 = 0;
-        let mut pos = start;
-        while pos < self.pos {
-            let offset = pos % 6;
-            let here = (6 - offset).min(self.pos - pos);
-            let bits = self.sextet(pos / 6)? >> (6 - offset - here) & ((1 << here) - 1);
-            v = v << here | bits;
-            pos += here;
+        if n == 0 {
+            return Ok(0);
         }
-        Ok(v)
+        let (first, last) = (start / 6, (self.pos - 1) / 6);
+        let chars = self.chars.get(first..=last).ok_or(Invalid::Malformed)?;
+        let word = chars
+            .iter()
+            .fold(0u64, |w, &c| w << 6 | u64::from(sextet(c)));
+        let trailing = (last + 1) * 6 - self.pos;
+        Ok((word >> trailing & ((1u64 << n) - 1)) as u32)
     }
 }
 
 /// The six bits byte `c` stands for, or [`NOT_BASE64URL`].
 fn sextet(c: u8) -> u8 {
-    SEXTETS.get(usize::from(c)).copied().unwrap_or(NOT_BASE64URL)
+    SEXTETS
+        .get(usize::from(c))
+        .copied()
+        .unwrap_or(NOT_BASE64URL)
 }
 
 /// Marks a byte that is not a base64url character in [`SEXTETS`].
