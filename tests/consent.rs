@@ -266,3 +266,56 @@ fn tcf_and_a_purposes_list_must_both_grant() {
         Outcome::Dropped(DropReason::OptedOut)
     );
 }
+
+#[test]
+fn explain_and_check_state_the_tcf_rule_by_purpose_number_and_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("ads.yaml");
+    std::fs::write(
+        &policy,
+        "name: ads\nversion: 2\npurpose: ads\nconsent:\n  tcf:\n    path: context.gdpr.tc\n    purposes: [1, 7]\n    legitimate_interest: [7]\n    vendor: 755\n  opt_out_header: Sec-GPC\nfields:\n  id: keep\n",
+    )
+    .unwrap();
+    let veil = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_veil"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let p = policy.to_str().unwrap();
+    let md = veil(&["explain", "--policy", p]);
+    // The names are TCF v2.2's (IAB Tech Lab, Appendix A of the policies).
+    for phrase in [
+        "IAB TCF v2 consent string at `context.gdpr.tc`",
+        "purpose 1 (Store and/or access information on a device) by consent;",
+        "purpose 7 (Measure advertising performance) by consent or legitimate interest",
+        "to vendor 755",
+        "header `sec-gpc`",
+    ] {
+        assert!(md.contains(phrase), "{phrase} not in:\n{md}");
+    }
+    let json: Value =
+        serde_json::from_str(&veil(&["explain", "--policy", p, "--format", "json"])).unwrap();
+    let tcf = &json["consent"]["tcf"];
+    assert_eq!(tcf["path"], "context.gdpr.tc");
+    assert_eq!(tcf["vendor"], 755);
+    assert_eq!(
+        tcf["purposes"],
+        json!([
+            {"id": 1, "name": "Store and/or access information on a device", "legitimate_interest": false},
+            {"id": 7, "name": "Measure advertising performance", "legitimate_interest": true},
+        ])
+    );
+    assert_eq!(json["consent"]["opt_out_header"], "sec-gpc");
+    let check = veil(&["check", "--policy", p]);
+    assert!(
+        check.contains("TC string at context.gdpr.tc must grant TCF purposes 1, 7, vendor 755; opted out when header sec-gpc is set"),
+        "{check}"
+    );
+}
