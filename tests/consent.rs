@@ -319,3 +319,74 @@ fn explain_and_check_state_the_tcf_rule_by_purpose_number_and_name() {
         "{check}"
     );
 }
+
+#[test]
+fn veil_apply_forwards_exactly_what_the_iab_library_grants_and_counts_unreadable_strings() {
+    // The rules the table uses most, each run end to end through `veil apply`.
+    let vectors = committed_vectors();
+    let mut groups: HashMap<String, Vec<&Vector>> = HashMap::new();
+    for v in &vectors {
+        groups
+            .entry(tcf_policy(&v.purposes, &v.legitimate_interest, v.vendor))
+            .or_default()
+            .push(v);
+    }
+    let mut groups: Vec<(String, Vec<&Vector>)> = groups.into_iter().collect();
+    groups.sort_by_key(|(yaml, g)| (std::cmp::Reverse(g.len()), yaml.clone()));
+    let dir = tempfile::tempdir().unwrap();
+    let mut checked = 0;
+    for (yaml, group) in groups.iter().take(6) {
+        let policy = dir.path().join("tcf.yaml");
+        std::fs::write(&policy, yaml).unwrap();
+        let input: String = group
+            .iter()
+            .enumerate()
+            .map(|(i, v)| json!({"id": i, "gdpr": {"tc": v.tc}}).to_string() + "\n")
+            .collect();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_veil"))
+            .args(["apply", "--policy", policy.to_str().unwrap(), "--keys"])
+            .arg(root().join("tests/keys"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write as _;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        let summary = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{summary}");
+        let forwarded: Vec<u64> = String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<Value>(l).unwrap()["id"]
+                    .as_u64()
+                    .unwrap()
+            })
+            .collect();
+        let want: Vec<u64> = (0..group.len() as u64)
+            .filter(|&i| group[i as usize].granted)
+            .collect();
+        assert_eq!(forwarded, want, "{yaml}");
+        let invalid = group.iter().filter(|v| v.invalid).count();
+        let refused = group.len() - want.len();
+        if refused > 0 {
+            assert!(
+                summary.contains(&format!("(no_consent {refused})")),
+                "{summary}"
+            );
+        }
+        let note = format!(
+            "note: {invalid} of the no_consent events carried a TC string that could not be read"
+        );
+        assert_eq!(summary.contains(&note), invalid > 0, "{summary}");
+        checked += group.len();
+    }
+    assert!(checked >= 30, "{checked} lines checked end to end");
+}
