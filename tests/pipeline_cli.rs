@@ -638,3 +638,31 @@ fn route_key_mistakes_exit_64_naming_the_route_and_the_key() {
     let (code, e) = check("    key: k1\n", "  max_age_days: 90\n");
     assert_eq!(code, Some(0), "{e}");
 }
+
+#[test]
+fn run_refuses_the_public_demo_key_as_a_route_key_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys");
+    std::fs::create_dir(&keys).unwrap();
+    std::fs::copy(root().join("tests/keys/k1.key"), keys.join("k1.key")).unwrap();
+    std::fs::copy(root().join("examples/keys/demo.key"), keys.join("demo.key")).unwrap();
+    let yaml = kafka_config("", &keys)
+        .replace("    topic: clean\n", "    topic: clean\n    key: demo\n")
+        + "  active: k1\n";
+    let config = write_config(dir.path(), &yaml);
+    let config = config.to_str().unwrap();
+    let out = veil(&["run", "--config", config]);
+    assert_eq!(out.status.code(), Some(64), "{}", stderr(&out));
+    assert!(stderr(&out).contains("veil run refuses the public demo key against a Kafka broker"));
+    let out = veil(&["check", "--config", config]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("route analytics: policy") && text.contains(", key demo -> topic clean"),
+        "{text}"
+    );
+    assert!(
+        stderr(&out).contains("veil run refuses the public demo key"),
+        "{}",
+        stderr(&out)
+    );
+}

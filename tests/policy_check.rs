@@ -535,3 +535,62 @@ fn a_category_needs_the_purposes_it_names_a_member_of() {
         "consent.category without consent.purposes",
     );
 }
+
+#[test]
+fn an_empty_consent_key_is_an_error_not_a_missing_check() {
+    for (consent, line, column) in [
+        ("consent:\n  opt_out: gpc\n  purposes:\n", 6, 11),
+        ("consent:\n  opt_out: gpc\n  tcf:\n", 6, 6),
+        ("consent:\n  purposes: p\n  category:\n", 6, 11),
+        ("consent: ~\n", 4, 10),
+        ("consent:\n", 4, 8),
+        ("consent:\n  opt_out: null\n  purposes: p\n", 5, 12),
+    ] {
+        let d = errors(&format!("{HEAD}{consent}{FIELDS}"));
+        assert_eq!(d.len(), 1, "{consent}: {d:#?}");
+        assert_eq!(
+            (d[0].line, d[0].column),
+            (line, column),
+            "{consent}: {}",
+            d[0]
+        );
+        assert!(
+            d[0].hint
+                .as_deref()
+                .unwrap_or("")
+                .contains("an empty key never stands for an absent check"),
+            "{}",
+            d[0]
+        );
+    }
+}
+
+#[test]
+fn consent_checks_that_read_inside_one_another_are_refused() {
+    let tcf = "  tcf:\n    path: gdpr.tc\n    purposes: [1]\n";
+    for (check, needle) in [
+        (
+            "  opt_out: gdpr\n",
+            "consent.tcf.path `gdpr.tc` and consent.opt_out `gdpr` overlap",
+        ),
+        (
+            "  opt_out: gdpr.tc\n",
+            "consent.tcf.path `gdpr.tc` and consent.opt_out `gdpr.tc` overlap",
+        ),
+        (
+            "  purposes: gdpr.tc.x\n",
+            "consent.tcf.path `gdpr.tc` and consent.purposes `gdpr.tc.x` overlap",
+        ),
+    ] {
+        let d = errors(&format!("{HEAD}consent:\n{check}{tcf}{FIELDS}"));
+        assert_eq!(d.len(), 1, "{check}: {d:#?}");
+        assert!(d[0].message.contains(needle), "{}", d[0]);
+        assert_eq!((d[0].line, d[0].column), (7, 11), "{}", d[0]);
+    }
+    // Siblings are fine.
+    Policy::parse(
+        &format!("{HEAD}consent:\n  opt_out: gdpr.gpc\n  purposes: gdpr.purposes\n{tcf}{FIELDS}"),
+        "p.yaml",
+    )
+    .unwrap();
+}

@@ -28,7 +28,7 @@ pub fn run_config(path: &Path, connect: bool) -> CliResult {
         .map(|entries| entries.len());
     if let Pipeline::Kafka(kafka) = &config.pipeline {
         veil::kafka::check_client_config(&kafka.source).map_err(usage)?;
-        if ring.active().is_public_demo() {
+        if stage.uses_public_demo_key() {
             tracing::warn!("{}", super::run::DEMO_KEY_REFUSED);
         }
     }
@@ -55,9 +55,10 @@ pub fn run_config(path: &Path, connect: bool) -> CliResult {
     let routes = config.policies().into_iter().zip(stage.routes());
     for (((name, policy), r), to) in routes.zip(&destinations) {
         print(format_args!(
-            "  route {name}: policy {} ({}) -> {to}\n",
+            "  route {name}: policy {} ({}), key {} -> {to}\n",
             r.engine.policy_id(),
-            policy.display()
+            policy.display(),
+            r.engine.key_id()
         ))?;
     }
     if let (Some(entries), Some(s)) = (suppressed, &config.suppression) {

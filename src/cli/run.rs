@@ -47,7 +47,8 @@ pub fn run(args: Args) -> CliResult {
     super::warn_keys(&ring);
     let (stage, suppression) = suppression(&config, &ring, stage)?;
     match &config.pipeline {
-        Pipeline::Kafka(_) if ring.active().is_public_demo() && !args.allow_demo_key => {
+        // The active key or any route's: each would make pseudonyms anyone can recompute.
+        Pipeline::Kafka(_) if stage.uses_public_demo_key() && !args.allow_demo_key => {
             Err(usage(anyhow::anyhow!(DEMO_KEY_REFUSED)))
         }
         Pipeline::Kafka(kafka) => run_kafka(&config, kafka, stage, suppression),

@@ -37,7 +37,7 @@ pub struct RawPolicy {
     #[schemars(with = "String", regex(pattern = r"^[A-Za-z0-9._-]+$"))]
     pub purpose: Spanned<String>,
     /// When present, events must carry consent for `purpose`, or they are dropped.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     #[schemars(with = "Option<RawConsent>")]
     pub consent: Option<Spanned<RawConsent>>,
     /// Paths of the identifiers of the data subject (for suppression and
@@ -66,26 +66,26 @@ pub struct RawPolicy {
 pub struct RawConsent {
     /// Path to the granted purposes: an array of names, or an object
     /// mapping names to booleans (`{"Analytics": true}`).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     #[schemars(with = "Option<String>")]
     pub purposes: Option<SpannedPath>,
     /// The name the consent platform gives this policy's purpose (default:
     /// the `purpose` itself), e.g. `Analytics` for Segment's categories.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     #[schemars(with = "Option<String>")]
     pub category: Option<Spanned<String>>,
     /// Optional path to a boolean; `true` means the subject opted out.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     #[schemars(with = "Option<String>")]
     pub opt_out: Option<SpannedPath>,
     /// `veil run` only: the input record header whose presence (with any
     /// value but `0` or `false`) means the subject opted out, e.g. `sec-gpc`
     /// for Global Privacy Control.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     #[schemars(with = "Option<String>")]
     pub opt_out_header: Option<Spanned<String>>,
     /// An IAB TCF v2 consent string (TC string) that must grant the purposes.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     pub tcf: Option<RawTcf>,
 }
 
@@ -105,7 +105,7 @@ pub struct RawTcf {
     #[schemars(with = "Vec<u8>")]
     pub legitimate_interest: Vec<Spanned<u64>>,
     /// A Global Vendor List id: the vendor must be granted each purpose too.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     #[schemars(with = "Option<u16>")]
     pub vendor: Option<Spanned<u64>>,
 }
@@ -526,4 +526,15 @@ impl<'de> Visitor<'de> for ConditionVisitor {
     fn visit_none<E: de::Error>(self) -> Result<RawCondition, E> {
         Ok(RawCondition::One(serde_json::Value::Null))
     }
+}
+
+/// An optional key that, when written, must hold a value: absent is `None`,
+/// but `key:` with nothing after it (YAML's null) or `key: null` is an error,
+/// never a silently missing check.
+fn present<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(d).map(Some)
 }

@@ -148,8 +148,19 @@ pub(super) fn parse(text: &str, file: &str) -> Result<Policy, PolicyError> {
         let (line, column) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
         let message = e.without_snippet().to_string();
         let message = strip_location_prefix(&message);
+        // A key written without a value is YAML's null: say so plainly.
+        let message = if message.starts_with("cannot deserialize null") {
+            "this key has no value (YAML reads an empty value as null)".to_owned()
+        } else {
+            message
+        };
         let hint = if message.contains("unknown field") {
             Some("see docs/policy.md for every key a policy may have".to_owned())
+        } else if message.contains("has no value")
+            || message.contains("expected mapping start")
+            || message.contains("expected sequence start")
+        {
+            Some("give the key its value, or remove the key: an empty key never stands for an absent check".to_owned())
         } else if message.contains("duplicate mapping key") {
             Some("each key may appear once in a mapping; merge the two entries".to_owned())
         } else {
@@ -651,6 +662,43 @@ fn consent(c: &mut Checker<'_>, rc: &Spanned<RawConsent>, purpose: &str) -> Opti
         None => Some(None),
     };
     let tcf = raw.tcf.as_ref().map(|t| tcf(c, t));
+    // Each check reads its own place: one inside another could never pass
+    // (an object read as an opt-out opts everyone out; a TC string read as
+    // a purposes list grants nothing) and would silently drop every event.
+    let places: Vec<(&str, &Spanned<String>, Option<&FieldPath>)> = [
+        (
+            "consent.purposes",
+            raw.purposes.as_ref(),
+            purposes.as_ref().and_then(Option::as_ref),
+        ),
+        (
+            "consent.opt_out",
+            raw.opt_out.as_ref(),
+            opt_out.as_ref().and_then(Option::as_ref),
+        ),
+        (
+            "consent.tcf.path",
+            raw.tcf.as_ref().map(|t| &t.path),
+            tcf.as_ref().and_then(Option::as_ref).map(|t| &t.path),
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(what, at, path)| Some((what, at?, path)))
+    .collect();
+    for (i, (what, at, path)) in places.iter().enumerate() {
+        for (other, _, other_path) in places.iter().take(i) {
+            let (Some(a), Some(b)) = (path, other_path) else {
+                continue;
+            };
+            if a.0.starts_with(&b.0) || b.0.starts_with(&a.0) {
+                c.error(
+                    &at.referenced,
+                    format!("{what} `{a}` and {other} `{b}` overlap: one is read inside the other"),
+                    Some("each consent check needs a place of its own in the event; no event could pass both"),
+                );
+            }
+        }
+    }
     Some(Consent {
         purposes: checked(purposes)?,
         opt_out: checked(opt_out)?,
