@@ -79,6 +79,11 @@ impl Key {
 /// Why a key could not be used. No variant carries key material.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
+    #[error(
+        "key file {}: its `# created:` line is in the future; write the time the key was made (RFC 3339, e.g. 2026-11-23T21:50:00Z)",
+        path.display()
+    )]
+    CreatedInFuture { path: PathBuf },
     // The I/O error is part of the message and deliberately not a
     // `source()`: `{:#}` would print it twice.
     #[error("cannot read key directory {}: {error}", dir.display())]
@@ -200,7 +205,10 @@ pub fn parse_key(id: &str, text: &[u8], path: &Path) -> Result<Key, KeyError> {
     let mut text = text.trim_ascii();
     let mut created = None;
     while text.first() == Some(&b'#') {
-        let end = text.iter().position(|&b| b == b'\n').unwrap_or(text.len());
+        let end = text
+            .iter()
+            .position(|&b| b == b'\n' || b == b'\r')
+            .unwrap_or(text.len());
         let (line, rest) = text.split_at(end);
         created = created.or_else(|| created_line(line));
         text = rest.trim_ascii();
@@ -281,6 +289,12 @@ pub fn load_dir(dir: &Path, active: Option<&str>) -> Result<KeyRing, KeyError> {
                 })?,
             );
         let mut key = parse_key(id, &text, &path)?;
+        // A key dated in the future would look young forever (its age
+        // alert never firing): refused, past a day of clock skew.
+        let skew = std::time::SystemTime::now() + std::time::Duration::from_secs(86_400);
+        if key.created.is_some_and(|t| t > skew) {
+            return Err(KeyError::CreatedInFuture { path });
+        }
         key.created = key.created.or_else(|| meta.modified().ok());
         if let Some(mode) = others_may_read(&meta) {
             warnings.push(KeyWarning::Readable {
@@ -514,6 +528,10 @@ mod tests {
         let text = format!("# created: yesterday\n{HEX}");
         let k = parse_key("k1", text.as_bytes(), Path::new("k1.key")).unwrap();
         assert_eq!(k.created, None);
+        // Old Mac line endings end a comment line too.
+        let text = format!("# created: 2026-01-02T03:04:05Z\r{HEX}\r");
+        let k = parse_key("k1", text.as_bytes(), Path::new("k1.key")).unwrap();
+        assert_eq!(k.created, Some(want));
         // A comment after the hex is not a key.
         let text = format!("{HEX}\n# created: 2026-01-02T03:04:05Z\n");
         assert!(parse_key("k1", text.as_bytes(), Path::new("k1.key")).is_err());

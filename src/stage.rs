@@ -68,6 +68,18 @@ pub struct Route {
     key_id: String,
 }
 
+impl Route {
+    /// The record header its policy reads an opt-out from, if any.
+    fn opt_out_header(&self) -> Option<&str> {
+        self.engine
+            .policy()
+            .consent
+            .as_ref()?
+            .opt_out_header
+            .as_deref()
+    }
+}
+
 /// All routes, and what to do with keys and headers.
 #[derive(Debug, Clone)]
 pub struct Stage {
@@ -87,20 +99,18 @@ pub struct Stage {
     suppression: Option<std::sync::Arc<crate::suppression::SuppressionList>>,
 }
 
-/// The headers of an input record, as the stage asks for them.
+/// The headers of an input record, as the stage reads them.
 pub trait InputHeaders {
-    /// Whether a header named `name` (ASCII case-insensitive) has a value
-    /// (`None`: a header without one) for which `test` holds.
-    fn any(&self, name: &str, test: &dyn Fn(Option<&[u8]>) -> bool) -> bool;
+    /// Visit each header once, in order: its name and value (`None`: a
+    /// header without one). A header whose name cannot be read is skipped.
+    fn each(&self, visit: &mut dyn FnMut(&str, Option<&[u8]>));
 }
 
 /// An input without headers (a line of a file).
 pub struct NoHeaders;
 
 impl InputHeaders for NoHeaders {
-    fn any(&self, _: &str, _: &dyn Fn(Option<&[u8]>) -> bool) -> bool {
-        false
-    }
+    fn each(&self, _: &mut dyn FnMut(&str, Option<&[u8]>)) {}
 }
 
 /// Whether an opt-out header's value says the subject opted out: any value
@@ -546,27 +556,41 @@ impl Stage {
         scratch: &mut Scratch,
     ) {
         self.process_using(CompiledPolicy::apply, value, key, origin, out, scratch);
-        if out.rejected.is_some() {
+        if out.rejected.is_some() || !self.routes.iter().any(|r| r.opt_out_header().is_some()) {
             return;
         }
-        for (route, o) in self.routes.iter().zip(&mut out.outputs) {
-            let header = route.engine.policy().consent.as_ref();
-            let Some(name) = header.and_then(|c| c.opt_out_header.as_deref()) else {
-                continue;
-            };
-            // A suppressed subject stays suppressed: that reason comes first.
-            if o.outcome != RouteOutcome::Dropped(DropReason::Suppressed)
-                && headers.any(name, &header_opts_out)
-            {
-                *o = RouteOutput {
-                    outcome: RouteOutcome::Dropped(DropReason::OptedOut),
-                    counts: FieldCounts::default(),
-                    consent_invalid: None,
-                    value: 0..0,
-                    key: None,
-                };
+        // One pass over the headers, whatever the number of routes.
+        let routes = &self.routes;
+        let outputs = &mut out.outputs;
+        headers.each(&mut |name, value| {
+            if !header_opts_out(value) {
+                return;
             }
-        }
+            for (route, o) in routes.iter().zip(outputs.iter_mut()) {
+                // A suppressed subject stays suppressed: that reason comes first.
+                if route
+                    .opt_out_header()
+                    .is_some_and(|h| h.eq_ignore_ascii_case(name))
+                    && o.outcome != RouteOutcome::Dropped(DropReason::Suppressed)
+                {
+                    *o = RouteOutput {
+                        outcome: RouteOutcome::Dropped(DropReason::OptedOut),
+                        counts: FieldCounts::default(),
+                        consent_invalid: None,
+                        value: 0..0,
+                        key: None,
+                    };
+                }
+            }
+        });
+    }
+
+    /// The routes whose policy reads an opt-out from a record header, with
+    /// the header's name: files have none, so these checks never run there.
+    pub fn opt_out_headers(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.routes
+            .iter()
+            .filter_map(|r| Some((r.name.as_str(), r.opt_out_header()?)))
     }
 
     /// [`Self::process`] with the engine call as a parameter, so that tests

@@ -1234,3 +1234,25 @@ fn log_format_is_offered_only_by_the_commands_that_log() {
     let warning: Value = serde_json::from_str(stderr(&o).lines().next().unwrap()).unwrap();
     assert_eq!(warning["level"], "WARN", "{warning}");
 }
+
+#[test]
+fn a_key_dated_in_the_future_is_refused_with_its_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("k1.key");
+    std::fs::write(
+        &key,
+        "# created: 2999-01-01T00:00:00Z\n000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f\n",
+    )
+    .unwrap();
+    let o = veil(&["keys", "list", "--dir", dir.path().to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(64));
+    let e = stderr(&o);
+    assert!(
+        e.contains(&format!(
+            "key file {}: its `# created:` line is in the future",
+            key.display()
+        )),
+        "{e}"
+    );
+    assert!(!e.contains("000102030405"), "no key bytes: {e}");
+}

@@ -183,6 +183,7 @@ pub fn run(args: Args) -> CliResult {
         Some(list) => stage.suppressing(list),
         None => stage,
     };
+    super::warn_opt_out_headers(&stage);
     let registry = prometheus::Registry::new();
     let metrics = Metrics::new(&registry).map_err(io)?;
     metrics.key_max_age(std::time::Duration::from_secs(

@@ -141,6 +141,20 @@ pub fn breakdown(parts: impl Iterator<Item = (&'static str, u64)>) -> String {
     format!("  ({})", parts.join(", "))
 }
 
+/// A route whose policy reads an opt-out from a record header cannot check
+/// it on lines of a file (`veil apply`, file-mode `veil run`): said once per
+/// route, at `warn`, so that no one takes the check for done.
+pub fn warn_opt_out_headers(stage: &veil::stage::Stage) {
+    for (route, header) in stage.opt_out_headers() {
+        tracing::warn!(
+            route,
+            header,
+            "consent.opt_out_header is not checked here: lines of a file have no headers; \
+             carry the opt-out in the event (consent.opt_out) where events also go through files"
+        );
+    }
+}
+
 /// A `keep` of raw message keys opted into with a reason is said once, at
 /// `warn`, with that reason (`veil::stage::load` has checked `message_key`
 /// against the policies: exit 64 when it does not fit them).

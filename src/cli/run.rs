@@ -202,6 +202,7 @@ fn run_files(
     let registry = prometheus::Registry::new();
     let metrics = Metrics::new(&registry).map_err(io)?;
     metrics.key_max_age(config.keys.max_age);
+    super::warn_opt_out_headers(stage);
     let counters = metrics.live(&stage.policies(), &stage.key_ids(), stage.key_times());
     if let Some(list) = suppression {
         metrics.suppression(Source::Files, 1, list.len());

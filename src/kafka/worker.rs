@@ -397,9 +397,11 @@ fn kept_headers<'h, H: Headers>(
 struct RecordHeaders<'m>(Option<&'m BorrowedHeaders>);
 
 impl crate::stage::InputHeaders for RecordHeaders<'_> {
-    fn any(&self, name: &str, test: &dyn Fn(Option<&[u8]>) -> bool) -> bool {
-        let Some(headers) = self.0 else { return false };
-        kept_headers(headers, |key| key.eq_ignore_ascii_case(name)).any(|h| test(h.value))
+    fn each(&self, visit: &mut dyn FnMut(&str, Option<&[u8]>)) {
+        let Some(headers) = self.0 else { return };
+        for h in kept_headers(headers, |_| true) {
+            visit(h.key, h.value);
+        }
     }
 }
 

@@ -491,3 +491,67 @@ fn an_input_keyed_by_a_suppressed_subject_is_dropped_on_every_route_whatever_its
         Some(RejectReason::InvalidJson)
     );
 }
+
+/// Headers as a Kafka record carries them: (name, value) in order.
+struct Record<'a>(&'a [(&'a str, Option<&'a [u8]>)]);
+
+impl InputHeaders for Record<'_> {
+    fn each(&self, visit: &mut dyn FnMut(&str, Option<&[u8]>)) {
+        for (name, value) in self.0 {
+            visit(name, *value);
+        }
+    }
+}
+
+#[test]
+fn an_opt_out_header_drops_the_input_on_the_routes_whose_policy_names_it_only() {
+    let config = StageConfig {
+        message_key: MessageKey::Drop,
+        keep_headers: Vec::new(),
+        include_payload: false,
+        limits: Limits::default(),
+    };
+    let ring = KeyRing::single(parse_key("k1", KEY.as_bytes(), Path::new("k1.key")).unwrap());
+    let gpc = POLICY.replace("fields:", "consent:\n  opt_out_header: Sec-GPC\nfields:");
+    let policies = [("gpc", gpc.as_str()), ("plain", POLICY)]
+        .iter()
+        .map(|(n, text)| (n.to_string(), crate::Policy::parse(text, "t.yaml").unwrap()))
+        .collect();
+    let stage = Stage::new(&config, policies, &ring).unwrap();
+    assert_eq!(
+        stage.opt_out_headers().collect::<Vec<_>>(),
+        [("gpc", "sec-gpc")]
+    );
+    let mut out = Processed::default();
+    let mut scratch = Scratch::default();
+    let mut outcomes = |headers: &[(&str, Option<&[u8]>)], value: &[u8]| {
+        stage.process_record(value, None, &Record(headers), AT, &mut out, &mut scratch);
+        if out.rejected.is_some() {
+            return None;
+        }
+        Some(out.outputs.iter().map(|o| o.outcome).collect::<Vec<_>>())
+    };
+    let fwd = RouteOutcome::Forwarded;
+    let opted = RouteOutcome::Dropped(DropReason::OptedOut);
+    let e = event("u1");
+    assert_eq!(outcomes(&[], &e), Some(vec![fwd, fwd]));
+    assert_eq!(outcomes(&[("other", Some(b"1"))], &e), Some(vec![fwd, fwd]));
+    for value in [Some(&b"1"[..]), Some(b""), Some(b" yes "), None] {
+        assert_eq!(
+            outcomes(&[("SEC-gpc", value)], &e),
+            Some(vec![opted, fwd]),
+            "{value:?}"
+        );
+    }
+    for value in [&b"0"[..], b" false ", b"FALSE"] {
+        assert_eq!(
+            outcomes(&[("sec-gpc", Some(value))], &e),
+            Some(vec![fwd, fwd])
+        );
+    }
+    // Any one of several headers of that name opts out.
+    let two: [(&str, Option<&[u8]>); 2] = [("sec-gpc", Some(b"0")), ("Sec-GPC", Some(b"1"))];
+    assert_eq!(outcomes(&two, &e), Some(vec![opted, fwd]));
+    // A bad input is still dead-lettered, header or not.
+    assert_eq!(outcomes(&[("sec-gpc", Some(b"1"))], b"{not json"), None);
+}
