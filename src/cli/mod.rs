@@ -4,6 +4,7 @@
 mod apply;
 mod check;
 mod demo;
+mod dev_broker;
 mod erase;
 mod hash;
 mod keys;
@@ -223,6 +224,8 @@ enum Command {
     Run(run::Args),
     /// Run the whole Kafka pipeline on an in-process mock cluster with the example events.
     Demo(demo::Args),
+    /// Serve an in-memory Kafka cluster (librdkafka's mock) on 127.0.0.1 until SIGTERM.
+    DevBroker(dev_broker::Args),
     /// Apply a policy to NDJSON events: one clean line per forwarded event.
     Apply(apply::Args),
     /// Print the pseudonym of each value (to find a subject's rows).
@@ -275,6 +278,7 @@ pub fn main() -> ExitCode {
     let (format, default) = match &cli.command {
         Command::Run(args) => (args.logging.log_format, "info"),
         Command::Demo(args) => (args.logging.log_format, "info"),
+        Command::DevBroker(args) => (args.logging.log_format, "warn"),
         Command::Apply(args) => (args.logging.log_format, "veil=warn"),
         _ => (LogFormat::Pretty, "veil=warn"),
     };
@@ -291,6 +295,7 @@ pub fn main() -> ExitCode {
         },
         Command::Run(args) => run::run(args),
         Command::Demo(args) => demo::run(args),
+        Command::DevBroker(args) => dev_broker::run(args),
         Command::Apply(args) => apply::run(args),
         Command::Hash(args) => hash::run(args),
         Command::Suppress(args) => suppress::run(args),
