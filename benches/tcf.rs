@@ -10,7 +10,7 @@
 //!   the decision.
 //!
 //! The TC string is the longest granting line with a vendor of the
-//! IAB-generated table `tests/cases/tcf/vectors.jsonl`. Also reports
+//! IAB-generated table `tests/support/oracle/tcf/vectors.jsonl`. Also reports
 //! `Rule::grants` alone, per call.
 //!
 //! Run: `cargo bench --bench tcf` (add `-- ROUNDS`, default 15).
@@ -55,7 +55,7 @@ fn main() {
     let passes = if benching { 10 } else { 1 };
 
     // The longest granted vector that names a vendor, and its rule.
-    let vectors = std::fs::read_to_string("tests/cases/tcf/vectors.jsonl").unwrap();
+    let vectors = std::fs::read_to_string("tests/support/oracle/tcf/vectors.jsonl").unwrap();
     let v: serde_json::Value = vectors
         .lines()
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())

@@ -5,7 +5,7 @@
 //! (`@iabtechlabtcf/core`): tests/support/oracle/tcf/generate.mjs encodes
 //! random consent models, mutates them, decodes every string with the IAB
 //! decoder and writes down what the documented rule (docs/policy.md) decides.
-//! `tests/cases/tcf/vectors.jsonl` is its output for seed 1, committed; when
+//! `tests/support/oracle/tcf/vectors.jsonl` is its output for seed 1, committed; when
 //! node and the library are installed (`.ci/run` installs them) a fresh seed
 //! is generated and checked too.
 
@@ -117,7 +117,7 @@ fn mismatches(vectors: &[Vector]) -> Vec<String> {
 }
 
 fn committed_vectors() -> Vec<Vector> {
-    let text = std::fs::read_to_string(root().join("tests/cases/tcf/vectors.jsonl")).unwrap();
+    let text = std::fs::read_to_string(root().join("tests/support/oracle/tcf/vectors.jsonl")).unwrap();
     parse_vectors(&text)
 }
 

@@ -1,6 +1,6 @@
 // Test oracle for IAB TCF v2 consent strings (see README.md).
 //
-//   node generate.mjs [--seed N] [--count N]  >  ../../../cases/tcf/vectors.jsonl
+//   node generate.mjs [--seed N] [--count N]  >  vectors.jsonl
 //
 // Builds TC strings with the IAB's own encoder (@iabtechlabtcf/core), mutates
 // some of them, and for each string prints 1-3 JSON lines
