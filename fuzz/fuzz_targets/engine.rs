@@ -361,10 +361,13 @@ fn fields(f: &FieldSet) -> Fields {
 fn model(p: &Policy) -> Model {
     Model {
         purpose: p.purpose.clone(),
-        consent: p
-            .consent
-            .as_ref()
-            .map(|c| (keys(&c.purposes), c.opt_out.as_ref().map(keys))),
+        // The fuzzed policies' consent is a purposes list (with an opt-out);
+        // the oracle models no other check.
+        consent: p.consent.as_ref().map(|c| {
+            assert!(c.tcf.is_none() && c.opt_out_header.is_none(), "not modelled");
+            let purposes = c.purposes.as_ref().expect("a purposes path");
+            (keys(purposes), c.opt_out.as_ref().map(keys))
+        }),
         subject: p.subject.iter().map(segs).collect(),
         base64: p.pseudonyms.encoding == veil::policy::Encoding::Base64url,
         key_id_prefix: p.pseudonyms.key_id_prefix,
