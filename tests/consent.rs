@@ -117,7 +117,8 @@ fn mismatches(vectors: &[Vector]) -> Vec<String> {
 }
 
 fn committed_vectors() -> Vec<Vector> {
-    let text = std::fs::read_to_string(root().join("tests/support/oracle/tcf/vectors.jsonl")).unwrap();
+    let text =
+        std::fs::read_to_string(root().join("tests/support/oracle/tcf/vectors.jsonl")).unwrap();
     parse_vectors(&text)
 }
 

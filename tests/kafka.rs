@@ -1868,7 +1868,8 @@ fn no_event_is_read_before_the_suppression_topic_is_read_to_its_end() {
 /// A TC string and the rule it grants, from the IAB-generated table
 /// (tests/consent.rs), plus the TCF v1 string the IAB publishes.
 fn granting_tc() -> (String, String) {
-    let text = std::fs::read_to_string(root().join("tests/support/oracle/tcf/vectors.jsonl")).unwrap();
+    let text =
+        std::fs::read_to_string(root().join("tests/support/oracle/tcf/vectors.jsonl")).unwrap();
     let v: Value = text
         .lines()
         .map(|l| serde_json::from_str::<Value>(l).unwrap())
