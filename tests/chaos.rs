@@ -35,7 +35,8 @@ fn config(
         "source:\n  kafka:\n    bootstrap_servers: \"{}\"\n    topics: [{raw}]\n    group_id: {raw}-veil\n    \
          librdkafka:\n      session.timeout.ms: 6000\n      heartbeat.interval.ms: 500\n\
          routes:\n  - name: r\n    policy: \"{}\"\n    topic: {clean}\n\
-         dead_letter:\n  topic: {dead}\nkeys:\n  dir: \"{}\"\nshutdown:\n  drain_timeout_seconds: 10\n",
+         dead_letter:\n  topic: {dead}\nkeys:\n  dir: \"{}\"\nshutdown:\n  drain_timeout_seconds: 10\n\
+         metrics:\n  listen: 127.0.0.1:0\n",
         broker.bootstrap(),
         policy.display(),
         root().join("tests/keys").display()
