@@ -11,16 +11,14 @@ use std::time::Instant;
 
 #[path = "../tests/support/data.rs"]
 mod data;
+mod support;
+
+use support::median;
 
 use veil::{Limits, Scratch, compile};
 
 #[path = "../tests/support/reference.rs"]
 mod reference;
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
 
 fn main() {
     // `cargo bench` passes `--bench`; under `cargo test` this is a one-round smoke run.

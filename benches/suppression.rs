@@ -22,14 +22,12 @@ use std::time::Instant;
 
 #[path = "../tests/support/data.rs"]
 mod data;
+mod support;
+
+use support::median;
 
 use veil::suppression::{Source, SuppressionList, Tokeniser, entries_for};
 use veil::{CompiledPolicy, DropReason, Limits, Outcome, Scratch, compile};
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
 
 /// A field of /proc/self/status, in kB (Linux only).
 fn status_kb(field: &str) -> Option<u64> {
@@ -159,16 +157,11 @@ fn main() {
         "B suppressing, empty list",
         "C suppressing, big list",
     ];
-    let mut times: Vec<Vec<f64>> = vec![Vec::new(); engines.len()];
-    for _ in 0..rounds {
-        for (t, engine) in times.iter_mut().zip(engines) {
-            let start = Instant::now();
-            for _ in 0..passes {
-                black_box(pass(engine, &events, &mut out, &mut scratch));
-            }
-            t.push(start.elapsed().as_secs_f64());
+    let times = support::interleaved(rounds, engines.len(), |i| {
+        for _ in 0..passes {
+            black_box(pass(engines[i], &events, &mut out, &mut scratch));
         }
-    }
+    });
 
     let per_round = (events.len() * passes) as f64;
     let ratio =

@@ -21,13 +21,11 @@ use std::time::Instant;
 
 #[path = "../tests/support/data.rs"]
 mod data;
+mod support;
+
+use support::median;
 
 use veil::{CompiledPolicy, Limits, Outcome, Policy, Scratch, compile};
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
 
 /// One pass over `events`; returns how many were forwarded.
 fn pass(
@@ -114,16 +112,11 @@ fn main() {
     );
     assert!(forwarded[0] > 0);
 
-    let mut times: Vec<Vec<f64>> = vec![Vec::new(); engines.len()];
-    for _ in 0..rounds {
-        for (t, engine) in times.iter_mut().zip(engines) {
-            let start = Instant::now();
-            for _ in 0..passes {
-                black_box(pass(engine, &events, &mut out, &mut scratch));
-            }
-            t.push(start.elapsed().as_secs_f64());
+    let times = support::interleaved(rounds, engines.len(), |i| {
+        for _ in 0..passes {
+            black_box(pass(engines[i], &events, &mut out, &mut scratch));
         }
-    }
+    });
     // The decision alone.
     let calls = if benching { 2_000_000 } else { 10_000 };
     let decide: Vec<f64> = (0..rounds)

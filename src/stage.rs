@@ -93,6 +93,8 @@ pub struct Stage {
     public_demo_key: bool,
     /// Every key of the ring (id, when made), for the key age metric.
     key_times: Vec<(String, Option<std::time::SystemTime>)>,
+    /// Whether any route's policy reads an opt-out from a record header.
+    reads_headers: bool,
     /// Largest output record (clean event plus key, or dead-letter record).
     max_record_bytes: usize,
     /// The suppression list the routes check, if any.
@@ -377,6 +379,7 @@ impl Stage {
                 .iter()
                 .any(|r| ring.get(&r.key_id).is_some_and(|k| k.is_public_demo()));
         let key = active;
+        let reads_headers = routes.iter().any(|r| r.opt_out_header().is_some());
         Ok(Stage {
             routes,
             message_key: config.message_key.clone(),
@@ -386,6 +389,7 @@ impl Stage {
             key_id: key.id.clone(),
             public_demo_key,
             key_times: ring.keys().map(|k| (k.id.clone(), k.created)).collect(),
+            reads_headers,
             max_record_bytes: usize::MAX,
             suppression: None,
         })
@@ -556,7 +560,7 @@ impl Stage {
         scratch: &mut Scratch,
     ) {
         self.process_using(CompiledPolicy::apply, value, key, origin, out, scratch);
-        if out.rejected.is_some() || !self.routes.iter().any(|r| r.opt_out_header().is_some()) {
+        if out.rejected.is_some() || !self.reads_headers {
             return;
         }
         // One pass over the headers, whatever the number of routes.
