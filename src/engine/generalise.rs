@@ -17,11 +17,22 @@ use crate::policy::{Buckets, TimeUnit};
 /// (`203.0.113.0`, `2001:db8:85a3::`). An IPv6 address that carries an IPv4
 /// address (see [`v6_prefix_len`]) keeps no more of it than `v4` allows.
 pub fn ip_prefix(text: &str, v4: u8, v6: u8) -> Option<String> {
-    let masked = match text.parse::<IpAddr>().ok()? {
-        IpAddr::V4(a) => IpAddr::V4(mask_v4(a, v4)),
-        IpAddr::V6(a) => IpAddr::V6(mask_v6(a, v6_prefix_len(a, v4, v6))),
+    let mut out = Vec::new();
+    ip_prefix_into(text, v4, v6, &mut out).then(|| String::from_utf8(out).ok())?
+}
+
+/// [`ip_prefix`], appended to `out`: ASCII digits, hex, `.` and `:` only, so
+/// it needs no JSON escaping. Returns whether `text` is an address (and
+/// appends nothing when it is not).
+pub fn ip_prefix_into(text: &str, v4: u8, v6: u8, out: &mut Vec<u8>) -> bool {
+    use std::io::Write;
+    let masked = match text.parse::<IpAddr>() {
+        Ok(IpAddr::V4(a)) => IpAddr::V4(mask_v4(a, v4)),
+        Ok(IpAddr::V6(a)) => IpAddr::V6(mask_v6(a, v6_prefix_len(a, v4, v6))),
+        Err(_) => return false,
     };
-    Some(masked.to_string())
+    // Writing into a Vec cannot fail.
+    write!(out, "{masked}").is_ok()
 }
 
 /// How many leading bits of an IPv6 address to keep: `v6`, except where the
@@ -64,12 +75,13 @@ fn mask_v6(a: Ipv6Addr, bits: u8) -> Ipv6Addr {
     Ipv6Addr::from(u128::from(a) & mask)
 }
 
-/// Keep only query parameters whose (decoded) names match `keep`, in their
-/// original encoding and order, joined with `&`. Both `&` and `;` separate
-/// parameters (`?utm_source=x;email=a@b.c` has two), so a parameter can never
-/// hide behind the other separator.
-fn filter_query(query: &str, keep: &GlobSet) -> String {
-    let mut out = String::with_capacity(query.len());
+/// Append the query parameters whose (decoded) names match `keep` to `out`,
+/// in their original encoding and order, the first after `?` and the
+/// others after `&`; nothing when none is kept. Both `&` and `;` separate
+/// parameters (`?utm_source=x;email=a@b.c` has two), so a parameter can
+/// never hide behind the other separator.
+fn filter_query_into(query: &str, keep: &GlobSet, out: &mut String) {
+    let mark = out.len();
     for pair in query.split(['&', ';']).filter(|p| !p.is_empty()) {
         let raw_name = pair.split('=').next().unwrap_or_default();
         let name = if raw_name.contains(['%', '+']) {
@@ -81,13 +93,10 @@ fn filter_query(query: &str, keep: &GlobSet) -> String {
             Cow::Borrowed(raw_name)
         };
         if keep.is_match(name.as_ref()) {
-            if !out.is_empty() {
-                out.push('&');
-            }
+            out.push(if out.len() == mark { '?' } else { '&' });
             out.push_str(pair);
         }
     }
-    out
 }
 
 /// Strip the fragment, userinfo and every query parameter not allowlisted.
@@ -97,91 +106,144 @@ fn filter_query(query: &str, keep: &GlobSet) -> String {
 /// vouch for (an e-mail address, a name, `?q=1`, `mailto:`, `//host`, `ftp:`)
 /// and is removed: a free-text field must never pass as a "URL".
 pub fn url(text: &str, keep: &GlobSet) -> Option<String> {
+    let mut out = String::new();
+    url_into(text, keep, &mut out).then_some(out)
+}
+
+/// [`url`], written into `out` (cleared first; reused across calls so the
+/// hot path allocates nothing). Returns whether `text` was accepted.
+pub fn url_into(text: &str, keep: &GlobSet, out: &mut String) -> bool {
+    out.clear();
     if text.starts_with('/') && !text.starts_with("//") {
         // Only URL characters (RFC 3986, plus `%`-escapes): free text that
         // happens to start with `/` is not a path.
-        let url_chars = text
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/?#%[]".contains(&b));
-        return url_chars.then(|| relative(text, keep));
+        if !text.bytes().all(|b| URI_CHAR.has(b)) {
+            return false;
+        }
+        let (path, query) = split_reference(text);
+        out.push_str(path);
+        if let Some(q) = query {
+            filter_query_into(q, keep, out);
+        }
+        return true;
     }
-    if let Some(fast) = url_fast(text, keep) {
-        return Some(fast);
+    if url_fast_into(text, keep, out) {
+        return true;
     }
-    url_parsed(text, keep)
+    out.clear();
+    match url_parsed(text, keep) {
+        Some(parsed) => {
+            out.push_str(&parsed);
+            true
+        }
+        None => false,
+    }
 }
 
-/// Filter a relative reference: drop the fragment, filter the query.
-fn relative(text: &str, keep: &GlobSet) -> String {
+/// A set of bytes, as a table: one lookup per byte on the hot path.
+struct ByteClass([bool; 256]);
+
+impl ByteClass {
+    /// Alphanumerics plus `extra`.
+    // Indexing runs at compile time only (every use is a `const`): an out of
+    // range index would fail the build, never an event.
+    #[allow(clippy::indexing_slicing)]
+    const fn alphanumeric_and(extra: &[u8]) -> Self {
+        let mut t = [false; 256];
+        let mut b = 0;
+        while b < 256 {
+            t[b] = (b as u8).is_ascii_alphanumeric();
+            b += 1;
+        }
+        let mut i = 0;
+        while i < extra.len() {
+            t[extra[i] as usize] = true;
+            i += 1;
+        }
+        Self(t)
+    }
+
+    fn has(&self, b: u8) -> bool {
+        self.0.get(usize::from(b)).copied().unwrap_or(false)
+    }
+}
+
+/// RFC 3986 characters, plus `%`: what a path-absolute reference may hold.
+const URI_CHAR: ByteClass = ByteClass::alphanumeric_and(b"-._~!$&'()*+,;=:@/?#%[]");
+/// What the fast path lets through after the host: characters the WHATWG
+/// parser keeps as they are in a path, query and fragment.
+const FAST_TAIL_CHAR: ByteClass = ByteClass::alphanumeric_and(b"-._~!$&()*+,;=:@/%?#");
+
+/// The part before the fragment, split at its first `?`.
+fn split_reference(text: &str) -> (&str, Option<&str>) {
     let without_fragment = text.split('#').next().unwrap_or_default();
-    let (path, query) = match without_fragment.split_once('?') {
+    match without_fragment.split_once('?') {
         Some((p, q)) => (p, Some(q)),
         None => (without_fragment, None),
-    };
-    let mut out = path.to_owned();
-    if let Some(q) = query {
-        let q = filter_query(q, keep);
-        if !q.is_empty() {
-            out.push('?');
-            out.push_str(&q);
-        }
     }
-    out
+}
+
+/// Whether `host` is a plain lowercase domain the WHATWG parser leaves as
+/// it is: `[a-z0-9.-]`, not starting with `.` or `-`, no empty label inside,
+/// no punycode (`xn--`), and a last label that starts with a letter (so not
+/// an IPv4 address in any of its spellings).
+fn plain_host(host: &[u8]) -> bool {
+    let Some(&first) = host.first() else {
+        return false;
+    };
+    if first == b'.' || first == b'-' {
+        return false;
+    }
+    let mut prev = 0u8;
+    for &b in host {
+        if !(b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
+            || (b == b'.' && prev == b'.')
+        {
+            return false;
+        }
+        prev = b;
+    }
+    !host.windows(4).any(|w| matches!(w, b"xn--"))
+        && host
+            .rsplit(|&b| b == b'.')
+            .find(|l| !l.is_empty())
+            .and_then(|last| last.first())
+            .is_some_and(u8::is_ascii_lowercase)
 }
 
 /// The common case without a full WHATWG parse: `http(s)://` + a plain
 /// lowercase domain + an absolute path made of characters the parser keeps
-/// as they are. Anything else returns `None` and takes the full parser;
-/// a test checks both agree wherever this answers.
-fn url_fast(text: &str, keep: &GlobSet) -> Option<String> {
+/// as they are. Anything else returns `false` (and leaves `out` to be
+/// cleared) and takes the full parser; a test checks both agree wherever
+/// this answers.
+fn url_fast_into(text: &str, keep: &GlobSet, out: &mut String) -> bool {
     let (scheme, rest) = if let Some(r) = text.strip_prefix("https://") {
         ("https://", r)
+    } else if let Some(r) = text.strip_prefix("http://") {
+        ("http://", r)
     } else {
-        ("http://", text.strip_prefix("http://")?)
+        return false;
     };
-    let host_end = rest.find('/')?;
-    let host = &rest[..host_end];
-    let plain_host = !host.is_empty()
-        && host
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
-        && !host.starts_with(['.', '-'])
-        && !host.contains("..")
-        && !host.contains("xn--")
-        && host
-            .rsplit('.')
-            .find(|l| !l.is_empty())
-            .is_some_and(|last| last.as_bytes().first().is_some_and(u8::is_ascii_lowercase));
-    if !plain_host {
-        return None;
-    }
-    let tail = &rest[host_end..];
-    let safe = tail
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b"-._~!$&()*+,;=:@/%?#".contains(&b));
-    if !safe || tail.contains("/.") {
-        return None;
-    }
-    let without_fragment = tail.split('#').next().unwrap_or_default();
-    let (path, query) = match without_fragment.split_once('?') {
-        Some((p, q)) => (p, Some(q)),
-        None => (without_fragment, None),
+    let Some((host, tail)) = rest.find('/').map(|at| rest.split_at(at)) else {
+        return false;
     };
-    if path.contains(['?', '#']) {
-        return None;
+    if !plain_host(host.as_bytes()) {
+        return false;
     }
-    let mut out = String::with_capacity(text.len());
+    let tail_bytes = tail.as_bytes();
+    if !tail_bytes.iter().all(|&b| FAST_TAIL_CHAR.has(b))
+        || tail_bytes.windows(2).any(|w| matches!(w, b"/."))
+    {
+        return false;
+    }
+    let (path, query) = split_reference(tail);
     out.push_str(scheme);
     out.push_str(host);
     out.push_str(path);
     if let Some(q) = query {
-        let q = filter_query(q, keep);
-        if !q.is_empty() {
-            out.push('?');
-            out.push_str(&q);
-        }
+        filter_query_into(q, keep, out);
     }
-    Some(out)
+    true
 }
 
 fn url_parsed(text: &str, keep: &GlobSet) -> Option<String> {
@@ -192,13 +254,35 @@ fn url_parsed(text: &str, keep: &GlobSet) -> Option<String> {
     u.set_fragment(None);
     u.set_username("").ok()?;
     u.set_password(None).ok()?;
-    let query = u.query().map(|q| filter_query(q, keep));
-    u.set_query(query.as_deref().filter(|q| !q.is_empty()));
+    let query = u.query().map(|q| {
+        let mut kept = String::new();
+        filter_query_into(q, keep, &mut kept);
+        kept
+    });
+    // `kept` starts with the `?` that `set_query` adds itself.
+    u.set_query(query.as_deref().and_then(|q| q.strip_prefix('?')));
     Some(u.into())
 }
 
 /// Truncate an RFC 3339 timestamp to `unit`, in UTC, written as RFC 3339 with `Z`.
 pub fn truncate_time(text: &str, unit: TimeUnit) -> Option<String> {
+    let mut out = Vec::new();
+    truncate_time_into(text, unit, &mut out).then(|| String::from_utf8(out).ok())?
+}
+
+/// [`truncate_time`], appended to `out`: digits, `-`, `:`, `T` and `Z` only,
+/// so it needs no JSON escaping. Returns whether `text` is a timestamp (and
+/// appends nothing when it is not).
+pub fn truncate_time_into(text: &str, unit: TimeUnit, out: &mut Vec<u8>) -> bool {
+    let start = out.len();
+    let written = truncated(text, unit).is_some_and(|t| t.format_into(out, &Rfc3339).is_ok());
+    if !written {
+        out.truncate(start);
+    }
+    written
+}
+
+fn truncated(text: &str, unit: TimeUnit) -> Option<OffsetDateTime> {
     // `checked_`: a valid local time can lie outside the representable UTC
     // range (`9999-12-31T23:59:59-01:00` is year 10000): invalid, not a panic.
     let t = OffsetDateTime::parse(text, &Rfc3339)
@@ -217,7 +301,7 @@ pub fn truncate_time(text: &str, unit: TimeUnit) -> Option<String> {
             .replace_hour(0)
             .ok()?,
     };
-    t.format(&Rfc3339).ok()
+    Some(t)
 }
 
 /// The bucket of `value`: the largest edge not above it, or
@@ -269,6 +353,11 @@ mod tests {
     use super::*;
     fn keep(globs: &[&str]) -> GlobSet {
         GlobSet::new(globs)
+    }
+
+    fn url_fast(text: &str, keep: &GlobSet) -> Option<String> {
+        let mut out = String::new();
+        url_fast_into(text, keep, &mut out).then_some(out)
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! ([`super::walk`]) drives it and decides what to copy.
 
 use crate::outcome::{Reject, RejectReason};
-use crate::policy::trie::fingerprint;
+use crate::policy::trie::{fingerprint, same_key};
 
 pub type Scan<T> = Result<T, Reject>;
 
@@ -211,7 +211,7 @@ impl<'a, 'b> Scanner<'a, 'b> {
             keys.iter().enumerate().any(|(i, ki)| {
                 keys.iter()
                     .take(i)
-                    .any(|k| k.fp == ki.fp && self.key_bytes(*k) == self.key_bytes(*ki))
+                    .any(|k| k.fp == ki.fp && same_key(self.key_bytes(*k), self.key_bytes(*ki)))
             })
         } else {
             let mut all: Vec<&[u8]> = keys.iter().map(|k| self.key_bytes(*k)).collect();

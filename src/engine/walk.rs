@@ -46,6 +46,8 @@ pub struct Buffers {
     pub pending: Vec<Pending>,
     pub values: Vec<u8>,
     pub text: Vec<u8>,
+    /// A generalised URL, before it is written as a JSON string (reused).
+    pub generalised: String,
     /// Set by the consent check when the event's TC string is unreadable.
     pub consent_invalid: Option<crate::tcf::Invalid>,
 }
@@ -71,6 +73,7 @@ pub struct Walker<'a, 'b> {
     pending: &'b mut Vec<Pending>,
     values: &'b mut Vec<u8>,
     scratch: &'b mut Vec<u8>,
+    generalised: &'b mut String,
     pseudonym_len: usize,
     pub counts: FieldCounts,
 }
@@ -92,6 +95,7 @@ impl<'a, 'b> Walker<'a, 'b> {
             pending: &mut bufs.pending,
             values: &mut bufs.values,
             scratch: &mut bufs.text,
+            generalised: &mut bufs.generalised,
             pseudonym_len,
             counts: FieldCounts::default(),
         }
@@ -395,36 +399,64 @@ impl<'a, 'b> Walker<'a, 'b> {
         } else {
             self.text.get(s..e).ok_or(Reject::INTERNAL_ERROR)?
         };
-        let result: Option<std::borrow::Cow<str>> = match action {
-            Action::IpPrefix { v4, v6 } => generalise::ip_prefix(text, *v4, *v6).map(Into::into),
-            Action::Url { matcher, .. } => generalise::url(text, matcher).map(Into::into),
-            Action::TruncateTime(unit) => generalise::truncate_time(text, *unit).map(Into::into),
+        let start = self.out.len();
+        let written = match action {
+            Action::IpPrefix { v4, v6 } => {
+                self.out.push(b'"');
+                generalise::ip_prefix_into(text, *v4, *v6, self.out)
+            }
+            Action::TruncateTime(unit) => {
+                self.out.push(b'"');
+                generalise::truncate_time_into(text, *unit, self.out)
+            }
+            Action::Url { matcher, .. } => {
+                let accepted = generalise::url_into(text, matcher, self.generalised);
+                if accepted {
+                    write_json_string(self.out, self.generalised);
+                }
+                accepted
+            }
             Action::Redact {
                 patterns,
                 replacement,
-            } => Some(generalise::redact(text, patterns, replacement)),
+            } => {
+                write_json_string(self.out, &generalise::redact(text, patterns, replacement));
+                true
+            }
             _ => {
                 self.counts.type_mismatch += 1;
                 return Ok(false);
             }
         };
-        match result {
-            Some(v) => {
-                // Writing a string into a Vec cannot fail.
-                serde_json::to_writer(&mut *self.out, v.as_ref())
-                    .map_err(|_| Reject::INTERNAL_ERROR)?;
-                if matches!(action, Action::Redact { .. }) {
-                    self.counts.redacted += 1;
-                } else {
-                    self.counts.generalised += 1;
-                }
-                Ok(true)
-            }
-            None => {
-                self.counts.invalid += 1;
-                Ok(false)
-            }
+        if !written {
+            self.out.truncate(start);
+            self.counts.invalid += 1;
+            return Ok(false);
         }
+        match action {
+            Action::IpPrefix { .. } | Action::TruncateTime(_) => self.out.push(b'"'),
+            _ => {}
+        }
+        if matches!(action, Action::Redact { .. }) {
+            self.counts.redacted += 1;
+        } else {
+            self.counts.generalised += 1;
+        }
+        Ok(true)
+    }
+}
+
+/// `text` as a JSON string. Most values need no escaping and are copied as
+/// they are; the rest are escaped as serde_json escapes them.
+fn write_json_string(out: &mut Vec<u8>, text: &str) {
+    if text.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) {
+        // Writing a string into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *out, text);
+    } else {
+        out.reserve(text.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(text.as_bytes());
+        out.push(b'"');
     }
 }
 
