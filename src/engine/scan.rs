@@ -208,10 +208,22 @@ impl<'a, 'b> Scanner<'a, 'b> {
     pub fn close_object(&mut self, base: usize, at: usize) -> Scan<()> {
         let keys = self.bufs.keys.get(base..).unwrap_or_default();
         let dup = if keys.len() <= LINEAR_DUP_CHECK {
+            // A 256-bit set of hashed fingerprints: only a key whose bit is
+            // already set is compared with the keys before it.
+            let mut seen = [0u64; 4];
             keys.iter().enumerate().any(|(i, ki)| {
-                keys.iter()
-                    .take(i)
-                    .any(|k| k.fp == ki.fp && same_key(self.key_bytes(*k), self.key_bytes(*ki)))
+                let h = ki.fp.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 56;
+                let bit = 1u64 << (h % 64);
+                let Some(word) = seen.get_mut((h / 64) as usize) else {
+                    return false;
+                };
+                let maybe = *word & bit != 0;
+                *word |= bit;
+                maybe
+                    && keys
+                        .iter()
+                        .take(i)
+                        .any(|k| k.fp == ki.fp && same_key(self.key_bytes(*k), self.key_bytes(*ki)))
             })
         } else {
             let mut all: Vec<&[u8]> = keys.iter().map(|k| self.key_bytes(*k)).collect();
@@ -542,6 +554,26 @@ mod tests {
         assert_eq!(e.reason, RejectReason::DuplicateKey);
         // The same key in sibling objects is fine.
         assert!(skip_all(r#"{"a":{"x":1},"b":{"x":2}}"#).is_ok());
+    }
+
+    #[test]
+    fn a_duplicate_is_found_at_every_position_of_a_small_object() {
+        for n in 2..=LINEAR_DUP_CHECK {
+            let keys: Vec<String> = (0..n).map(|i| format!("key_number_{i}")).collect();
+            let object = |keys: &[String]| {
+                let members: Vec<String> = keys.iter().map(|k| format!("\"{k}\":1")).collect();
+                format!("{{{}}}", members.join(","))
+            };
+            assert!(skip_all(&object(&keys)).is_ok(), "{n} distinct keys");
+            for i in 0..n {
+                for j in i + 1..n {
+                    let mut dup = keys.clone();
+                    dup[j] = dup[i].clone();
+                    let e = skip_all(&object(&dup)).unwrap_err();
+                    assert_eq!(e.reason, RejectReason::DuplicateKey, "{n} keys, {i} = {j}");
+                }
+            }
+        }
     }
 
     #[test]
