@@ -246,6 +246,22 @@ pub fn markdown(policy: &Policy) -> String {
     if !policy.rules.is_empty() && policy.fields.is_none() {
         out.push_str("Events matching no rule are dropped.\n\n");
     }
+    out.push_str("## Sensitive data waivers\n\n");
+    if policy.waivers.is_empty() {
+        out.push_str("None: no field of a special category (GDPR Art. 9), precise location, government identifier, payment data or credential is kept or generalised.\n\n");
+    } else {
+        out.push_str("These fields of sensitive categories flow by a written decision:\n\n| Field | Category | Reason | Line |\n|---|---|---|---|\n");
+        for w in &policy.waivers {
+            out.push_str(&format!(
+                "| `{}` | {} | {} | {} |\n",
+                w.path,
+                w.category.label,
+                w.reason.replace('|', "\\|").replace('\n', " "),
+                w.line
+            ));
+        }
+        out.push('\n');
+    }
     out.push_str("Every forwarded event carries the header `veil-policy: ");
     out.push_str(&policy.id());
     out.push_str("`, so each row in the warehouse can be traced to this document.\n");
@@ -313,6 +329,13 @@ pub fn json(policy: &Policy) -> Value {
             "drop": r.drop,
             "fields": r.fields.as_ref().map(fields_json),
             "line": r.line,
+        })).collect::<Vec<_>>(),
+        "waivers": policy.waivers.iter().map(|w| json!({
+            "path": w.path.to_string(),
+            "category": w.category.id,
+            "category_label": w.category.label,
+            "reason": w.reason,
+            "line": w.line,
         })).collect::<Vec<_>>(),
         "unlisted_fields": "removed",
     })

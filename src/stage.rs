@@ -317,6 +317,9 @@ pub fn load(config: &PipelineConfig) -> Result<(Stage, KeyRing), StageError> {
             route: name.to_owned(),
             source,
         })?;
+        for w in &policy.warnings {
+            tracing::warn!(route = name, "policy: {w}");
+        }
         policies.push((name.to_owned(), policy));
     }
     let named: Vec<(&str, &crate::Policy)> =

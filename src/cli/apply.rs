@@ -106,6 +106,7 @@ fn progress(len: Option<u64>) -> ProgressBar {
 pub fn run(args: Args) -> CliResult {
     super::run::quiet_panics();
     let policy = veil::policy::load(&args.policy).map_err(usage)?;
+    super::warn_policy(&policy);
     let ring = veil::keys::load_dir(&args.keys, args.key_id.as_deref()).map_err(usage)?;
     super::warn_keys(&ring);
     if args.max_message_bytes == 0 || args.max_message_bytes > Limits::MAX_MESSAGE_BYTES {

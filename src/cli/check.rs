@@ -105,6 +105,7 @@ fn topics_exist(config: &veil::config::PipelineConfig) -> Result<String, Failure
 
 pub fn run(path: &Path) -> CliResult {
     let policy = policy::load(path).map_err(usage)?;
+    super::warn_policy(&policy);
     print(format_args!(
         "{}",
         summary(&policy, &path.display().to_string())

@@ -169,6 +169,13 @@ pub fn warn_kept_keys(config: &veil::config::PipelineConfig) {
     }
 }
 
+/// A policy's warnings (guessable identifiers pseudonymised, ...), logged.
+pub fn warn_policy(policy: &veil::Policy) {
+    for w in &policy.warnings {
+        tracing::warn!("policy: {w}");
+    }
+}
+
 /// Tell the operator what is wrong with the keys that were loaded anyway
 /// (key files other users can read, the public demo key).
 pub fn warn_keys(ring: &veil::keys::KeyRing) {

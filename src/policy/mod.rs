@@ -12,6 +12,7 @@ pub mod error;
 pub mod glob;
 pub mod number;
 pub mod path;
+pub mod sensitive;
 pub mod spec;
 pub mod trie;
 pub(crate) mod validate;
@@ -43,6 +44,20 @@ pub struct Policy {
     pub sha256: String,
     /// The compiled lookup trees.
     pub plan: Plan,
+    /// Written decisions to let a sensitive path through, as the policy states them.
+    pub waivers: Vec<Waiver>,
+    /// Problems that do not make the policy invalid (`veil check` prints
+    /// them; `run` and `apply` log them at load).
+    pub warnings: Vec<Diagnostic>,
+}
+
+/// A waiver of the sensitive-category guardrail.
+#[derive(Debug, Clone)]
+pub struct Waiver {
+    pub path: FieldPath,
+    pub category: &'static sensitive::Category,
+    pub reason: String,
+    pub line: u64,
 }
 
 /// Where consent is read from.
@@ -79,8 +94,10 @@ pub struct FieldSet {
 pub struct FieldRule {
     pub path: FieldPath,
     pub action: Action,
-    /// Line of the entry in the policy file (for explanations).
+    /// Line and column of the entry in the policy file (for explanations
+    /// and diagnostics).
     pub line: u64,
+    pub column: u64,
     /// Why, in the policy author's words: the entry's comment (see `veil explain`).
     pub note: Option<String>,
 }

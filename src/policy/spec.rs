@@ -58,6 +58,25 @@ pub struct RawPolicy {
     #[serde(default)]
     #[schemars(with = "Vec<RawRule>")]
     pub rules: Vec<Spanned<RawRule>>,
+    /// Written decisions to let a path of a sensitive category through
+    /// (special categories, precise location, government ids, payment data,
+    /// credentials): path -> `{ category, reason }`. Without one, keeping or
+    /// generalising such a path is an error. `veil explain` lists them all.
+    #[serde(default)]
+    #[schemars(with = "IndexMap<String, RawWaiver>")]
+    pub waivers: IndexMap<SpannedPath, Spanned<RawWaiver>>,
+}
+
+/// A waiver of the sensitive-category guardrail for one path.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawWaiver {
+    /// The category veil found (`health`, `precise_geolocation`, ...).
+    #[schemars(with = "String")]
+    pub category: Spanned<String>,
+    /// Why this data may flow, for the reviewers and the data inventory.
+    #[schemars(with = "String")]
+    pub reason: Spanned<String>,
 }
 
 /// Where consent lives in the event.

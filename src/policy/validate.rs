@@ -12,8 +12,11 @@ use super::spec::{RawConsent, RawTcf};
 use super::trie::{self, Exposure};
 use super::{Action, Buckets, Condition, Consent, FieldRule, FieldSet, Policy, Rule, Scalar, Tcf};
 
+mod guardrails;
+
 struct Checker<'a> {
     file: &'a str,
+    warnings: Vec<Diagnostic>,
     /// The policy text, to read condition scalars exactly as written.
     source: &'a str,
     diagnostics: Vec<Diagnostic>,
@@ -112,6 +115,16 @@ impl Checker<'_> {
         });
     }
 
+    fn warning_at(&mut self, (line, column): (u64, u64), message: String, hint: Option<String>) {
+        self.warnings.push(Diagnostic {
+            file: self.file.to_owned(),
+            line,
+            column,
+            message,
+            hint,
+        });
+    }
+
     fn path(&mut self, raw: &Spanned<String>, what: &str) -> Option<FieldPath> {
         match FieldPath::parse(&raw.value) {
             Ok(p) => Some(p),
@@ -180,11 +193,15 @@ pub(super) fn parse(text: &str, file: &str) -> Result<Policy, PolicyError> {
         file,
         source: text,
         diagnostics: Vec::new(),
+        warnings: Vec::new(),
         notes: line_notes(text),
     };
     let policy = check(&mut c, raw, super::sha256_hex(text.as_bytes()));
     match policy {
-        Some(p) if c.diagnostics.is_empty() => Ok(p),
+        Some(mut p) if c.diagnostics.is_empty() => {
+            p.warnings = c.warnings;
+            Ok(p)
+        }
         _ => Err(PolicyError::Invalid {
             diagnostics: c.diagnostics,
         }),
@@ -247,6 +264,17 @@ fn line_notes(text: &str) -> Vec<Option<String>> {
         notes.push(trailing.or_else(|| group.clone()).filter(|n| !n.is_empty()));
     }
     notes
+}
+
+/// The candidate closest to `word`, if one is close enough to be a typo
+/// (`ip_prefx` → `ip_prefix`, `consnet` → `consent`).
+pub(crate) fn did_you_mean<'c>(word: &str, candidates: &[&'c str]) -> Option<&'c str> {
+    candidates
+        .iter()
+        .map(|c| (strsim::damerau_levenshtein(word, c), *c))
+        .filter(|(d, c)| *d <= 2.max(c.len() / 4) && *d < c.len())
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
 }
 
 /// The rule for a policy's `name` and `purpose` (also `veil hash --purpose`).
@@ -408,7 +436,29 @@ fn check(c: &mut Checker, raw: RawPolicy, sha256: String) -> Option<Policy> {
         }
     }
 
+    let allowlists: Vec<(String, &FieldSet, &trie::Node)> = fields
+        .iter()
+        .zip(plan.default.iter())
+        .map(|(f, n)| ("`fields`".to_owned(), f, n))
+        .chain(
+            plan.rules
+                .iter()
+                .zip(&rules)
+                .enumerate()
+                .filter_map(|(i, (r, rule))| {
+                    Some((
+                        format!("rule {}", i + 1),
+                        rule.fields.as_ref()?,
+                        r.fields.as_ref()?,
+                    ))
+                }),
+        )
+        .collect();
+    let waivers = guardrails::check(c, &allowlists, &raw.waivers);
+
     Some(Policy {
+        waivers,
+        warnings: Vec::new(),
         name: raw.name.value,
         version: raw.version.value,
         purpose: raw.purpose.value,
@@ -457,6 +507,7 @@ fn field_set(c: &mut Checker, raw: &RawFields) -> FieldSet {
                 path,
                 action,
                 line: key.referenced.line(),
+                column: key.referenced.column(),
                 note: c
                     .notes
                     .get(key.referenced.line() as usize)
