@@ -132,7 +132,7 @@ fn apply_on_the_example_forwards_only_consented_events_without_raw_identifiers()
         "{summary}"
     );
     assert!(
-        summary.contains("web-analytics@4") && summary.contains("key k1"),
+        summary.contains("web-analytics@5") && summary.contains("key k1"),
         "{summary}"
     );
 }
@@ -210,7 +210,7 @@ fn bad_lines_go_to_the_dead_letter_file_with_reasons() {
         keys.sort_unstable();
         assert_eq!(keys, ["detail", "line", "policies", "reason"], "{r}");
         assert!(r["detail"].as_str().unwrap().contains("at byte"));
-        assert_eq!(r["policies"], serde_json::json!(["web-analytics@4"]));
+        assert_eq!(r["policies"], serde_json::json!(["web-analytics@5"]));
     }
     // The raw line only on request.
     let o = apply(
@@ -377,7 +377,7 @@ fn explain_lists_every_field_and_the_consent_rule() {
         "json",
     ]);
     let j: Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(j["policy"]["id"], "web-analytics@4");
+    assert_eq!(j["policy"]["id"], "web-analytics@5");
     assert_eq!(
         j["fields"].as_array().unwrap().len(),
         policy.fields.unwrap().entries.len()
@@ -753,7 +753,7 @@ fn dead_letters_to_dev_stdout_keep_what_stdout_already_holds() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(
         std::fs::read_to_string(&log).unwrap(),
-        "first\n{\"detail\":\"expected a key (a string) at byte 1\",\"line\":1,\"policies\":[\"web-analytics@4\"],\"reason\":\"invalid_json\"}\nlast\n"
+        "first\n{\"detail\":\"expected a key (a string) at byte 1\",\"line\":1,\"policies\":[\"web-analytics@5\"],\"reason\":\"invalid_json\"}\nlast\n"
     );
 }
 
@@ -1096,7 +1096,7 @@ fn apply_writes_the_same_dead_letter_records_as_a_file_run() {
         first,
         serde_json::json!({
             "reason": "invalid_json",
-            "policies": ["web-analytics@4"],
+            "policies": ["web-analytics@5"],
             "line": 1,
             "payload": r#"{"type":"track","userId":"u1""#,
         })
@@ -1107,7 +1107,7 @@ fn apply_writes_the_same_dead_letter_records_as_a_file_run() {
         serde_json::json!({
             "reason": "too_large",
             "detail": "message larger than the limit at byte 1000",
-            "policies": ["web-analytics@4"],
+            "policies": ["web-analytics@5"],
             "line": 7,
         })
     );
@@ -1138,7 +1138,7 @@ fn a_file_run_summary_breaks_drops_and_dead_letters_down_by_reason() {
     assert_eq!(
         stderr(&o),
         "veil run: 1006 events read, 6 dead-lettered  (invalid_json 2, invalid_utf8 1, not_object 1, too_deep 1, duplicate_key 1)\n  \
-         route analytics    policy web-analytics@4          forwarded      698  dropped      302  (no_consent 211, opted_out 91)\n"
+         route analytics    policy web-analytics@5          forwarded      698  dropped      302  (no_consent 211, opted_out 91)\n"
     );
 }
 

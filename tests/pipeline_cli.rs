@@ -460,7 +460,7 @@ fn message_key_keep_with_subject_policies_is_refused_by_check_and_run() {
     let want = format!(
         "veil: error: {}:18:14: message_key `keep` copies each input's raw Kafka key in clear into every route's topic, \
          but the policies name subject identifiers (or pseudonymise fields), which collectors often use as the key: \
-         route `analytics` (web-analytics@4: userId, anonymousId, context.traits.email, traits.email)\n  \
+         route `analytics` (web-analytics@5: userId, anonymousId, context.traits.email, traits.email)\n  \
          hint: use `pseudonymise` (the default: a keyed HMAC of the raw key) or `drop`; \
          if the keys hold no personal data, say why: \
          `message_key: {{ keep: {{ reason: \"keys are collector-assigned random ids\" }} }}`\n1 error in config\n",
@@ -532,7 +532,7 @@ fn message_key_from_a_path_a_route_never_outputs_names_the_route_and_path() {
     assert_eq!(out.status.code(), Some(64));
     let e = stderr(&out);
     assert!(
-        e.contains("route `analytics`'s policy web-analytics@4 never outputs a scalar there"),
+        e.contains("route `analytics`'s policy web-analytics@5 never outputs a scalar there"),
         "{e}"
     );
     assert!(e.contains("route `other`'s policy other@1"), "{e}");

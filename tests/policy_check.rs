@@ -26,7 +26,7 @@ const HEAD: &str = "name: t\nversion: 1\npurpose: analytics\n";
 fn the_shipped_policy_is_valid() {
     let text = std::fs::read_to_string("config/policy.yaml").unwrap();
     let p = Policy::parse(&text, "config/policy.yaml").unwrap();
-    assert_eq!(p.id(), "web-analytics@4");
+    assert_eq!(p.id(), "web-analytics@5");
 }
 
 #[test]
@@ -64,6 +64,58 @@ fn unknown_top_level_key() {
         "unknown field `fieldz`",
     );
     assert!(d.hint.is_some());
+}
+
+#[test]
+fn typos_get_the_nearest_valid_name() {
+    let d = one_error(
+        &format!("{HEAD}consnet:\n  purposes: a.b\nfields:\n  a: keep\n"),
+        4,
+        1,
+        "unknown field `consnet`",
+    );
+    assert!(d.hint.unwrap().contains("did you mean `consent`?"));
+    one_error(
+        &format!("{HEAD}fields:\n  context.ip: ip_prefx\n"),
+        5,
+        15,
+        "unknown action `ip_prefx` (did you mean `ip_prefix`?)",
+    );
+    one_error(
+        &format!("{HEAD}fields:\n  context.ip: {{ ip_prefx: {{ v4: 24 }} }}\n"),
+        5,
+        15,
+        "unknown action `ip_prefx` (did you mean `ip_prefix`?)",
+    );
+    // Nothing near: no guess.
+    let d = one_error(
+        &format!("{HEAD}fields:\n  a: zzzzzz\n"),
+        5,
+        6,
+        "unknown action `zzzzzz`;",
+    );
+    assert!(!d.message.contains("did you mean"), "{d}");
+}
+
+#[test]
+fn an_indentation_slip_is_named_as_one() {
+    one_error(
+        &format!("{HEAD}fields:\n  type: keep\n    event: keep\n"),
+        5,
+        9,
+        "`keep event` is not an action: the line after this one is indented further",
+    );
+}
+
+#[test]
+fn version_must_be_an_integer_as_written() {
+    let d = one_error(
+        "name: t\nversion: \"1\"\npurpose: a\nfields:\n  a: keep\n",
+        2,
+        10,
+        "`version` must be an integer, not a string",
+    );
+    assert!(d.hint.unwrap().contains("version: 1"));
 }
 
 #[test]
@@ -154,14 +206,14 @@ fn entry_below_a_transform() {
 fn subject_kept_in_clear_directly_or_through_a_parent() {
     one_error(
         &format!("{HEAD}subject: [userId]\nfields:\n  userId: keep\n"),
-        4,
-        11,
-        "subject identifier `userId` is kept in clear",
+        6,
+        3,
+        "subject identifier `userId` (declared at line 4) is kept in clear",
     );
     one_error(
         &format!("{HEAD}subject: [context.traits.email]\nfields:\n  context: keep\n"),
-        4,
-        11,
+        6,
+        3,
         "kept in clear",
     );
     // Overridden beneath the kept parent: fine.
@@ -271,22 +323,22 @@ fn comments_explain_entries() {
 fn wildcard_subject_is_checked_against_every_entry_that_reaches_it() {
     one_error(
         &format!("{HEAD}subject: [\"*.email\"]\nfields:\n  context: keep\n"),
-        4,
-        11,
-        "subject identifier `*.email` is kept in clear",
+        6,
+        3,
+        "subject identifier `*.email` (declared at line 4) is kept in clear",
     );
     one_error(
         &format!(
             "{HEAD}subject: [\"context.*.email\"]\nfields:\n  context.traits: keep\n  context.page.email: pseudonymise\n"
         ),
-        4,
-        11,
+        6,
+        3,
         "kept in clear",
     );
     one_error(
         &format!("{HEAD}subject: [\"items[].id\"]\nfields:\n  items: keep\n"),
-        4,
-        11,
+        6,
+        3,
         "kept in clear",
     );
     // Every place the wildcard reaches is pseudonymised or dropped: fine.
@@ -308,9 +360,9 @@ fn subject_may_only_be_pseudonymised_or_dropped() {
     ] {
         let d = one_error(
             &format!("{HEAD}subject: [uid]\nfields:\n  uid: {action}\n"),
-            4,
-            11,
-            "subject identifier `uid` is generalised with",
+            6,
+            3,
+            "subject identifier `uid` (declared at line 4) is generalised with",
         );
         assert!(d.hint.unwrap().contains("only be pseudonymised or dropped"));
     }
@@ -319,8 +371,8 @@ fn subject_may_only_be_pseudonymised_or_dropped() {
         &format!(
             "{HEAD}subject: [uid]\nrules:\n  - when: {{ type: x }}\n    fields: {{ uid: url }}\nfields:\n  uid: pseudonymise\n"
         ),
-        4,
-        11,
+        7,
+        15,
         "by rule 1",
     );
 }
@@ -329,9 +381,9 @@ fn subject_may_only_be_pseudonymised_or_dropped() {
 fn subject_parent_with_a_child_kept_is_refused() {
     one_error(
         &format!("{HEAD}subject: [context.traits]\nfields:\n  context.traits.email: keep\n"),
-        4,
-        11,
-        "subject identifier `context.traits` is partly kept",
+        6,
+        3,
+        "subject identifier `context.traits` (declared at line 4) is partly kept",
     );
     Policy::parse(
         &format!("{HEAD}subject: [context.traits]\nfields:\n  context.traits.email: pseudonymise\n  context.traits.phone: drop\n"),

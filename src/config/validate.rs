@@ -162,9 +162,12 @@ pub(super) fn parse(text: &str, file: &Path, base: &Path) -> Result<PipelineConf
                        or `{ keep: { reason: \"...\" } }`"
                 .to_owned();
         }
-        let hint = message
-            .contains("unknown field")
-            .then(|| "see docs/pipeline.md for every key a pipeline config may have".to_owned());
+        let hint = message.contains("unknown field").then(|| {
+            crate::policy::validate::unknown_field_hint(
+                &message,
+                "docs/pipeline.md for every key a pipeline config may have",
+            )
+        });
         ConfigError::Invalid {
             diagnostics: vec![Diagnostic {
                 file: file_name.clone(),

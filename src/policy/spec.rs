@@ -333,12 +333,25 @@ impl<'de> Deserialize<'de> for RawAction {
 struct ActionVisitor;
 
 fn unknown_action<E: de::Error>(name: &str) -> E {
-    let hint = match name {
-        "pseudonymize" | "hash" => " (did you mean `pseudonymise`?)",
-        "remove" | "delete" => " (did you mean `drop`?)",
-        "allow" | "pass" => " (did you mean `keep`?)",
-        _ => "",
+    let suggestion = match name {
+        "pseudonymize" | "hash" => Some("pseudonymise"),
+        "remove" | "delete" => Some("drop"),
+        "allow" | "pass" => Some("keep"),
+        _ => super::validate::did_you_mean(name, ACTION_NAMES),
     };
+    if let Some(first) = name.split_whitespace().next()
+        && name.contains(char::is_whitespace)
+        && ACTION_NAMES.contains(&first)
+    {
+        // `type: keep` followed by a line indented further (`  event: keep`)
+        // is one YAML scalar, `keep event`: a slip of indentation.
+        return E::custom(format!(
+            "`{name}` is not an action: the line after this one is indented further, so YAML reads it as the rest of this value; indent it like this line"
+        ));
+    }
+    let hint = suggestion
+        .map(|s| format!(" (did you mean `{s}`?)"))
+        .unwrap_or_default();
     E::custom(format!(
         "unknown action `{name}`{hint}; expected one of: {}",
         ACTION_NAMES.join(", ")

@@ -168,7 +168,7 @@ pub(super) fn parse(text: &str, file: &str) -> Result<Policy, PolicyError> {
             message
         };
         let hint = if message.contains("unknown field") {
-            Some("see docs/policy.md for every key a policy may have".to_owned())
+            Some(unknown_field_hint(&message, "docs/policy.md for every key a policy may have"))
         } else if message.contains("has no value")
             || message.contains("expected mapping start")
             || message.contains("expected sequence start")
@@ -277,6 +277,30 @@ pub(crate) fn did_you_mean<'c>(word: &str, candidates: &[&'c str]) -> Option<&'c
         .map(|(_, c)| c)
 }
 
+/// The hint for serde's "unknown field `x`, expected one of a, b" (or
+/// "expected `a` or `b`"): the nearest valid key when it looks like a typo,
+/// then where to read about them all.
+pub(crate) fn unknown_field_hint(message: &str, see: &str) -> String {
+    let unknown = message
+        .split('`')
+        .nth(1)
+        .filter(|_| message.contains("unknown field `"));
+    let candidates: Vec<&str> = message
+        .split_once("expected ")
+        .map(|(_, rest)| rest.trim_start_matches("one of "))
+        .map(|rest| {
+            rest.split([',', ' '])
+                .map(|w| w.trim_matches('`'))
+                .filter(|w| !w.is_empty() && *w != "or")
+                .collect()
+        })
+        .unwrap_or_default();
+    match unknown.and_then(|u| did_you_mean(u, &candidates)) {
+        Some(s) => format!("did you mean `{s}`? see {see}"),
+        None => format!("see {see}"),
+    }
+}
+
 /// The rule for a policy's `name` and `purpose` (also `veil hash --purpose`).
 pub fn name_ok(s: &str) -> bool {
     !s.is_empty()
@@ -285,6 +309,21 @@ pub fn name_ok(s: &str) -> bool {
 }
 
 fn check(c: &mut Checker, raw: RawPolicy, sha256: String) -> Option<Policy> {
+    // `version: "1"` is a string that serde reads as a number: the docs
+    // promise an integer, so the file must say one.
+    let version_at = &raw.version.referenced;
+    let quoted = version_at
+        .span()
+        .byte_offset()
+        .and_then(|o| c.source.get(usize::try_from(o).ok()?..))
+        .is_some_and(|rest| rest.starts_with(['"', '\'']));
+    if quoted {
+        c.error(
+            version_at,
+            "`version` must be an integer, not a string",
+            Some("write `version: 1`, without quotes"),
+        );
+    }
     for (field, value) in [("name", &raw.name), ("purpose", &raw.purpose)] {
         if !name_ok(&value.value) {
             c.error(
@@ -400,42 +439,6 @@ fn check(c: &mut Checker, raw: RawPolicy, sha256: String) -> Option<Policy> {
         &subject_paths,
         false,
     );
-    // Subject identifiers must never pass in clear, under any rule.
-    let trees = plan
-        .default
-        .iter()
-        .map(|n| ("`fields`".to_owned(), n))
-        .chain(
-            plan.rules
-                .iter()
-                .enumerate()
-                .filter_map(|(i, r)| r.fields.as_ref().map(|n| (format!("rule {}", i + 1), n))),
-        );
-    for (where_, tree) in trees {
-        for (path, at) in &subject {
-            let (what, hint) = match trie::exposure(tree, path) {
-                None => continue,
-                Some(Exposure::Kept) => (
-                    "kept in clear".to_owned(),
-                    "pseudonymise it (`pseudonymise`) or leave it out of the allowlist; keeping it would publish the raw identifier",
-                ),
-                Some(Exposure::Generalised(action)) => (
-                    format!("generalised with `{action}`"),
-                    "a subject identifier may only be pseudonymised or dropped: a generaliser can leave it unchanged (an exact IP, a value no pattern matches) and is no pseudonym",
-                ),
-                Some(Exposure::ContentKept) => (
-                    "partly kept (something inside it is kept or generalised)".to_owned(),
-                    "list the identifier's own fields as subjects, or drop or pseudonymise everything inside it",
-                ),
-            };
-            c.error(
-                at,
-                format!("subject identifier `{path}` is {what} by {where_}"),
-                Some(hint),
-            );
-        }
-    }
-
     let allowlists: Vec<(String, &FieldSet, &trie::Node)> = fields
         .iter()
         .zip(plan.default.iter())
@@ -454,6 +457,39 @@ fn check(c: &mut Checker, raw: RawPolicy, sha256: String) -> Option<Policy> {
                 }),
         )
         .collect();
+    // Subject identifiers must never pass in clear, under any rule.
+    // Subject identifiers must never pass in clear, under any rule. The
+    // error points at the entry that lets the identifier through.
+    for (where_, set, tree) in &allowlists {
+        for (path, at) in &subject {
+            let (what, hint) = match trie::exposure(tree, path) {
+                None => continue,
+                Some(Exposure::Kept) => (
+                    "kept in clear".to_owned(),
+                    "pseudonymise it (`pseudonymise`) or leave it out of the allowlist; keeping it would publish the raw identifier",
+                ),
+                Some(Exposure::Generalised(action)) => (
+                    format!("generalised with `{action}`"),
+                    "a subject identifier may only be pseudonymised or dropped: a generaliser can leave it unchanged (an exact IP, a value no pattern matches) and is no pseudonym",
+                ),
+                Some(Exposure::ContentKept) => (
+                    "partly kept (something inside it is kept or generalised)".to_owned(),
+                    "list the identifier's own fields as subjects, or drop or pseudonymise everything inside it",
+                ),
+            };
+            let place = guardrails::responsible(set, path)
+                .map_or((at.line(), at.column()), |e| (e.line, e.column));
+            c.error_at(
+                place,
+                format!(
+                    "subject identifier `{path}` (declared at line {}) is {what} by {where_}",
+                    at.line()
+                ),
+                Some(hint),
+            );
+        }
+    }
+
     let waivers = guardrails::check(c, &allowlists, &raw.waivers);
 
     Some(Policy {

@@ -103,21 +103,23 @@ fn category_of_path(path: &FieldPath) -> Option<&'static Category> {
     })
 }
 
-/// Whether entry path `upper` names `lower` or one of its ancestors.
+/// Whether entry path `upper` can name `lower` or one of its ancestors
+/// (`*` on either side matches any key).
 fn covers(upper: &FieldPath, lower: &FieldPath) -> bool {
     upper.0.len() <= lower.0.len()
         && upper.0.iter().zip(&lower.0).all(|(u, l)| match (u, l) {
             (Segment::Key(a), Segment::Key(b)) => a == b,
-            (Segment::Any, Segment::Key(_) | Segment::Any) => true,
+            (Segment::Any | Segment::Key(_), Segment::Any | Segment::Key(_)) => true,
             (Segment::Each, Segment::Each) => true,
             _ => false,
         })
 }
 
 /// The entry that lets `path` through: the most specific one at or above
-/// it that is not a `drop`, or else the first one below it that is not.
-fn responsible<'f>(fields: &'f FieldSet, path: &FieldPath) -> Option<&'f FieldRule> {
-    let lets_through = |e: &&FieldRule| !matches!(e.action, Action::Drop);
+/// it that neither drops nor pseudonymises, or else the first such one below it.
+pub(super) fn responsible<'f>(fields: &'f FieldSet, path: &FieldPath) -> Option<&'f FieldRule> {
+    let lets_through =
+        |e: &&FieldRule| !matches!(e.action, Action::Drop | Action::Pseudonymise { .. });
     fields
         .entries
         .iter()
