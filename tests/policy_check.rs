@@ -97,6 +97,45 @@ fn typos_get_the_nearest_valid_name() {
     assert!(!d.message.contains("did you mean"), "{d}");
 }
 
+/// serde stops at the first unknown key; every other one is reported in
+/// the same run, each at its place with its nearest valid name.
+#[test]
+fn every_unknown_key_and_action_is_reported_in_one_run() {
+    let d = errors(&format!(
+        "{HEAD}consnet:\n  purposes: a.b\npseudonyms: {{ encodng: hex }}\nfields:\n  type: keep\n  context.ip: ip_prefx\n  a: {{ url: {{ keep_qury: [x] }} }}\n  b: {{ bukcet: {{ width: 10 }} }}\nrules:\n  - when: {{ type: x }}\n    feilds: {{ a: keep }}\n"
+    ));
+    let got: Vec<(u64, u64, &str)> = d
+        .iter()
+        .map(|d| (d.line, d.column, d.message.as_str()))
+        .collect();
+    let want = [
+        (4, 1, "unknown field `consnet`"),
+        (6, 15, "unknown key `encodng` in `pseudonyms`"),
+        (
+            9,
+            15,
+            "unknown action `ip_prefx` (did you mean `ip_prefix`?)",
+        ),
+        (10, 15, "unknown key `keep_qury` in `url`"),
+        (11, 8, "unknown action `bukcet` (did you mean `bucket`?)"),
+        (14, 5, "unknown key `feilds` in a rule"),
+    ];
+    assert_eq!(got.len(), want.len(), "{d:#?}");
+    for ((l, c, m), (wl, wc, wm)) in got.iter().zip(want) {
+        assert_eq!((*l, *c), (wl, wc), "{m}");
+        assert!(m.contains(wm), "{m:?} lacks {wm:?}");
+    }
+    for (d, s) in d
+        .iter()
+        .zip(["consent", "encoding", "", "keep_query", "", "fields"])
+    {
+        if !s.is_empty() {
+            let hint = d.hint.as_deref().unwrap_or_default();
+            assert!(hint.contains(&format!("did you mean `{s}`?")), "{d}");
+        }
+    }
+}
+
 #[test]
 fn an_indentation_slip_is_named_as_one() {
     one_error(

@@ -13,6 +13,7 @@ use super::trie::{self, Exposure};
 use super::{Action, Buckets, Condition, Consent, FieldRule, FieldSet, Policy, Rule, Scalar, Tcf};
 
 mod guardrails;
+mod structure;
 
 struct Checker<'a> {
     file: &'a str,
@@ -179,15 +180,22 @@ pub(super) fn parse(text: &str, file: &str) -> Result<Policy, PolicyError> {
         } else {
             None
         };
-        PolicyError::Invalid {
-            diagnostics: vec![Diagnostic {
-                file: file.to_owned(),
-                line,
-                column,
-                message,
-                hint,
-            }],
-        }
+        let first = Diagnostic {
+            file: file.to_owned(),
+            line,
+            column,
+            message,
+            hint,
+        };
+        // serde stops at the first problem: report every other unknown key
+        // and action too, each once (the first one's line is already told).
+        let mut diagnostics: Vec<Diagnostic> = structure::problems(text, file)
+            .into_iter()
+            .filter(|d| d.line != first.line)
+            .collect();
+        diagnostics.push(first);
+        diagnostics.sort_by_key(|d| (d.line, d.column));
+        PolicyError::Invalid { diagnostics }
     })?;
     let mut c = Checker {
         file,
