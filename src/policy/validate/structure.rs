@@ -179,10 +179,8 @@ impl Walk<'_> {
     fn fields(&mut self, fields: &IndexMap<Spanned<String>, Spanned<Node>>) {
         for action in fields.values() {
             match &action.value {
-                Node::Scalar(Some(name)) => {
-                    if !ACTION_NAMES.contains(&name.as_str()) {
-                        self.unknown_action(&action.referenced, name);
-                    }
+                Node::Scalar(Some(name)) if !ACTION_NAMES.contains(&name.as_str()) => {
+                    self.unknown_action(&action.referenced, name);
                 }
                 Node::Map(m) => {
                     for (name, options) in m {
