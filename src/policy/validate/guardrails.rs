@@ -77,7 +77,7 @@ pub(super) fn check(
                 )),
             );
         }
-        guessable_warnings(c, name, fields);
+        pseudonym_warnings(c, name, fields);
     }
 
     for (i, (w, at)) in waivers.iter().enumerate() {
@@ -180,8 +180,9 @@ fn read_waivers(
     waivers
 }
 
-/// A pseudonym of a value that can be enumerated is only as safe as the key.
-fn guessable_warnings(c: &mut Checker, name: &str, fields: &FieldSet) {
+/// A pseudonym of a value that can be enumerated is only as safe as the key,
+/// and one of a special category is still special-category data.
+fn pseudonym_warnings(c: &mut Checker, name: &str, fields: &FieldSet) {
     for e in &fields.entries {
         if !matches!(e.action, Action::Pseudonymise { .. }) {
             continue;
@@ -192,11 +193,22 @@ fn guessable_warnings(c: &mut Checker, name: &str, fields: &FieldSet) {
         }) else {
             continue;
         };
-        let Some(kind) = kind else { continue };
         let at = (e.line, e.column);
         if c.warnings.iter().any(|w| (w.line, w.column) == at) {
             continue;
         }
+        if let Some(cat) = category_of_path(&e.path) {
+            c.warning_at(
+                at,
+                format!(
+                    "{name} pseudonymises `{}`, which is {}: a pseudonym of such a value is still special-category data, and the few values such a field takes (a diagnosis, a religion) can be told apart by how often each pseudonym occurs",
+                    e.path, cat.label
+                ),
+                Some("drop it unless linking the subject's records by it is the purpose".to_owned()),
+            );
+            continue;
+        }
+        let Some(kind) = kind else { continue };
         c.warning_at(
             at,
             format!(
