@@ -26,7 +26,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::Consumer;
+use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::ToBytes;
 use rdkafka::producer::{BaseRecord, Producer as _};
@@ -46,6 +46,8 @@ use crate::transaction::{Next, TxnError, next};
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// Pause before a retried call.
 const RETRY_BACKOFF: Duration = Duration::from_millis(200);
+/// Pause before a partition whose transaction aborted is read again.
+const ABORT_BACKOFF: Duration = Duration::from_millis(500);
 /// Wait while librdkafka's send queue is full.
 const QUEUE_FULL_WAIT: Duration = Duration::from_millis(5);
 
@@ -84,6 +86,10 @@ pub(super) struct PartitionTxn {
     /// Inputs below this offset are committed or in the open transaction:
     /// one read again (a fetch from before a seek) is skipped.
     next_offset: Option<i64>,
+    /// After an abort, the partition is not read before this: a
+    /// transaction that fails every time (a record the broker refuses
+    /// for good) is retried at a steady pace, not in a tight loop.
+    resume_at: Option<Instant>,
 }
 
 fn flags(e: &KafkaError) -> TxnError {
@@ -139,7 +145,15 @@ impl PartitionTxn {
             producer,
             open: None,
             next_offset: None,
+            resume_at: None,
         })
+    }
+
+    /// How long until the partition may be read again after an abort
+    /// (`None`: now).
+    pub(super) fn paused_for(&self) -> Option<Duration> {
+        let left = self.resume_at?.saturating_duration_since(Instant::now());
+        (!left.is_zero()).then_some(left)
     }
 
     /// Whether an input at `offset` is already committed or in the open
@@ -278,10 +292,19 @@ impl PartitionTxn {
             };
             return self.abort(txns, shared, open, reason, &code);
         }
+        shared.metrics.transaction_committed();
+        // The same offsets again, through the consumer, now that the
+        // transaction holding them has committed (so they never run ahead
+        // of its outputs). On Kafka this is redundant; librdkafka's mock
+        // cluster (`veil dev-broker`, the tests) keeps no transactional
+        // offsets at all, and without it a restart there would re-read
+        // everything. Synchronous, so that it has landed before a revoke
+        // gives the partition up.
+        let mirrored = txns.consumer.commit(&offsets, CommitMode::Sync);
+        shared.metrics.commit(&mirrored);
         for (ticket, timestamp_ms) in &open.inputs {
             shared.complete(ticket, *timestamp_ms);
         }
-        shared.metrics.transaction_committed();
         debug!(
             topic,
             partition = p,
@@ -338,6 +361,7 @@ impl PartitionTxn {
         let (topic, p) = (&*self.partition.0, self.partition.1);
         shared.rewind(&self.partition, self.generation, open.first);
         self.next_offset = Some(open.first);
+        self.resume_at = Some(Instant::now() + ABORT_BACKOFF);
         if shared.holds(&self.partition)
             && let Err(e) = txns
                 .consumer

@@ -285,6 +285,9 @@ fn work(i: usize, shared: &Arc<Shared>, producer: &Producer, txns: Option<&Txns>
             if txns.is_some() && o.txn.is_none() {
                 continue; // its producer failed for good: veil is stopping
             }
+            if o.txn.as_ref().and_then(PartitionTxn::paused_for).is_some() {
+                continue; // just aborted: read again after a pause
+            }
             let _reading = desk.gate();
             let mut room = shared.room(&o.partition);
             let mut taken = 0;
@@ -343,6 +346,9 @@ fn work(i: usize, shared: &Arc<Shared>, producer: &Producer, txns: Option<&Txns>
                 }
                 let open_for = o.txn.as_ref().and_then(|t| t.state().1);
                 if let Some(w) = crate::transaction::wake_in(&x.limits, open_for) {
+                    wake = wake.min(w);
+                }
+                if let Some(w) = o.txn.as_ref().and_then(PartitionTxn::paused_for) {
                     wake = wake.min(w);
                 }
             }
