@@ -428,7 +428,13 @@ fn a_rebalance_with_open_transactions_commits_them_before_the_partitions_go() {
     // mock's refusal of commits while a group rebalances.
     let la = stop(a);
     let deadline = Instant::now() + MINUTE;
-    while b.log().matches("partitions assigned").count() < 2 {
+    let holds_all = |log: &str| {
+        log.lines()
+            .rev()
+            .find(|l| l.contains("partitions assigned"))
+            .is_some_and(|l| l.matches(&format!("{}/", s.raw)).count() == 4)
+    };
+    while !holds_all(&b.log()) {
         assert!(
             Instant::now() < deadline,
             "b never took over; b:\n{}",

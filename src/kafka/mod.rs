@@ -13,11 +13,16 @@
 //! offset storing), `consume` (the consumer thread: callbacks, ticks,
 //! stall watch), `worker` (reading partition queues, applying the stage,
 //! building records),
-//! `produce` (sending, retries, refusals), `reload`, `lag`, and
+//! `produce` (sending, retries, refusals), `transact` (exactly once: a
+//! transactional producer per partition), `reload`, `lag`, and
 //! `context` (librdkafka's callbacks). Build ([`start`]) → run →
 //! drain ([`Running::drain`]).
 //!
 //! Guarantees (see `docs/pipeline.md`):
+//! - With `delivery: exactly_once`, instead of the acknowledgements below:
+//!   each assigned partition's worker writes its outputs, dead letters and
+//!   input offsets in transactions of its own producer (`transact`); an
+//!   input completes when its transaction commits.
 //! - At least once: an input's offset is stored for commit only when every
 //!   output it produced (one per forwarding route, or its dead-letter
 //!   record) is acknowledged; a failed delivery is retried, never skipped,
