@@ -20,7 +20,9 @@
 //! - `scaling [EVENTS] [ROUNDS]` (`e2e/scaling.rs`): events/s and CPU with
 //!   1, 2 and 4 partitions and workers, against the relay at each count;
 //! - `soak [SECONDS] [RATE]` (`e2e/soak.rs`): veil's memory under a sustained
-//!   load, sampled every 10 s.
+//!   load, sampled every 10 s;
+//! - `delivery [EVENTS] [ROUNDS]` (`e2e/delivery.rs`): `exactly_once`
+//!   against `at_least_once`, on the mock cluster.
 //!
 //! Under `cargo test` it is a small smoke run (mock cluster unless
 //! `VEIL_TEST_BROKER` is set) that checks both contestants deliver exactly
@@ -28,6 +30,8 @@
 
 #[path = "../tests/support/data.rs"]
 mod data;
+#[path = "e2e/delivery.rs"]
+mod delivery;
 #[path = "../tests/support/kafka.rs"]
 mod kafka;
 #[path = "e2e/report.rs"]
@@ -73,6 +77,14 @@ fn main() {
             .unwrap_or(if benching { 100_000 } else { 2_000 });
         let rounds = numbers.next().unwrap_or(if benching { 3 } else { 1 });
         return scaling::run(mode, events, rounds);
+    }
+    if args.iter().any(|a| a == "delivery") {
+        let events = numbers
+            .next()
+            .unwrap_or(if benching { 10_000 } else { 1_000 });
+        let rounds = numbers.next().unwrap_or(if benching { 3 } else { 1 });
+        let (rate, seconds) = if benching { (300, 10) } else { (100, 2) };
+        return delivery::run(events, rounds, rate, seconds);
     }
     if args.iter().any(|a| a == "soak") {
         let seconds = numbers.next().unwrap_or(if benching { 600 } else { 20 });

@@ -28,6 +28,8 @@
 //!   dead-letter records (pure, shared by the Kafka adapter, file-mode
 //!   `veil run` and `veil apply`, a one-route stage).
 //! - [`offsets`]: the at-least-once ledger (pure).
+//! - [`transaction`]: `delivery: exactly_once`'s decisions (pure): when a
+//!   transaction commits, what a failed call leads to, transactional ids.
 //! - [`files`]: file identity (no run writes what it reads) and output files
 //!   replaced only when a run succeeds.
 //! - [`kafka`]: the Kafka adapter (`veil run` with a Kafka source).
@@ -57,6 +59,7 @@ pub mod schema;
 pub mod stage;
 pub mod suppression;
 pub mod tcf;
+pub mod transaction;
 
 pub use engine::{CompiledPolicy, Limits, Scratch, compile};
 pub use outcome::{DropReason, FieldCounts, Outcome, Reject, RejectReason, RouteOutcome, Verdict};

@@ -71,14 +71,16 @@ pub mod family {
     pub const SUPPRESSION_UPDATES: Family = spec("veil_suppression_updates_total", "Suppression list updates by source: a file read (files), a record read (topic).", &["source"]);
     pub const SUPPRESSION_INVALID: Family = spec("veil_suppression_invalid_total", "Suppression topic records that are not token lines (ignored).", &["source"]);
     pub const CONSENT_INVALID: Family = spec("veil_consent_invalid_total", "Events whose IAB TCF consent string could not be read (dropped as no_consent), by route and reason (malformed, unsupported_version).", &["route", "reason"]);
+    pub const TRANSACTIONS: Family = spec("veil_transactions_total", "delivery: exactly_once: transactions by result (committed, aborted).", &["result"]);
+    pub const TRANSACTION_ABORTS: Family = spec("veil_transaction_aborts_total", "delivery: exactly_once: aborted transactions by the step that failed (produce, send_offsets, commit); their inputs are processed again.", &["reason"]);
     pub const READY: Family = spec("veil_ready", "1 when /readyz answers 200: policies and keys loaded, broker reachable, group joined, partitions assigned, none stalled.", &[]);
 
     /// All of the above.
-    pub const ALL: [&Family; 23] = [
+    pub const ALL: [&Family; 25] = [
         &EVENTS, &DEAD_LETTERS, &FIELDS, &INPUT_BYTES, &OUTPUT_BYTES, &PROCESS_DURATION,
         &END_TO_END_LATENCY, &CONSUMER_LAG, &PARTITION_STALLED, &IN_FLIGHT, &PRODUCE_ERRORS, &COMMITS, &REBALANCES,
         &POLICY_INFO, &KEY_INFO, &KEY_AGE, &KEY_MAX_AGE, &RELOADS, &SUPPRESSION_ENTRIES, &SUPPRESSION_UPDATES, &SUPPRESSION_INVALID,
-        &CONSENT_INVALID, &READY,
+        &CONSENT_INVALID, &TRANSACTIONS, &TRANSACTION_ABORTS, &READY,
     ];
 }
 
@@ -107,6 +109,8 @@ pub struct Metrics {
     suppression_updates: IntCounterVec,
     suppression_invalid: IntCounterVec,
     consent_invalid: IntCounterVec,
+    transactions: IntCounterVec,
+    transaction_aborts: IntCounterVec,
     ready: IntGauge,
 }
 
@@ -202,6 +206,66 @@ impl CommitResult {
             CommitResult::Error => "error",
         }
     }
+}
+
+/// Label values of `veil_transactions_total{result}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxnResult {
+    Committed,
+    Aborted,
+}
+
+impl TxnResult {
+    pub const ALL: [TxnResult; 2] = [TxnResult::Committed, TxnResult::Aborted];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            TxnResult::Committed => "committed",
+            TxnResult::Aborted => "aborted",
+        }
+    }
+}
+
+/// Label values of `veil_transaction_aborts_total{reason}`: the step of a
+/// transaction that failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AbortReason {
+    /// A record could not be enqueued or was not delivered.
+    Produce,
+    /// The input offsets could not be added to the transaction.
+    SendOffsets,
+    /// The commit itself failed.
+    Commit,
+}
+
+impl AbortReason {
+    pub const ALL: [AbortReason; 3] = [
+        AbortReason::Produce,
+        AbortReason::SendOffsets,
+        AbortReason::Commit,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            AbortReason::Produce => "produce",
+            AbortReason::SendOffsets => "send_offsets",
+            AbortReason::Commit => "commit",
+        }
+    }
+}
+
+/// An aborted transaction of one input partition: its inputs are read and
+/// processed again from `rewound_to`.
+#[derive(Clone, Copy)]
+pub struct Aborted<'a> {
+    pub topic: &'a str,
+    pub partition: i32,
+    pub reason: AbortReason,
+    /// The librdkafka error code name, never the error text.
+    pub code: &'a str,
+    /// Inputs the transaction held.
+    pub inputs: usize,
+    pub rewound_to: i64,
 }
 
 /// Label values of `veil_reloads_total{result}`.
@@ -350,8 +414,16 @@ impl Metrics {
             suppression_updates: r.counters(&SUPPRESSION_UPDATES)?,
             suppression_invalid: r.counters(&SUPPRESSION_INVALID)?,
             consent_invalid: r.counters(&CONSENT_INVALID)?,
+            transactions: r.counters(&TRANSACTIONS)?,
+            transaction_aborts: r.counters(&TRANSACTION_ABORTS)?,
             ready: r.gauge(&READY)?,
         };
+        for result in TxnResult::ALL {
+            m.transactions.with_label_values(&[result.label()]);
+        }
+        for reason in AbortReason::ALL {
+            m.transaction_aborts.with_label_values(&[reason.label()]);
+        }
         for source in crate::suppression::Source::ALL {
             m.suppression_updates.with_label_values(&[source.label()]);
             m.suppression_invalid.with_label_values(&[source.label()]);
@@ -497,6 +569,33 @@ impl Metrics {
             }
         };
         self.commits.with_label_values(&[label.label()]).inc();
+    }
+
+    /// A transaction (`delivery: exactly_once`) committed.
+    pub fn transaction_committed(&self) {
+        self.transactions
+            .with_label_values(&[TxnResult::Committed.label()])
+            .inc();
+    }
+
+    /// A transaction aborted: counted, and logged with its reason and
+    /// coordinates (never an input's content or key).
+    pub fn transaction_aborted(&self, a: Aborted<'_>) {
+        warn!(
+            topic = a.topic,
+            partition = a.partition,
+            reason = a.reason.label(),
+            code = a.code,
+            inputs = a.inputs,
+            rewound_to = a.rewound_to,
+            "transaction aborted; its inputs are read and processed again from the last committed offset"
+        );
+        self.transactions
+            .with_label_values(&[TxnResult::Aborted.label()])
+            .inc();
+        self.transaction_aborts
+            .with_label_values(&[a.reason.label()])
+            .inc();
     }
 
     /// A reload of policies and keys.

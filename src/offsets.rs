@@ -143,6 +143,23 @@ impl Ledger {
         position
     }
 
+    /// Forget the pending offsets of `p` from `offset` on, in its live
+    /// `generation` (an aborted transaction's inputs, which are read again
+    /// from `offset`). Returns how many were forgotten.
+    pub fn rewind(&mut self, p: &Partition, generation: u64, offset: i64) -> usize {
+        let Some(ledger) = self
+            .partitions
+            .get_mut(p)
+            .filter(|l| l.generation == generation)
+        else {
+            return 0;
+        };
+        let keep = ledger.pending.partition_point(|e| e.offset < offset);
+        let forgotten = ledger.pending.len() - keep;
+        ledger.pending.truncate(keep);
+        forgotten
+    }
+
     /// Offsets of `p` still awaiting acknowledgement.
     pub fn pending(&self, p: &Partition) -> usize {
         self.partitions.get(p).map_or(0, |l| l.pending.len())
@@ -191,6 +208,25 @@ mod tests {
             None => l.assign(&p(n)),
         };
         l.track(&p(n), g, offset).unwrap()
+    }
+
+    #[test]
+    fn a_rewind_forgets_the_pending_offsets_from_its_offset_on_and_nothing_before() {
+        let mut l = Ledger::default();
+        let tickets: Vec<Ticket> = (10..15).map(|o| read(&mut l, 0, o)).collect();
+        let g = l.generation(&p(0)).unwrap();
+        assert_eq!(l.rewind(&p(0), g + 1, 12), 0, "another generation's");
+        assert_eq!(l.rewind(&p(0), g, 12), 3);
+        assert_eq!(l.pending(&p(0)), 2);
+        assert_eq!(l.complete(&tickets[3]), None, "13 was forgotten");
+        assert_eq!(l.complete(&tickets[0]), Some(11));
+        // Read again from 12: tracked afresh, committed in order.
+        let again: Vec<Ticket> = (12..15).map(|o| read(&mut l, 0, o)).collect();
+        assert_eq!(l.complete(&tickets[1]), Some(12));
+        for t in &again {
+            l.complete(t);
+        }
+        assert_eq!(l.pending(&p(0)), 0);
     }
 
     #[test]

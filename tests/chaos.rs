@@ -3,9 +3,10 @@
 //! broker is Tansu when `.ci/run` starts one (`VEIL_TEST_BROKER`), else
 //! librdkafka's mock cluster; veil runs as a child process.
 //!
-//! Delivery here is at-least-once (exactly-once is not built yet), so the
-//! invariants are "nothing lost" and "nothing half-applied"; duplicates
-//! after a crash are counted and reported, not forbidden.
+//! Delivery here is at-least-once (the default; `delivery: exactly_once`
+//! has its own tests in tests/exactly_once.rs), so the invariants are
+//! "nothing lost" and "nothing half-applied"; duplicates after a crash are
+//! counted and reported, not forbidden.
 
 mod support;
 

@@ -108,6 +108,46 @@ pub struct KafkaSource {
     pub librdkafka: BTreeMap<String, String>,
     /// librdkafka properties for the producer only.
     pub producer: BTreeMap<String, String>,
+    /// How outputs and input offsets are committed (the top-level
+    /// `delivery`); here because both clients are configured by it.
+    pub delivery: Delivery,
+}
+
+/// `delivery:`: what a crash or a rebalance may do to the outputs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Delivery {
+    /// Offsets committed after every output is acknowledged: nothing is
+    /// lost, a crash may duplicate (the default).
+    #[default]
+    AtLeastOnce,
+    /// Outputs, dead letters and input offsets committed in one Kafka
+    /// transaction per input partition: `read_committed` consumers see each
+    /// input's outputs once.
+    ExactlyOnce(TxnLimits),
+}
+
+/// `exactly_once: { max_events, max_ms }`: when an open transaction is
+/// committed (see [`crate::transaction`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TxnLimits {
+    /// Inputs per transaction, at most.
+    pub max_events: usize,
+    /// How long a transaction stays open, at most.
+    pub max_age: Duration,
+}
+
+impl TxnLimits {
+    pub const DEFAULT_MAX_EVENTS: u64 = 1000;
+    pub const DEFAULT_MAX_MS: u64 = 100;
+}
+
+impl Default for TxnLimits {
+    fn default() -> Self {
+        TxnLimits {
+            max_events: Self::DEFAULT_MAX_EVENTS as usize,
+            max_age: Duration::from_millis(Self::DEFAULT_MAX_MS),
+        }
+    }
 }
 
 /// One purpose: a policy and where its clean events go (`To`: a topic or

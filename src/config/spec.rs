@@ -37,6 +37,26 @@ pub struct RawConfig {
     /// The suppression (opt-out) list: subjects whose events never flow.
     #[serde(default)]
     pub suppression: Option<Spanned<RawSuppression>>,
+    /// `at_least_once` (default) or `exactly_once` (Kafka only: outputs,
+    /// dead letters and input offsets committed in one transaction).
+    #[serde(default)]
+    pub delivery: Option<Spanned<String>>,
+    /// How large `delivery: exactly_once` transactions grow.
+    #[serde(default)]
+    pub exactly_once: Option<Spanned<RawExactlyOnce>>,
+}
+
+/// `exactly_once:`: a transaction commits when it holds `max_events`
+/// inputs or is `max_ms` old, whichever comes first.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawExactlyOnce {
+    /// Inputs per transaction, at most (default 1000).
+    #[serde(default)]
+    pub max_events: Option<Spanned<u64>>,
+    /// Milliseconds a transaction stays open, at most (default 100).
+    #[serde(default)]
+    pub max_ms: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -8,10 +8,11 @@ use std::time::Duration;
 use indexmap::IndexMap;
 use serde_saphyr::{Location, Spanned};
 
-use super::spec::{RawConfig, RawKafka, RawMessageKey, RawSource};
+use super::spec::{RawConfig, RawExactlyOnce, RawKafka, RawMessageKey, RawSource};
 use super::{
-    ConfigError, FilesPipeline, KafkaPipeline, KafkaSource, KeysConfig, MessageKey, MetricsConfig,
-    Pipeline, PipelineConfig, Place, Places, RouteConfig, StageConfig, SuppressionConfig,
+    ConfigError, Delivery, FilesPipeline, KafkaPipeline, KafkaSource, KeysConfig, MessageKey,
+    MetricsConfig, Pipeline, PipelineConfig, Place, Places, RouteConfig, StageConfig,
+    SuppressionConfig, TxnLimits,
 };
 use crate::engine::Limits;
 use crate::files::Role;
@@ -36,9 +37,13 @@ const RESERVED: [(&str, &str); 6] = [
     ),
     (
         "transactional.id",
-        "veil is at-least-once; transactions are not supported",
+        "with `delivery: exactly_once` veil gives each input partition's producer its own, `<group_id>:<topic>:<partition>`",
     ),
 ];
+
+/// The default `transaction.timeout.ms` of librdkafka: an open transaction
+/// older than this is aborted by the broker.
+const TRANSACTION_TIMEOUT_MS_DEFAULT: u64 = 60_000;
 
 struct Checker<'a> {
     file: &'a str,
@@ -118,6 +123,7 @@ impl Checker<'_> {
     fn properties(
         &mut self,
         raw: IndexMap<Spanned<String>, Spanned<serde_json::Value>>,
+        delivery: Delivery,
     ) -> BTreeMap<String, String> {
         let mut out = BTreeMap::new();
         for (k, v) in raw {
@@ -145,9 +151,45 @@ impl Checker<'_> {
                     continue;
                 }
             };
+            if let Delivery::ExactlyOnce(limits) = delivery {
+                self.exactly_once_property(&k, &text, limits);
+            }
             out.insert(k.value, text);
         }
         out
+    }
+
+    /// A librdkafka property that would break `delivery: exactly_once`.
+    fn exactly_once_property(&mut self, k: &Spanned<String>, v: &str, limits: TxnLimits) {
+        let v = v.trim();
+        let problem = match k.value.as_str() {
+            "enable.idempotence" if v != "true" => Some((
+                format!("librdkafka property `enable.idempotence` is `{v}`, but `delivery: exactly_once` needs the idempotent producer"),
+                "remove it (veil sets `true`), or use `delivery: at_least_once`".to_owned(),
+            )),
+            "isolation.level" if v != "read_committed" => Some((
+                format!("librdkafka property `isolation.level` is `{v}`: with `delivery: exactly_once` veil would forward inputs of upstream transactions that are later aborted"),
+                "remove it (veil reads `read_committed`), or use `delivery: at_least_once`".to_owned(),
+            )),
+            "acks" | "request.required.acks" if !matches!(v, "all" | "-1") => Some((
+                format!("librdkafka property `{}` is `{v}`, but transactions need every in-sync replica's acknowledgement", k.value),
+                "remove it (the default is `all`), or use `delivery: at_least_once`".to_owned(),
+            )),
+            "transaction.timeout.ms" => match v.parse::<u64>() {
+                Ok(ms) if ms > limits.max_age.as_millis() as u64 => None,
+                _ => Some((
+                    format!(
+                        "librdkafka property `transaction.timeout.ms` is `{v}`: it must be a number of milliseconds greater than exactly_once.max_ms ({})",
+                        limits.max_age.as_millis()
+                    ),
+                    "the broker aborts a transaction open longer than this; give it well above max_ms (librdkafka's default: 60000)".to_owned(),
+                )),
+            },
+            _ => None,
+        };
+        if let Some((message, hint)) = problem {
+            self.error(&k.referenced, message, Some(&hint));
+        }
     }
 }
 
@@ -194,7 +236,7 @@ pub(super) fn parse(text: &str, file: &Path, base: &Path) -> Result<PipelineConf
     }
 }
 
-fn kafka(c: &mut Checker, k: RawKafka) -> KafkaSource {
+fn kafka(c: &mut Checker, k: RawKafka, delivery: Delivery) -> KafkaSource {
     if k.bootstrap_servers.value.trim().is_empty() {
         c.error(
             &k.bootstrap_servers.referenced,
@@ -230,9 +272,77 @@ fn kafka(c: &mut Checker, k: RawKafka) -> KafkaSource {
         bootstrap_servers: k.bootstrap_servers.value,
         topics,
         group_id: k.group_id.value,
-        librdkafka: c.properties(k.librdkafka),
-        producer: c.properties(k.producer),
+        librdkafka: c.properties(k.librdkafka, delivery),
+        producer: c.properties(k.producer, delivery),
+        delivery,
     }
+}
+
+/// `delivery` and `exactly_once` as written. Exactly-once is a property of
+/// Kafka transactions, so a file source cannot have it; settings for it
+/// are refused unless it is chosen (they would silently do nothing).
+fn delivery(
+    c: &mut Checker,
+    raw: Option<Spanned<String>>,
+    settings: Option<Spanned<RawExactlyOnce>>,
+    kafka_source: bool,
+) -> Delivery {
+    let exactly_once = match &raw {
+        None => false,
+        Some(d) => match d.value.as_str() {
+            "at_least_once" => false,
+            "exactly_once" => true,
+            other => {
+                c.error(
+                    &d.referenced,
+                    format!("unknown delivery `{other}`"),
+                    Some("use `at_least_once` (the default) or `exactly_once`"),
+                );
+                false
+            }
+        },
+    };
+    if exactly_once && !kafka_source {
+        if let Some(d) = &raw {
+            c.error(
+                &d.referenced,
+                "delivery `exactly_once` needs a Kafka source: it is made of Kafka transactions, and a file run is not one",
+                Some("remove `delivery` (file runs write their outputs whole, or not at all), or read from `source: { kafka: ... }`"),
+            );
+        }
+        return Delivery::AtLeastOnce;
+    }
+    if !exactly_once {
+        if let Some(s) = &settings {
+            c.error(
+                &s.referenced,
+                "`exactly_once` settings are given, but delivery is `at_least_once`",
+                Some("add `delivery: exactly_once`, or remove `exactly_once:`"),
+            );
+        }
+        return Delivery::AtLeastOnce;
+    }
+    let s = settings.map(|s| s.value).unwrap_or_default();
+    let max_events = c.bounded(
+        &s.max_events,
+        "exactly_once.max_events",
+        1,
+        1_000_000,
+        TxnLimits::DEFAULT_MAX_EVENTS,
+    );
+    // Below librdkafka's default transaction timeout, so that a default
+    // config never has the broker abort a transaction for its age.
+    let max_ms = c.bounded(
+        &s.max_ms,
+        "exactly_once.max_ms",
+        1,
+        TRANSACTION_TIMEOUT_MS_DEFAULT / 2,
+        TxnLimits::DEFAULT_MAX_MS,
+    );
+    Delivery::ExactlyOnce(TxnLimits {
+        max_events: max_events as usize,
+        max_age: Duration::from_millis(max_ms),
+    })
 }
 
 /// A file the run reads or writes, where the config names it.
@@ -370,8 +480,10 @@ struct CheckedRoute {
 fn check(c: &mut Checker, raw: RawConfig, file: &Path) -> PipelineConfig {
     // File mode: every file read or written, for the identity check.
     let mut files: Vec<FilePlace> = Vec::new();
+    let kafka_source = matches!(raw.source.value, RawSource::Kafka(_));
+    let delivery = delivery(c, raw.delivery, raw.exactly_once, kafka_source);
     let source = match raw.source.value {
-        RawSource::Kafka(k) => SourceKind::Kafka(kafka(c, *k)),
+        RawSource::Kafka(k) => SourceKind::Kafka(kafka(c, *k, delivery)),
         RawSource::File(f) => {
             let path = c.path(&f.value);
             files.push(FilePlace::new(Role::Input, &path, &f, "source.file".into()));

@@ -4,10 +4,13 @@
 
 use rdkafka::ClientConfig;
 
-use crate::config::KafkaSource;
+use crate::config::{Delivery, KafkaSource};
 
 /// The consumer: offsets are stored only for acknowledged inputs and
-/// committed in the background from what is stored.
+/// committed in the background from what is stored. With
+/// `delivery: exactly_once` it commits nothing itself (each transaction
+/// carries its offsets) and reads only committed records of upstream
+/// transactions.
 pub fn consumer(src: &KafkaSource) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("auto.offset.reset", "earliest")
@@ -21,11 +24,30 @@ pub fn consumer(src: &KafkaSource) -> ClientConfig {
     for (k, v) in &src.librdkafka {
         c.set(k, v);
     }
+    let exactly_once = matches!(src.delivery, Delivery::ExactlyOnce(_));
     c.set("bootstrap.servers", &src.bootstrap_servers)
         .set("group.id", &src.group_id)
-        .set("enable.auto.commit", "true")
+        .set(
+            "enable.auto.commit",
+            if exactly_once { "false" } else { "true" },
+        )
         .set("enable.auto.offset.store", "false")
         .set("enable.partition.eof", "false");
+    if exactly_once {
+        c.set("isolation.level", "read_committed");
+    }
+    c
+}
+
+/// The producer of one input partition's transactions
+/// (`delivery: exactly_once`): [`producer`] with its transactional id
+/// ([`crate::transaction::transactional_id`]).
+pub fn transactional_producer(src: &KafkaSource, topic: &str, partition: i32) -> ClientConfig {
+    let mut c = producer(src);
+    c.set(
+        "transactional.id",
+        crate::transaction::transactional_id(&src.group_id, topic, partition),
+    );
     c
 }
 

@@ -18,7 +18,6 @@ use super::context::ConsumerCtx;
 use super::produce::Producer;
 use super::shared::Shared;
 use super::worker::Hands;
-use crate::metrics::Metrics;
 use crate::offsets::Partition;
 
 /// How often advanced offsets are handed to the consumer for commit, and
@@ -154,11 +153,20 @@ impl Strays {
             self.logged = true;
         }
         let partition: Partition = (Arc::from(msg.topic()), msg.partition());
+        if shared.exactly_once {
+            // Outside every transaction, it cannot be processed exactly
+            // once, and a later transaction of its partition would commit
+            // past it: stop (exit 70); the restarted instance re-reads it.
+            shared
+                .watchdog
+                .raise("veil-consumer (an input outside its partition's queue, exactly once)");
+            return;
+        }
         if let Some(generation) = shared.generation(&partition) {
             let live = shared.live();
             self.hands.process(
                 shared,
-                producer,
+                super::worker::Out::Acks(producer),
                 &live,
                 (&partition, generation),
                 msg,
@@ -168,11 +176,16 @@ impl Strays {
     }
 }
 
-/// Commit what is stored, synchronously.
+/// Commit what is stored, synchronously (never with
+/// `delivery: exactly_once`: each transaction commits its own offsets).
 pub(super) fn commit<C: Consumer<X>, X: rdkafka::consumer::ConsumerContext>(
     consumer: &C,
-    metrics: &Metrics,
+    shared: &Shared,
 ) {
+    if shared.exactly_once {
+        return;
+    }
+    let metrics = &shared.metrics;
     match consumer.commit_consumer_state(CommitMode::Sync) {
         Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
         result => metrics.commit(&result),

@@ -1,7 +1,7 @@
 //! librdkafka callbacks: delivery reports (acknowledgements), rebalances,
 //! statistics (consumer lag, broker state) and client errors.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Instant;
 
@@ -9,6 +9,7 @@ use rdkafka::TopicPartitionList;
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
+use rdkafka::message::Message;
 use rdkafka::producer::{DeliveryResult, ProducerContext};
 use rdkafka::statistics::Statistics;
 use tracing::warn;
@@ -17,16 +18,42 @@ use super::consume::{ServiceConsumer, commit};
 use super::produce::{Delivery, Outgoing, failed};
 use super::shared::Shared;
 use super::worker::{Change, split};
-use crate::metrics::{ProduceStep, Rebalanced};
+use crate::metrics::{ProduceFailure, ProduceStep, Rebalanced};
 use crate::offsets::Partition;
 
 pub(crate) struct ProducerCtx {
     shared: Arc<Shared>,
+    /// A transactional producer's (`delivery: exactly_once`): its delivery
+    /// reports acknowledge nothing (inputs complete when their transaction
+    /// commits) and a failure is not retried record by record, it fails the
+    /// transaction, which is aborted and processed again.
+    transactional: bool,
+    /// A delivery of the open transaction failed (transactional only).
+    delivery_failed: AtomicBool,
 }
 
 impl ProducerCtx {
     pub(super) fn new(shared: Arc<Shared>) -> Self {
-        ProducerCtx { shared }
+        ProducerCtx {
+            shared,
+            transactional: false,
+            delivery_failed: AtomicBool::new(false),
+        }
+    }
+
+    pub(super) fn transactional(shared: Arc<Shared>) -> Self {
+        ProducerCtx {
+            transactional: true,
+            ..ProducerCtx::new(shared)
+        }
+    }
+
+    pub(super) fn delivery_failed(&self) -> bool {
+        self.delivery_failed.load(Ordering::Acquire)
+    }
+
+    pub(super) fn reset_delivery_failed(&self) {
+        self.delivery_failed.store(false, Ordering::Release);
     }
 }
 
@@ -41,6 +68,24 @@ impl ProducerContext for ProducerCtx {
 
     fn delivery(&self, result: &DeliveryResult<'_>, delivery: Box<Delivery>) {
         match result {
+            Ok(_) if self.transactional => {}
+            // Purged by an abort: that transaction is already given up.
+            Err((e, _))
+                if self.transactional
+                    && matches!(
+                        e.rdkafka_error_code(),
+                        Some(RDKafkaErrorCode::PurgeQueue | RDKafkaErrorCode::PurgeInflight)
+                    ) => {}
+            Err((e, msg)) if self.transactional => {
+                self.delivery_failed.store(true, Ordering::Release);
+                let code = super::produce::error_code(e);
+                self.shared.metrics.produce_failed(ProduceFailure {
+                    code: &code,
+                    topic: msg.topic(),
+                    error: e,
+                    step: ProduceStep::Delivery,
+                });
+            }
             Ok(_) => self.shared.acknowledge(&delivery.ack),
             Err((e, msg)) => failed(
                 &self.shared,
@@ -170,7 +215,9 @@ impl ConsumerCtx {
 
     /// Before partitions go: wait (up to the drain timeout) for their
     /// in-flight inputs, store and commit what completed, then forget the
-    /// rest, which the next owner re-reads from the commit.
+    /// rest, which the next owner re-reads from the commit. Exactly once:
+    /// the wait is for each partition's worker to commit (or abort) its
+    /// open transaction, which completes (or forgets) its inputs.
     fn revoke(&self, consumer: &BaseConsumer<Self>, tpl: &TopicPartitionList) {
         let shared = &self.shared;
         let revoked = partitions(tpl);
@@ -192,7 +239,7 @@ impl ConsumerCtx {
             shared.wait_settled(Some(&revoked), Instant::now() + shared.drain_timeout);
         }
         shared.store_positions(consumer, Some(&revoked));
-        commit(consumer, &shared.metrics);
+        commit(consumer, shared);
         let abandoned = shared.revoke(&revoked);
         for (topic, partition) in &revoked {
             shared.metrics.forget_partition(topic, *partition);

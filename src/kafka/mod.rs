@@ -13,11 +13,16 @@
 //! offset storing), `consume` (the consumer thread: callbacks, ticks,
 //! stall watch), `worker` (reading partition queues, applying the stage,
 //! building records),
-//! `produce` (sending, retries, refusals), `reload`, `lag`, and
+//! `produce` (sending, retries, refusals), `transact` (exactly once: a
+//! transactional producer per partition), `reload`, `lag`, and
 //! `context` (librdkafka's callbacks). Build ([`start`]) → run →
 //! drain ([`Running::drain`]).
 //!
 //! Guarantees (see `docs/pipeline.md`):
+//! - With `delivery: exactly_once`, instead of the acknowledgements below:
+//!   each assigned partition's worker writes its outputs, dead letters and
+//!   input offsets in transactions of its own producer (`transact`); an
+//!   input completes when its transaction commits.
 //! - At least once: an input's offset is stored for commit only when every
 //!   output it produced (one per forwarding route, or its dead-letter
 //!   record) is acknowledged; a failed delivery is retried, never skipped,
@@ -54,6 +59,7 @@ mod reload;
 mod shared;
 mod suppression;
 pub mod topics;
+mod transact;
 mod watchdog;
 mod worker;
 
@@ -68,7 +74,7 @@ use rdkafka::producer::Producer as _;
 use tokio::sync::{Notify, watch};
 use tracing::{info, warn};
 
-use crate::config::{KafkaSource, Pipeline, PipelineConfig};
+use crate::config::{Delivery, KafkaSource, Pipeline, PipelineConfig};
 use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::stage::Stage;
@@ -241,6 +247,7 @@ pub async fn start(
             max_in_flight: kafka.max_in_flight,
         },
         suppression,
+        matches!(src.delivery, Delivery::ExactlyOnce(_)),
     ));
     health.set_loaded(true);
 
@@ -315,13 +322,24 @@ pub async fn start(
     };
     let retrier = produce::spawn_retrier(shared.clone(), producer.clone(), resends)
         .map_err(spawn_error("veil-retry"))?;
+    let txns = match src.delivery {
+        Delivery::ExactlyOnce(limits) => Some(Arc::new(transact::Txns {
+            source: src.clone(),
+            limits,
+            consumer: consumer.clone(),
+        })),
+        Delivery::AtLeastOnce => None,
+    };
     let mut workers = Vec::with_capacity(kafka.workers);
     for i in 0..kafka.workers {
         workers.push(
-            worker::spawn(i, shared.clone(), producer.clone())
+            worker::spawn(i, shared.clone(), producer.clone(), txns.clone())
                 .map_err(spawn_error(&worker::worker_name(i)))?,
         );
     }
+    // Only the workers hold the consumer through `txns`: it closes once
+    // they are joined, as before.
+    drop(txns);
     let poller = Poller {
         consumer: consumer.clone(),
         producer: producer.clone(),
@@ -396,7 +414,7 @@ impl Running {
                 "drain timeout: inputs not acknowledged in time are not committed and will be re-read"
             );
         }
-        commit(&*consumer, &shared.metrics);
+        commit(&*consumer, &shared);
         // Counted now: inputs that complete after the final commit are not
         // committed, so they are not reported as completed either.
         let completed = shared.control.completed();

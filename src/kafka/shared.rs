@@ -150,6 +150,10 @@ pub(super) struct Shared {
     reading_stopped: AtomicBool,
     /// The suppression list, when the config has one.
     pub(super) suppression: Option<Arc<crate::suppression::SuppressionList>>,
+    /// `delivery: exactly_once`: inputs complete when their transaction
+    /// commits, which also commits their offsets; the consumer commits
+    /// nothing.
+    pub(super) exactly_once: bool,
 }
 
 /// One input's outstanding output records. The last acknowledgement
@@ -192,6 +196,7 @@ impl Shared {
         resend: std::sync::mpsc::Sender<Resend>,
         sizing: Sizing,
         suppression: Option<Arc<crate::suppression::SuppressionList>>,
+        exactly_once: bool,
     ) -> Shared {
         Shared {
             book: Mutex::default(),
@@ -213,6 +218,7 @@ impl Shared {
             max_in_flight: sizing.max_in_flight.max(1),
             reading_stopped: AtomicBool::new(false),
             suppression,
+            exactly_once,
         }
     }
 
@@ -423,6 +429,29 @@ impl Shared {
         }
     }
 
+    /// An aborted transaction's inputs of `partition`, from `offset` on,
+    /// are forgotten: they are read again. Wakes a revoke or shutdown
+    /// waiting for the partition, and its worker if it was full.
+    pub(super) fn rewind(&self, partition: &Partition, generation: u64, offset: i64) {
+        let (settled, ring) = {
+            let mut book = self.book();
+            let before = book.ledger.pending(partition);
+            book.ledger.rewind(partition, generation, offset);
+            let after = book.ledger.pending(partition);
+            book.pending_changed(before, after);
+            if after == 0 {
+                book.progress.remove(partition);
+            }
+            (after == 0, book.full.remove(partition))
+        };
+        if settled {
+            self.settled.notify_all();
+        }
+        if ring && let Some(desk) = self.desk_of(partition) {
+            desk.bell.ring();
+        }
+    }
+
     /// Inputs still awaiting acknowledgement in `partitions` (all when `None`).
     pub(super) fn pending(&self, partitions: Option<&[Partition]>) -> usize {
         pending_in(&self.book(), partitions)
@@ -459,6 +488,11 @@ impl Shared {
     ) {
         let positions: Vec<(Partition, i64)> = {
             let mut book = self.book();
+            if self.exactly_once {
+                // Committed with each transaction, never by the consumer.
+                book.positions.clear();
+                return;
+            }
             match partitions {
                 None => book.positions.drain().collect(),
                 Some(ps) => ps
@@ -546,6 +580,7 @@ mod tests {
                 max_in_flight,
             },
             None,
+            false,
         ))
     }
 
@@ -712,6 +747,27 @@ mod tests {
             state(&s).waiting < Duration::from_millis(60),
             "a new wait starts with the new input"
         );
+    }
+
+    #[test]
+    fn a_rewind_frees_the_aborted_inputs_room_and_settles_the_partition() {
+        let s = shared_with(1, 4);
+        let g = s.assign(&[p(0)])[0];
+        for o in 0..4 {
+            s.track(&p(0), g, o).unwrap();
+        }
+        assert_eq!(s.room(&p(0)), 0);
+        let waiter = {
+            let s = s.clone();
+            std::thread::spawn(move || {
+                s.wait_settled(Some(&[p(0)]), Instant::now() + Duration::from_secs(30))
+            })
+        };
+        std::thread::sleep(Duration::from_millis(20));
+        s.rewind(&p(0), g, 0);
+        assert_eq!(waiter.join().unwrap(), 0, "settled by the rewind");
+        assert_eq!(s.room(&p(0)), 4);
+        assert_eq!(s.control.completed(), 0, "nothing completed");
     }
 
     #[test]

@@ -31,6 +31,7 @@ use tracing::{debug, warn};
 use super::context::ConsumerCtx;
 use super::produce::{Delivery, Producer, send};
 use super::shared::{Ack, Live, Shared};
+use super::transact::{PartitionTxn, Txns};
 use crate::engine::Scratch;
 use crate::offsets::Partition;
 use crate::stage::{Headers as StageHeaders, Origin, Processed, Source};
@@ -178,25 +179,53 @@ struct Owned {
     partition: Partition,
     generation: u64,
     queue: Queue,
+    /// `delivery: exactly_once`: the partition's producer and open
+    /// transaction; `None` once it failed for good (nothing more is read:
+    /// veil is stopping).
+    txn: Option<PartitionTxn>,
 }
 
 /// Start worker `i`; it runs until reading stops. It holds a lifeline:
-/// dying any other way raises the watchdog's alarm.
+/// dying any other way raises the watchdog's alarm. With `txns`
+/// (`delivery: exactly_once`) each partition it takes gets its own
+/// transactional producer, and `producer` is not used.
 pub(super) fn spawn(
     i: usize,
     shared: Arc<Shared>,
     producer: Arc<Producer>,
+    txns: Option<Arc<Txns>>,
 ) -> std::io::Result<JoinHandle<()>> {
     let lifeline = shared.watchdog.lifeline(worker_name(i));
     std::thread::Builder::new()
         .name(worker_name(i))
         .spawn(move || {
             let _lifeline = lifeline;
-            work(i, &shared, &producer)
+            work(i, &shared, &producer, txns.as_deref())
         })
 }
 
-fn work(i: usize, shared: &Shared, producer: &Producer) {
+/// Commit (or abort) `o`'s open transaction; a producer that cannot go on
+/// is let go (the watchdog is raised: veil stops).
+fn finish(o: &mut Owned, txns: Option<&Txns>, shared: &Shared) {
+    if let (Some(t), Some(x)) = (o.txn.as_mut(), txns)
+        && t.finish(x, shared).is_err()
+    {
+        o.txn = None;
+    }
+}
+
+/// Whether `o`'s open transaction is due ([`crate::transaction::due`]) with
+/// `room` left in its partition, or failed and is to be aborted now.
+fn due(o: &Owned, txns: Option<&Txns>, room: impl FnOnce() -> usize) -> bool {
+    let (Some(t), Some(x)) = (o.txn.as_ref(), txns) else {
+        return false;
+    };
+    let (events, age) = t.state();
+    let Some(age) = age else { return false };
+    t.failed() || crate::transaction::due(&x.limits, events, age, room()).is_some()
+}
+
+fn work(i: usize, shared: &Arc<Shared>, producer: &Producer, txns: Option<&Txns>) {
     let Some(desk) = shared.desks.get(i) else {
         return;
     };
@@ -213,18 +242,38 @@ fn work(i: usize, shared: &Shared, producer: &Producer) {
                     // The old handle goes first: dropping it switches off
                     // the callback of the queue both handles share.
                     owned.retain(|o| o.partition != partition);
+                    let txn = match txns {
+                        Some(x) => match PartitionTxn::start(x, shared, &partition, generation) {
+                            Ok(t) => Some(t),
+                            Err(_) => continue, // the watchdog is raised: veil stops
+                        },
+                        None => None,
+                    };
                     let bell = desk.bell.clone();
                     queue.set_nonempty_callback(move || bell.ring());
                     owned.push(Owned {
                         partition,
                         generation,
                         queue,
+                        txn,
                     });
                 }
-                Change::Drop(partition) => owned.retain(|o| o.partition != partition),
+                Change::Drop(partition) => {
+                    // Exactly once: its open transaction commits (or
+                    // aborts) before the partition is given up; the
+                    // revoke waits for that.
+                    if let Some(o) = owned.iter_mut().find(|o| o.partition == partition) {
+                        finish(o, txns, shared);
+                    }
+                    owned.retain(|o| o.partition != partition);
+                }
             }
         }
         if shared.reading_stopped() {
+            // Exactly once: what was processed commits before veil stops.
+            for o in &mut owned {
+                finish(o, txns, shared);
+            }
             return;
         }
         // One look at the live stage per round: a reload applies from the
@@ -232,7 +281,13 @@ fn work(i: usize, shared: &Shared, producer: &Producer) {
         let live = shared.live();
         let mut worked = false;
         let hurry = || desk.posted() || shared.reading_stopped_now();
-        'round: for o in &owned {
+        'round: for o in &mut owned {
+            if txns.is_some() && o.txn.is_none() {
+                continue; // its producer failed for good: veil is stopping
+            }
+            if o.txn.as_ref().and_then(PartitionTxn::paused_for).is_some() {
+                continue; // just aborted: read again after a pause
+            }
             let _reading = desk.gate();
             let mut room = shared.room(&o.partition);
             let mut taken = 0;
@@ -246,14 +301,21 @@ fn work(i: usize, shared: &Shared, producer: &Producer) {
                     None => break,
                     Some(Ok(msg)) => {
                         worked = true;
+                        let out = match o.txn.as_mut() {
+                            Some(t) => Out::Txn(t),
+                            None => Out::Acks(producer),
+                        };
                         room = hands.process(
                             shared,
-                            producer,
+                            out,
                             &live,
                             (&o.partition, o.generation),
                             &msg,
                             &hurry,
                         );
+                        if due(o, txns, || room) {
+                            break;
+                        }
                     }
                     Some(Err(e)) => {
                         // More may wait behind the error, and the queue's
@@ -269,11 +331,42 @@ fn work(i: usize, shared: &Shared, producer: &Producer) {
                     }
                 }
             }
+            if due(o, txns, || shared.room(&o.partition)) {
+                worked = true;
+                finish(o, txns, shared);
+            }
+        }
+        // Transactions due by age, whether or not their partition had input.
+        let mut wake = IDLE_WAIT;
+        if let Some(x) = txns {
+            for o in &mut owned {
+                if due(o, txns, || shared.room(&o.partition)) {
+                    worked = true;
+                    finish(o, txns, shared);
+                }
+                let open_for = o.txn.as_ref().and_then(|t| t.state().1);
+                if let Some(w) = crate::transaction::wake_in(&x.limits, open_for) {
+                    wake = wake.min(w);
+                }
+                if let Some(w) = o.txn.as_ref().and_then(PartitionTxn::paused_for) {
+                    wake = wake.min(w);
+                }
+            }
         }
         if !worked {
-            desk.bell.sleep(IDLE_WAIT);
+            desk.bell.sleep(wake);
         }
     }
+}
+
+/// Where an input's records go.
+pub(super) enum Out<'a> {
+    /// At least once: the shared producer; the input completes when every
+    /// record is acknowledged.
+    Acks(&'a Producer),
+    /// Exactly once: the partition's open transaction; the input completes
+    /// when it commits.
+    Txn(&'a mut PartitionTxn),
 }
 
 /// What processing reuses from one input to the next.
@@ -285,19 +378,30 @@ pub(super) struct Hands {
 
 impl Hands {
     /// Track one input of `partition` (read in its assignment `generation`),
-    /// apply the stage and send its output records (`hurry`: see [`send`]).
-    /// An input of a partition revoked since is skipped: its current owner
-    /// reads it again. Returns how many more inputs the partition may take
-    /// ([`Shared::room`]; zero after a skip).
+    /// apply the stage and send its output records to `out` (`hurry`: see
+    /// [`send`]). An input of a partition revoked since is skipped: its
+    /// current owner reads it again; so is one a transaction already holds
+    /// (read again from before a rewind). Returns how many more inputs the
+    /// partition may take ([`Shared::room`]; zero after a skip).
     pub(super) fn process(
         &mut self,
         shared: &Shared,
-        producer: &Producer,
+        mut out: Out<'_>,
         live: &Live,
         (partition, generation): (&Partition, u64),
         msg: &BorrowedMessage<'_>,
         hurry: &dyn Fn() -> bool,
     ) -> usize {
+        if let Out::Txn(t) = &out
+            && t.seen(msg.offset())
+        {
+            debug!(
+                partition = partition.1,
+                offset = msg.offset(),
+                "skipping an input read again from before a rewind"
+            );
+            return shared.room(partition);
+        }
         let Some((ticket, room)) = shared.track(partition, generation, msg.offset()) else {
             debug!(
                 partition = partition.1,
@@ -306,6 +410,11 @@ impl Hands {
             );
             return 0;
         };
+        if let Out::Txn(t) = &mut out
+            && t.begin(shared, msg.offset()).is_err()
+        {
+            return 0; // the watchdog is raised: veil stops
+        }
         let processed = &mut self.processed;
         let payload = msg.payload().unwrap_or_default();
         let started = Instant::now();
@@ -329,10 +438,13 @@ impl Hands {
         let timestamp_ms = msg.timestamp().to_millis();
         let records = processed.records();
         if records == 0 {
-            shared.complete(&ticket, timestamp_ms);
+            match out {
+                Out::Acks(_) => shared.complete(&ticket, timestamp_ms),
+                Out::Txn(t) => t.add(ticket, timestamp_ms),
+            }
             return room + 1;
         }
-        let ack = Ack::new(records, ticket, timestamp_ms);
+        let ack = Ack::new(records, ticket.clone(), timestamp_ms);
         let source = Source::new(msg.topic(), msg.partition(), msg.offset());
         if let Some(reject) = &processed.rejected {
             let record = live.stage.dead_letter(reject, origin, Some(payload));
@@ -345,7 +457,13 @@ impl Hands {
             )
             .payload(&record[..])
             .headers(owned(&headers));
-            send(shared, producer, record, hurry);
+            match out {
+                Out::Acks(producer) => send(shared, producer, record, hurry),
+                Out::Txn(t) => {
+                    t.send(shared, record, hurry);
+                    t.add(ticket, timestamp_ms);
+                }
+            }
             return room;
         }
         for (route, o) in processed.forwarded() {
@@ -372,7 +490,13 @@ impl Hands {
             if let Some(key) = processed.key(o) {
                 record = record.key(key);
             }
-            send(shared, producer, record, hurry);
+            match &mut out {
+                Out::Acks(producer) => send(shared, producer, record, hurry),
+                Out::Txn(t) => t.send(shared, record, hurry),
+            }
+        }
+        if let Out::Txn(t) = out {
+            t.add(ticket, timestamp_ms);
         }
         room
     }
