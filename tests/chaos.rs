@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use support::http;
 use support::kafka::{Broker, Reader, Rec, Veil, produce};
 
 const MINUTE: Duration = Duration::from_secs(60);
@@ -31,19 +32,148 @@ fn config(
     dead: &str,
     policy: &Path,
 ) -> PathBuf {
+    config_with(dir, broker, [raw, clean, dead], policy, &Knobs::default())
+}
+
+/// What a test adds to the one-route config.
+#[derive(Default)]
+struct Knobs<'a> {
+    /// More `source.kafka.librdkafka` properties ("key: value").
+    librdkafka: &'a [&'a str],
+    /// `source.kafka.producer` properties ("key: value").
+    producer: &'a [&'a str],
+    /// Top-level YAML appended as it is (`limits:`, ...).
+    extra: &'a str,
+}
+
+/// [`config`] with `knobs`; dead letters carry their input's payload, so
+/// that each one can be counted against its input's id.
+fn config_with(
+    dir: &Path,
+    broker: &Broker,
+    [raw, clean, dead]: [&str; 3],
+    policy: &Path,
+    knobs: &Knobs<'_>,
+) -> PathBuf {
+    let props = |lines: &[&str]| -> String {
+        lines
+            .iter()
+            .map(|l| format!("      {l}\n"))
+            .collect::<String>()
+    };
+    let producer = if knobs.producer.is_empty() {
+        String::new()
+    } else {
+        format!("    producer:\n{}", props(knobs.producer))
+    };
     let yaml = format!(
         "source:\n  kafka:\n    bootstrap_servers: \"{}\"\n    topics: [{raw}]\n    group_id: {raw}-veil\n    \
-         librdkafka:\n      session.timeout.ms: 6000\n      heartbeat.interval.ms: 500\n\
+         librdkafka:\n      session.timeout.ms: 6000\n      heartbeat.interval.ms: 500\n{}{producer}\
          routes:\n  - name: r\n    policy: \"{}\"\n    topic: {clean}\n\
-         dead_letter:\n  topic: {dead}\nkeys:\n  dir: \"{}\"\nshutdown:\n  drain_timeout_seconds: 10\n\
-         metrics:\n  listen: 127.0.0.1:0\n",
+         dead_letter:\n  topic: {dead}\n  include_payload: true\nkeys:\n  dir: \"{}\"\nshutdown:\n  drain_timeout_seconds: 10\n\
+         metrics:\n  listen: 127.0.0.1:0\n{}",
         broker.bootstrap(),
+        props(knobs.librdkafka),
         policy.display(),
-        root().join("tests/keys").display()
+        root().join("tests/keys").display(),
+        knobs.extra,
     );
     let path = dir.join("pipeline.yaml");
     std::fs::write(&path, yaml).unwrap();
     path
+}
+
+/// The address of veil's `/metrics` and `/readyz` (it listens on port 0
+/// and logs the port it got).
+fn endpoint(veil: &Veil) -> String {
+    assert!(
+        veil.wait_for_log("serving /metrics", MINUTE),
+        "no endpoint; log:\n{}",
+        veil.log()
+    );
+    http::served_addr(&veil.log()).expect("address in the log line")
+}
+
+/// One sample sum of veil's `/metrics`, scraped now.
+fn scrape(addr: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    http::sum(&http::get(addr, "/metrics").1, name, labels)
+}
+
+/// Poll `/readyz` until it answers `status`; its body, or `None` after `timeout`.
+fn wait_ready(addr: &str, status: u16, timeout: Duration) -> Option<String> {
+    let end = Instant::now() + timeout;
+    while Instant::now() < end {
+        let (s, body) = http::get(addr, "/readyz");
+        if s == status {
+            return Some(body);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    None
+}
+
+/// The input id a clean record or a dead letter (which carries the
+/// input's payload) stands for.
+fn input_id(r: &Rec) -> u64 {
+    let v = r.json();
+    if let Some(id) = v["id"].as_u64() {
+        return id;
+    }
+    let payload = v["payload"]
+        .as_str()
+        .expect("an id, or a dead letter's payload");
+    serde_json::from_str::<Value>(payload).unwrap()["id"]
+        .as_u64()
+        .expect("the payload's id")
+}
+
+/// How each input id in `0..n` was delivered: to the clean topic or as a
+/// dead letter.
+#[derive(Debug, Default)]
+struct Account {
+    /// Per id: (clean outputs, dead letters).
+    per_id: BTreeMap<u64, (usize, usize)>,
+}
+
+impl Account {
+    fn of(clean: &[Rec], dead: &[Rec]) -> Account {
+        let mut a = Account::default();
+        for r in clean {
+            a.per_id.entry(input_id(r)).or_default().0 += 1;
+        }
+        for r in dead {
+            a.per_id.entry(input_id(r)).or_default().1 += 1;
+        }
+        a
+    }
+
+    /// Every input of `0..n` has at least one output or dead letter.
+    fn complete(&self, n: usize) -> bool {
+        self.per_id.len() >= n && (0..n as u64).all(|id| self.per_id.contains_key(&id))
+    }
+
+    /// Asserts the at-least-once invariant for inputs `0..n`: every id has
+    /// an output or a dead letter, and nothing else was delivered. Returns
+    /// (clean outputs, dead letters, duplicates: deliveries beyond the first).
+    fn assert_at_least_once(&self, n: usize) -> (usize, usize, usize) {
+        let missing: Vec<u64> = (0..n as u64)
+            .filter(|id| !self.per_id.contains_key(id))
+            .take(20)
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "{} of {n} inputs have no output nor dead letter (e.g. {missing:?})",
+            (0..n as u64)
+                .filter(|id| !self.per_id.contains_key(id))
+                .count()
+        );
+        let strays: Vec<&u64> = self.per_id.keys().filter(|&&id| id >= n as u64).collect();
+        assert!(strays.is_empty(), "outputs without an input: {strays:?}");
+        let clean = self.per_id.values().map(|c| c.0).sum();
+        let dead = self.per_id.values().map(|c| c.1).sum();
+        let duplicates = self.per_id.values().map(|c| c.0 + c.1 - 1).sum();
+        (clean, dead, duplicates)
+    }
 }
 
 /// A small deterministic generator (xorshift), so a failure can be replayed
@@ -267,4 +397,186 @@ fn kill_9_at_ten_random_moments_loses_nothing() {
             "the policy's output, nothing else"
         );
     }
+}
+
+/// Inputs `{"id": i, "a": "x", "b": <pad bytes>}`: `pad` makes them heavy.
+fn padded_events(n: usize, pad: usize) -> Vec<(Option<Vec<u8>>, Vec<u8>)> {
+    let b = "y".repeat(pad);
+    (0..n)
+        .map(|i| {
+            (
+                None,
+                json!({"id": i, "a": "x", "b": b}).to_string().into_bytes(),
+            )
+        })
+        .collect()
+}
+
+/// Wait until the reader holds at least `n` records; panics with the log
+/// after `timeout`.
+fn wait_outputs(out: &mut Reader, n: usize, timeout: Duration, veil: &Veil) {
+    assert!(
+        out.wait_until(timeout, |r| r.len() >= n),
+        "{} outputs, waited for {n}; log:\n{}",
+        out.records.len(),
+        veil.log()
+    );
+}
+
+/// Invariant: Produce requests failing with retriable errors
+/// (REQUEST_TIMED_OUT, NOT_LEADER_FOR_PARTITION), the clean topic's broker
+/// down for 3 s, then a leader change of clean and raw partitions, all in
+/// the middle of a 30,000-input stream, lose nothing: every input id has
+/// an output (no dead letter: nothing here is a refusal); duplicates, if
+/// any, are at most the records veil re-sent (each one counted in
+/// `veil_produce_errors_total`); the errors that reach veil are counted
+/// there by code; and once the last fault clears the stream completes
+/// within 60 s, with no partition stalled and nothing in flight.
+///
+/// The producer gets `retries: 1` and `message.timeout.ms: 2000`, so that
+/// librdkafka hands failures to veil's own retry instead of absorbing them
+/// for 5 minutes (its defaults). NOT_LEADER_FOR_PARTITION never reaches
+/// veil even so: librdkafka refreshes the leader and retries it without
+/// counting a retry (`rdkafka_request.c`); its effect here is a pause.
+#[test]
+fn produce_faults_mid_stream_lose_nothing_are_counted_and_clear() {
+    use rdkafka::mocking::MockCoordinator;
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+    const N: usize = 30_000;
+    let started = Instant::now();
+    // Three brokers: raw, the dead letters and the group on broker 1; the
+    // clean topic on broker 2 (down for a while), then partly on broker 3.
+    let broker = Broker::mock_with(3);
+    let m = broker.cluster();
+    let (raw, clean, dead) = (
+        broker.topic("raw", 4),
+        broker.topic("clean", 8),
+        broker.topic("dead", 1),
+    );
+    for p in 0..4 {
+        m.partition_leader(&raw, p, Some(1)).unwrap();
+    }
+    m.partition_leader(&dead, 0, Some(1)).unwrap();
+    for p in 0..8 {
+        m.partition_leader(&clean, p, Some(2)).unwrap();
+    }
+    m.coordinator(MockCoordinator::Group(format!("{raw}-veil")), 1)
+        .unwrap();
+    // Every input is written before veil starts: from then on veil is the
+    // only producer, so the injected Produce errors are all veil's.
+    produce(&broker.bootstrap(), &raw, &events(N));
+    // A slow link to broker 2 and a small in-flight limit stretch the
+    // stream over seconds, so that each fault lands mid-stream.
+    m.broker_round_trip_time(2, Duration::from_millis(20))
+        .unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.yaml");
+    std::fs::write(&policy, KEEPS_A).unwrap();
+    let config = config_with(
+        dir.path(),
+        &broker,
+        [&raw, &clean, &dead],
+        &policy,
+        &Knobs {
+            librdkafka: &["topic.metadata.refresh.interval.ms: 1000"],
+            producer: &[
+                "retries: 1",
+                "retry.backoff.ms: 50",
+                "message.timeout.ms: 2000",
+            ],
+            extra: "limits:\n  max_in_flight: 200\n  stall_after_seconds: 5\n",
+        },
+    );
+    let mut veil = Veil::start(&config, &dir.path().join("veil.log"));
+    let addr = endpoint(&veil);
+    let mut out = Reader::new(&broker.bootstrap(), &clean);
+
+    // 1. Retriable errors on the next Produce requests.
+    wait_outputs(&mut out, 1, MINUTE, &veil);
+    let mut errors = vec![RDKafkaRespErr::RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT; 4];
+    errors.extend([RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION; 4]);
+    m.request_errors(RDKafkaApiKey::Produce, &errors);
+    let at = out.records.len();
+    eprintln!("request errors injected at {at} outputs");
+    assert!(at < N / 10, "mid-stream ({at} of {N})");
+
+    // 2. The clean topic's broker down for 3 s.
+    wait_outputs(&mut out, N / 4, MINUTE, &veil);
+    let at = out.records.len();
+    assert!(at < N / 2, "mid-stream ({at} of {N})");
+    m.broker_down(2).unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(veil.is_running(), "log:\n{}", veil.log());
+    m.broker_up(2).unwrap();
+    eprintln!("broker 2 down for 3 s at {at} outputs");
+
+    // 3. Leaders move: half the clean partitions and one raw partition to broker 3.
+    let before = out.records.len();
+    wait_outputs(&mut out, before + 500, MINUTE, &veil);
+    let at = out.records.len();
+    assert!(at < N * 3 / 4, "mid-stream ({at} of {N})");
+    for p in 0..4 {
+        m.partition_leader(&clean, p, Some(3)).unwrap();
+    }
+    m.partition_leader(&raw, 0, Some(3)).unwrap();
+    let cleared = Instant::now();
+    eprintln!("leaders moved at {at} outputs");
+
+    // Done when every input has an output; no partition may stall.
+    let mut dl = Reader::new(&broker.bootstrap(), &dead);
+    let done = out.wait_until(MINUTE, |r| Account::of(r, &[]).complete(N));
+    let took = cleared.elapsed();
+    out.poll_for(Duration::from_secs(1));
+    dl.poll_for(Duration::from_secs(1));
+    let (outputs, dead_letters, duplicates) =
+        Account::of(&out.records, &dl.records).assert_at_least_once(N);
+    assert!(done, "log:\n{}", veil.log());
+    assert_eq!(dead_letters, 0, "no refusal, so no dead letter");
+    assert_eq!(outputs, N + duplicates);
+    let metrics = http::get(&addr, "/metrics").1;
+    let errors = |code: &str| http::sum(&metrics, "veil_produce_errors_total", &[("reason", code)]);
+    let resent = http::sum(&metrics, "veil_produce_errors_total", &[]);
+    eprintln!(
+        "{N} inputs, {outputs} outputs ({duplicates} duplicates), {took:?} after the last fault, \
+         {:?} in all; veil_produce_errors_total: RequestTimedOut {}, MessageTimedOut {}, \
+         NotLeaderForPartition {}, all {resent}",
+        started.elapsed(),
+        errors("RequestTimedOut"),
+        errors("MessageTimedOut"),
+        errors("NotLeaderForPartition"),
+    );
+    assert!(
+        errors("RequestTimedOut") >= 1.0,
+        "the injected timeouts reached veil"
+    );
+    assert!(
+        errors("MessageTimedOut") >= 1.0,
+        "records timed out while broker 2 was down"
+    );
+    assert!(
+        duplicates as f64 <= resent,
+        "a duplicate can only come from a record veil sent again"
+    );
+    assert!(
+        took < MINUTE,
+        "the stream completed within a minute of the last fault"
+    );
+    assert_eq!(
+        http::sum(&metrics, "veil_partition_stalled", &[]),
+        0.0,
+        "no stall left"
+    );
+    let end = Instant::now() + Duration::from_secs(10);
+    while scrape(&addr, "veil_in_flight", &[]) != 0.0 && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(
+        scrape(&addr, "veil_in_flight", &[]),
+        0.0,
+        "nothing left in flight"
+    );
+    assert!(wait_ready(&addr, 200, MINUTE).is_some(), "ready again");
+    veil.signal("TERM");
+    assert!(veil.wait(MINUTE).success());
 }
