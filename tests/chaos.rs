@@ -890,14 +890,18 @@ fn rss(pid: u32) -> u64 {
 }
 
 /// Invariant: with the clean topic's broker down while a backlog of
-/// 96,000 inputs of 1 KB (96 MB, 24 partitions) waits, veil reads no more
+/// 96,000 inputs of 1 KB (94 MiB, 24 partitions) waits, veil reads no more
 /// than its documented knobs allow (docs/operations.md, Memory): its RSS,
-/// sampled every 50 ms from /proc, stays within
-/// `base + partitions x (queued.max.messages.kbytes + fetch.message.max.bytes)
-///  + max_in_flight x input x (1 + routes) + 24 MiB` (allocator, buffers and
-/// librdkafka's own), far below the backlog;
-/// `veil_in_flight` never exceeds `limits.max_in_flight`; the stall is
-/// reported; and when the broker is back every input is delivered
+/// sampled every 50 ms from /proc, stays within the bound
+///
+/// ```text
+/// base + partitions x (queued.max.messages.kbytes + fetch.message.max.bytes)
+///      + max_in_flight x input x (1 + routes) + 24 MiB
+/// ```
+///
+/// (the 24 MiB for the allocator, buffers and librdkafka's own), far below
+/// the backlog; `veil_in_flight` never exceeds `limits.max_in_flight`; the
+/// stall is reported; and when the broker is back every input is delivered
 /// (at-least-once, no dead letter), the bound holding throughout.
 #[test]
 fn backpressure_holds_memory_to_the_knobs_while_downstream_is_down() {
