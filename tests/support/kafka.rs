@@ -49,7 +49,21 @@ impl Broker {
 
     /// Always the mock cluster: for fault injection only it can do.
     pub fn mock() -> Broker {
-        Broker::Mock(MockCluster::new(1).expect("start mock cluster"))
+        Broker::mock_with(1)
+    }
+
+    /// The mock cluster with `brokers` brokers (ids 1 to `brokers`): for
+    /// faults on one broker while the others serve.
+    pub fn mock_with(brokers: i32) -> Broker {
+        Broker::Mock(MockCluster::new(brokers).expect("start mock cluster"))
+    }
+
+    /// The mock cluster, to inject faults; panics on an external broker.
+    pub fn cluster(&self) -> &MockCluster<'static, DefaultProducerContext> {
+        match self {
+            Broker::Mock(m) => m,
+            Broker::External(a) => panic!("fault injection needs the mock cluster, not {a}"),
+        }
     }
 
     pub fn name(&self) -> &'static str {
@@ -324,7 +338,15 @@ impl Reader {
             let Some(m) = self.consumer.poll(Duration::from_millis(50)) else {
                 continue;
             };
-            let m = m.expect("read record");
+            let m = match m {
+                Ok(m) => m,
+                // A broker the chaos tests took down: read on when it is back.
+                Err(rdkafka::error::KafkaError::MessageConsumption(
+                    rdkafka::types::RDKafkaErrorCode::BrokerTransportFailure
+                    | rdkafka::types::RDKafkaErrorCode::AllBrokersDown,
+                )) => continue,
+                Err(e) => panic!("read record: {e}"),
+            };
             let headers = m
                 .headers()
                 .map(|h| {
