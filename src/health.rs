@@ -20,7 +20,8 @@ pub struct Health {
     group: Mutex<Option<String>>,
     assigned: AtomicUsize,
     needs_assignment: AtomicBool,
-    thread_died: AtomicBool,
+    /// What veil cannot go on without, once it is gone (veil is exiting 70).
+    stopping: Mutex<Option<String>>,
     /// Stalled partitions, each described (`topic/partition: ...`).
     stalled: Mutex<Vec<String>>,
     /// The suppression topic is not yet read to its end at start.
@@ -46,9 +47,11 @@ impl Health {
         self.broker_down.store(v, Ordering::Relaxed);
     }
 
-    /// A worker or retry thread died: never ready again (veil is exiting).
-    pub fn set_thread_died(&self) {
-        self.thread_died.store(true, Ordering::Relaxed);
+    /// Something veil cannot run without is gone (`what`: a worker or retry
+    /// thread died, an exactly-once producer was fenced): never ready again,
+    /// veil is exiting with code 70.
+    pub fn set_stopping(&self, what: String) {
+        *self.stopping.lock().unwrap_or_else(|e| e.into_inner()) = Some(what);
     }
 
     /// The consumer group is joined and steady (`None`), or in which state
@@ -84,8 +87,13 @@ impl Health {
     /// Why not ready, or `None` when ready.
     pub fn not_ready_reason(&self) -> Option<Cow<'static, str>> {
         let kafka = self.needs_assignment.load(Ordering::Relaxed);
-        if self.thread_died.load(Ordering::Relaxed) {
-            Some("a worker thread died".into())
+        if let Some(what) = self
+            .stopping
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_deref()
+        {
+            Some(format!("stopping (exit 70): {what}").into())
         } else if !self.loaded.load(Ordering::Relaxed) {
             Some("policies and keys not loaded".into())
         } else if self.suppression_loading.load(Ordering::Relaxed) {

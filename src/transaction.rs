@@ -95,6 +95,80 @@ pub fn next(e: TxnError) -> Next {
     }
 }
 
+/// A record of an input refused by the broker (or librdkafka) for good.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal<R> {
+    /// The input's offset.
+    pub offset: i64,
+    /// The topic the record was for.
+    pub topic: String,
+    /// Why, as the dead letter will say.
+    pub reason: R,
+    /// The error code, for the dead letter and the log.
+    pub code: String,
+}
+
+/// The refusals of one partition's records across its aborted
+/// transactions. At least once, a refused record is sent again until it has
+/// been refused `attempts` times, then a dead letter takes its place. Under
+/// exactly-once a refused record fails its whole transaction, which is
+/// aborted and processed again; without this book it would fail every time,
+/// and the partition would stall. A record refused `attempts` times (counted
+/// by input offset and topic, since the processing that makes it again is
+/// the same) is replaced by a dead letter the next time it is made, in the
+/// transaction that carries it. Refusals are rare: a list is enough.
+#[derive(Debug)]
+pub struct Refusals<R> {
+    attempts: u32,
+    seen: Vec<(Refusal<R>, u32)>,
+}
+
+impl<R: Clone> Refusals<R> {
+    pub fn new(attempts: u32) -> Self {
+        Refusals {
+            attempts,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Count one more refusal of the record; returns how many it has had.
+    pub fn refused(&mut self, refusal: Refusal<R>) -> u32 {
+        let found = self
+            .seen
+            .iter_mut()
+            .find(|(r, _)| r.offset == refusal.offset && r.topic == refusal.topic);
+        match found {
+            Some((last, n)) => {
+                *n = n.saturating_add(1);
+                *last = refusal;
+                *n
+            }
+            None => {
+                self.seen.push((refusal, 1));
+                1
+            }
+        }
+    }
+
+    /// The last refusal of the record at `offset` for `topic` if it has been
+    /// refused for good: then a dead letter is sent in its place.
+    pub fn for_good(&self, offset: i64, topic: &str) -> Option<&Refusal<R>> {
+        self.seen
+            .iter()
+            .find(|(r, n)| r.offset == offset && r.topic == topic && *n >= self.attempts)
+            .map(|(r, _)| r)
+    }
+
+    /// Inputs before `next` are committed: their refusals are forgotten.
+    pub fn committed(&mut self, next: i64) {
+        self.seen.retain(|(r, _)| r.offset >= next);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.seen.is_empty()
+    }
+}
+
 /// The `transactional.id` of the producer that writes what is made of
 /// input partition `partition` of `topic` for consumer group `group`:
 /// stable across restarts and the same on every instance, so the instance
@@ -180,6 +254,62 @@ mod tests {
         assert_eq!(next(e(false, true, true)), Next::Abort);
         assert_eq!(next(e(false, false, true)), Next::Retry);
         assert_eq!(next(e(false, false, false)), Next::Abort, "unknown: abort");
+    }
+
+    fn refusal(offset: i64, topic: &str) -> Refusal<&'static str> {
+        Refusal {
+            offset,
+            topic: topic.to_owned(),
+            reason: "rejected_by_broker",
+            code: "InvalidRecord".to_owned(),
+        }
+    }
+
+    #[test]
+    fn a_record_is_refused_for_good_at_the_attempts_and_not_one_before() {
+        let mut book = Refusals::new(3);
+        assert!(book.for_good(7, "clean").is_none());
+        assert_eq!(book.refused(refusal(7, "clean")), 1);
+        assert_eq!(book.refused(refusal(7, "clean")), 2);
+        assert!(book.for_good(7, "clean").is_none());
+        assert_eq!(book.refused(refusal(7, "clean")), 3);
+        assert_eq!(book.for_good(7, "clean"), Some(&refusal(7, "clean")));
+    }
+
+    #[test]
+    fn refusals_count_per_input_and_topic_so_other_records_are_never_replaced() {
+        let mut book = Refusals::new(2);
+        book.refused(refusal(7, "clean"));
+        book.refused(refusal(7, "clean"));
+        book.refused(refusal(8, "clean"));
+        book.refused(refusal(7, "other"));
+        assert!(book.for_good(7, "clean").is_some());
+        assert!(book.for_good(8, "clean").is_none(), "another input");
+        assert!(book.for_good(7, "other").is_none(), "another route");
+        assert!(book.for_good(6, "clean").is_none());
+    }
+
+    #[test]
+    fn the_last_refusal_is_what_the_dead_letter_says() {
+        let mut book = Refusals::new(2);
+        book.refused(refusal(1, "t"));
+        book.refused(Refusal {
+            code: "PolicyViolation".to_owned(),
+            ..refusal(1, "t")
+        });
+        assert_eq!(book.for_good(1, "t").unwrap().code, "PolicyViolation");
+    }
+
+    #[test]
+    fn committed_inputs_are_forgotten_and_later_ones_kept() {
+        let mut book = Refusals::new(1);
+        book.refused(refusal(4, "t"));
+        book.refused(refusal(5, "t"));
+        book.committed(5);
+        assert!(book.for_good(4, "t").is_none());
+        assert!(book.for_good(5, "t").is_some());
+        book.committed(6);
+        assert!(book.is_empty());
     }
 
     #[test]

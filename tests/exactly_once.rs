@@ -548,6 +548,87 @@ fn injected_error_aborts(api: RDKafkaApiKey, error: RDKafkaRespErr, reason: &str
     assert!(!log.contains("\"b\""), "no event content in the log");
 }
 
+/// Invariant: a record the broker refuses for good (INVALID_RECORD on
+/// three Produce requests in a row: the first input's record is in each)
+/// does not stall its partition by aborting every transaction that holds
+/// it: after three refusals a dead letter (reason `rejected_by_broker`,
+/// the input's coordinates, no event) takes its place inside the
+/// transaction, which commits. Every input ends in exactly one place, clean
+/// or refused, among the committed records, the offsets reach the end, and
+/// the dead letters are counted.
+#[test]
+fn a_record_refused_for_good_becomes_a_dead_letter_and_its_transaction_commits() {
+    const N: usize = 200;
+    let broker = mock();
+    let s = Setup::new(&broker, 1, "max_events: 50, max_ms: 100");
+    let landed = produce(&broker.bootstrap(), &s.raw, &inputs(0, N, 0));
+    let Broker::Mock(cluster) = &broker else {
+        unreachable!()
+    };
+    cluster.request_errors(
+        RDKafkaApiKey::Produce,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_INVALID_RECORD; 3],
+    );
+    let veil = s.start("veil");
+    let mut clean = Reader::new(&broker.bootstrap(), &s.clean);
+    let mut dead = Reader::new(&broker.bootstrap(), &s.dead);
+    assert!(
+        dead.wait_until(MINUTE, |r| !r.is_empty()),
+        "no dead letter; log:\n{}",
+        veil.log()
+    );
+    wait_committed_to_end(&broker, &s.raw, 1, &veil);
+    clean.poll_for(Duration::from_millis(500));
+    dead.poll_for(Duration::from_millis(500));
+    let refused: BTreeSet<(i32, i64)> = dead.records.iter().map(source_of).collect();
+    assert!(
+        refused.contains(&landed[0]),
+        "the first input was refused: {refused:?}"
+    );
+    for r in &dead.records {
+        let letter = r.json();
+        assert_eq!(letter["reason"], "rejected_by_broker", "{letter}");
+        assert_eq!(letter["route"], "r", "{letter}");
+        assert!(
+            letter["detail"].as_str().unwrap().contains("InvalidRecord"),
+            "{letter}"
+        );
+        assert_eq!(r.header("veil-reason"), Some("rejected_by_broker"));
+        assert!(
+            letter.get("event").is_none() && !letter.to_string().contains("\"b\""),
+            "no event in {letter}"
+        );
+    }
+    // Nothing lost: every input has a clean record or a dead letter. (The
+    // mock shows aborted records too, so "not both" cannot be read here.)
+    let forwarded: BTreeSet<(i32, i64)> = clean.records.iter().map(source_of).collect();
+    for input in &landed {
+        assert!(
+            refused.contains(input) || forwarded.contains(input),
+            "input {input:?} lost; log:\n{}",
+            veil.log()
+        );
+    }
+    let refusals = metric(
+        &veil,
+        "veil_dead_letters_total",
+        &[("reason", "rejected_by_broker")],
+    );
+    assert_eq!(refusals, refused.len() as f64, "log:\n{}", veil.log());
+    assert!(
+        metric(
+            &veil,
+            "veil_transaction_aborts_total",
+            &[("reason", "produce")]
+        ) >= 3.0,
+        "three refusals, three aborts; log:\n{}",
+        veil.log()
+    );
+    let log = stop(veil);
+    assert!(log.contains("a dead letter takes its place"), "log:\n{log}");
+    assert!(!log.contains("\"b\""), "no event content in the log");
+}
+
 /// Invariant: a producer fenced by another with its transactional id (a
 /// newer instance taking over the partition; injected as the broker's
 /// PRODUCER_FENCED) never goes on as a zombie:

@@ -2,7 +2,7 @@
 //! statistics (consumer lag, broker state) and client errors.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock, Weak};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 use std::time::Instant;
 
 use rdkafka::TopicPartitionList;
@@ -15,11 +15,13 @@ use rdkafka::statistics::Statistics;
 use tracing::warn;
 
 use super::consume::{ServiceConsumer, commit};
-use super::produce::{Delivery, Outgoing, failed};
+use super::produce::{Class, Delivery, Outgoing, classify, failed};
 use super::shared::Shared;
 use super::worker::{Change, split};
 use crate::metrics::{ProduceFailure, ProduceStep, Rebalanced};
 use crate::offsets::Partition;
+use crate::outcome::RejectReason;
+use crate::transaction::Refusal;
 
 pub(crate) struct ProducerCtx {
     shared: Arc<Shared>,
@@ -30,6 +32,10 @@ pub(crate) struct ProducerCtx {
     transactional: bool,
     /// A delivery of the open transaction failed (transactional only).
     delivery_failed: AtomicBool,
+    /// Records the broker refused for good since they were last taken
+    /// (transactional only): the partition's worker counts them, and
+    /// replaces one refused often enough by a dead letter.
+    refused: Mutex<Vec<Refusal<RejectReason>>>,
 }
 
 impl ProducerCtx {
@@ -38,6 +44,7 @@ impl ProducerCtx {
             shared,
             transactional: false,
             delivery_failed: AtomicBool::new(false),
+            refused: Mutex::new(Vec::new()),
         }
     }
 
@@ -54,6 +61,11 @@ impl ProducerCtx {
 
     pub(super) fn reset_delivery_failed(&self) {
         self.delivery_failed.store(false, Ordering::Release);
+    }
+
+    /// The records refused for good since the last call.
+    pub(super) fn take_refused(&self) -> Vec<Refusal<RejectReason>> {
+        std::mem::take(&mut *self.refused.lock().unwrap_or_else(PoisonError::into_inner))
     }
 }
 
@@ -79,6 +91,23 @@ impl ProducerContext for ProducerCtx {
             Err((e, msg)) if self.transactional => {
                 self.delivery_failed.store(true, Ordering::Release);
                 let code = super::produce::error_code(e);
+                // A dead letter written in place of a refused record is not
+                // replaced again: if it is refused too, the partition stalls
+                // (reported), as at least once.
+                if let Class::Refused(reason) =
+                    classify(e.rdkafka_error_code(), ProduceStep::Delivery)
+                    && !delivery.refusal
+                {
+                    self.refused
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .push(Refusal {
+                            offset: delivery.ack.ticket.offset,
+                            topic: msg.topic().to_owned(),
+                            reason,
+                            code: code.clone(),
+                        });
+                }
                 self.shared.metrics.produce_failed(ProduceFailure {
                     code: &code,
                     topic: msg.topic(),

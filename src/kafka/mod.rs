@@ -388,8 +388,8 @@ impl Running {
         shared.stop_reading();
 
         let died = shared.watchdog.dead();
-        let drain_timeout = if died.is_some() {
-            shared.health.set_thread_died();
+        let drain_timeout = if let Some(what) = &died {
+            shared.health.set_stopping(what.clone());
             shared.metrics.set_ready(&shared.health);
             Duration::ZERO
         } else {

@@ -37,6 +37,7 @@ use rdkafka::producer::{BaseRecord, ThreadedProducer};
 use super::context::ProducerCtx;
 use super::shared::{Ack, Shared};
 use crate::metrics::{ProduceFailure, ProduceStep};
+use crate::offsets::Ticket;
 use crate::outcome::RejectReason;
 use crate::stage::{Origin, Source};
 
@@ -291,34 +292,54 @@ fn send_owned(shared: &Shared, producer: &Producer, o: Outgoing) {
 /// Write the dead letter that replaces a refused record; the record's
 /// acknowledgement passes to it.
 fn refuse(shared: &Shared, producer: &Producer, o: Outgoing, reason: RejectReason, code: &str) {
+    let (letter, headers) = refused_letter(shared, &o.topic, &o.delivery.ack.ticket, reason, code);
+    let mut delivery = o.delivery;
+    delivery.refusal = true;
+    delivery.refusals = 0;
+    let record = BaseRecord::<[u8], [u8], _>::with_opaque_to(&shared.topics.dead_letter, delivery)
+        .payload(&letter[..])
+        .headers(headers);
+    send(shared, producer, record, &|| false);
+}
+
+/// The dead letter (payload and headers) that takes the place of a record
+/// for `topic` made of the input `ticket` names, refused for good; counted
+/// and logged (never with the record's content).
+pub(super) fn refused_letter(
+    shared: &Shared,
+    topic: &str,
+    ticket: &Ticket,
+    reason: RejectReason,
+    code: &str,
+) -> (Vec<u8>, OwnedHeaders) {
     let live = shared.live();
-    let ticket = &o.delivery.ack.ticket;
-    let route = shared.topics.routes.iter().position(|t| *t == o.topic);
+    let route = shared.topics.routes.iter().position(|t| t == topic);
     let route_name = route
         .and_then(|i| live.stage.routes().get(i))
         .map(|r| r.name.as_str());
-    let (topic, partition, offset) = (&*ticket.partition.0, ticket.partition.1, ticket.offset);
+    let (source_topic, partition, offset) =
+        (&*ticket.partition.0, ticket.partition.1, ticket.offset);
     let letter = live.stage.refused_letter(
         reason,
         route_name,
         code,
         Origin::Kafka {
-            topic,
+            topic: source_topic,
             partition,
             offset,
         },
     );
     live.counters.refused(route, reason);
     tracing::warn!(
-        topic = o.topic,
+        topic,
         reason = reason.code(),
         code,
-        source_topic = topic,
+        source_topic,
         partition,
         offset,
         "the broker refused a record for good: a dead letter takes its place"
     );
-    let source = Source::new(topic, partition, offset);
+    let source = Source::new(source_topic, partition, offset);
     let headers = live
         .stage
         .dead_letter_headers(reason.code(), &source)
@@ -329,13 +350,7 @@ fn refuse(shared: &Shared, producer: &Producer, o: Outgoing, reason: RejectReaso
                 value: Some(*value),
             })
         });
-    let mut delivery = o.delivery;
-    delivery.refusal = true;
-    delivery.refusals = 0;
-    let record = BaseRecord::<[u8], [u8], _>::with_opaque_to(&shared.topics.dead_letter, delivery)
-        .payload(&letter[..])
-        .headers(headers);
-    send(shared, producer, record, &|| false);
+    (letter, headers)
 }
 
 #[cfg(test)]

@@ -35,12 +35,15 @@ use tracing::{debug, info};
 
 use super::consume::ServiceConsumer;
 use super::context::ProducerCtx;
-use super::produce::{Delivery, Producer, error_code};
+use super::produce::{
+    Class, Delivery, Producer, REFUSED_ATTEMPTS, classify, error_code, refused_letter,
+};
 use super::shared::Shared;
 use crate::config::{KafkaSource, TxnLimits};
-use crate::metrics::{AbortReason, Aborted};
+use crate::metrics::{AbortReason, Aborted, ProduceFailure, ProduceStep};
 use crate::offsets::{Partition, Ticket};
-use crate::transaction::{Next, TxnError, next};
+use crate::outcome::RejectReason;
+use crate::transaction::{Next, Refusal, Refusals, TxnError, next};
 
 /// How long one transaction call may block before it is retried.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -90,6 +93,10 @@ pub(super) struct PartitionTxn {
     /// transaction that fails every time (a record the broker refuses
     /// for good) is retried at a steady pace, not in a tight loop.
     resume_at: Option<Instant>,
+    /// Records of uncommitted inputs the broker refused for good: one
+    /// refused [`REFUSED_ATTEMPTS`] times is replaced by a dead letter, so
+    /// that its transaction can commit.
+    refusals: Refusals<RejectReason>,
 }
 
 fn flags(e: &KafkaError) -> TxnError {
@@ -146,6 +153,7 @@ impl PartitionTxn {
             open: None,
             next_offset: None,
             resume_at: None,
+            refusals: Refusals::new(REFUSED_ATTEMPTS),
         })
     }
 
@@ -167,6 +175,7 @@ impl PartitionTxn {
         if self.open.is_some() {
             return Ok(());
         }
+        self.count_refusals();
         if let Err(e) = self.producer.begin_transaction() {
             return Err(fatal(shared, &self.partition, "begin_transaction", &e));
         }
@@ -183,26 +192,80 @@ impl PartitionTxn {
 
     /// Send one record of the open transaction, waiting while librdkafka's
     /// queue is full unless `hurry` (a rebalance waits for the worker).
-    /// A record that cannot be enqueued fails the transaction: it is
-    /// aborted instead of committed.
+    /// A record refused for good (by librdkafka now, or by the broker in
+    /// [`REFUSED_ATTEMPTS`] aborted transactions before) is replaced by a
+    /// dead letter in the same transaction; a record that cannot be
+    /// enqueued for any other reason fails the transaction: it is aborted
+    /// instead of committed.
     pub(super) fn send<K, P>(
         &mut self,
         shared: &Shared,
-        mut record: BaseRecord<'_, K, P, Box<Delivery>>,
+        record: BaseRecord<'_, K, P, Box<Delivery>>,
         hurry: &dyn Fn() -> bool,
     ) where
         K: ToBytes + ?Sized,
         P: ToBytes + ?Sized,
     {
+        let refused = if self.refusals.is_empty() || record.delivery_opaque.refusal {
+            None
+        } else {
+            let offset = record.delivery_opaque.ack.ticket.offset;
+            self.refusals.for_good(offset, record.topic).cloned()
+        };
+        match refused {
+            None => {
+                if let Some(refused) = self.enqueue(shared, record, hurry) {
+                    self.replace(shared, refused, hurry);
+                }
+            }
+            Some(r) => self.replace(
+                shared,
+                (r.reason, r.code, record.delivery_opaque, r.topic),
+                hurry,
+            ),
+        }
+    }
+
+    /// Send the dead letter that takes the place of a record refused for
+    /// good (the record's delivery passes to it).
+    fn replace(
+        &mut self,
+        shared: &Shared,
+        (reason, code, mut delivery, topic): (RejectReason, String, Box<Delivery>, String),
+        hurry: &dyn Fn() -> bool,
+    ) {
+        let (letter, headers) = refused_letter(shared, &topic, &delivery.ack.ticket, reason, &code);
+        delivery.refusal = true;
+        let record =
+            BaseRecord::<[u8], [u8], _>::with_opaque_to(&shared.topics.dead_letter, delivery)
+                .payload(&letter[..])
+                .headers(headers);
+        // A dead letter in place of a refused record is never replaced.
+        let _ = self.enqueue(shared, record, hurry);
+    }
+
+    /// Enqueue a record in the open transaction. Returns the record's
+    /// delivery if librdkafka refuses it for good (too large): a dead
+    /// letter is to take its place.
+    fn enqueue<K, P>(
+        &mut self,
+        shared: &Shared,
+        mut record: BaseRecord<'_, K, P, Box<Delivery>>,
+        hurry: &dyn Fn() -> bool,
+    ) -> Option<(RejectReason, String, Box<Delivery>, String)>
+    where
+        K: ToBytes + ?Sized,
+        P: ToBytes + ?Sized,
+    {
         let Some(open) = self.open.as_mut() else {
-            return; // begin failed: the watchdog is raised
+            return None; // begin failed: the watchdog is raised
         };
         if open.failed.is_some() {
-            return; // aborted anyway
+            return None; // aborted anyway
         }
         loop {
             match self.producer.send(record) {
-                Ok(()) => return,
+                Ok(()) => return None,
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r))
                     if !hurry() && !shared.abandoning() =>
                 {
@@ -211,18 +274,37 @@ impl PartitionTxn {
                 }
                 Err((e, r)) => {
                     let code = error_code(&e);
-                    shared
-                        .metrics
-                        .produce_failed(crate::metrics::ProduceFailure {
-                            code: &code,
-                            topic: r.topic,
-                            error: &e,
-                            step: crate::metrics::ProduceStep::Enqueue,
-                        });
+                    shared.metrics.produce_failed(ProduceFailure {
+                        code: &code,
+                        topic: r.topic,
+                        error: &e,
+                        step: ProduceStep::Enqueue,
+                    });
+                    if let Class::Refused(reason) =
+                        classify(e.rdkafka_error_code(), ProduceStep::Enqueue)
+                        && !r.delivery_opaque.refusal
+                    {
+                        return Some((reason, code, r.delivery_opaque, r.topic.to_owned()));
+                    }
                     open.failed = Some(code);
-                    return;
+                    return None;
                 }
             }
+        }
+    }
+
+    /// Count the refusals the delivery reports have brought since the last
+    /// call.
+    fn count_refusals(&mut self) {
+        for refusal in self.producer.context().take_refused() {
+            let Refusal { offset, .. } = refusal;
+            let n = self.refusals.refused(refusal);
+            debug!(
+                partition = self.partition.1,
+                offset,
+                refusals = n,
+                "a record of the transaction was refused by the broker"
+            );
         }
     }
 
@@ -293,6 +375,7 @@ impl PartitionTxn {
             return self.abort(txns, shared, open, reason, &code);
         }
         shared.metrics.transaction_committed();
+        self.refusals.committed(open.last + 1);
         // The same offsets again, through the consumer, now that the
         // transaction holding them has committed (so they never run ahead
         // of its outputs). On Kafka this is redundant; librdkafka's mock
@@ -358,6 +441,7 @@ impl PartitionTxn {
                 Err(e) => return Err(fatal(shared, &self.partition, "abort_transaction", &e)),
             }
         }
+        self.count_refusals();
         let (topic, p) = (&*self.partition.0, self.partition.1);
         shared.rewind(&self.partition, self.generation, open.first);
         self.next_offset = Some(open.first);

@@ -31,19 +31,20 @@ impl Watchdog {
         }
     }
 
-    /// Thread `name` died: log it and raise the alarm (the first death
-    /// names the alarm; later ones are logged only).
-    pub(super) fn raise(&self, name: &str) {
+    /// Something veil cannot run without is gone (`what`: a thread that
+    /// died, a producer that cannot go on): log it and raise the alarm (the
+    /// first names the alarm, as `/readyz` says; later ones are logged only).
+    pub(super) fn raise(&self, what: &str) {
         let mut dead = self.lock();
-        if dead.as_deref() == Some(name) {
-            return; // already raised for this thread
+        if dead.as_deref() == Some(what) {
+            return; // already raised for this
         }
         error!(
-            thread = name,
-            "a veil thread died; stopping, veil exits with code 70 so that it is restarted"
+            what,
+            "veil cannot go on: {what}; stopping, veil exits with code 70 so that it is restarted"
         );
         if dead.is_none() {
-            *dead = Some(name.to_owned());
+            *dead = Some(what.to_owned());
         }
     }
 
@@ -69,7 +70,7 @@ pub(super) struct Lifeline {
 impl Drop for Lifeline {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            self.watchdog.raise(&self.name);
+            self.watchdog.raise(&format!("thread {} died", self.name));
         }
     }
 }
@@ -110,11 +111,11 @@ mod tests {
         spawn(&w, "veil-worker-1", || {
             panic!("outside the per-input guard")
         });
-        assert_eq!(w.dead().as_deref(), Some("veil-worker-1"));
+        assert_eq!(w.dead().as_deref(), Some("thread veil-worker-1 died"));
         spawn(&w, "veil-retry", || panic!("a second death"));
         assert_eq!(
             w.dead().as_deref(),
-            Some("veil-worker-1"),
+            Some("thread veil-worker-1 died"),
             "the first names it"
         );
     }
