@@ -56,6 +56,7 @@ pub mod outcome;
 pub mod policy;
 pub mod pseudonym;
 pub mod schema;
+pub mod shadow;
 pub mod stage;
 pub mod suppression;
 pub mod tcf;

@@ -73,14 +73,16 @@ pub mod family {
     pub const CONSENT_INVALID: Family = spec("veil_consent_invalid_total", "Events whose IAB TCF consent string could not be read (dropped as no_consent), by route and reason (malformed, unsupported_version).", &["route", "reason"]);
     pub const TRANSACTIONS: Family = spec("veil_transactions_total", "delivery: exactly_once: transactions by result (committed, aborted).", &["result"]);
     pub const TRANSACTION_ABORTS: Family = spec("veil_transaction_aborts_total", "delivery: exactly_once: aborted transactions by the step that failed (produce, send_offsets, commit); their inputs are processed again.", &["reason"]);
+    pub const SHADOW_EVENTS: Family = spec("veil_shadow_events_total", "routes[].shadow: inputs the route's shadow policy was compared on, by whether its result differed from the live one (same, different).", &["route", "result"]);
+    pub const SHADOW_DIFFERENCES: Family = spec("veil_shadow_differences_total", "routes[].shadow: differences between the shadow policy's result and the live one, by the policy path covering the field ((other) when none does, (event) for the whole event) and change (added, removed, changed, now_dropped, now_forwarded, now_dead_lettered).", &["route", "path_class", "change"]);
     pub const READY: Family = spec("veil_ready", "1 when /readyz answers 200: policies and keys loaded, broker reachable, group joined, partitions assigned, none stalled.", &[]);
 
     /// All of the above.
-    pub const ALL: [&Family; 25] = [
+    pub const ALL: [&Family; 27] = [
         &EVENTS, &DEAD_LETTERS, &FIELDS, &INPUT_BYTES, &OUTPUT_BYTES, &PROCESS_DURATION,
         &END_TO_END_LATENCY, &CONSUMER_LAG, &PARTITION_STALLED, &IN_FLIGHT, &PRODUCE_ERRORS, &COMMITS, &REBALANCES,
         &POLICY_INFO, &KEY_INFO, &KEY_AGE, &KEY_MAX_AGE, &RELOADS, &SUPPRESSION_ENTRIES, &SUPPRESSION_UPDATES, &SUPPRESSION_INVALID,
-        &CONSENT_INVALID, &TRANSACTIONS, &TRANSACTION_ABORTS, &READY,
+        &CONSENT_INVALID, &TRANSACTIONS, &TRANSACTION_ABORTS, &SHADOW_EVENTS, &SHADOW_DIFFERENCES, &READY,
     ];
 }
 
@@ -111,6 +113,8 @@ pub struct Metrics {
     consent_invalid: IntCounterVec,
     transactions: IntCounterVec,
     transaction_aborts: IntCounterVec,
+    shadow_events: IntCounterVec,
+    shadow_differences: IntCounterVec,
     ready: IntGauge,
 }
 
@@ -416,6 +420,8 @@ impl Metrics {
             consent_invalid: r.counters(&CONSENT_INVALID)?,
             transactions: r.counters(&TRANSACTIONS)?,
             transaction_aborts: r.counters(&TRANSACTION_ABORTS)?,
+            shadow_events: r.counters(&SHADOW_EVENTS)?,
+            shadow_differences: r.counters(&SHADOW_DIFFERENCES)?,
             ready: r.gauge(&READY)?,
         };
         for result in TxnResult::ALL {
@@ -670,6 +676,46 @@ pub struct StageCounters {
     routes: Vec<RouteCounters>,
     dead: Vec<IntCounter>,
     input_bytes: IntCounter,
+    /// One per route with a shadow policy.
+    shadows: Vec<ShadowCounters>,
+}
+
+/// The counters of one route's shadow comparisons, and the tallies of the
+/// current summary window (see [`StageCounters::shadow_summaries`]).
+#[derive(Clone)]
+struct ShadowCounters {
+    route: usize,
+    name: String,
+    /// The shadow policy's `name@version`.
+    policy: String,
+    same: IntCounter,
+    different: IntCounter,
+    family: IntCounterVec,
+    /// Path class labels, in class order.
+    classes: Arc<[String]>,
+    /// Per class and change (`class * Change::ALL.len() + change`), made
+    /// on the first difference of each, so that only series that occur
+    /// are exported.
+    differences: Arc<[std::sync::OnceLock<IntCounter>]>,
+    window: Arc<ShadowWindow>,
+}
+
+/// Counts since the last summary.
+struct ShadowWindow {
+    compared: std::sync::atomic::AtomicU64,
+    differed: std::sync::atomic::AtomicU64,
+    differences: Box<[std::sync::atomic::AtomicU64]>,
+}
+
+/// One route's shadow comparisons over a summary window.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShadowSummary {
+    pub route: String,
+    pub policy: String,
+    pub compared: u64,
+    pub differed: u64,
+    /// The most frequent (path class, change, count), most frequent first.
+    pub top: Vec<(String, &'static str, u64)>,
 }
 
 #[derive(Clone)]
@@ -716,6 +762,136 @@ impl StageCounters {
                 .map(|r| m.dead_letters.with_label_values(&[r.code()]))
                 .collect(),
             input_bytes: m.input_bytes.clone(),
+            shadows: Vec::new(),
+        }
+    }
+
+    /// Count the shadow comparisons of `shadows`: `(route index, route
+    /// name, shadow policy name@version, path class labels)`, as
+    /// [`crate::stage::Stage::shadows`] lists them.
+    pub fn with_shadows(
+        mut self,
+        m: &Metrics,
+        shadows: &[(usize, &str, String, &[String])],
+    ) -> StageCounters {
+        use crate::shadow::Change;
+        self.shadows = shadows
+            .iter()
+            .map(|(route, name, policy, classes)| {
+                let n = classes.len() * Change::ALL.len();
+                ShadowCounters {
+                    route: *route,
+                    name: (*name).to_owned(),
+                    policy: policy.clone(),
+                    same: m.shadow_events.with_label_values(&[name, "same"]),
+                    different: m.shadow_events.with_label_values(&[name, "different"]),
+                    family: m.shadow_differences.clone(),
+                    classes: classes.iter().cloned().collect(),
+                    differences: (0..n).map(|_| std::sync::OnceLock::new()).collect(),
+                    window: Arc::new(ShadowWindow {
+                        compared: 0.into(),
+                        differed: 0.into(),
+                        differences: (0..n).map(|_| 0.into()).collect(),
+                    }),
+                }
+            })
+            .collect();
+        self
+    }
+
+    /// Count what the shadow policies made of one input: each route
+    /// compared, with its differences (as `ShadowResults::routes` lists them).
+    pub fn shadow<'a>(
+        &self,
+        routes: impl IntoIterator<Item = (usize, &'a [crate::shadow::Difference])>,
+    ) {
+        use std::sync::atomic::Ordering::Relaxed;
+        if self.shadows.is_empty() {
+            return;
+        }
+        for (route, differences) in routes {
+            let Some(c) = self.shadows.iter().find(|c| c.route == route) else {
+                continue;
+            };
+            c.window.compared.fetch_add(1, Relaxed);
+            if differences.is_empty() {
+                c.same.inc();
+                continue;
+            }
+            c.different.inc();
+            c.window.differed.fetch_add(1, Relaxed);
+            for d in differences {
+                let i = d.class * crate::shadow::Change::ALL.len() + d.change as usize;
+                let (Some(slot), Some(label)) = (c.differences.get(i), c.classes.get(d.class))
+                else {
+                    continue;
+                };
+                slot.get_or_init(|| {
+                    c.family
+                        .with_label_values(&[&c.name, label, d.change.label()])
+                })
+                .inc();
+                if let Some(w) = c.window.differences.get(i) {
+                    w.fetch_add(1, Relaxed);
+                }
+            }
+        }
+    }
+
+    /// Each shadowed route's comparisons since the last call (the window
+    /// starts again at zero), with its `top` most frequent differences.
+    pub fn shadow_summaries(&self, top: usize) -> Vec<ShadowSummary> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let changes = crate::shadow::Change::ALL;
+        self.shadows
+            .iter()
+            .map(|c| {
+                let mut counted: Vec<(String, &'static str, u64)> = c
+                    .window
+                    .differences
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, n)| {
+                        let n = n.swap(0, Relaxed);
+                        let class = c.classes.get(i / changes.len())?;
+                        let change = changes.get(i % changes.len())?;
+                        (n > 0).then(|| (class.clone(), change.label(), n))
+                    })
+                    .collect();
+                counted.sort_by(|a, b| b.2.cmp(&a.2).then_with(|| a.0.cmp(&b.0)));
+                counted.truncate(top);
+                ShadowSummary {
+                    route: c.name.clone(),
+                    policy: c.policy.clone(),
+                    compared: c.window.compared.swap(0, Relaxed),
+                    differed: c.window.differed.swap(0, Relaxed),
+                    top: counted,
+                }
+            })
+            .collect()
+    }
+
+    /// Log each shadowed route's comparisons since the last call (`over`:
+    /// the window, e.g. "the last minute"); nothing when no route has a
+    /// shadow policy. Never a value: path classes and change kinds only.
+    pub fn log_shadow_summaries(&self, over: &str) {
+        for s in self.shadow_summaries(5) {
+            let top = s
+                .top
+                .iter()
+                .map(|(class, change, n)| format!("{class} {change} x{n}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            tracing::info!(
+                route = s.route,
+                shadow = s.policy,
+                compared = s.compared,
+                differed = s.differed,
+                top = %top,
+                "shadow policy over {over}: {} of {} inputs would come out differently",
+                s.differed,
+                s.compared
+            );
         }
     }
 
@@ -918,6 +1094,44 @@ mod tests {
     }
 
     #[test]
+    fn shadow_summaries_count_a_window_and_start_again_at_zero() {
+        use crate::shadow::{Change, Difference};
+        let registry = Registry::new();
+        let m = Metrics::new(&registry).unwrap();
+        let classes = ["ip".to_owned(), "page".to_owned()];
+        let c =
+            StageCounters::new(&m, ["a"]).with_shadows(&m, &[(0, "a", "c@2".into(), &classes[..])]);
+        let d = |class, change| Difference { class, change };
+        c.shadow([(0, &[d(0, Change::Changed), d(1, Change::Added)][..])]);
+        c.shadow([(0, &[d(0, Change::Changed)][..])]);
+        c.shadow([(0, &[][..])]);
+        c.shadow([(1, &[d(0, Change::Added)][..])]); // a route without a shadow: ignored
+        let s = c.shadow_summaries(1);
+        assert_eq!(s.len(), 1);
+        assert_eq!((s[0].route.as_str(), s[0].policy.as_str()), ("a", "c@2"));
+        assert_eq!((s[0].compared, s[0].differed), (3, 2));
+        assert_eq!(
+            s[0].top,
+            [("ip".to_owned(), "changed", 2)],
+            "the most frequent only"
+        );
+        let again = c.shadow_summaries(5);
+        assert_eq!((again[0].compared, again[0].differed), (0, 0));
+        assert!(again[0].top.is_empty());
+        let text = exposition(&registry);
+        assert!(
+            text.contains(
+                r#"veil_shadow_differences_total{change="changed",path_class="ip",route="a"} 2"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"veil_shadow_events_total{result="same",route="a"} 1"#),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn every_family_in_the_table_is_registered() {
         let registry = Registry::new();
         let m = Metrics::new(&registry).unwrap();
@@ -934,7 +1148,15 @@ mod tests {
         .unwrap_or_else(|e| panic!("{e}"));
         let engine = crate::compile(policy, &key, crate::Limits::default());
         let made = std::time::SystemTime::now() - Duration::from_secs(90);
-        let _counters = m.live(&[("a", &engine)], &["k1"], &[("k1".into(), Some(made))]);
+        let classes = ["x".to_owned()];
+        let counters = m
+            .live(&[("a", &engine)], &["k1"], &[("k1".into(), Some(made))])
+            .with_shadows(&m, &[(0, "a", "c@1".into(), &classes[..])]);
+        let added = crate::shadow::Difference {
+            class: 0,
+            change: crate::shadow::Change::Added,
+        };
+        counters.shadow([(0, &[added][..])]);
         m.consumer_lag("raw", 0, 1);
         m.partition_stalled("raw", 0, false);
         m.produce_failed(ProduceFailure {

@@ -66,6 +66,16 @@ pub struct Route {
     key_hasher: Pseudonymiser,
     /// Id of the key this route's pseudonyms are made with.
     key_id: String,
+    /// The candidate policy run beside this one (`routes[].shadow`).
+    shadow: Option<Box<ShadowRoute>>,
+}
+
+/// A route's shadow policy: applied to every input, compared with the live
+/// output, never produced.
+#[derive(Debug, Clone)]
+struct ShadowRoute {
+    engine: CompiledPolicy,
+    classes: crate::shadow::PathClasses,
 }
 
 impl Route {
@@ -143,6 +153,34 @@ pub struct Processed {
     /// One entry per route, in route order; empty when rejected.
     pub outputs: Vec<RouteOutput>,
     pub rejected: Option<Reject>,
+    /// What the routes' shadow policies made of the input, compared with
+    /// the live outputs (empty when no route has one, or when rejected).
+    pub shadow: ShadowResults,
+    shadow_buf: Vec<u8>,
+}
+
+/// The shadow comparisons of one input.
+#[derive(Debug, Default)]
+pub struct ShadowResults {
+    /// The routes compared, in route order, each with where its
+    /// differences are in `differences`.
+    compared: Vec<(usize, Range<usize>)>,
+    differences: Vec<crate::shadow::Difference>,
+}
+
+impl ShadowResults {
+    fn clear(&mut self) {
+        self.compared.clear();
+        self.differences.clear();
+    }
+
+    /// Each route compared, in route order, with its differences (none:
+    /// the shadow policy made the same of the input).
+    pub fn routes(&self) -> impl Iterator<Item = (usize, &[crate::shadow::Difference])> {
+        self.compared
+            .iter()
+            .map(|(route, r)| (*route, self.differences.get(r.clone()).unwrap_or_default()))
+    }
 }
 
 impl Processed {
@@ -239,6 +277,12 @@ pub enum StageError {
         #[source]
         source: PolicyError,
     },
+    #[error("route `{route}`'s shadow policy: {source}")]
+    Shadow {
+        route: String,
+        #[source]
+        source: PolicyError,
+    },
     #[error(transparent)]
     Keys(#[from] KeyError),
     /// `message_key` does not fit the policies (see
@@ -330,7 +374,19 @@ pub fn load(config: &PipelineConfig) -> Result<(Stage, KeyRing), StageError> {
         .zip(config.route_keys())
         .map(|((name, policy), (_, _, key))| (name, policy, key.map(str::to_owned)))
         .collect();
-    let stage = Stage::keyed(&config.stage, keyed, &ring)?;
+    let mut shadows = Vec::new();
+    for (i, path) in config.shadows() {
+        let route = config.policies().get(i).map_or("", |(n, _)| *n).to_owned();
+        let policy = crate::policy::load(path).map_err(|source| StageError::Shadow {
+            route: route.clone(),
+            source,
+        })?;
+        for w in &policy.warnings {
+            tracing::warn!(route, "shadow policy: {w}");
+        }
+        shadows.push((i, policy));
+    }
+    let stage = Stage::keyed(&config.stage, keyed, &ring)?.shadowing(shadows, &ring)?;
     Ok((stage, ring))
 }
 
@@ -375,6 +431,7 @@ impl Stage {
                 engine: compile(policy, key, config.limits),
                 key_hasher,
                 key_id: key.id.clone(),
+                shadow: None,
             });
         }
         let public_demo_key = active.is_public_demo()
@@ -409,9 +466,58 @@ impl Stage {
     ) -> Stage {
         for route in &mut self.routes {
             route.engine = route.engine.clone().suppressing(list.clone());
+            if let Some(shadow) = route.shadow.as_mut() {
+                shadow.engine = shadow.engine.clone().suppressing(list.clone());
+            }
         }
         self.suppression = Some(list.clone());
         self
+    }
+
+    /// Run `shadows` (route index, candidate policy) beside the routes'
+    /// live policies, each under its route's key and the same limits.
+    pub fn shadowing(
+        mut self,
+        shadows: Vec<(usize, crate::Policy)>,
+        ring: &KeyRing,
+    ) -> Result<Stage, StageError> {
+        for (i, policy) in shadows {
+            let Some(route) = self.routes.get_mut(i) else {
+                continue; // (the config names shadows of its own routes only)
+            };
+            let key = ring
+                .get(&route.key_id)
+                .ok_or_else(|| StageError::RouteKey {
+                    route: route.name.clone(),
+                    key: route.key_id.clone(),
+                    available: ring.ids().map(str::to_owned).collect(),
+                })?;
+            let classes = crate::shadow::PathClasses::new(route.engine.policy(), &policy);
+            let mut engine = compile(policy, key, self.limits);
+            if let Some(list) = &self.suppression {
+                engine = engine.suppressing(list.clone());
+            }
+            route.shadow = Some(Box::new(ShadowRoute { engine, classes }));
+        }
+        Ok(self)
+    }
+
+    /// Each route with a shadow policy: its index, name, the shadow
+    /// policy's `name@version` and its path class labels (for metrics).
+    pub fn shadows(&self) -> Vec<(usize, &str, String, &[String])> {
+        self.routes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| {
+                let s = r.shadow.as_ref()?;
+                Some((
+                    i,
+                    r.name.as_str(),
+                    s.engine.policy().id(),
+                    s.classes.labels(),
+                ))
+            })
+            .collect()
     }
 
     /// Whether `key` names a suppressed subject (in any of its forms).
@@ -636,13 +742,41 @@ impl Stage {
         out.buf.clear();
         out.outputs.clear();
         out.rejected = None;
-        for route in &self.routes {
+        out.shadow.clear();
+        for (i, route) in self.routes.iter().enumerate() {
             let start = out.buf.len();
             let verdict = apply(&route.engine, value, &mut out.buf, scratch);
+            if let Some(shadow) = &route.shadow
+                && !matches!(verdict.outcome, Outcome::Rejected(_))
+            {
+                let live = match verdict.outcome {
+                    Outcome::Forwarded => {
+                        crate::shadow::Side::Forwarded(out.buf.get(start..).unwrap_or_default())
+                    }
+                    _ => crate::shadow::Side::Dropped,
+                };
+                out.shadow_buf.clear();
+                let candidate = apply(&shadow.engine, value, &mut out.shadow_buf, scratch);
+                let candidate = match candidate.outcome {
+                    Outcome::Forwarded => crate::shadow::Side::Forwarded(&out.shadow_buf),
+                    Outcome::Dropped(_) => crate::shadow::Side::Dropped,
+                    Outcome::Rejected(_) => crate::shadow::Side::Rejected,
+                };
+                let from = out.shadow.differences.len();
+                crate::shadow::compare(
+                    live,
+                    candidate,
+                    &shadow.classes,
+                    &mut out.shadow.differences,
+                );
+                let to = out.shadow.differences.len();
+                out.shadow.compared.push((i, from..to));
+            }
             match verdict.outcome {
                 Outcome::Rejected(r) => {
                     out.outputs.clear();
                     out.buf.clear();
+                    out.shadow.clear();
                     out.rejected = Some(r);
                     return;
                 }
@@ -660,6 +794,7 @@ impl Stage {
                     if (end - start).saturating_add(key_len) > self.max_record_bytes {
                         out.outputs.clear();
                         out.buf.clear();
+                        out.shadow.clear();
                         out.rejected = Some(Reject::OUTPUT_TOO_LARGE);
                         return;
                     }
@@ -678,6 +813,7 @@ impl Stage {
         // event that flows.
         if self.key_suppressed(key) {
             out.buf.clear();
+            out.shadow.clear();
             for o in &mut out.outputs {
                 *o = RouteOutput {
                     outcome: RouteOutcome::Dropped(crate::outcome::DropReason::Suppressed),

@@ -190,7 +190,9 @@ pub fn run(args: Args) -> CliResult {
     metrics.key_max_age(std::time::Duration::from_secs(
         veil::config::KeysConfig::DEFAULT_MAX_AGE_DAYS * 86_400,
     ));
-    let counters = metrics.live(&stage.policies(), &stage.key_ids(), stage.key_times());
+    let counters = metrics
+        .live(&stage.policies(), &stage.key_ids(), stage.key_times())
+        .with_shadows(&metrics, &stage.shadows());
     if let Some(list) = &suppression {
         metrics.suppression(
             veil::suppression::Source::Files,

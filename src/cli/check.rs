@@ -61,6 +61,13 @@ pub fn run_config(path: &Path, connect: bool) -> CliResult {
             r.engine.key_id()
         ))?;
     }
+    let shadow_files = config.shadows();
+    for ((_, name, policy, _), (_, file)) in stage.shadows().iter().zip(&shadow_files) {
+        print(format_args!(
+            "  route {name}: shadow policy {policy} ({}), compared, never produced\n",
+            file.display()
+        ))?;
+    }
     if let (Some(entries), Some(s)) = (suppressed, &config.suppression) {
         let topic = s
             .topic

@@ -54,6 +54,7 @@ pub fn run(
                 bytes += line.len() as u64;
                 stage.process(&line, None, origin, &mut processed, &mut scratch);
                 counters.record(line.len(), processed.tally());
+                counters.shadow(processed.shadow.routes());
                 (processed.rejected, Some(line.as_slice()))
             }
             // Not held in memory, so there is no payload to record.

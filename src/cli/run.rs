@@ -203,7 +203,9 @@ fn run_files(
     let metrics = Metrics::new(&registry).map_err(io)?;
     metrics.key_max_age(config.keys.max_age);
     super::warn_opt_out_headers(stage);
-    let counters = metrics.live(&stage.policies(), &stage.key_ids(), stage.key_times());
+    let counters = metrics
+        .live(&stage.policies(), &stage.key_ids(), stage.key_times())
+        .with_shadows(&metrics, &stage.shadows());
     if let Some(list) = suppression {
         metrics.suppression(Source::Files, 1, list.len());
     }
@@ -234,6 +236,25 @@ fn run_files(
     }
     commit(dead, &files.dead_letter_file, "dead-letter file")?;
     note(format_args!("{}", file_summary(stage, &metrics, lines)));
+    for s in counters.shadow_summaries(5) {
+        let top: Vec<String> = s
+            .top
+            .iter()
+            .map(|(class, change, n)| format!("{class} {change} x{n}"))
+            .collect();
+        note(format_args!(
+            "  shadow of route {} ({}): {} of {} inputs would come out differently{}",
+            s.route,
+            s.policy,
+            s.differed,
+            s.compared,
+            if top.is_empty() {
+                String::new()
+            } else {
+                format!("; most: {}", top.join(", "))
+            }
+        ));
+    }
     Ok(())
 }
 

@@ -159,6 +159,8 @@ pub struct RouteConfig<To> {
     pub to: To,
     /// The key id of the route's pseudonyms; `None`: the active key.
     pub key: Option<String>,
+    /// A candidate policy applied beside `policy`, compared, never produced.
+    pub shadow: Option<PathBuf>,
 }
 
 /// What the stage does with each input, whatever the pipeline's kind.
@@ -256,6 +258,21 @@ impl PipelineConfig {
             .into_iter()
             .map(|(name, policy, _)| (name, policy))
             .collect()
+    }
+
+    /// Each route with a shadow policy: its index and the shadow policy file.
+    pub fn shadows(&self) -> Vec<(usize, &Path)> {
+        fn of<T>(routes: &[RouteConfig<T>]) -> Vec<(usize, &Path)> {
+            routes
+                .iter()
+                .enumerate()
+                .filter_map(|(i, r)| Some((i, r.shadow.as_deref()?)))
+                .collect()
+        }
+        match &self.pipeline {
+            Pipeline::Kafka(k) => of(&k.routes),
+            Pipeline::Files(f) => of(&f.routes),
+        }
     }
 
     /// Each route's name, policy file and key id (`None`: the active key).

@@ -103,6 +103,9 @@ pub struct RawRoute {
     /// The key this route's pseudonyms are made with (default: `keys.active`).
     #[serde(default)]
     pub key: Option<Spanned<String>>,
+    /// A candidate policy run beside `policy` on live traffic, never produced.
+    #[serde(default)]
+    pub shadow: Option<Spanned<String>>,
     #[serde(default)]
     pub topic: Option<Spanned<String>>,
     #[serde(default)]

@@ -475,6 +475,7 @@ struct CheckedRoute {
     policy: PathBuf,
     to: Spanned<String>,
     key: Option<String>,
+    shadow: Option<PathBuf>,
 }
 
 fn check(c: &mut Checker, raw: RawConfig, file: &Path) -> PipelineConfig {
@@ -548,11 +549,29 @@ fn check(c: &mut Checker, raw: RawConfig, file: &Path) -> PipelineConfig {
             format!("{what} policy"),
         ));
         let key = r.key.filter(|k| key_id(c, k, &format!("{what} key")));
+        let shadow = r.shadow.map(|s| {
+            let path = c.path(&s.value);
+            if path == policy {
+                c.error(
+                    &s.referenced,
+                    format!("{what}'s shadow policy is its live policy"),
+                    Some("name the candidate policy to compare with the live one, or remove `shadow`"),
+                );
+            }
+            files.push(FilePlace::new(
+                Role::Input,
+                &path,
+                &s,
+                format!("{what} shadow policy"),
+            ));
+            path
+        });
         routes.push(CheckedRoute {
             name: r.name.value,
             policy,
             to,
             key: key.map(|k| k.value),
+            shadow,
         });
     }
 
@@ -791,6 +810,7 @@ fn check(c: &mut Checker, raw: RawConfig, file: &Path) -> PipelineConfig {
                     policy: r.policy,
                     to: r.to.value,
                     key: r.key,
+                    shadow: r.shadow,
                 })
                 .collect(),
             dead_letter_topic: dead,
@@ -808,6 +828,7 @@ fn check(c: &mut Checker, raw: RawConfig, file: &Path) -> PipelineConfig {
                     policy: r.policy,
                     to: c.path(&r.to.value),
                     key: r.key,
+                    shadow: r.shadow,
                 })
                 .collect(),
             dead_letter_file: c.path(&dead),

@@ -27,6 +27,8 @@ const TICK: Duration = Duration::from_millis(200);
 const ERROR_BACKOFF: Duration = Duration::from_millis(200);
 /// How often a stalled partition is logged again.
 const STALL_LOG_INTERVAL: Duration = Duration::from_secs(60);
+/// How often the shadow policies' differences are summarised in the log.
+const SHADOW_LOG_INTERVAL: Duration = Duration::from_secs(60);
 
 pub(super) type ServiceConsumer = BaseConsumer<ConsumerCtx>;
 
@@ -38,6 +40,8 @@ pub(super) struct Poller {
     pub(super) stall_after: Duration,
     /// Stalled partitions and when their stall was last logged.
     pub(super) stalls_logged: HashMap<Partition, Instant>,
+    /// When the shadow policies' summary is logged next.
+    pub(super) next_shadow_log: Instant,
 }
 
 impl Poller {
@@ -80,6 +84,13 @@ impl Poller {
         let m = &shared.metrics;
         m.in_flight(shared.pending(None));
         self.watch_stalls();
+        if Instant::now() >= self.next_shadow_log {
+            shared
+                .live()
+                .counters
+                .log_shadow_summaries("the last minute");
+            self.next_shadow_log = Instant::now() + SHADOW_LOG_INTERVAL;
+        }
         if let Some(list) = &shared.suppression {
             let unverifiable = list.unverifiable();
             shared

@@ -346,6 +346,7 @@ pub async fn start(
         shared: shared.clone(),
         stall_after: kafka.stall_after,
         stalls_logged: Default::default(),
+        next_shadow_log: std::time::Instant::now() + std::time::Duration::from_secs(60),
     }
     .spawn()
     .map_err(spawn_error("veil-consumer"))?;

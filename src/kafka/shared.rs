@@ -44,7 +44,9 @@ impl Live {
     /// `stage` with every output record held to `record_limit` bytes
     /// ([`Stage::limit_records`]).
     pub(super) fn new(stage: Stage, metrics: &Metrics, record_limit: usize) -> Live {
-        let counters = metrics.live(&stage.policies(), &stage.key_ids(), stage.key_times());
+        let counters = metrics
+            .live(&stage.policies(), &stage.key_ids(), stage.key_times())
+            .with_shadows(metrics, &stage.shadows());
         Live {
             stage: stage.limit_records(record_limit),
             counters,

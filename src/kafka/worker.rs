@@ -434,6 +434,7 @@ impl Hands {
         );
         shared.metrics.processed_in(started.elapsed());
         live.counters.record(payload.len(), processed.tally());
+        live.counters.shadow(processed.shadow.routes());
 
         let timestamp_ms = msg.timestamp().to_millis();
         let records = processed.records();
