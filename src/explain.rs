@@ -1,6 +1,11 @@
 //! A policy explained to a human: the data inventory a privacy team
 //! publishes. For each field path, what happens to it and why; what is
-//! removed; the consent rule. Markdown for people, JSON for tools.
+//! removed; the consent rule. Markdown for people, JSON for tools, and a
+//! self-contained HTML page to publish ([`html`]). With a pipeline config,
+//! the deployment too ([`deployment`]): routes, keys, suppression.
+
+pub mod deployment;
+pub mod html;
 
 use serde_json::{Value, json};
 

@@ -252,11 +252,23 @@ enum Command {
         #[arg(long, value_name = "ID")]
         id: String,
     },
-    /// Print the policy as a data inventory for humans (or JSON for tools).
+    /// Print the policy (or a pipeline config's routes) as a data inventory:
+    /// Markdown, JSON for tools, or one HTML page to publish.
     Explain {
         /// Policy file (YAML).
+        #[arg(
+            long,
+            value_name = "FILE",
+            required_unless_present = "config",
+            conflicts_with = "config"
+        )]
+        policy: Option<PathBuf>,
+        /// Pipeline config: every route's policy, plus where its data goes,
+        /// its key id, shadow, suppression and dead-letter settings (keys
+        /// themselves are not read).
         #[arg(long, value_name = "FILE")]
-        policy: PathBuf,
+        config: Option<PathBuf>,
+        /// `html`: one self-contained page (no script, no external asset) to publish.
         #[arg(long, value_enum, default_value_t = ExplainFormat::Markdown)]
         format: ExplainFormat,
     },
@@ -268,6 +280,7 @@ enum Command {
 enum ExplainFormat {
     Markdown,
     Json,
+    Html,
 }
 
 pub fn main() -> ExitCode {
@@ -316,7 +329,15 @@ pub fn main() -> ExitCode {
                 ))
             })
             .map_err(usage),
-        Command::Explain { policy, format } => explain(&policy, format),
+        Command::Explain {
+            policy,
+            config,
+            format,
+        } => match policy {
+            Some(policy) => explain(&policy, format),
+            // clap requires one of the two.
+            None => explain_config(&config.unwrap_or_default(), format),
+        },
         Command::Schema => print(format_args!("{}", veil::schema::policy_schema_json())),
     };
     match result {
@@ -337,6 +358,35 @@ fn explain(path: &std::path::Path, format: ExplainFormat) -> CliResult {
         ExplainFormat::Json => print(format_args!(
             "{}\n",
             serde_json::to_string_pretty(&veil::explain::json(&policy)).map_err(io)?
+        )),
+        ExplainFormat::Html => print(format_args!(
+            "{}",
+            veil::explain::html::policy_page(&veil::explain::json(&policy))
+        )),
+    }
+}
+
+/// `explain --config`: the deployment and each route's inventory.
+fn explain_config(path: &std::path::Path, format: ExplainFormat) -> CliResult {
+    let config = veil::config::load(path).map_err(usage)?;
+    let policies = config
+        .policies()
+        .into_iter()
+        .map(|(_, p)| veil::policy::load(p).map_err(usage))
+        .collect::<Result<Vec<_>, _>>()?;
+    let deployment = veil::explain::deployment::json(&config, &policies);
+    match format {
+        ExplainFormat::Markdown => print(format_args!(
+            "{}",
+            veil::explain::deployment::markdown(&deployment, &policies)
+        )),
+        ExplainFormat::Json => print(format_args!(
+            "{}\n",
+            serde_json::to_string_pretty(&deployment).map_err(io)?
+        )),
+        ExplainFormat::Html => print(format_args!(
+            "{}",
+            veil::explain::html::deployment_page(&deployment)
         )),
     }
 }
