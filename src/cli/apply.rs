@@ -57,6 +57,10 @@ pub struct Args {
     /// Reject events nested deeper than this.
     #[arg(long, value_name = "N", default_value_t = Limits::default().max_depth)]
     max_depth: u32,
+    /// Threads applying the policy (lines are read in batches and written
+    /// in input order, so the output is the same for any number).
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
+    threads: u16,
     /// No summary on stderr.
     #[arg(long, short)]
     quiet: bool,
@@ -68,10 +72,11 @@ pub struct Args {
     pub logging: super::Logging,
 }
 
-pub(super) fn open_input(path: &Path) -> Result<(Box<dyn BufRead>, Option<u64>), Failure> {
+pub(super) fn open_input(path: &Path) -> Result<(Box<dyn BufRead + Send>, Option<u64>), Failure> {
     if path == Path::new("-") {
+        // `Stdin` (not its lock) so that a reading thread may own it.
         return Ok((
-            Box::new(BufReader::with_capacity(1 << 16, io::stdin().lock())),
+            Box::new(BufReader::with_capacity(1 << 16, io::stdin())),
             None,
         ));
     }
@@ -210,12 +215,13 @@ pub fn run(args: Args) -> CliResult {
     };
     let bar = progress(len);
     let started = Instant::now();
-    let lines = super::ndjson::run(
+    let lines = super::ndjson::run_parallel(
         &stage,
         &counters,
         &mut input,
         std::slice::from_mut(&mut output),
         dead.as_mut(),
+        usize::from(args.threads),
         |lines, bytes| {
             bar.set_position(bytes);
             let secs = bar.elapsed().as_secs_f64().max(1e-9);
