@@ -24,6 +24,9 @@ pub const PURPOSE_INFO_PREFIX: &str = "veil/v1/purpose/";
 /// Computes the pseudonyms of one purpose under one key.
 #[derive(Clone)]
 pub struct Pseudonymiser {
+    /// Unique per [`Pseudonymiser::new`] (clones share it): what a
+    /// pseudonym cache keys its entries by, besides the value.
+    identity: u64,
     mac: Hmac<Sha256>,
     encoding: Encoding,
     prefix: Option<String>,
@@ -56,13 +59,20 @@ impl Pseudonymiser {
             Encoding::Hex => truncate * 2,
             Encoding::Base64url => (truncate * 4).div_ceil(3),
         };
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         Pseudonymiser {
+            identity: NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             mac,
             encoding: options.encoding,
             len: prefix.as_ref().map_or(0, String::len) + encoded,
             prefix,
             truncate,
         }
+    }
+
+    /// Unique to this pseudonymiser (and its clones), never 0.
+    pub fn identity(&self) -> u64 {
+        self.identity
     }
 
     /// Length in bytes of every pseudonym this produces (all ASCII).

@@ -727,7 +727,7 @@ impl Stage {
                 rejected: Some(reject),
                 ..Processed::default()
             };
-            *scratch = Scratch::default();
+            *scratch = scratch.renewed();
         }
     }
 

@@ -43,9 +43,13 @@ fn input(dir: &Path) -> PathBuf {
 }
 
 fn apply(input: &Path, dir: &Path, threads: &str) -> (Vec<u8>, Vec<u8>, String) {
+    apply_with(input, dir, threads, "0")
+}
+
+fn apply_with(input: &Path, dir: &Path, threads: &str, cache: &str) -> (Vec<u8>, Vec<u8>, String) {
     let (out, dead) = (
-        dir.join(format!("out-{threads}.ndjson")),
-        dir.join(format!("dead-{threads}.ndjson")),
+        dir.join(format!("out-{threads}-{cache}.ndjson")),
+        dir.join(format!("dead-{threads}-{cache}.ndjson")),
     );
     let o = Command::new(env!("CARGO_BIN_EXE_veil"))
         .current_dir(root())
@@ -57,6 +61,7 @@ fn apply(input: &Path, dir: &Path, threads: &str) -> (Vec<u8>, Vec<u8>, String) 
             "tests/keys",
         ])
         .args(["--max-message-bytes", "4096", "--threads", threads])
+        .args(["--pseudonym-cache", cache])
         .arg("--input")
         .arg(input)
         .arg("--output")
@@ -108,6 +113,15 @@ fn any_number_of_threads_writes_what_one_thread_writes() {
             counts(&sum),
             counts(&sum1),
             "--threads {threads}: summary counts"
+        );
+    }
+    // A pseudonym cache (tiny: evictions all the time; large: hits) changes
+    // nothing either.
+    for (threads, cache) in [("1", "4"), ("2", "65536")] {
+        let (out, dead, _) = apply_with(&input, dir.path(), threads, cache);
+        assert!(
+            out == out1 && dead == dead1,
+            "--threads {threads} --pseudonym-cache {cache}"
         );
     }
     // The dead letters name the input lines: the oversize ones are lines

@@ -61,6 +61,12 @@ pub struct Args {
     /// in input order, so the output is the same for any number).
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
     threads: u16,
+    /// Cache the pseudonyms of up to about N repeated values per thread
+    /// (0: none). Bounded (~200 bytes per entry) and zeroed when done; it
+    /// pays only where identifiers repeat and HMAC is dear (no SHA
+    /// extensions): see BENCHMARKS.md, "Pseudonym cache".
+    #[arg(long, value_name = "N", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=(1 << 24)))]
+    pseudonym_cache: u32,
     /// No summary on stderr.
     #[arg(long, short)]
     quiet: bool,
@@ -218,10 +224,13 @@ pub fn run(args: Args) -> CliResult {
     let lines = super::ndjson::run_parallel(
         &stage,
         &counters,
+        super::ndjson::Threads {
+            threads: usize::from(args.threads),
+            cache: args.pseudonym_cache as usize,
+        },
         &mut input,
         std::slice::from_mut(&mut output),
         dead.as_mut(),
-        usize::from(args.threads),
         |lines, bytes| {
             bar.set_position(bytes);
             let secs = bar.elapsed().as_secs_f64().max(1e-9);

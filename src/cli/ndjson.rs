@@ -115,13 +115,14 @@ impl Sink for Files<'_, '_> {
     }
 }
 
-/// Run `stage` over every line of `input`; `routes` holds one output per
-/// route, in route order; rejected lines are recorded in `dead_letter`
+/// Run `stage` over every line of `input` (with a pseudonym cache of
+/// `cache` entries; 0: none); `routes` holds one output per route, in route order; rejected lines are recorded in `dead_letter`
 /// when there is one (and counted either way). `progress(lines, bytes)` is
 /// called every few thousand lines. Returns the number of lines read.
 pub fn run(
     stage: &Stage,
     counters: &StageCounters,
+    cache: usize,
     input: &mut dyn BufRead,
     routes: &mut [BufWriter<Output>],
     dead_letter: Option<&mut BufWriter<Output>>,
@@ -131,7 +132,7 @@ pub fn run(
     let (mut lines, mut bytes) = (0u64, 0u64);
     let mut line = Vec::new();
     let mut processed = Processed::default();
-    let mut scratch = Scratch::default();
+    let mut scratch = Scratch::with_pseudonym_cache(cache);
     let mut files = Files {
         routes,
         dead_letter,
@@ -171,6 +172,15 @@ fn write_failure(e: std::io::Error, dead: bool) -> Failure {
     } else {
         "cannot write output"
     }))
+}
+
+/// How [`run_parallel`] applies the stage.
+#[derive(Debug, Clone, Copy)]
+pub struct Threads {
+    /// Threads applying the stage (1: the calling thread, as [`run`]).
+    pub threads: usize,
+    /// Pseudonym cache entries per thread (0: none).
+    pub cache: usize,
 }
 
 /// Lines read together, for one thread to process.
@@ -216,14 +226,14 @@ impl Sink for Made {
 pub fn run_parallel(
     stage: &Stage,
     counters: &StageCounters,
+    Threads { threads, cache }: Threads,
     input: &mut (dyn BufRead + Send),
     routes: &mut [BufWriter<Output>],
     mut dead_letter: Option<&mut BufWriter<Output>>,
-    threads: usize,
     mut progress: impl FnMut(u64, u64),
 ) -> Result<u64, Failure> {
     if threads <= 1 {
-        return run(stage, counters, input, routes, dead_letter, progress);
+        return run(stage, counters, cache, input, routes, dead_letter, progress);
     }
     let limit = stage.limits().max_message_bytes;
     let (to_workers, batches) = sync_channel::<Batch>(threads * 2);
@@ -234,7 +244,7 @@ pub fn run_parallel(
         for _ in 0..threads {
             let to_writer = to_writer.clone();
             let batches = &batches;
-            scope.spawn(move || work(stage, counters, batches, &to_writer));
+            scope.spawn(move || work(stage, counters, cache, batches, &to_writer));
         }
         drop(to_writer);
         let written = write_in_order(&made, routes, &mut dead_letter, &mut progress);
@@ -300,11 +310,12 @@ fn read_batches(
 fn work(
     stage: &Stage,
     counters: &StageCounters,
+    cache: usize,
     batches: &Mutex<Receiver<Batch>>,
     to_writer: &std::sync::mpsc::SyncSender<(u64, u64, u64, Made)>,
 ) {
     let mut processed = Processed::default();
-    let mut scratch = Scratch::default();
+    let mut scratch = Scratch::with_pseudonym_cache(cache);
     loop {
         let next = batches.lock().unwrap_or_else(|e| e.into_inner()).recv();
         let Ok(batch) = next else { return };

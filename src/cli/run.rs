@@ -225,6 +225,7 @@ fn run_files(
     let lines = super::ndjson::run(
         stage,
         &counters,
+        0,
         &mut reader,
         &mut outputs,
         Some(&mut dead),

@@ -22,6 +22,7 @@
     clippy::indexing_slicing
 )]
 
+mod cache;
 mod generalise;
 mod scan;
 mod walk;
@@ -69,6 +70,31 @@ impl Default for Limits {
 /// Reusable buffers for [`CompiledPolicy::apply`]; keep one per worker thread.
 #[derive(Debug, Default)]
 pub struct Scratch(Buffers);
+
+impl Scratch {
+    /// Buffers with a cache of about `entries` pseudonyms of repeated
+    /// values (`0`: none, as [`Scratch::default`]). Bounded (about 200
+    /// bytes per entry), zeroed when dropped; it pays where identifiers
+    /// repeat (see BENCHMARKS.md, pseudonym cache).
+    pub fn with_pseudonym_cache(entries: usize) -> Scratch {
+        let mut s = Scratch::default();
+        if entries > 0 {
+            s.0.cache = Some(Box::new(cache::PseudonymCache::new(entries)));
+        }
+        s
+    }
+
+    /// Fresh buffers with the same cache size (an empty cache): what
+    /// replaces buffers a contained panic may have left broken.
+    pub fn renewed(&self) -> Scratch {
+        Scratch::with_pseudonym_cache(self.0.cache.as_ref().map_or(0, |c| c.entries()))
+    }
+
+    /// Pseudonyms served from the cache and computed, so far.
+    pub fn cache_hits_and_misses(&self) -> Option<(u64, u64)> {
+        self.0.cache.as_ref().map(|c| (c.hits, c.misses))
+    }
+}
 
 /// A policy bound to a key: ready to apply.
 #[derive(Debug, Clone)]
@@ -255,7 +281,10 @@ impl CompiledPolicy {
             let (Some(bytes), Some(slot)) = (bytes, slot) else {
                 return Err(Reject::INTERNAL_ERROR);
             };
-            self.pseudonymiser.write(bytes, slot);
+            match bufs.cache.as_deref_mut() {
+                Some(cache) => cache.write(&self.pseudonymiser, bytes, slot),
+                None => self.pseudonymiser.write(bytes, slot),
+            }
         }
         Ok((Outcome::Forwarded, counts))
     }

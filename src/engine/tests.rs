@@ -654,3 +654,52 @@ fn top_level_arrays_are_not_object_within_the_configured_depth() {
         );
     }
 }
+
+/// The pseudonym cache changes no output: the example events through the
+/// shipped policy with a tiny cache (collisions and evictions all the
+/// time) and a large one, twice over (hits), against no cache; and two
+/// policies sharing one scratch never get each other's pseudonyms.
+#[test]
+fn a_pseudonym_cache_changes_no_output() {
+    let shipped = std::fs::read_to_string("config/policy.yaml").unwrap();
+    let key = parse_key("k1", KEY.as_bytes(), Path::new("k1.key")).unwrap();
+    let a = compile(
+        Policy::parse(&shipped, "p.yaml").unwrap(),
+        &key,
+        Limits::default(),
+    );
+    let other = shipped.replace("purpose: analytics", "purpose: marketing");
+    assert_ne!(other, shipped);
+    let b = compile(
+        Policy::parse(&other, "q.yaml").unwrap(),
+        &key,
+        Limits::default(),
+    );
+    let events = std::fs::read("examples/events.ndjson").unwrap();
+    let lines: Vec<&[u8]> = events
+        .split(|c| *c == b'\n')
+        .filter(|l| !l.is_empty())
+        .collect();
+    let mut plain = Scratch::default();
+    for entries in [2, 1 << 16] {
+        let mut cached = Scratch::with_pseudonym_cache(entries);
+        for _ in 0..2 {
+            for line in &lines {
+                for e in [&a, &b] {
+                    let (mut x, mut y) = (Vec::new(), Vec::new());
+                    let vx = e.apply(line, &mut x, &mut plain);
+                    let vy = e.apply(line, &mut y, &mut cached);
+                    assert_eq!(vx.outcome, vy.outcome);
+                    assert_eq!(x, y, "{}", String::from_utf8_lossy(line));
+                }
+            }
+        }
+        let (hits, misses) = cached.cache_hits_and_misses().unwrap();
+        // With room for every value, the second pass is (nearly) all hits.
+        assert!(
+            misses > 0 && (entries == 2 || hits * 10 >= misses * 8),
+            "{entries} entries: {hits} hits, {misses} misses"
+        );
+    }
+    assert_eq!(plain.cache_hits_and_misses(), None);
+}

@@ -50,6 +50,8 @@ pub struct Buffers {
     pub generalised: String,
     /// Set by the consent check when the event's TC string is unreadable.
     pub consent_invalid: Option<crate::tcf::Invalid>,
+    /// Pseudonyms of repeated values (off unless asked for).
+    pub cache: Option<Box<super::cache::PseudonymCache>>,
 }
 
 impl Buffers {
