@@ -113,12 +113,9 @@ fn main() {
             events.len() as f64 / m
         );
     }
-    for s in 0..streams.len() {
+    for (s, (name, _)) in streams.iter().enumerate() {
         let (a, b) = (s * caches.len(), s * caches.len() + 1);
         let r = median(times[a].iter().zip(&times[b]).map(|(x, y)| x / y).collect());
-        println!(
-            "  {}: with the cache {r:.2}x as fast as without",
-            streams[s].0
-        );
+        println!("  {name}: with the cache {r:.2}x as fast as without");
     }
 }
