@@ -13,6 +13,7 @@ mod ndjson;
 mod output;
 mod run;
 mod suppress;
+mod test;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -262,6 +263,8 @@ enum Command {
     },
     /// Print the JSON Schema of policy files (for editors).
     Schema,
+    /// Run policy unit tests: case files of inputs and expected outputs (exit 1 if any fails).
+    Test(test::Args),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -318,6 +321,7 @@ pub fn main() -> ExitCode {
             .map_err(usage),
         Command::Explain { policy, format } => explain(&policy, format),
         Command::Schema => print(format_args!("{}", veil::schema::policy_schema_json())),
+        Command::Test(args) => test::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
