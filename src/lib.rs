@@ -23,6 +23,8 @@
 //! - [`explain`]: the policy as a human-readable data inventory.
 //! - [`cases`]: policy unit tests (`veil test`): case files, the verdict
 //!   and clean event compared with the expected ones (pure).
+//! - [`replay`]: sample events through two policies, the values that
+//!   change per path (`veil diff --events`; pure).
 //! - [`schema`]: the JSON Schema of the policy file.
 //! - [`config`]: the pipeline config, validated with file/line/column into
 //!   a `Pipeline::Kafka` or a `Pipeline::Files` (never a mix).
@@ -58,6 +60,7 @@ pub mod offsets;
 pub mod outcome;
 pub mod policy;
 pub mod pseudonym;
+pub mod replay;
 pub mod schema;
 pub mod stage;
 pub mod suppression;

@@ -5,6 +5,7 @@ mod apply;
 mod check;
 mod demo;
 mod dev_broker;
+mod diff;
 mod erase;
 mod hash;
 mod keys;
@@ -263,6 +264,8 @@ enum Command {
     },
     /// Print the JSON Schema of policy files (for editors).
     Schema,
+    /// What a policy change does to what flows (exit 1 if it widens anything).
+    Diff(diff::Args),
     /// Run policy unit tests: case files of inputs and expected outputs (exit 1 if any fails).
     Test(test::Args),
 }
@@ -322,6 +325,7 @@ pub fn main() -> ExitCode {
         Command::Explain { policy, format } => explain(&policy, format),
         Command::Schema => print(format_args!("{}", veil::schema::policy_schema_json())),
         Command::Test(args) => test::run(args),
+        Command::Diff(args) => diff::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
