@@ -217,3 +217,71 @@ fn a_key_file_holding_the_test_key_is_refused_by_real_runs() {
     ]);
     assert_eq!(o.status.code(), Some(64));
 }
+
+/// Concrete paths of every leaf of an expected event (array elements as `[]`).
+fn leaf_paths(
+    v: &serde_json::Value,
+    at: &mut Vec<veil::policy::Segment>,
+    out: &mut Vec<veil::policy::FieldPath>,
+) {
+    use veil::policy::Segment;
+    match v {
+        serde_json::Value::Object(m) if m.len() == 1 && m.contains_key("pseudonym") => {
+            out.push(veil::policy::FieldPath(at.clone()))
+        }
+        serde_json::Value::Object(m) => {
+            for (k, v) in m {
+                at.push(Segment::Key(k.clone()));
+                leaf_paths(v, at, out);
+                at.pop();
+            }
+        }
+        serde_json::Value::Array(a) => {
+            at.push(Segment::Each);
+            for v in a {
+                leaf_paths(v, at, out);
+            }
+            at.pop();
+        }
+        _ => out.push(veil::policy::FieldPath(at.clone())),
+    }
+}
+
+#[test]
+fn the_shipped_cases_reach_every_entry_of_the_shipped_policy() {
+    let policy = veil::policy::load(Path::new("config/policy.yaml")).unwrap();
+    let text = std::fs::read_to_string("config/policy.tests.yaml").unwrap();
+    let cases = veil::cases::parse(&text, "config/policy.tests.yaml").unwrap();
+    let fields = policy.fields.as_ref().unwrap();
+    let mut reached = std::collections::BTreeSet::new();
+    let mut verdicts = std::collections::BTreeSet::new();
+    for case in &cases {
+        match &case.expect {
+            veil::cases::Expect::Forwarded(v) => {
+                let mut paths = Vec::new();
+                leaf_paths(v, &mut Vec::new(), &mut paths);
+                for p in paths {
+                    let (_, from) = veil::policy::diff::effective(Some(fields), &p)
+                        .unwrap_or_else(|| panic!("{}: {p} is not allowed", case.name));
+                    reached.insert(from.to_string());
+                }
+            }
+            veil::cases::Expect::Dropped(r) => {
+                verdicts.insert(r.code());
+            }
+            veil::cases::Expect::DeadLetter(r) => {
+                verdicts.insert(r.code());
+            }
+        }
+    }
+    let missing: Vec<String> = fields
+        .entries
+        .iter()
+        .map(|e| e.path.to_string())
+        .filter(|p| !reached.contains(p))
+        .collect();
+    assert!(missing.is_empty(), "no case reaches {missing:?}");
+    for v in ["no_consent", "opted_out", "invalid_json"] {
+        assert!(verdicts.contains(v), "no case expects {v}");
+    }
+}

@@ -361,7 +361,10 @@ fn rules(old: &Policy, new: &Policy, out: &mut Vec<Change>) {
                         "events matching the rule are now dropped",
                     ));
                 }
-                if !o.drop && !r.drop {
+                // Two rules on the default fields: their change is the
+                // default's, reported once under `fields`.
+                let both_default = o.fields.is_none() && r.fields.is_none();
+                if !o.drop && !r.drop && !both_default {
                     sets(rule_set(old, o), rule_set(new, r), &scope, out);
                 }
             }
@@ -667,6 +670,19 @@ mod tests {
     fn identical_policies_differ_in_nothing() {
         let p = policy("  a: keep\n  b: { url: { keep_query: [x] } }\n");
         assert!(diff(&p, &p.clone()).is_empty());
+    }
+
+    #[test]
+    fn a_change_to_the_default_fields_is_reported_once_not_per_rule_using_them() {
+        let rules = "rules:\n  - { when: { type: page } }\n  - { when: { type: track } }\n";
+        let old = policy(&format!("  a: keep\n{rules}"));
+        let new = policy(&format!("  a: keep\n  b: keep\n{rules}"));
+        let changes = diff(&old, &new);
+        assert_eq!(changes.len(), 1, "{changes:?}");
+        assert_eq!(
+            (changes[0].kind, changes[0].scope.as_str()),
+            ("newly_allowed", "fields")
+        );
     }
 
     #[test]
