@@ -343,6 +343,65 @@ const ROWS: &[Row] = &[
         kinds: &["rules_reordered"],
     },
     Row {
+        name: "an opt-out header added",
+        old: &[],
+        new: &[(
+            ", opt_out: c.gpc",
+            ", opt_out: c.gpc, opt_out_header: sec-gpc",
+        )],
+        exit: 0,
+        kinds: &["consent_tightened"],
+    },
+    Row {
+        name: "a TCF check added",
+        old: &[],
+        new: &[(
+            ", opt_out: c.gpc",
+            ", opt_out: c.gpc, tcf: { path: c.tc, purposes: [1, 7] }",
+        )],
+        exit: 0,
+        kinds: &["consent_tightened"],
+    },
+    Row {
+        name: "a TCF purpose no longer required",
+        old: &[(
+            ", opt_out: c.gpc",
+            ", opt_out: c.gpc, tcf: { path: c.tc, purposes: [1, 7] }",
+        )],
+        new: &[(
+            ", opt_out: c.gpc",
+            ", opt_out: c.gpc, tcf: { path: c.tc, purposes: [1] }",
+        )],
+        exit: 1,
+        kinds: &["consent_loosened"],
+    },
+    Row {
+        name: "legitimate interest allowed for a TCF purpose",
+        old: &[(
+            ", opt_out: c.gpc",
+            ", opt_out: c.gpc, tcf: { path: c.tc, purposes: [1, 7] }",
+        )],
+        new: &[(
+            ", opt_out: c.gpc",
+            ", opt_out: c.gpc, tcf: { path: c.tc, purposes: [1, 7], legitimate_interest: [7] }",
+        )],
+        exit: 1,
+        kinds: &["consent_loosened"],
+    },
+    Row {
+        name: "a TCF vendor required",
+        old: &[(
+            ", opt_out: c.gpc",
+            ", opt_out: c.gpc, tcf: { path: c.tc, purposes: [1] }",
+        )],
+        new: &[(
+            ", opt_out: c.gpc",
+            ", opt_out: c.gpc, tcf: { path: c.tc, purposes: [1], vendor: 755 }",
+        )],
+        exit: 0,
+        kinds: &["consent_tightened"],
+    },
+    Row {
         name: "an invalid new policy",
         old: &[],
         new: &[("  a: keep\n", "  a: kep\n")],

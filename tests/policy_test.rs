@@ -130,6 +130,15 @@ fn an_invalid_case_file_or_policy_exits_64_with_its_place() {
     assert_eq!(o.status.code(), Some(64), "{err}");
     assert!(err.contains(&format!("{typo}:3:")), "{err}");
 
+    let o = veil(&["test", "--policy", &policy, "--junit", &cases, &cases]);
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(64), "{err}");
+    assert!(
+        err.contains("--junit"),
+        "the report would replace a case file: {err}"
+    );
+    assert!(std::fs::read_to_string(&cases).unwrap().contains("broken"));
+
     let bad = write(
         dir.path(),
         "bad.yaml",

@@ -9,6 +9,7 @@ use anyhow::{Context, anyhow};
 use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
 use veil::cases::{self, Case, CaseFailure};
 use veil::engine::{Limits, Scratch, compile};
+use veil::files::Role;
 
 use super::{CliResult, Failure, io, print, usage};
 
@@ -29,6 +30,17 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> CliResult {
+    if let Some(junit) = &args.junit {
+        // The report replaces its file: never a file this run reads.
+        let mut places = vec![(Role::Input, args.policy.as_path(), "--policy")];
+        places.extend(
+            args.cases
+                .iter()
+                .map(|c| (Role::Input, c.as_path(), "case file")),
+        );
+        places.push((Role::Output, junit.as_path(), "--junit"));
+        super::output::refuse_clashes(&places)?;
+    }
     let policy = veil::policy::load(&args.policy).map_err(usage)?;
     let id = policy.id();
     let engine = compile(policy, &veil::keys::test_key(), Limits::default());
