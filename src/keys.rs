@@ -126,6 +126,28 @@ pub enum KeyError {
     },
     #[error("the system random number generator failed: {0}")]
     Random(String),
+    #[error("key file {} holds veil's public TEST key (SHA-256 of `{TEST_KEY_SEED}`), which only `veil test` may use: anyone can recompute its pseudonyms; make a key with `veil keygen --dir DIR --id k1`", path.display())]
+    TestKey { path: PathBuf },
+}
+
+/// The bytes the test key is the SHA-256 of.
+pub const TEST_KEY_SEED: &str = "veil/v1/test-key";
+
+/// The id of [`test_key`], as `key_id_prefix` writes it.
+pub const TEST_KEY_ID: &str = "test";
+
+/// The fixed, public key of `veil test`: SHA-256(`veil/v1/test-key`), so
+/// that the pseudonyms in policy test cases can be written as raw values
+/// and recomputed by anyone. It exists only in memory: [`load_dir`]
+/// refuses a key file holding it, so no run can pseudonymise with it.
+pub fn test_key() -> Key {
+    use sha2::Digest;
+    let bytes = sha2::Sha256::digest(TEST_KEY_SEED.as_bytes());
+    Key {
+        id: TEST_KEY_ID.to_owned(),
+        secret: SecretKey(Zeroizing::new(bytes.to_vec())),
+        created: None,
+    }
 }
 
 /// Something about the keys worth a warning; they are still used.
@@ -289,6 +311,9 @@ pub fn load_dir(dir: &Path, active: Option<&str>) -> Result<KeyRing, KeyError> {
                 })?,
             );
         let mut key = parse_key(id, &text, &path)?;
+        if key.secret.expose() == test_key().secret.expose() {
+            return Err(KeyError::TestKey { path });
+        }
         // A key dated in the future would look young forever (its age
         // alert never firing): refused, past a day of clock skew.
         let skew = std::time::SystemTime::now() + std::time::Duration::from_secs(86_400);

@@ -21,6 +21,10 @@
 //!   decision from them (pure).
 //! - [`outcome`]: verdicts, drop and reject reason codes, field tallies.
 //! - [`explain`]: the policy as a human-readable data inventory.
+//! - [`cases`]: policy unit tests (`veil test`): case files, the verdict
+//!   and clean event compared with the expected ones (pure).
+//! - [`replay`]: sample events through two policies, the values that
+//!   change per path (`veil diff --events`; pure).
 //! - [`schema`]: the JSON Schema of the policy file.
 //! - [`config`]: the pipeline config, validated with file/line/column into
 //!   a `Pipeline::Kafka` or a `Pipeline::Files` (never a mix).
@@ -41,6 +45,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod cases;
 pub mod config;
 pub mod endpoint;
 pub mod engine;
@@ -55,6 +60,7 @@ pub mod offsets;
 pub mod outcome;
 pub mod policy;
 pub mod pseudonym;
+pub mod replay;
 pub mod schema;
 pub mod shadow;
 pub mod stage;

@@ -5,6 +5,7 @@ mod apply;
 mod check;
 mod demo;
 mod dev_broker;
+mod diff;
 mod erase;
 mod hash;
 mod keys;
@@ -13,6 +14,7 @@ mod ndjson;
 mod output;
 mod run;
 mod suppress;
+mod test;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -274,6 +276,10 @@ enum Command {
     },
     /// Print the JSON Schema of policy files (for editors).
     Schema,
+    /// What a policy change does to what flows (exit 1 if it widens anything).
+    Diff(diff::Args),
+    /// Run policy unit tests: case files of inputs and expected outputs (exit 1 if any fails).
+    Test(test::Args),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -339,6 +345,8 @@ pub fn main() -> ExitCode {
             None => explain_config(&config.unwrap_or_default(), format),
         },
         Command::Schema => print(format_args!("{}", veil::schema::policy_schema_json())),
+        Command::Test(args) => test::run(args),
+        Command::Diff(args) => diff::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

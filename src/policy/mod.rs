@@ -5,9 +5,12 @@
 //! - [`path`]: field path syntax.
 //! - [`validate`]: raw -> [`Policy`], collecting every problem with its place.
 //! - [`trie`]: a field set compiled into the lookup tree the engine walks.
+//! - [`diff`]: what changes from one policy to another, and whether it
+//!   widens what flows (`veil diff`).
 //!
 //! Only [`load`] touches the file system.
 
+pub mod diff;
 pub mod error;
 pub mod glob;
 pub mod number;
