@@ -500,6 +500,14 @@ fn number(text: &[u8], i: usize) -> Option<Hit> {
     if !plus && !paren && card_shaped(text, groups) && !is_card(text, groups) {
         return Some(Hit::Skip(groups.last()?.end));
     }
+    // So is a longer run in groups of four (`9400 1672 5002 0278 3297 41`,
+    // a parcel's tracking number): no card or phone number in its middle.
+    let fours = groups.len() >= 4
+        && groups.iter().rev().skip(1).all(|g| g.end - g.start == 4)
+        && same_seps(text, groups, &[b" ", b"-"]);
+    if !plus && !paren && total > 19 && fours {
+        return Some(Hit::Skip(groups.last()?.end));
+    }
     // Longest window first, from each starting group.
     for first in 0..groups.len() {
         let lead = first == 0 && (plus || paren);
