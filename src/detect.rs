@@ -22,8 +22,8 @@
 //!   mod-97 check is 1;
 //! - `ip`: dotted-quad IPv4 (no leading zeros, not a fifth group, not a
 //!   version after `Name/` as in user agents) and IPv6 (as `std::net` reads
-//!   it, at least two colons);
-//! - `token`: `Bearer <credential>` (16 or more token characters) and JWTs
+//!   it, at least two colons and six characters: not `::1`);
+//! - `token`: `Bearer <credential>` (also `bearer`, `BEARER`; 16 or more token characters) and JWTs
 //!   (`eyJ...` header, payload, signature in base64url).
 //!
 //! Candidates are anchored at token boundaries (the byte before is not a
@@ -104,31 +104,36 @@ const UPPER: u8 = 2;
 const LOWER: u8 = 4;
 /// Separators a phone or card number may have between its groups.
 const NUMSEP: u8 = 8;
-/// Bytes that always send a value to the full detector: `@` (e-mail),
-/// `\` (an escape may hide anything).
-const ALWAYS: u8 = 16;
 /// `:` (IPv6).
 const COLON: u8 = 32;
+/// Where the prefilter stops to look: digits, `:`, `@`, `\`, `J` (of
+/// `eyJ`), `b` and `B` (of `Bearer`).
+const HOOK: u8 = 64;
 
 const fn classes() -> [u8; 256] {
     let mut t = [0u8; 256];
     let mut b = 0;
     while b < 256 {
         let c = b as u8;
-        t[b] = if c.is_ascii_digit() {
-            DIGIT
-        } else if c.is_ascii_uppercase() {
-            UPPER
-        } else if c.is_ascii_lowercase() {
-            LOWER
+        let hook = if c.is_ascii_digit() || matches!(c, b':' | b'@' | b'\\' | b'J' | b'b' | b'B') {
+            HOOK
         } else {
-            match c {
-                b' ' | b'-' | b'.' | b'(' | b')' | b'+' => NUMSEP,
-                b'@' | b'\\' => ALWAYS,
-                b':' => COLON,
-                _ => 0,
-            }
+            0
         };
+        t[b] = hook
+            | if c.is_ascii_digit() {
+                DIGIT
+            } else if c.is_ascii_uppercase() {
+                UPPER
+            } else if c.is_ascii_lowercase() {
+                LOWER
+            } else {
+                match c {
+                    b' ' | b'-' | b'.' | b'(' | b')' | b'+' => NUMSEP,
+                    b':' => COLON,
+                    _ => 0,
+                }
+            };
         b += 1;
     }
     t
@@ -162,68 +167,92 @@ fn is_word(b: u8) -> bool {
 /// in one of its strings after unescaping. A superset: `false` means
 /// nothing in it can match; `true` means run the detector.
 ///
-/// One pass, one table lookup per byte: an `@` or `\`; a run of digits
-/// and number separators with at least 7 digits, or with 3 dots (IPv4);
-/// two colons between hex digits (IPv6); two capitals before two digits
-/// (IBAN); `eyJ` (JWT) or `bearer` in any case.
+/// Vectorised searches first (`memchr`): an `@` or a `\` (an escape may
+/// hide anything), `eyJ` (a JWT), `Bearer` in its three spellings. Then a
+/// jump from digit to digit and colon to colon: a number run that starts
+/// where a number can start (not inside a word, not after `word-`,
+/// `word/`, `word.`) with 7 digits, or 4 digits and 3 dots (IPv4); two
+/// colons among hex digits (IPv6); two capitals before two digits (IBAN).
+/// Most kept strings (names, titles, types, versions, UUIDs) hold none.
 pub fn may_match(raw: &[u8]) -> bool {
-    let mut digits = 0u32;
-    let mut dots = 0u32;
-    let mut colons = 0u32;
-    let mut caps = 0u32;
+    // No match is shorter than 6 bytes (`a@b.co`), nor its JSON string
+    // shorter than 8, whatever escapes it has.
+    if raw.len() < 8 {
+        return false;
+    }
+    // Bytes before `skip` were read by a run below.
+    let mut skip = 0;
     for (i, &b) in raw.iter().enumerate() {
-        let c = class(b);
-        if c & ALWAYS != 0 {
+        if class(b) & HOOK == 0 || i < skip {
+            continue;
+        }
+        if hook(raw, i, b, &mut skip) {
             return true;
         }
-        if c & DIGIT != 0 {
+    }
+    false
+}
+
+/// What [`may_match`] makes of the hook byte `b` at `raw[i]`; sets `skip`
+/// past the run it read.
+#[inline]
+fn hook(raw: &[u8], i: usize, b: u8, skip: &mut usize) -> bool {
+    let prev = i.checked_sub(1).map_or(0, |j| at(raw, j));
+    let prev2 = i.checked_sub(2).map_or(0, |j| at(raw, j));
+    match b {
+        b'@' | b'\\' => return true,
+        b'J' => return prev == b'y' && prev2 == b'e',
+        b'b' | b'B' => return matches!(raw.get(i + 1..i + 6), Some(b"earer" | b"EARER")),
+        b':' => {
+            // An IPv6 candidate: hex digits, colons and dots.
+            let mut colons = 0;
+            let mut j = i;
+            while j < raw.len() {
+                let c = at(raw, j);
+                if c == b':' {
+                    colons += 1;
+                    if colons >= 2 {
+                        return true;
+                    }
+                } else if !(c.is_ascii_hexdigit() || c == b'.') {
+                    break;
+                }
+                j += 1;
+            }
+            *skip = j;
+            return false;
+        }
+        _ => {}
+    }
+    // A digit. IBAN: a country code and check digits.
+    if prev.is_ascii_uppercase() && prev2.is_ascii_uppercase() && at(raw, i + 1).is_ascii_digit() {
+        return true;
+    }
+    let mut j = i;
+    if is_word(prev) || (matches!(prev, b'-' | b'/' | b'.') && is_alnum(prev2)) {
+        // Inside a word: only this group; a later one may start a number.
+        while at(raw, j).is_ascii_digit() {
+            j += 1;
+        }
+        *skip = j;
+        return false;
+    }
+    let (mut digits, mut dots) = (0u32, 0u32);
+    while j < raw.len() {
+        let c = at(raw, j);
+        if c.is_ascii_digit() {
             digits += 1;
             if digits >= 7 || (dots >= 3 && digits >= 4) {
                 return true;
             }
-            if caps >= 2 && class(at(raw, i + 1)) & DIGIT != 0 {
-                return true;
-            }
-            caps = 0;
-            continue;
-        }
-        if c & NUMSEP != 0 {
-            if b == b'.' {
-                dots += 1;
-            }
-            caps = 0;
-            continue;
-        }
-        digits = 0;
-        dots = 0;
-        if c & COLON != 0 {
-            colons += 1;
-            if colons >= 2 {
-                return true;
-            }
-            continue;
-        }
-        if c & UPPER != 0 {
-            caps += 1;
-            if b == b'J' && i >= 2 && raw.get(i - 2..i) == Some(b"ey") {
-                return true;
-            }
+        } else if class(c) & NUMSEP != 0 {
+            dots += u32::from(c == b'.');
         } else {
-            caps = 0;
+            break;
         }
-        if (b == b'b' || b == b'B')
-            && raw
-                .get(i + 1..i + 6)
-                .is_some_and(|r| r.eq_ignore_ascii_case(b"earer"))
-        {
-            return true;
-        }
-        // A colon run continues only over hex digits (handled above as
-        // DIGIT or here as letters a-f / A-F).
-        if !b.is_ascii_hexdigit() {
-            colons = 0;
-        }
+        j += 1;
     }
+    *skip = j;
     false
 }
 
@@ -432,7 +461,7 @@ fn ipv6(text: &[u8], i: usize) -> Option<Match> {
     let candidate = text.get(i..e)?;
     // `abc::def` (a path in a language) parses, but addresses in the wild
     // carry a digit.
-    if !candidate.iter().any(u8::is_ascii_digit) {
+    if !candidate.iter().any(u8::is_ascii_digit) || candidate.len() < 6 {
         return None;
     }
     let s = std::str::from_utf8(candidate).ok()?;
@@ -909,8 +938,9 @@ fn token(text: &[u8], i: usize) -> Option<Match> {
         }
         return None;
     }
+    // The spellings the prefilter looks for.
     let word = text.get(i..i + 6)?;
-    if !word.eq_ignore_ascii_case(b"bearer") {
+    if !matches!(word, b"Bearer" | b"bearer" | b"BEARER") {
         return None;
     }
     let mut p = i + 6;

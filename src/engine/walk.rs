@@ -290,7 +290,9 @@ impl<'a, 'b> Walker<'a, 'b> {
     /// reacts to and are copied as they are.
     fn emit_kept(&mut self, s: usize, e: usize, mode: ScanMode) -> Scan<()> {
         let raw = self.sc.slice(s, e)?;
-        if mode == ScanMode::Off || !detect::may_match(raw) {
+        // Numbers, booleans and `null` are not scanned.
+        let scalar = !matches!(raw.first(), Some(b'"' | b'{' | b'['));
+        if mode == ScanMode::Off || scalar || !detect::may_match(raw) {
             self.out.extend_from_slice(raw);
             return Ok(());
         }
