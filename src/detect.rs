@@ -175,9 +175,8 @@ fn is_word(b: u8) -> bool {
 /// colons among hex digits (IPv6); two capitals before two digits (IBAN).
 /// Most kept strings (names, titles, types, versions, UUIDs) hold none.
 pub fn may_match(raw: &[u8]) -> bool {
-    // No match is shorter than 6 bytes (`a@b.co`), nor its JSON string
-    // shorter than 8, whatever escapes it has.
-    if raw.len() < 8 {
+    // No match is shorter than 6 bytes (`a@b.co`), whatever escapes it has.
+    if raw.len() < 6 {
         return false;
     }
     // Bytes before `skip` were read by a run below.
@@ -219,7 +218,7 @@ fn hook(raw: &[u8], i: usize, b: u8, skip: &mut usize) -> bool {
                 }
                 j += 1;
             }
-            *skip = j;
+            // No skip: a number may start right after the colon.
             return false;
         }
         _ => {}

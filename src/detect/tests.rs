@@ -111,3 +111,11 @@ fn checksums() {
     assert!(mod97(b"GB82WEST12345698765432"));
     assert!(!mod97(b"GB83WEST12345698765432"));
 }
+
+#[test]
+fn the_prefilter_reads_a_number_after_a_colon() {
+    // Found by the fuzzer: the colon's IPv6 run hid the number after it.
+    let text = "t:08.180.05.208.1M";
+    assert_eq!(kinds(text), vec![(Kind::Phone, "08.180.05.208")]);
+    assert!(may_match(text.as_bytes()));
+}
