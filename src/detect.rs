@@ -110,6 +110,8 @@ const COLON: u8 = 32;
 /// `eyJ`), `b` and `B` (of `Bearer`).
 const HOOK: u8 = 64;
 
+// `b` runs over 0..256, the table's indices: built at compile time.
+#[allow(clippy::indexing_slicing)]
 const fn classes() -> [u8; 256] {
     let mut t = [0u8; 256];
     let mut b = 0;
@@ -668,7 +670,7 @@ fn luhn(d: &[u8]) -> bool {
         }
         sum += v;
     }
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 /// Group lengths, at most [`MAX_GROUPS`].
