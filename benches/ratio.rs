@@ -34,6 +34,16 @@ fn main() {
     let policy_path = std::env::var("VEIL_BENCH_POLICY").unwrap_or("config/policy.yaml".into());
     let policy = veil::policy::load(Path::new(&policy_path)).unwrap();
     let ring = veil::keys::load_dir(Path::new("tests/keys"), None).unwrap();
+    // The same policy with the content scan off (issue 13): what scanning
+    // kept strings costs, measured side by side.
+    let text = std::fs::read_to_string(&policy_path).unwrap();
+    let unscanned = veil::Policy::parse(&format!("{text}\nscan: off\n"), &policy_path).unwrap();
+    assert_eq!(
+        policy.scan,
+        veil::policy::ScanMode::Redact,
+        "the shipped policy scans"
+    );
+    let unscanned = compile(unscanned, ring.active(), Limits::default());
     let engine = compile(policy, ring.active(), Limits::default());
     let mut scratch = Scratch::default();
     let mut out = Vec::with_capacity(4096);
@@ -50,11 +60,12 @@ fn main() {
         "value_policy",
         "veil_engine",
         "hmac_floor",
+        "veil_engine_scan_off",
     ];
     // `VEIL_BENCH_ONLY=<name>` runs one variant (for instruction counts under
     // callgrind: benches/instructions.sh).
     let only = std::env::var("VEIL_BENCH_ONLY").ok();
-    let mut times: Vec<Vec<f64>> = vec![Vec::new(); 4];
+    let mut times: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
     for _ in 0..rounds {
         for (i, t) in times.iter_mut().enumerate() {
             if only.as_deref().is_some_and(|o| o != names[i]) {
@@ -78,6 +89,12 @@ fn main() {
                     for e in &events {
                         out.clear();
                         black_box(engine.apply(e, &mut out, &mut scratch));
+                    }
+                }
+                4 => {
+                    for e in &events {
+                        out.clear();
+                        black_box(unscanned.apply(e, &mut out, &mut scratch));
                     }
                 }
                 _ => {
@@ -106,6 +123,10 @@ fn main() {
     println!(
         "  veil vs serde_json round trip: {:.2}x faster",
         ratio(0, 2)
+    );
+    println!(
+        "  content scan cost:             {:+.1}% of veil's time (scan: redact vs off)",
+        100.0 * (ratio(2, 4) - 1.0)
     );
     println!(
         "  HMAC share of veil's time:     {:.0}% ({} pseudonyms, {:.2} per event)",

@@ -9,7 +9,37 @@ pub mod html;
 
 use serde_json::{Value, json};
 
-use crate::policy::{Action, ActionClass, Buckets, FieldSet, Normalise, Policy, Scalar};
+use crate::policy::{
+    Action, ActionClass, Buckets, FieldRule, FieldSet, Normalise, Policy, Scalar, ScanMode,
+};
+
+/// The content scan of a kept entry (`None` for other actions).
+fn entry_scan(e: &FieldRule, default: ScanMode) -> Option<ScanMode> {
+    matches!(e.action, Action::Keep).then(|| e.scan.unwrap_or(default))
+}
+
+/// The policy's content scan setting, as a sentence.
+fn scan_sentence(policy: &Policy) -> String {
+    format!(
+        "Strings kept in clear (not pseudonyms or generalised values, not object keys) are scanned: `scan: {}`, {}, unless a field says otherwise.",
+        policy.scan.code(),
+        scan_phrase(policy.scan)
+    )
+}
+
+/// What the content scan does, as a phrase.
+fn scan_phrase(mode: ScanMode) -> &'static str {
+    match mode {
+        ScanMode::Off => "strings not scanned",
+        ScanMode::Count => "strings scanned, detections counted only",
+        ScanMode::Redact => {
+            "e-mail addresses, phone, card and IBAN numbers, IP addresses and tokens in strings replaced by `[redacted:<kind>]`"
+        }
+        ScanMode::DropEvent => {
+            "an event is dropped when a string holds an e-mail address, phone, card or IBAN number, IP address or token"
+        }
+    }
+}
 
 /// One sentence on what an action does to a value.
 pub fn describe(action: &Action) -> String {
@@ -170,14 +200,18 @@ fn tcf_sentence(t: &crate::policy::Tcf) -> String {
     )
 }
 
-fn fields_table(out: &mut String, fields: &FieldSet) {
+fn fields_table(out: &mut String, fields: &FieldSet, scan: ScanMode) {
     out.push_str("| Field | Treatment | What reaches the recipient | Why |\n|---|---|---|---|\n");
     for e in &fields.entries {
+        let mut what = describe(&e.action);
+        if let Some(mode) = entry_scan(e, scan) {
+            what.push_str(&format!(" (scan `{}`: {})", mode.code(), scan_phrase(mode)));
+        }
         out.push_str(&format!(
             "| `{}` | {} | {} | {} |\n",
             e.path.to_string().replace('|', "\\|"),
             class_name(e.action.class()),
-            describe(&e.action).replace('|', "\\|"),
+            what.replace('|', "\\|"),
             e.note.as_deref().unwrap_or("").replace('|', "\\|"),
         ));
     }
@@ -222,7 +256,7 @@ pub fn markdown(policy: &Policy) -> String {
         } else {
             "## Fields (events matching no rule)\n\n"
         });
-        fields_table(&mut out, fields);
+        fields_table(&mut out, fields, policy.scan);
         out.push('\n');
     }
     for (i, rule) in policy.rules.iter().enumerate() {
@@ -242,7 +276,7 @@ pub fn markdown(policy: &Policy) -> String {
         if rule.drop {
             out.push_str("Such events are dropped entirely.\n\n");
         } else if let Some(f) = &rule.fields {
-            fields_table(&mut out, f);
+            fields_table(&mut out, f, policy.scan);
             out.push('\n');
         } else {
             out.push_str("Such events use the default fields above.\n\n");
@@ -251,6 +285,7 @@ pub fn markdown(policy: &Policy) -> String {
     if !policy.rules.is_empty() && policy.fields.is_none() {
         out.push_str("Events matching no rule are dropped.\n\n");
     }
+    out.push_str(&format!("## Content scan\n\n{}\n\n", scan_sentence(policy)));
     out.push_str("## Sensitive data waivers\n\n");
     if policy.waivers.is_empty() {
         out.push_str("None: no field of a special category (GDPR Art. 9), precise location, government identifier, payment data or credential is kept or generalised.\n\n");
@@ -273,7 +308,7 @@ pub fn markdown(policy: &Policy) -> String {
     out
 }
 
-fn fields_json(fields: &FieldSet) -> Value {
+fn fields_json(fields: &FieldSet, scan: ScanMode) -> Value {
     Value::Array(
         fields
             .entries
@@ -285,6 +320,7 @@ fn fields_json(fields: &FieldSet) -> Value {
                     "treatment": class_name(e.action.class()),
                     "description": describe(&e.action),
                     "why": e.note,
+                    "scan": entry_scan(e, scan).map(ScanMode::code),
                     "line": e.line,
                 })
             })
@@ -320,7 +356,9 @@ pub fn json(policy: &Policy) -> Value {
         })),
         "subject": policy.subject.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
         "pseudonyms": policy.pseudonyms,
-        "fields": policy.fields.as_ref().map(fields_json),
+        "scan": policy.scan.code(),
+        "scan_summary": scan_sentence(policy),
+        "fields": policy.fields.as_ref().map(|f| fields_json(f, policy.scan)),
         "rules": policy.rules.iter().map(|r| json!({
             "when": r.when.iter().map(|c| json!({
                 "path": c.path.to_string(),
@@ -332,7 +370,7 @@ pub fn json(policy: &Policy) -> Value {
                 }).collect::<Vec<_>>(),
             })).collect::<Vec<_>>(),
             "drop": r.drop,
-            "fields": r.fields.as_ref().map(fields_json),
+            "fields": r.fields.as_ref().map(|f| fields_json(f, policy.scan)),
             "line": r.line,
         })).collect::<Vec<_>>(),
         "waivers": policy.waivers.iter().map(|w| json!({

@@ -19,6 +19,8 @@
 //! - [`erasure`]: every pseudonym an identifier has or had (pure).
 //! - [`tcf`]: IAB TCF v2 consent strings, read in place, and the policy's
 //!   decision from them (pure).
+//! - [`detect`]: the content detector: e-mail addresses, phone, card and
+//!   IBAN numbers, IP addresses and tokens in kept strings (pure).
 //! - [`outcome`]: verdicts, drop and reject reason codes, field tallies.
 //! - [`explain`]: the policy as a human-readable data inventory.
 //! - [`cases`]: policy unit tests (`veil test`): case files, the verdict
@@ -47,6 +49,7 @@
 
 pub mod cases;
 pub mod config;
+pub mod detect;
 pub mod endpoint;
 pub mod engine;
 pub mod erasure;

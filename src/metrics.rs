@@ -28,9 +28,11 @@ use prometheus::{
 };
 use tracing::{error, info, warn};
 
+use crate::detect::Kind;
 use crate::engine::CompiledPolicy;
 use crate::health::Health;
-use crate::outcome::{DropReason, FieldCounts, RejectReason, RouteOutcome};
+use crate::outcome::{Detections, DropReason, FieldCounts, RejectReason, RouteOutcome};
+use crate::policy::ScanMode;
 
 /// One metric family: its name, help text and label names.
 pub struct Family {
@@ -75,14 +77,15 @@ pub mod family {
     pub const TRANSACTION_ABORTS: Family = spec("veil_transaction_aborts_total", "delivery: exactly_once: aborted transactions by the step that failed (produce, send_offsets, commit); their inputs are processed again.", &["reason"]);
     pub const SHADOW_EVENTS: Family = spec("veil_shadow_events_total", "routes[].shadow: inputs the route's shadow policy was compared on, by whether its result differed from the live one (same, different).", &["route", "result"]);
     pub const SHADOW_DIFFERENCES: Family = spec("veil_shadow_differences_total", "routes[].shadow: differences between the shadow policy's result and the live one, by the policy path covering the field ((other) when none does, (event) for the whole event) and change (added, removed, changed, now_dropped, now_forwarded, now_dead_lettered).", &["route", "path_class", "change"]);
+    pub const SCAN_DETECTIONS: Family = spec("veil_scan_detections_total", "Values the content scanner found in strings kept in clear, by route, kind (email, phone, card, iban, ip, token) and the action taken (count, redact, drop_event).", &["route", "kind", "action"]);
     pub const READY: Family = spec("veil_ready", "1 when /readyz answers 200: policies and keys loaded, broker reachable, group joined, partitions assigned, none stalled.", &[]);
 
     /// All of the above.
-    pub const ALL: [&Family; 27] = [
+    pub const ALL: [&Family; 28] = [
         &EVENTS, &DEAD_LETTERS, &FIELDS, &INPUT_BYTES, &OUTPUT_BYTES, &PROCESS_DURATION,
         &END_TO_END_LATENCY, &CONSUMER_LAG, &PARTITION_STALLED, &IN_FLIGHT, &PRODUCE_ERRORS, &COMMITS, &REBALANCES,
         &POLICY_INFO, &KEY_INFO, &KEY_AGE, &KEY_MAX_AGE, &RELOADS, &SUPPRESSION_ENTRIES, &SUPPRESSION_UPDATES, &SUPPRESSION_INVALID,
-        &CONSENT_INVALID, &TRANSACTIONS, &TRANSACTION_ABORTS, &SHADOW_EVENTS, &SHADOW_DIFFERENCES, &READY,
+        &CONSENT_INVALID, &TRANSACTIONS, &TRANSACTION_ABORTS, &SHADOW_EVENTS, &SHADOW_DIFFERENCES, &SCAN_DETECTIONS, &READY,
     ];
 }
 
@@ -115,6 +118,7 @@ pub struct Metrics {
     transaction_aborts: IntCounterVec,
     shadow_events: IntCounterVec,
     shadow_differences: IntCounterVec,
+    scan_detections: IntCounterVec,
     ready: IntGauge,
 }
 
@@ -422,6 +426,7 @@ impl Metrics {
             transaction_aborts: r.counters(&TRANSACTION_ABORTS)?,
             shadow_events: r.counters(&SHADOW_EVENTS)?,
             shadow_differences: r.counters(&SHADOW_DIFFERENCES)?,
+            scan_detections: r.counters(&SCAN_DETECTIONS)?,
             ready: r.gauge(&READY)?,
         };
         for result in TxnResult::ALL {
@@ -727,6 +732,8 @@ struct RouteCounters {
     output_bytes: IntCounter,
     /// By [`crate::tcf::Invalid`], in declaration order.
     consent_invalid: Vec<IntCounter>,
+    /// By kind and action: `(kind, action, counter)`.
+    scan: Vec<(Kind, ScanMode, IntCounter)>,
 }
 
 impl StageCounters {
@@ -752,6 +759,16 @@ impl StageCounters {
                 consent_invalid: crate::tcf::Invalid::ALL
                     .iter()
                     .map(|i| m.consent_invalid.with_label_values(&[name, i.code()]))
+                    .collect(),
+                scan: Kind::ALL
+                    .into_iter()
+                    .flat_map(|k| Detections::ACTIONS.into_iter().map(move |a| (k, a)))
+                    .map(|(k, a)| {
+                        let c = m
+                            .scan_detections
+                            .with_label_values(&[name, k.code(), a.code()]);
+                        (k, a, c)
+                    })
                     .collect(),
             })
             .collect();
@@ -925,6 +942,15 @@ impl StageCounters {
             if let Some(i) = t.consent_invalid {
                 c.consent_invalid[i as usize].inc();
             }
+            // Forwarded events, and those dropped for what was found.
+            if t.counts.scan.total() > 0 {
+                for (kind, action, counter) in &c.scan {
+                    let n = t.counts.scan.get(*kind, *action);
+                    if n > 0 {
+                        counter.inc_by(n);
+                    }
+                }
+            }
         }
     }
 
@@ -973,6 +999,8 @@ pub struct RouteTotals {
     pub output_bytes: u64,
     /// Events whose TC string could not be read (among `no_consent` drops).
     pub consent_invalid: u64,
+    /// Content scanner detections with a count: kind, action, count.
+    pub scan: Vec<(Kind, ScanMode, u64)>,
 }
 
 impl RouteTotals {
@@ -1017,6 +1045,18 @@ impl Metrics {
                         .get()
                 })
                 .sum(),
+            scan: Kind::ALL
+                .into_iter()
+                .flat_map(|k| Detections::ACTIONS.into_iter().map(move |a| (k, a)))
+                .map(|(k, a)| {
+                    let n = self
+                        .scan_detections
+                        .with_label_values(&[route, k.code(), a.code()])
+                        .get();
+                    (k, a, n)
+                })
+                .filter(|(_, _, n)| *n > 0)
+                .collect(),
         }
     }
 

@@ -36,15 +36,19 @@ pub enum DropReason {
     ByRule,
     /// A subject value is on the suppression (opt-out) list.
     Suppressed,
+    /// A string kept under `scan: drop_event` holds something the content
+    /// scanner detects (an e-mail address, a card number, ...).
+    Scan,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 5] = [
+    pub const ALL: [DropReason; 6] = [
         DropReason::NoConsent,
         DropReason::OptedOut,
         DropReason::NoRule,
         DropReason::ByRule,
         DropReason::Suppressed,
+        DropReason::Scan,
     ];
 
     pub fn code(self) -> &'static str {
@@ -54,6 +58,7 @@ impl DropReason {
             DropReason::NoRule => "no_rule",
             DropReason::ByRule => "by_rule",
             DropReason::Suppressed => "suppressed",
+            DropReason::Scan => "scan",
         }
     }
 }
@@ -169,6 +174,67 @@ pub struct FieldCounts {
     /// address, URL with a host, or RFC 3339 timestamp; or a number below
     /// the lowest bucket edge.
     pub invalid: u64,
+    /// What the content scanner found in kept strings.
+    pub scan: Detections,
+}
+
+/// Content scanner detections, per kind and per action taken (`count`,
+/// `redact`, `drop_event`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Detections {
+    n: [[u64; 3]; 6],
+}
+
+impl Detections {
+    /// The actions a detection can lead to, in the order of [`Detections::get`].
+    pub const ACTIONS: [crate::policy::ScanMode; 3] = [
+        crate::policy::ScanMode::Count,
+        crate::policy::ScanMode::Redact,
+        crate::policy::ScanMode::DropEvent,
+    ];
+
+    fn slot(mode: crate::policy::ScanMode) -> Option<usize> {
+        Self::ACTIONS.iter().position(|m| *m == mode)
+    }
+
+    pub fn record(&mut self, kind: crate::detect::Kind, mode: crate::policy::ScanMode) {
+        if let Some(a) = Self::slot(mode)
+            && let Some(c) = self.n.get_mut(kind.index()).and_then(|r| r.get_mut(a))
+        {
+            *c += 1;
+        }
+    }
+
+    pub fn get(&self, kind: crate::detect::Kind, mode: crate::policy::ScanMode) -> u64 {
+        Self::slot(mode)
+            .and_then(|a| self.n.get(kind.index()).and_then(|r| r.get(a)))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    pub fn total(&self) -> u64 {
+        self.n.iter().flatten().sum()
+    }
+
+    pub fn add(&mut self, other: &Detections) {
+        for (mine, theirs) in self.n.iter_mut().zip(&other.n) {
+            for (a, b) in mine.iter_mut().zip(theirs) {
+                *a += b;
+            }
+        }
+    }
+
+    /// Every (kind, action, count) with a count above zero, in a fixed order.
+    pub fn nonzero(
+        &self,
+    ) -> impl Iterator<Item = (crate::detect::Kind, crate::policy::ScanMode, u64)> + '_ {
+        crate::detect::Kind::ALL.into_iter().flat_map(move |k| {
+            Self::ACTIONS
+                .into_iter()
+                .map(move |m| (k, m, self.get(k, m)))
+                .filter(|(_, _, n)| *n > 0)
+        })
+    }
 }
 
 impl FieldCounts {
@@ -180,6 +246,7 @@ impl FieldCounts {
         self.removed += other.removed;
         self.type_mismatch += other.type_mismatch;
         self.invalid += other.invalid;
+        self.scan.add(&other.scan);
     }
 
     /// `(label, count)` pairs in a fixed order, for summaries and metrics.

@@ -1256,3 +1256,107 @@ fn a_key_dated_in_the_future_is_refused_with_its_file() {
     );
     assert!(!e.contains("000102030405"), "no key bytes: {e}");
 }
+
+/// The content scan (issue 13): detections per route, kind and action on
+/// `/metrics`, a `drop_event` hit counted as `dropped_scan`, the summary
+/// naming kinds, and no matched value anywhere but nowhere.
+#[test]
+fn apply_counts_scan_detections_over_http_and_in_its_summary() {
+    use std::io::Write;
+    use std::process::Stdio;
+
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("scan.yaml");
+    std::fs::write(
+        &policy,
+        "name: scan\nversion: 1\npurpose: analytics\nfields:\n  title: keep\n  note: { keep: { scan: drop_event } }\n  ua: { keep: { scan: count } }\n",
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_veil"))
+        .args(["apply", "--policy"])
+        .arg(&policy)
+        .args(["--keys", keys(), "--input", "-", "--output", "-"])
+        .args(["--metrics-listen", "127.0.0.1:0"])
+        .env("VEIL_LOG", "info")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (addr, log, rx, reader) = endpoint_of(&mut child);
+    let mut stdin = child.stdin.take().unwrap();
+    stdin
+        .write_all(
+            concat!(
+                r#"{"title":"Hi ana@example.com, card 4111 1111 1111 1111"}"#,
+                "\n",
+                r#"{"title":"ok","note":"IBAN GB82WEST12345698765432"}"#,
+                "\n",
+                r#"{"title":"plain","ua":"from 203.0.113.9"}"#,
+                "\n",
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+    stdin.flush().unwrap();
+    let route = [("route", "scan")];
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let text = loop {
+        let (status, text) = http::get(&addr, "/metrics");
+        assert_eq!(status, 200);
+        if http::sum(&text, "veil_events_total", &route) >= 3.0 {
+            break text;
+        }
+        assert!(std::time::Instant::now() < deadline, "{text}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let found = |kind: &str, action: &str| {
+        http::sum(
+            &text,
+            "veil_scan_detections_total",
+            &[("route", "scan"), ("kind", kind), ("action", action)],
+        )
+    };
+    assert_eq!(found("email", "redact"), 1.0);
+    assert_eq!(found("card", "redact"), 1.0);
+    assert_eq!(found("iban", "drop_event"), 1.0);
+    assert_eq!(found("ip", "count"), 1.0);
+    assert_eq!(http::sum(&text, "veil_scan_detections_total", &route), 4.0);
+    assert_eq!(
+        http::sum(
+            &text,
+            "veil_events_total",
+            &[("route", "scan"), ("outcome", "dropped_scan")]
+        ),
+        1.0
+    );
+    drop(stdin);
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut stdout).unwrap();
+    assert!(child.wait().unwrap().success(), "{log}");
+    reader.join().unwrap();
+    let rest: String = rx.try_iter().map(|l| l + "\n").collect();
+    assert_eq!(
+        stdout,
+        concat!(
+            r#"{"title":"Hi [redacted:email], card [redacted:card]"}"#,
+            "\n",
+            r#"{"title":"plain","ua":"from 203.0.113.9"}"#,
+            "\n",
+        )
+    );
+    assert!(rest.contains("dropped             1  (scan 1)"), "{rest}");
+    assert!(
+        rest.contains(
+            "scan found  email 1 (redact), card 1 (redact), iban 1 (drop_event), ip 1 (count)"
+        ),
+        "{rest}"
+    );
+    for secret in ["ana@example.com", "4111", "GB82", "203.0.113.9"] {
+        assert!(
+            !rest.contains(secret) && !log.contains(secret),
+            "{secret} in the log"
+        );
+        assert!(!text.contains(secret), "{secret} in the metrics");
+    }
+}

@@ -685,3 +685,76 @@ fn consent_checks_that_read_inside_one_another_are_refused() {
     )
     .unwrap();
 }
+
+#[test]
+fn scan_keys_and_values_are_checked_with_suggestions() {
+    let d = one_error(
+        &format!("{HEAD}scna: redact\nfields:\n  a: keep\n"),
+        4,
+        1,
+        "unknown field `scna`",
+    );
+    assert!(d.hint.unwrap().contains("did you mean `scan`?"));
+    let d = one_error(
+        &format!("{HEAD}fields:\n  a: {{ keep: {{ scna: off }} }}\n"),
+        5,
+        16,
+        "scna",
+    );
+    let text = format!("{d} {}", d.hint.as_deref().unwrap_or_default());
+    assert!(text.contains("`scan`"), "{text}");
+    let d = one_error(
+        &format!("{HEAD}scan: redcat\nfields:\n  a: keep\n"),
+        4,
+        7,
+        "redcat",
+    );
+    assert!(d.message.contains("drop_event"), "{d}");
+    // Both typos, and a third, in one run.
+    let d = errors(&format!(
+        "{HEAD}scna: off\nfields:\n  a: {{ keep: {{ scna: off }} }}\n  b: kep\n"
+    ));
+    assert_eq!(d.len(), 3, "{d:#?}");
+}
+
+#[test]
+fn scan_settings_are_accepted() {
+    let p = Policy::parse(
+        &format!("{HEAD}scan: count\nfields:\n  a: {{ keep: {{ scan: drop_event }} }}\n  b: {{ keep: {{}} }}\n  c: {{ keep: null }}\n"),
+        "p.yaml",
+    )
+    .unwrap();
+    assert_eq!(p.scan, veil::policy::ScanMode::Count);
+    let scans: Vec<_> = p.fields.unwrap().entries.iter().map(|e| e.scan).collect();
+    assert_eq!(scans, [Some(veil::policy::ScanMode::DropEvent), None, None]);
+}
+
+#[test]
+fn explain_shows_the_scan_of_each_kept_entry() {
+    let p = Policy::parse(
+        &format!("{HEAD}scan: count\nfields:\n  a: keep\n  b: {{ keep: {{ scan: off }} }}\n  c: pseudonymise\n"),
+        "p.yaml",
+    )
+    .unwrap();
+    let md = veil::explain::markdown(&p);
+    assert!(md.contains("## Content scan"), "{md}");
+    assert!(md.contains("`scan: count`"), "{md}");
+    assert!(md.contains("kept as sent (scan `count`"), "{md}");
+    assert!(md.contains("kept as sent (scan `off`"), "{md}");
+    let json = veil::explain::json(&p);
+    assert_eq!(json["scan"], "count");
+    let scans: Vec<&serde_json::Value> = json["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| &f["scan"])
+        .collect();
+    assert_eq!(
+        scans,
+        [
+            &serde_json::json!("count"),
+            &serde_json::json!("off"),
+            &serde_json::Value::Null
+        ]
+    );
+}

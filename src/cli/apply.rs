@@ -291,6 +291,15 @@ fn summary(
     );
     let values: Vec<String> = t.fields.iter().map(|(k, n)| format!("{k} {n}")).collect();
     s.push_str(&format!("  values      {}\n", values.join(", ")));
+    if !t.scan.is_empty() {
+        // Kinds and counts only: a matched value never reaches a summary.
+        let found: Vec<String> = t
+            .scan
+            .iter()
+            .map(|(kind, action, n)| format!("{} {n} ({})", kind.code(), action.code()))
+            .collect();
+        s.push_str(&format!("  scan found  {}\n", found.join(", ")));
+    }
     if t.consent_invalid > 0 {
         s.push_str(&format!(
             "  note: {} of the no_consent events carried a TC string that could not be read\n",

@@ -185,6 +185,22 @@ pub fn summary(policy: &Policy, file: &str) -> String {
             s.join(", ")
         ));
     }
+    let overrides = policy
+        .fields
+        .iter()
+        .chain(policy.rules.iter().filter_map(|r| r.fields.as_ref()))
+        .flat_map(|f| &f.entries)
+        .filter(|e| e.scan.is_some())
+        .count();
+    out.push_str(&format!(
+        "  scan:     {} on kept strings (e-mail, phone, card, IBAN, IP, token){}\n",
+        policy.scan.code(),
+        match overrides {
+            0 => String::new(),
+            1 => "; 1 entry sets its own".to_owned(),
+            n => format!("; {n} entries set their own"),
+        }
+    ));
     out.push_str("  anything not listed is removed\n");
     out
 }

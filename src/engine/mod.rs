@@ -164,6 +164,7 @@ impl CompiledPolicy {
             p.consent.as_ref(),
             &p.subject,
             true,
+            p.scan,
         );
         self.suppression = Some(SubjectCheck {
             list,
@@ -198,6 +199,14 @@ impl CompiledPolicy {
         scratch.0.consent_invalid = None;
         let (outcome, counts) = match self.apply_inner(input, out, &mut scratch.0) {
             Ok((Outcome::Forwarded, counts)) => (Outcome::Forwarded, counts),
+            // What the scanner found is counted for the event it dropped.
+            Ok((outcome @ Outcome::Dropped(DropReason::Scan), counts)) => (
+                outcome,
+                FieldCounts {
+                    scan: counts.scan,
+                    ..FieldCounts::default()
+                },
+            ),
             Ok((outcome, _)) => (outcome, FieldCounts::default()),
             Err(r) => (Outcome::Rejected(r), FieldCounts::default()),
         };
@@ -259,16 +268,21 @@ impl CompiledPolicy {
             Route::Emit(node) => node,
             Route::Drop(reason) => return Ok((Outcome::Dropped(reason), FieldCounts::default())),
         };
-        let counts = {
+        let (counts, scan_drop) = {
             let mut w = Walker::new(text, max_depth, bufs, out, plen);
             w.sc.pos = start;
             w.event(node)?;
-            w.counts
+            (w.counts, w.scan_drop)
         };
         if plan.probe.is_none()
             && let Some(reason) = self.consent(text, bufs)
         {
             return Ok((Outcome::Dropped(reason), counts));
+        }
+        // After consent: an event withheld for consent is `no_consent`,
+        // whatever it holds.
+        if scan_drop {
+            return Ok((Outcome::Dropped(DropReason::Scan), counts));
         }
         for p in &bufs.pending {
             let bytes = match p.src {

@@ -1,5 +1,6 @@
 use super::*;
 use crate::keys::parse_key;
+use crate::policy::ScanMode;
 use std::path::Path;
 
 const KEY: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
@@ -702,4 +703,102 @@ fn a_pseudonym_cache_changes_no_output() {
         );
     }
     assert_eq!(plain.cache_hits_and_misses(), None);
+}
+
+fn scan_counts(e: &CompiledPolicy, input: &str) -> (Outcome, crate::outcome::Detections) {
+    let mut out = Vec::new();
+    let v = e.apply(input.as_bytes(), &mut out, &mut Scratch::default());
+    (v.outcome, v.counts.scan)
+}
+
+#[test]
+fn kept_strings_are_scanned_and_redacted_by_default() {
+    let e = engine(&format!(
+        "{BASE}fields:\n  title: keep\n  ctx: keep\n  ctx.ip: ip_prefix\n  uid: pseudonymise\n"
+    ));
+    let out = run(
+        &e,
+        r#"{"title":"Hi ana@example.com, card 4111 1111 1111 1111","ctx":{"ana@example.com":"x","q":"call +44 20 7946 0958","n":4111111111111111,"ip":"10.1.2.3"},"uid":"bob@example.com"}"#,
+    )
+    .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["title"], "Hi [redacted:email], card [redacted:card]");
+    // Keys and numbers are not scanned; generalised and pseudonymised values are not either.
+    assert_eq!(v["ctx"]["ana@example.com"], "x");
+    assert_eq!(v["ctx"]["q"], "call [redacted:phone]");
+    assert_eq!(v["ctx"]["n"], 4111111111111111u64);
+    assert_eq!(v["ctx"]["ip"], "10.1.2.0");
+    assert_eq!(v["uid"].as_str().unwrap().len(), 64);
+    let (_, d) = scan_counts(&e, r#"{"title":"a@b.co 10.0.0.1 c@d.io"}"#);
+    assert_eq!(d.get(crate::detect::Kind::Email, ScanMode::Redact), 2);
+    assert_eq!(d.get(crate::detect::Kind::Ip, ScanMode::Redact), 1);
+    assert_eq!(d.total(), 3);
+}
+
+#[test]
+fn escaped_strings_are_scanned_after_unescaping() {
+    let e = engine(&format!("{BASE}fields:\n  t: keep\n"));
+    assert_eq!(
+        run(&e, r#"{"t":"x ana\u0040example.com \"q\""}"#).unwrap(),
+        r#"{"t":"x [redacted:email] \"q\""}"#
+    );
+    // Without a match the bytes stay as sent, escapes included.
+    assert_eq!(
+        run(&e, r#"{"t":"caf\u00e9 \"q\""}"#).unwrap(),
+        r#"{"t":"caf\u00e9 \"q\""}"#
+    );
+}
+
+#[test]
+fn scan_modes_per_policy_and_per_field() {
+    let doc = r#"{"a":"ana@example.com","b":{"c":"ana@example.com","d":"ana@example.com"}}"#;
+    let e = engine(&format!(
+        "{BASE}scan: count\nfields:\n  a: keep\n  b: {{ keep: {{ scan: off }} }}\n  b.d: {{ keep: {{ scan: redact }} }}\n"
+    ));
+    assert_eq!(
+        run(&e, doc).unwrap(),
+        r#"{"a":"ana@example.com","b":{"c":"ana@example.com","d":"[redacted:email]"}}"#
+    );
+    let (_, d) = scan_counts(&e, doc);
+    assert_eq!(d.get(crate::detect::Kind::Email, ScanMode::Count), 1);
+    assert_eq!(d.get(crate::detect::Kind::Email, ScanMode::Redact), 1);
+    assert_eq!(d.total(), 2);
+
+    let off = engine(&format!("{BASE}scan: off\nfields:\n  a: keep\n  b: keep\n"));
+    assert_eq!(run(&off, doc).unwrap(), doc);
+}
+
+#[test]
+fn drop_event_drops_with_reason_scan_and_counts_it() {
+    let e = engine(&format!(
+        "{BASE}fields:\n  a: keep\n  b: {{ keep: {{ scan: drop_event }} }}\n"
+    ));
+    assert_eq!(
+        run(&e, r#"{"a":"ana@example.com","b":"fine"}"#).unwrap(),
+        r#"{"a":"[redacted:email]","b":"fine"}"#
+    );
+    let (outcome, d) = scan_counts(&e, r#"{"a":"x","b":"GB82WEST12345698765432"}"#);
+    assert_eq!(outcome, Outcome::Dropped(DropReason::Scan));
+    assert_eq!(d.get(crate::detect::Kind::Iban, ScanMode::DropEvent), 1);
+    assert_eq!(reason(run(&e, r#"{"b":"GB82WEST12345698765432"}"#)), "scan");
+    // The input is still validated whole: bad JSON after the match is rejected.
+    assert_eq!(
+        reason(run(&e, r#"{"b":"GB82WEST12345698765432","c":}"#)),
+        "invalid_json"
+    );
+}
+
+#[test]
+fn consent_is_decided_before_the_scan() {
+    let e = engine(&format!(
+        "{BASE}scan: drop_event\nconsent:\n  purposes: c\nfields:\n  a: keep\n"
+    ));
+    assert_eq!(
+        reason(run(&e, r#"{"a":"ana@example.com","c":[]}"#)),
+        "no_consent"
+    );
+    assert_eq!(
+        reason(run(&e, r#"{"a":"ana@example.com","c":["analytics"]}"#)),
+        "scan"
+    );
 }

@@ -10,9 +10,10 @@
 //!   written and recorded in `pending`, and the caller fills it in once the
 //!   event is known to be forwarded (dropped events cost no HMAC).
 
+use crate::detect;
 use crate::outcome::{FieldCounts, RejectReason};
 use crate::policy::trie::{Mode, Node, SubjectMark};
-use crate::policy::{Action, Normalise};
+use crate::policy::{Action, Normalise, ScanMode};
 
 use super::generalise;
 use super::scan::{Scan, ScanBuffers, Scanner, reject, unescape};
@@ -78,6 +79,8 @@ pub struct Walker<'a, 'b> {
     generalised: &'b mut String,
     pseudonym_len: usize,
     pub counts: FieldCounts,
+    /// A string kept under `scan: drop_event` had a detection.
+    pub scan_drop: bool,
 }
 
 impl<'a, 'b> Walker<'a, 'b> {
@@ -100,6 +103,7 @@ impl<'a, 'b> Walker<'a, 'b> {
             generalised: &mut bufs.generalised,
             pseudonym_len,
             counts: FieldCounts::default(),
+            scan_drop: false,
         }
     }
 
@@ -127,8 +131,7 @@ impl<'a, 'b> Walker<'a, 'b> {
         let written = match &node.mode {
             Mode::Keep => {
                 self.sc.skip(&mut self.counts.kept)?;
-                self.out
-                    .extend_from_slice(self.sc.slice(start, self.sc.pos)?);
+                self.emit_kept(start, self.sc.pos, node.scan)?;
                 true
             }
             Mode::Drop => {
@@ -218,8 +221,7 @@ impl<'a, 'b> Walker<'a, 'b> {
                     self.out.push(b':');
                     let value_start = self.sc.pos;
                     self.sc.skip(&mut self.counts.kept)?;
-                    self.out
-                        .extend_from_slice(self.sc.slice(value_start, self.sc.pos)?);
+                    self.emit_kept(value_start, self.sc.pos, node.scan)?;
                     written += 1;
                 }
                 None => self.sc.skip(&mut self.counts.removed)?,
@@ -283,6 +285,83 @@ impl<'a, 'b> Walker<'a, 'b> {
         }
         self.out.push(b']');
         Ok(true)
+    }
+
+    /// Write the kept value `input[s..e]` (already validated), its strings
+    /// scanned as `mode` says. Most values hold nothing the prefilter
+    /// reacts to and are copied as they are.
+    fn emit_kept(&mut self, s: usize, e: usize, mode: ScanMode) -> Scan<()> {
+        let raw = self.sc.slice(s, e)?;
+        // Numbers, booleans and `null` are not scanned.
+        let scalar = !matches!(raw.first(), Some(b'"' | b'{' | b'['));
+        if mode == ScanMode::Off || scalar || !detect::may_match(raw) {
+            self.out.extend_from_slice(raw);
+            return Ok(());
+        }
+        self.scan_kept(raw, mode)
+    }
+
+    /// The slow path of [`Walker::emit_kept`]: each string value in the
+    /// validated JSON `raw` (not object keys) is unescaped if need be,
+    /// scanned, and written redacted or as it was.
+    fn scan_kept(&mut self, raw: &[u8], mode: ScanMode) -> Scan<()> {
+        let mut i = 0;
+        while let Some(off) = raw.get(i..).and_then(|r| memchr::memchr(b'"', r)) {
+            let open = i + off;
+            self.out
+                .extend_from_slice(raw.get(i..open).ok_or(Reject::INTERNAL_ERROR)?);
+            let close = string_end(raw, open + 1).ok_or(Reject::INTERNAL_ERROR)?;
+            let whole = raw.get(open..=close).ok_or(Reject::INTERNAL_ERROR)?;
+            i = close + 1;
+            let rest = raw.get(i..).unwrap_or_default();
+            let is_key = rest
+                .iter()
+                .find(|b| !matches!(b, b' ' | b'\n' | b'\r' | b'\t'))
+                == Some(&b':');
+            let content = raw.get(open + 1..close).ok_or(Reject::INTERNAL_ERROR)?;
+            if is_key || !detect::may_match(content) {
+                self.out.extend_from_slice(whole);
+                continue;
+            }
+            let text: &[u8] = if content.contains(&b'\\') {
+                self.scratch.clear();
+                unescape(content, self.scratch);
+                self.scratch
+            } else {
+                content
+            };
+            let mut found = false;
+            let counts = &mut self.counts.scan;
+            let out = &mut *self.generalised;
+            out.clear();
+            let mut last = 0;
+            detect::find(text, |m| {
+                found = true;
+                counts.record(m.kind, mode);
+                if mode == ScanMode::Redact {
+                    // Matches start and end on ASCII bytes of valid UTF-8.
+                    out.push_str(
+                        std::str::from_utf8(text.get(last..m.start).unwrap_or_default())
+                            .unwrap_or_default(),
+                    );
+                    out.push_str(m.kind.redaction());
+                    last = m.end;
+                }
+            });
+            if found && mode == ScanMode::DropEvent {
+                self.scan_drop = true;
+            }
+            if found && mode == ScanMode::Redact {
+                let tail = std::str::from_utf8(text.get(last..).unwrap_or_default())
+                    .map_err(|_| Reject::INTERNAL_ERROR)?;
+                self.generalised.push_str(tail);
+                write_json_string(self.out, self.generalised);
+            } else {
+                self.out.extend_from_slice(whole);
+            }
+        }
+        self.out.extend_from_slice(raw.get(i..).unwrap_or_default());
+        Ok(())
     }
 
     /// Apply a scalar action to the value at the cursor.
@@ -445,6 +524,20 @@ impl<'a, 'b> Walker<'a, 'b> {
             self.counts.generalised += 1;
         }
         Ok(true)
+    }
+}
+
+/// The index of the quote that closes the JSON string whose content starts
+/// at `raw[from]` (the input is validated: escapes are well formed).
+fn string_end(raw: &[u8], from: usize) -> Option<usize> {
+    let mut i = from;
+    loop {
+        let off = memchr::memchr2(b'"', b'\\', raw.get(i..)?)?;
+        let j = i + off;
+        if raw.get(j) == Some(&b'"') {
+            return Some(j);
+        }
+        i = j + 2;
     }
 }
 

@@ -84,7 +84,15 @@ fn fields_table(out: &mut String, fields: &Value) {
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             code(&f["path"]),
             tag(&f["treatment"]),
-            prose(&f["description"]),
+            if f["scan"].is_null() {
+                prose(&f["description"])
+            } else {
+                format!(
+                    "{} (scan <code>{}</code>)",
+                    prose(&f["description"]),
+                    text(&f["scan"])
+                )
+            },
             prose(&f["why"])
         );
     }
@@ -182,9 +190,9 @@ fn inventory(out: &mut String, inv: &Value, level: u8) {
     if !rules.is_empty() && inv["fields"].is_null() {
         out.push_str("<p>Events matching no rule are dropped.</p>\n");
     }
-    if let Some(scan) = inv.get("scan").filter(|s| !s.is_null()) {
-        h(out, "Content scanner");
-        let _ = writeln!(out, "<p>{}</p>", text(&scan["summary"]));
+    if !inv["scan_summary"].is_null() {
+        h(out, "Content scan");
+        let _ = writeln!(out, "<p>{}</p>", prose(&inv["scan_summary"]));
     }
     h(out, "Sensitive data waivers");
     let waivers = inv["waivers"].as_array().map_or(&[][..], Vec::as_slice);

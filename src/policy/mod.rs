@@ -27,7 +27,7 @@ use sha2::{Digest, Sha256};
 
 pub use error::{Diagnostic, PolicyError};
 pub use path::{FieldPath, Segment};
-pub use spec::{Encoding, Normalise, PseudonymOptions, TimeUnit};
+pub use spec::{Encoding, Normalise, PseudonymOptions, ScanMode, TimeUnit};
 pub use trie::Plan;
 pub use validate::name_ok;
 
@@ -52,6 +52,8 @@ pub struct Policy {
     /// Problems that do not make the policy invalid (`veil check` prints
     /// them; `run` and `apply` log them at load).
     pub warnings: Vec<Diagnostic>,
+    /// The content scan of kept strings, unless an entry says otherwise.
+    pub scan: ScanMode,
 }
 
 /// A waiver of the sensitive-category guardrail.
@@ -97,6 +99,9 @@ pub struct FieldSet {
 pub struct FieldRule {
     pub path: FieldPath,
     pub action: Action,
+    /// `keep` only: the entry's own content scan (`{ keep: { scan: off } }`),
+    /// for the value and everything nested in it not named by a deeper entry.
+    pub scan: Option<ScanMode>,
     /// Line and column of the entry in the policy file (for explanations
     /// and diagnostics).
     pub line: u64,

@@ -65,6 +65,57 @@ pub struct RawPolicy {
     #[serde(default)]
     #[schemars(with = "IndexMap<String, RawWaiver>")]
     pub waivers: IndexMap<SpannedPath, Spanned<RawWaiver>>,
+    /// What happens when a string the policy keeps in clear looks like an
+    /// e-mail address, phone, card or IBAN number, IP address or token:
+    /// `off`, `count`, `redact` (the default: the match becomes
+    /// `[redacted:<kind>]`) or `drop_event`. A `keep` entry may override it:
+    /// `{ keep: { scan: off } }`.
+    #[serde(default)]
+    pub scan: ScanMode,
+}
+
+/// What the content scanner does with a match in a kept string.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ScanMode {
+    /// Not scanned.
+    Off,
+    /// Counted (`veil_scan_detections_total`), passed unchanged.
+    Count,
+    /// Counted, and each match replaced by `[redacted:<kind>]`.
+    #[default]
+    Redact,
+    /// Counted, and the whole event dropped (reason `scan`).
+    DropEvent,
+}
+
+impl ScanMode {
+    pub const ALL: [ScanMode; 4] = [
+        ScanMode::Off,
+        ScanMode::Count,
+        ScanMode::Redact,
+        ScanMode::DropEvent,
+    ];
+
+    /// The name as written in a policy, and the `action` metric label.
+    pub fn code(self) -> &'static str {
+        match self {
+            ScanMode::Off => "off",
+            ScanMode::Count => "count",
+            ScanMode::Redact => "redact",
+            ScanMode::DropEvent => "drop_event",
+        }
+    }
+}
+
+/// Options of `keep`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KeepOptions {
+    /// The content scan of the strings kept here (and in everything nested
+    /// in the value), overriding the policy's `scan`.
+    #[serde(default)]
+    pub scan: Option<ScanMode>,
 }
 
 /// A waiver of the sensitive-category guardrail for one path.
@@ -200,8 +251,9 @@ pub enum Encoding {
 /// map with options (`{ ip_prefix: { v4: 24, v6: 48 } }`).
 #[derive(Debug, Clone, PartialEq)]
 pub enum RawAction {
-    /// Pass the value through unchanged, including anything nested in it.
-    Keep,
+    /// Pass the value through unchanged, including anything nested in it
+    /// (its strings scanned as `scan` says).
+    Keep(KeepOptions),
     /// Remove the value (the default for anything unlisted; explicit to
     /// document a decision or to override a wildcard).
     Drop,
@@ -371,7 +423,7 @@ impl<'de> Visitor<'de> for ActionVisitor {
 
     fn visit_str<E: de::Error>(self, name: &str) -> Result<RawAction, E> {
         Ok(match name {
-            "keep" => RawAction::Keep,
+            "keep" => RawAction::Keep(KeepOptions::default()),
             "drop" => RawAction::Drop,
             "pseudonymise" => RawAction::Pseudonymise(PseudonymiseOptions::default()),
             "ip_prefix" => RawAction::IpPrefix(IpPrefixOptions::default()),
@@ -402,10 +454,7 @@ impl<'de> Visitor<'de> for ActionVisitor {
             ));
         };
         let action = match name.as_str() {
-            "keep" => {
-                map.next_value::<de::IgnoredAny>()?;
-                RawAction::Keep
-            }
+            "keep" => RawAction::Keep(map.next_value::<Option<KeepOptions>>()?.unwrap_or_default()),
             "drop" => {
                 map.next_value::<de::IgnoredAny>()?;
                 RawAction::Drop
@@ -437,7 +486,7 @@ impl RawAction {
     /// The action's name as written in a policy.
     pub fn name(&self) -> &'static str {
         match self {
-            RawAction::Keep => "keep",
+            RawAction::Keep(_) => "keep",
             RawAction::Drop => "drop",
             RawAction::Pseudonymise(_) => "pseudonymise",
             RawAction::IpPrefix(_) => "ip_prefix",
@@ -466,7 +515,7 @@ enum BareActionSchema {
 #[derive(JsonSchema)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 enum ConfiguredActionSchema {
-    Keep(Option<()>),
+    Keep(Option<KeepOptions>),
     Drop(Option<()>),
     Pseudonymise(Option<PseudonymiseOptions>),
     IpPrefix(Option<IpPrefixOptions>),

@@ -15,7 +15,7 @@
 //!   says (consent, rule conditions); a capture never emits anything.
 
 use super::path::{FieldPath, Segment};
-use super::{Action, FieldSet};
+use super::{Action, FieldSet, ScanMode};
 
 /// What the engine does with the value at a node.
 #[derive(Debug, Clone)]
@@ -51,6 +51,9 @@ pub struct Node {
     /// mismatch under an emitting node is a `type_mismatch`; under a node
     /// that emits nothing it is plain removal.
     pub emits: bool,
+    /// The content scan of strings this node keeps verbatim (`Keep`, and
+    /// unnamed members under `Descend { keep_rest: true }`).
+    pub scan: ScanMode,
 }
 
 impl Node {
@@ -86,6 +89,7 @@ impl Node {
             capture: None,
             subject: None,
             emits: false,
+            scan: ScanMode::Off,
         }
     }
 }
@@ -166,6 +170,7 @@ pub(crate) fn plan(
     consent: Option<&super::Consent>,
     subject: &[FieldPath],
     check_subjects: bool,
+    scan: ScanMode,
 ) -> Plan {
     // One slot per distinct path: a node records one capture.
     let mut captures: Vec<&FieldPath> = Vec::new();
@@ -196,7 +201,8 @@ pub(crate) fn plan(
     // Every place the policy reads or names beneath a kept parent makes that
     // parent's shape matter: such values are walked, never copied whole.
     let markers: Vec<&FieldPath> = captures.iter().copied().chain(subject).collect();
-    let tree = |fields: &FieldSet, captures: &[&FieldPath]| build(fields, captures, &markers, &[]);
+    let tree =
+        |fields: &FieldSet, captures: &[&FieldPath]| build(fields, captures, &markers, &[], scan);
     let subjects: Vec<&FieldPath> = subject.iter().collect();
     let check_subjects = check_subjects && !subjects.is_empty();
     let rule_plans = rules
@@ -233,7 +239,13 @@ pub(crate) fn plan(
         probe = Some(tree(&FieldSet::default(), &captures));
     }
     if check_subjects {
-        probe = Some(build(&FieldSet::default(), &captures, &markers, &subjects));
+        probe = Some(build(
+            &FieldSet::default(),
+            &captures,
+            &markers,
+            &subjects,
+            scan,
+        ));
     }
     Plan {
         probe,
@@ -269,6 +281,8 @@ struct Draft {
     each: Option<Box<Draft>>,
     capture: Option<u16>,
     subject: Option<SubjectMark>,
+    /// A `keep` entry's own scan setting.
+    scan: Option<ScanMode>,
 }
 
 impl Draft {
@@ -297,6 +311,9 @@ impl Draft {
         }
         if self.subject.is_none() {
             self.subject = general.subject;
+        }
+        if self.scan.is_none() {
+            self.scan = general.scan;
         }
         for (k, g) in &general.children {
             match self.children.iter_mut().find(|(ck, _)| ck == k) {
@@ -327,7 +344,10 @@ impl Draft {
         }
     }
 
-    fn finish(self, inherited_keep: bool) -> Node {
+    fn finish(self, inherited_keep: bool, inherited_scan: ScanMode) -> Node {
+        // A kept parent's scan setting reaches what it keeps, down to the
+        // next entry that says otherwise.
+        let scan = self.scan.unwrap_or(inherited_scan);
         let keep_rest = match &self.action {
             Some(Action::Keep) => true,
             Some(Action::Drop) => false,
@@ -345,11 +365,15 @@ impl Draft {
             .into_iter()
             .map(|(k, d)| {
                 let fp = fingerprint(k.as_bytes());
-                (fp, k.into_bytes().into_boxed_slice(), d.finish(keep_rest))
+                (
+                    fp,
+                    k.into_bytes().into_boxed_slice(),
+                    d.finish(keep_rest, scan),
+                )
             })
             .collect();
-        let any = self.any.map(|d| Box::new(d.finish(keep_rest)));
-        let each = self.each.map(|d| Box::new(d.finish(keep_rest)));
+        let any = self.any.map(|d| Box::new(d.finish(keep_rest, scan)));
+        let each = self.each.map(|d| Box::new(d.finish(keep_rest, scan)));
         let emits = match &mode {
             Mode::Keep | Mode::Transform(_) => true,
             Mode::Drop => false,
@@ -368,6 +392,7 @@ impl Draft {
             capture: self.capture,
             subject: self.subject,
             emits,
+            scan,
         }
     }
 }
@@ -390,10 +415,13 @@ pub fn build(
     captures: &[&FieldPath],
     markers: &[&FieldPath],
     subjects: &[&FieldPath],
+    scan: ScanMode,
 ) -> Node {
     let mut root = Draft::default();
     for entry in &fields.entries {
-        root.insert(&entry.path.0).action = Some(entry.action.clone());
+        let draft = root.insert(&entry.path.0);
+        draft.action = Some(entry.action.clone());
+        draft.scan = entry.scan;
     }
     for path in markers {
         root.insert(&path.0);
@@ -419,7 +447,7 @@ pub fn build(
     }
     root.resolve_wildcards();
     // The root is the event object itself: look inside, keep nothing unlisted.
-    let mut node = root.finish(false);
+    let mut node = root.finish(false, scan);
     if !matches!(node.mode, Mode::Descend { .. }) {
         node.mode = Mode::Descend { keep_rest: false };
     }

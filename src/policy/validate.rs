@@ -446,6 +446,7 @@ fn check(c: &mut Checker, raw: RawPolicy, sha256: String) -> Option<Policy> {
         consent.as_ref(),
         &subject_paths,
         false,
+        raw.scan,
     );
     let allowlists: Vec<(String, &FieldSet, &trie::Node)> = fields
         .iter()
@@ -513,12 +514,14 @@ fn check(c: &mut Checker, raw: RawPolicy, sha256: String) -> Option<Policy> {
         rules,
         sha256,
         plan,
+        scan: raw.scan,
     })
 }
 
 fn field_set(c: &mut Checker, raw: &RawFields) -> FieldSet {
     let mut entries: Vec<(FieldRule, Location)> = Vec::new();
-    for (key, action) in raw {
+    for (key, raw_action) in raw {
+        let action = raw_action;
         let Some(path) = c.path(key, "field") else {
             continue;
         };
@@ -550,6 +553,10 @@ fn field_set(c: &mut Checker, raw: &RawFields) -> FieldSet {
             FieldRule {
                 path,
                 action,
+                scan: match &raw_action.value {
+                    RawAction::Keep(o) => o.scan,
+                    _ => None,
+                },
                 line: key.referenced.line(),
                 column: key.referenced.column(),
                 note: c
@@ -598,7 +605,7 @@ fn overlaps_below(upper: &FieldPath, lower: &FieldPath) -> bool {
 
 fn compile_action(c: &mut Checker, raw: &RawAction, at: &Location) -> Option<Action> {
     Some(match raw {
-        RawAction::Keep => Action::Keep,
+        RawAction::Keep(_) => Action::Keep,
         RawAction::Drop => Action::Drop,
         RawAction::Pseudonymise(o) => Action::Pseudonymise {
             normalise: o.normalise.clone(),

@@ -86,6 +86,7 @@ const TOP: &[&str] = &[
     "fields",
     "rules",
     "waivers",
+    "scan",
 ];
 const CONSENT: &[&str] = &["purposes", "category", "opt_out", "opt_out_header", "tcf"];
 const TCF: &[&str] = &["path", "purposes", "legitimate_interest", "vendor"];
@@ -96,6 +97,7 @@ const WAIVER: &[&str] = &["category", "reason"];
 /// The option keys of each action that takes a map of options.
 fn action_options(action: &str) -> Option<&'static [&'static str]> {
     Some(match action {
+        "keep" => &["scan"],
         "pseudonymise" => &["normalise"],
         "ip_prefix" => &["v4", "v6"],
         "url" => &["keep_query"],

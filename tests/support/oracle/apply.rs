@@ -333,7 +333,7 @@ impl Oracle {
         if !keys && !each {
             if tree.keeps(path) {
                 self.record(path, v, Ok(()), leaves);
-                return Some(Exp::Exact(v.clone()));
+                return Some(Exp::Exact(scanned(v)));
             }
             self.record(path, v, Err(Forbidden::Unlisted), leaves);
             return None;
@@ -482,4 +482,22 @@ pub(crate) fn exposure(tree: &Tree, q: &[Step]) -> Option<&'static str> {
     }
     let (keys, each) = tree.beneath(q);
     (!keys && !each && tree.keeps(q)).then_some("kept in clear")
+}
+
+/// A kept value as `scan: redact` (the default, and the generated policies
+/// set no other) writes it: every string value, not object keys, with what
+/// the content detector finds replaced by `[redacted:<kind>]`. The
+/// detector itself is held to its labelled corpus (tests/scan_corpus.rs);
+/// here it only says where the matches are.
+fn scanned(v: &Value) -> Value {
+    match v {
+        Value::String(s) => {
+            let mut out = String::new();
+            veil::detect::redact_into(s, &mut out, |_| false);
+            Value::String(out)
+        }
+        Value::Array(items) => Value::Array(items.iter().map(scanned).collect()),
+        Value::Object(m) => Value::Object(m.iter().map(|(k, x)| (k.clone(), scanned(x))).collect()),
+        other => other.clone(),
+    }
 }

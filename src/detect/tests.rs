@@ -1,0 +1,121 @@
+use super::*;
+
+fn kinds(text: &str) -> Vec<(Kind, &str)> {
+    let mut v = Vec::new();
+    find(text.as_bytes(), |m| v.push((m.kind, &text[m.start..m.end])));
+    v
+}
+
+fn one(text: &str) -> Option<(Kind, &str)> {
+    let v = kinds(text);
+    assert!(v.len() <= 1, "{text}: {v:?}");
+    v.into_iter().next()
+}
+
+#[test]
+fn finds_each_kind_in_a_sentence() {
+    let cases = [
+        (
+            "Contact ana.smith@example.com today",
+            Kind::Email,
+            "ana.smith@example.com",
+        ),
+        ("call +44 20 7946 0958.", Kind::Phone, "+44 20 7946 0958"),
+        ("call (555) 123-4567 now", Kind::Phone, "(555) 123-4567"),
+        ("tel 555-234-5678", Kind::Phone, "555-234-5678"),
+        ("06 12 34 56 78", Kind::Phone, "06 12 34 56 78"),
+        (
+            "card 4111 1111 1111 1111 exp",
+            Kind::Card,
+            "4111 1111 1111 1111",
+        ),
+        ("q=4111111111111111", Kind::Card, "4111111111111111"),
+        ("amex 3782-822463-10005", Kind::Card, "3782-822463-10005"),
+        (
+            "pay to DE89 3704 0044 0532 0130 00 pls",
+            Kind::Iban,
+            "DE89 3704 0044 0532 0130 00",
+        ),
+        (
+            "GB82WEST12345698765432",
+            Kind::Iban,
+            "GB82WEST12345698765432",
+        ),
+        ("from 203.0.113.77:443", Kind::Ip, "203.0.113.77"),
+        ("host [2001:db8::1]", Kind::Ip, "2001:db8::1"),
+        (
+            "Authorization: Bearer abcdefABCDEF0123456789",
+            Kind::Token,
+            "Bearer abcdefABCDEF0123456789",
+        ),
+        (
+            "t=eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U",
+            Kind::Token,
+            "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U",
+        ),
+    ];
+    for (text, kind, hit) in cases {
+        assert_eq!(one(text), Some((kind, hit)), "{text}");
+        assert!(may_match(text.as_bytes()), "prefilter missed {text}");
+    }
+}
+
+#[test]
+fn leaves_look_alikes_alone() {
+    for text in [
+        "Order ORD-2026-000123",
+        "v1.2.3",
+        "Chrome/120.0.0.0 Safari/537.36",
+        "2026-11-21T10:00:00Z",
+        "6f03675a-1b2c-4d5e-8f90-123456789012",
+        "$1,299.99",
+        "ISBN 978-3-16-148410-0",
+        "4111111111111112",
+        "DE89 3704 0044 0532 0130 01",
+        "@ana said hi",
+        "logo@2x.png",
+        "user@localhost",
+        "10:00:00",
+        "std::fmt::Display",
+        "1.2.3.4.5",
+        "1764201600",
+        "d41d8cd98f00b204e9800998ecf8427e",
+        "npm i left-pad@1.3.0",
+        "bearer of bad news",
+    ] {
+        assert_eq!(kinds(text), vec![], "{text}");
+    }
+}
+
+#[test]
+fn redacts_every_match() {
+    let mut out = String::new();
+    redact_into("a@b.co and 10.0.0.1", &mut out, |_| false);
+    assert_eq!(out, "[redacted:email] and [redacted:ip]");
+}
+
+#[test]
+fn the_prefilter_passes_plain_text() {
+    for text in [
+        r#"{"type":"page","name":"Home","title":"Welcome to the shop"}"#,
+        "Mozilla/5.0 (X11; Linux x86_64)",
+        "/products/42",
+    ] {
+        assert!(!may_match(text.as_bytes()), "{text}");
+    }
+}
+
+#[test]
+fn checksums() {
+    assert!(luhn(&[4, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1]));
+    assert!(mod97(b"GB82WEST12345698765432"));
+    assert!(!mod97(b"GB83WEST12345698765432"));
+}
+
+#[test]
+fn the_prefilter_reads_a_number_after_a_colon() {
+    // Found by the fuzzer: the colon's IPv6 run hid the number after it.
+    let text = "t:08.180.05.208.1M";
+    assert_eq!(kinds(text), vec![(Kind::Phone, "08.180.05.208")]);
+    assert!(may_match(text.as_bytes()));
+}
