@@ -59,6 +59,37 @@ struct Row {
 
 const ROWS: &[Row] = &[
     Row {
+        name: "the policy's scan turned off",
+        old: &[],
+        new: &[("purpose: analytics\n", "purpose: analytics\nscan: off\n")],
+        exit: 1,
+        kinds: &["scan_loosened"],
+    },
+    Row {
+        name: "the policy's scan from redact to drop_event",
+        old: &[],
+        new: &[(
+            "purpose: analytics\n",
+            "purpose: analytics\nscan: drop_event\n",
+        )],
+        exit: 0,
+        kinds: &["scan_tightened"],
+    },
+    Row {
+        name: "one kept field's scan set to count",
+        old: &[],
+        new: &[("  a: keep\n", "  a: { keep: { scan: count } }\n")],
+        exit: 1,
+        kinds: &["scan_loosened"],
+    },
+    Row {
+        name: "an explicit scan equal to the policy's is no change",
+        old: &[],
+        new: &[("  a: keep\n", "  a: { keep: { scan: redact } }\n")],
+        exit: 0,
+        kinds: &[],
+    },
+    Row {
         name: "same policy",
         old: &[],
         new: &[],

@@ -23,7 +23,7 @@
 use serde::Serialize;
 
 use super::{Action, Buckets, Consent, FieldPath, FieldSet, Policy, Rule, Scalar, Segment};
-use crate::policy::spec::TimeUnit;
+use crate::policy::spec::{ScanMode, TimeUnit};
 
 /// How a change bears on what flows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -117,6 +117,9 @@ pub fn diff(old: &Policy, new: &Policy) -> Vec<Change> {
             .values(Some(show(&old.pseudonyms)), Some(show(&new.pseudonyms))),
         );
     }
+    if let Some(c) = scan_change(old.scan, new.scan, "scan") {
+        out.push(c);
+    }
     consent(old.consent.as_ref(), new.consent.as_ref(), &mut out);
     for p in &old.subject {
         if !new.subject.contains(p) {
@@ -166,7 +169,13 @@ pub fn diff(old: &Policy, new: &Policy) -> Vec<Change> {
             );
         }
     }
-    sets(old.fields.as_ref(), new.fields.as_ref(), "fields", &mut out);
+    sets(
+        old.fields.as_ref(),
+        new.fields.as_ref(),
+        "fields",
+        (old.scan, new.scan),
+        &mut out,
+    );
     rules(old, new, &mut out);
     out.sort_by_key(|c| c.effect);
     out
@@ -365,7 +374,13 @@ fn rules(old: &Policy, new: &Policy, out: &mut Vec<Change>) {
                 // default's, reported once under `fields`.
                 let both_default = o.fields.is_none() && r.fields.is_none();
                 if !o.drop && !r.drop && !both_default {
-                    sets(rule_set(old, o), rule_set(new, r), &scope, out);
+                    sets(
+                        rule_set(old, o),
+                        rule_set(new, r),
+                        &scope,
+                        (old.scan, new.scan),
+                        out,
+                    );
                 }
             }
             None => {
@@ -381,7 +396,13 @@ fn rules(old: &Policy, new: &Policy, out: &mut Vec<Change>) {
                     &scope,
                     "a new rule; its allowlist is compared with the old default fields",
                 ));
-                sets(old.fields.as_ref(), rule_set(new, r), &scope, out);
+                sets(
+                    old.fields.as_ref(),
+                    rule_set(new, r),
+                    &scope,
+                    (old.scan, new.scan),
+                    out,
+                );
             }
         }
     }
@@ -398,7 +419,13 @@ fn rules(old: &Policy, new: &Policy, out: &mut Vec<Change>) {
                 &scope,
                 "the rule is gone; its events take the new default fields",
             ));
-            sets(rule_set(old, o), new.fields.as_ref(), &scope, out);
+            sets(
+                rule_set(old, o),
+                new.fields.as_ref(),
+                &scope,
+                (old.scan, new.scan),
+                out,
+            );
         }
     }
     let common_old: Vec<&String> = old_keys.iter().filter(|k| new_keys.contains(k)).collect();
@@ -440,8 +467,63 @@ pub fn effective<'s>(
         .map(|e| (&e.action, &e.path))
 }
 
-/// Compare two allowlists path by path, where either names a path.
-fn sets(old: Option<&FieldSet>, new: Option<&FieldSet>, scope: &str, out: &mut Vec<Change>) {
+/// The content scan of what `path` keeps in `set` (its entry's `scan`, else
+/// the policy's `default`) and whether the entry sets it itself; `None`
+/// where it is not kept.
+fn kept_scan(
+    set: Option<&FieldSet>,
+    path: &FieldPath,
+    default: ScanMode,
+) -> Option<(ScanMode, bool)> {
+    let (action, from) = effective(set, path)?;
+    if !matches!(action, Action::Keep) {
+        return None;
+    }
+    let entry = set?.entries.iter().find(|e| &e.path == from)?;
+    Some((entry.scan.unwrap_or(default), entry.scan.is_some()))
+}
+
+/// How strongly a scan mode protects what it scans (higher: more).
+fn scan_rank(m: ScanMode) -> u8 {
+    match m {
+        ScanMode::Off => 0,
+        ScanMode::Count => 1,
+        ScanMode::Redact => 2,
+        ScanMode::DropEvent => 3,
+    }
+}
+
+/// A change of content scan mode, from `old` to `new`.
+fn scan_change(old: ScanMode, new: ScanMode, scope: &str) -> Option<Change> {
+    let (effect, kind, detail) = match scan_rank(new).cmp(&scan_rank(old)) {
+        std::cmp::Ordering::Equal => return None,
+        std::cmp::Ordering::Less => (
+            Effect::Widens,
+            "scan_loosened",
+            "the content scan lets more through: e-mail addresses, card numbers and the like in kept strings are redacted or dropped less",
+        ),
+        std::cmp::Ordering::Greater => (
+            Effect::Narrows,
+            "scan_tightened",
+            "the content scan holds back more of what it finds in kept strings",
+        ),
+    };
+    Some(
+        Change::new(effect, kind, scope, detail)
+            .values(Some(old.code().to_owned()), Some(new.code().to_owned())),
+    )
+}
+
+/// Compare two allowlists path by path, where either names a path; a path
+/// kept in both is compared by its content scan too (`scan`: the two
+/// policies' defaults).
+fn sets(
+    old: Option<&FieldSet>,
+    new: Option<&FieldSet>,
+    scope: &str,
+    scan: (ScanMode, ScanMode),
+    out: &mut Vec<Change>,
+) {
     let mut paths: Vec<&FieldPath> = old
         .into_iter()
         .chain(new)
@@ -454,6 +536,15 @@ fn sets(old: Option<&FieldSet>, new: Option<&FieldSet>, scope: &str, out: &mut V
         let n = effective(new, path);
         let (oa, na) = (o.map(|x| x.0), n.map(|x| x.0));
         let (oa, na) = (oa.unwrap_or(&Action::Drop), na.unwrap_or(&Action::Drop));
+        // A change of the policy's own `scan` is reported once, above;
+        // here only where an entry sets its own.
+        if let (Some((so, eo)), Some((sn, en))) =
+            (kept_scan(old, path, scan.0), kept_scan(new, path, scan.1))
+            && (eo || en)
+            && let Some(c) = scan_change(so, sn, scope)
+        {
+            out.push(c.at(path));
+        }
         if let Some((effect, kind, detail)) = actions(oa, na) {
             let shown = |x: Option<(&Action, &FieldPath)>| {
                 Some(match x {
