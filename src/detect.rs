@@ -9,8 +9,8 @@
 //! - `email`: `local@domain.tld` (local part of `A-Za-z0-9._%+-`, a domain
 //!   of at least two labels whose last is two or more letters and not a
 //!   file extension such as `png`);
-//! - `phone`: E.164 (`+` then 8 to 15 digits, spaces, dashes, dots and
-//!   parentheses between groups), North American (`(555) 123-4567`,
+//! - `phone`: E.164 (`+` or `00` then 8 to 15 digits, spaces, dashes, dots
+//!   and parentheses between groups), North American (`(555) 123-4567`,
 //!   `555-123-4567`, `+1 555 123 4567`) and trunk-prefix national numbers
 //!   (`020 7946 0958`, `06 12 34 56 78`, `0612345678`: a `0`, a non-zero
 //!   digit, 10 or 11 digits in all);
@@ -756,6 +756,16 @@ fn is_phone(text: &[u8], win: &[Group], plus: bool, paren: bool) -> bool {
     }
     if plus {
         return (8..=15).contains(&n) && at(digits, 0) != 0 && lens.iter().all(|&l| l <= 12);
+    }
+    // `00` and a country code: the international prefix written out.
+    if at(digits, 0) == 0
+        && at(digits, 1) == 0
+        && at(digits, 2) != 0
+        && (10..=17).contains(&n)
+        && lens.len() >= 2
+        && lens.first().is_some_and(|&l| (2..=5).contains(&l))
+    {
+        return true;
     }
     // North American: [1] NXX NXX XXXX.
     let nanp = match lens {
