@@ -9,8 +9,8 @@
 //! - `email`: `local@domain.tld` (local part of `A-Za-z0-9._%+-`, a domain
 //!   of at least two labels whose last is two or more letters and not a
 //!   file extension such as `png`);
-//! - `phone`: E.164 (`+` then 8 to 15 digits, spaces, dashes, dots and
-//!   parentheses between groups), North American (`(555) 123-4567`,
+//! - `phone`: E.164 (`+` or `00` then 8 to 15 digits, spaces, dashes, dots
+//!   and parentheses between groups), North American (`(555) 123-4567`,
 //!   `555-123-4567`, `+1 555 123 4567`) and trunk-prefix national numbers
 //!   (`020 7946 0958`, `06 12 34 56 78`, `0612345678`: a `0`, a non-zero
 //!   digit, 10 or 11 digits in all);
@@ -360,11 +360,28 @@ fn email(text: &[u8], at_sign: usize, floor: usize) -> Option<Match> {
     while e < text.len() && e - at_sign <= 253 && domain_char(at(text, e)) {
         e += 1;
     }
-    // A sentence's full stop or a dash after the address is not part of it.
-    while e > at_sign + 1 && matches!(at(text, e - 1), b'.' | b'-') {
-        e -= 1;
+    // The longest domain that is one: `example.com.a` is `example.com`
+    // and a sentence going on.
+    loop {
+        // A sentence's full stop or a dash after the address is not part of it.
+        while e > at_sign + 1 && matches!(at(text, e - 1), b'.' | b'-') {
+            e -= 1;
+        }
+        let domain = text.get(at_sign + 1..e)?;
+        if domain_ok(domain) {
+            return Some(Match {
+                kind: Kind::Email,
+                start: s,
+                end: e,
+            });
+        }
+        e = at_sign + 1 + domain.iter().rposition(|&b| b == b'.')?;
     }
-    let domain = text.get(at_sign + 1..e)?;
+}
+
+/// At least two labels of 1 to 63 letters, digits and inner dashes, the
+/// last two or more letters and not a file extension.
+fn domain_ok(domain: &[u8]) -> bool {
     let mut labels = 0;
     let mut last: &[u8] = &[];
     for label in domain.split(|&b| b == b'.') {
@@ -373,23 +390,15 @@ fn email(text: &[u8], at_sign: usize, floor: usize) -> Option<Match> {
             || label.first() == Some(&b'-')
             || label.last() == Some(&b'-')
         {
-            return None;
+            return false;
         }
         labels += 1;
         last = label;
     }
-    if labels < 2
-        || last.len() < 2
-        || !last.iter().all(u8::is_ascii_alphabetic)
-        || NOT_TLDS.iter().any(|t| t.eq_ignore_ascii_case(last))
-    {
-        return None;
-    }
-    Some(Match {
-        kind: Kind::Email,
-        start: s,
-        end: e,
-    })
+    labels >= 2
+        && last.len() >= 2
+        && last.iter().all(u8::is_ascii_alphabetic)
+        && !NOT_TLDS.iter().any(|t| t.eq_ignore_ascii_case(last))
 }
 
 // ---- IP addresses -----------------------------------------------------
@@ -449,7 +458,7 @@ fn ipv6(text: &[u8], i: usize) -> Option<Match> {
         }
         e += 1;
     }
-    if colons < 2 || is_word(at(text, e)) {
+    if colons < 2 {
         return None;
     }
     // A trailing `.` or single `:` is punctuation, not part of the address.
@@ -459,19 +468,31 @@ fn ipv6(text: &[u8], i: usize) -> Option<Match> {
     if e >= i + 2 && at(text, e - 1) == b':' && at(text, e - 2) != b':' {
         e -= 1;
     }
-    let candidate = text.get(i..e)?;
-    // `abc::def` (a path in a language) parses, but addresses in the wild
-    // carry a digit.
-    if !candidate.iter().any(u8::is_ascii_digit) || candidate.len() < 6 {
-        return None;
+    // The longest prefix that is an address, ending before a `.` or `:`
+    // (`2001:db8::1.a` is the address and a sentence going on).
+    loop {
+        let candidate = text.get(i..e)?;
+        // `abc::def` (a path in a language) parses, but addresses in the wild
+        // carry a digit.
+        if candidate.len() < 6 {
+            return None;
+        }
+        if candidate.iter().any(u8::is_ascii_digit)
+            && !is_word(at(text, e))
+            && std::str::from_utf8(candidate)
+                .ok()
+                .and_then(|s| s.parse::<std::net::Ipv6Addr>().ok())
+                .is_some()
+        {
+            return Some(Match {
+                kind: Kind::Ip,
+                start: i,
+                end: e,
+            });
+        }
+        let cut = candidate.iter().rposition(|&b| b == b'.' || b == b':')?;
+        e = i + cut;
     }
-    let s = std::str::from_utf8(candidate).ok()?;
-    s.parse::<std::net::Ipv6Addr>().ok()?;
-    Some(Match {
-        kind: Kind::Ip,
-        start: i,
-        end: e,
-    })
 }
 
 // ---- phone and card numbers --------------------------------------------
@@ -735,6 +756,16 @@ fn is_phone(text: &[u8], win: &[Group], plus: bool, paren: bool) -> bool {
     }
     if plus {
         return (8..=15).contains(&n) && at(digits, 0) != 0 && lens.iter().all(|&l| l <= 12);
+    }
+    // `00` and a country code: the international prefix written out.
+    if at(digits, 0) == 0
+        && at(digits, 1) == 0
+        && at(digits, 2) != 0
+        && (10..=17).contains(&n)
+        && lens.len() >= 2
+        && lens.first().is_some_and(|&l| (2..=5).contains(&l))
+    {
+        return true;
     }
     // North American: [1] NXX NXX XXXX.
     let nanp = match lens {

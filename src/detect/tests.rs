@@ -119,3 +119,18 @@ fn the_prefilter_reads_a_number_after_a_colon() {
     assert_eq!(kinds(text), vec![(Kind::Phone, "08.180.05.208")]);
     assert!(may_match(text.as_bytes()));
 }
+
+#[test]
+fn an_address_is_found_when_a_sentence_goes_on_after_it() {
+    // Found by the planted-values property: the text after an address
+    // made the whole candidate fail instead of the address ending there.
+    assert_eq!(
+        kinds("x 2001:db8:85a3::8a2e:370:7334.g"),
+        vec![(Kind::Ip, "2001:db8:85a3::8a2e:370:7334")]
+    );
+    assert_eq!(
+        kinds("mail ana.smith@example.com.a."),
+        vec![(Kind::Email, "ana.smith@example.com")]
+    );
+    assert_eq!(kinds("2001:db8::1g"), vec![]);
+}

@@ -3,15 +3,17 @@
 //! It is the baseline of `benches/engine.rs` and the oracle of the
 //! differential test in `tests/properties.rs`. It shares the compiled trie,
 //! the generalisers and the pseudonymiser with the engine, but none of the
-//! streaming code. Handles rule-free policies only (like the shipped one).
+//! streaming code, and the content detector (its scan of kept strings).
+//! Handles rule-free policies only (like the shipped one).
 
 #![allow(dead_code)]
 
 use serde_json::{Map, Value};
+use std::cell::Cell;
 use veil::CompiledPolicy;
 use veil::engine::{bucket, ip_prefix, normalise_into, truncate_time, url};
 use veil::policy::trie::{Mode, Node};
-use veil::policy::{Action, FieldPath, Segment};
+use veil::policy::{Action, FieldPath, ScanMode, Segment};
 
 fn at<'v>(v: &'v Value, path: &FieldPath) -> Option<&'v Value> {
     path.0.iter().try_fold(v, |v, seg| match seg {
@@ -49,13 +51,45 @@ pub fn apply(policy: &CompiledPolicy, input: &[u8]) -> Option<Vec<u8>> {
         }
     }
     let root = p.plan.default.as_ref()?;
-    let out = walk(policy, root, &event).unwrap_or_else(|| Value::Object(Map::new()));
+    let dropped = Cell::new(false);
+    let out = walk(policy, root, &event, &dropped).unwrap_or_else(|| Value::Object(Map::new()));
+    if dropped.get() {
+        return None; // scan: drop_event
+    }
     Some(serde_json::to_vec(&out).unwrap())
 }
 
-fn walk(policy: &CompiledPolicy, node: &Node, v: &Value) -> Option<Value> {
+/// A kept value under `scan`: string values (not keys) with every
+/// detection redacted (`redact`), or marked for dropping (`drop_event`).
+fn scanned(v: &Value, scan: ScanMode, dropped: &Cell<bool>) -> Value {
+    match (v, scan) {
+        (_, ScanMode::Off | ScanMode::Count) => v.clone(),
+        (Value::String(s), ScanMode::Redact) => {
+            let mut out = String::new();
+            veil::detect::redact_into(s, &mut out, |_| false);
+            Value::String(out)
+        }
+        (Value::String(s), ScanMode::DropEvent) => {
+            if veil::detect::any(s.as_bytes()) {
+                dropped.set(true);
+            }
+            v.clone()
+        }
+        (Value::Array(items), _) => {
+            Value::Array(items.iter().map(|x| scanned(x, scan, dropped)).collect())
+        }
+        (Value::Object(m), _) => Value::Object(
+            m.iter()
+                .map(|(k, x)| (k.clone(), scanned(x, scan, dropped)))
+                .collect(),
+        ),
+        _ => v.clone(),
+    }
+}
+
+fn walk(policy: &CompiledPolicy, node: &Node, v: &Value, dropped: &Cell<bool>) -> Option<Value> {
     match &node.mode {
-        Mode::Keep => Some(v.clone()),
+        Mode::Keep => Some(scanned(v, node.scan, dropped)),
         Mode::Drop => None,
         Mode::Transform(a) => transform(policy, a, v),
         // Shapes must be the ones the entries beneath name; anything else
@@ -67,8 +101,8 @@ fn walk(policy: &CompiledPolicy, node: &Node, v: &Value) -> Option<Value> {
                 let mut out = Map::new();
                 for (k, child) in m {
                     let kept = match node.child(k.as_bytes()) {
-                        Some(n) => walk(policy, n, child),
-                        None if *keep_rest => Some(child.clone()),
+                        Some(n) => walk(policy, n, child, dropped),
+                        None if *keep_rest => Some(scanned(child, node.scan, dropped)),
                         None => None,
                     };
                     if let Some(x) = kept {
@@ -82,7 +116,10 @@ fn walk(policy: &CompiledPolicy, node: &Node, v: &Value) -> Option<Value> {
                 if items.is_empty() {
                     return keep_rest.then(|| v.clone());
                 }
-                let out: Vec<Value> = items.iter().filter_map(|x| walk(policy, each, x)).collect();
+                let out: Vec<Value> = items
+                    .iter()
+                    .filter_map(|x| walk(policy, each, x, dropped))
+                    .collect();
                 (!out.is_empty()).then_some(Value::Array(out))
             }
             _ => None,
