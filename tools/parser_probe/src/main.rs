@@ -17,8 +17,12 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn main() {
-    let rounds: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(15);
-    let text = std::fs::read_to_string("examples/events.ndjson").expect("run from the repository root");
+    let rounds: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(15);
+    let text =
+        std::fs::read_to_string("examples/events.ndjson").expect("run from the repository root");
     let events: Vec<Vec<u8>> = text.lines().map(|l| l.as_bytes().to_vec()).collect();
     let n = events.len() as f64;
     let ring = veil::keys::load_dir(Path::new("tests/keys"), None).unwrap();
@@ -60,7 +64,10 @@ fn main() {
                     3 | 4 => {
                         out.clear();
                         let engine = if k == 3 { &skip } else { &shipped };
-                        !matches!(engine.apply(e, &mut out, &mut scratch).outcome, veil::Outcome::Rejected(_))
+                        !matches!(
+                            engine.apply(e, &mut out, &mut scratch).outcome,
+                            veil::Outcome::Rejected(_)
+                        )
                     }
                     _ => unreachable!(),
                 } as usize;
@@ -69,7 +76,11 @@ fn main() {
             t.push(start.elapsed().as_secs_f64() / n * 1e6);
         }
     }
-    println!("{} events ({} bytes on average), {rounds} interleaved rounds, median µs per event:", events.len(), text.len() / events.len());
+    println!(
+        "{} events ({} bytes on average), {rounds} interleaved rounds, median µs per event:",
+        events.len(),
+        text.len() / events.len()
+    );
     for (name, t) in names.iter().zip(times) {
         println!("  {:<58} {:>5.2}", name, median(t));
     }
