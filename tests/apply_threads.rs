@@ -7,6 +7,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+#[path = "support/keys.rs"]
+mod keys;
+
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -47,7 +50,8 @@ fn apply(input: &Path, dir: &Path, threads: &str) -> (Vec<u8>, Vec<u8>, String) 
 }
 
 fn apply_with(input: &Path, dir: &Path, threads: &str, cache: &str) -> (Vec<u8>, Vec<u8>, String) {
-    private_key();
+    // A 0644 key would add a timestamped warning that differs by run.
+    keys::private_keys();
     let (out, dead) = (
         dir.join(format!("out-{threads}-{cache}.ndjson")),
         dir.join(format!("dead-{threads}-{cache}.ndjson")),
@@ -78,18 +82,6 @@ fn apply_with(input: &Path, dir: &Path, threads: &str, cache: &str) -> (Vec<u8>,
         std::fs::read(dead).unwrap(),
         stderr,
     )
-}
-
-/// Git keeps no 0600, so in a clone the test key is 0644 and veil logs a
-/// (timestamped) warning that would differ between runs: make it private
-/// first, as an operator would (tests/cli.rs does the same).
-fn private_key() {
-    use std::os::unix::fs::PermissionsExt;
-    static PRIVATE: std::sync::Once = std::sync::Once::new();
-    PRIVATE.call_once(|| {
-        let key = root().join("tests/keys/k1.key");
-        std::fs::set_permissions(key, std::fs::Permissions::from_mode(0o600)).unwrap();
-    });
 }
 
 /// The summary without its timing (events/s and seconds differ by run).

@@ -6,19 +6,10 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
-/// The test key directory. Git keeps no 0600, so in a clone the key file
-/// is 0644 and veil would warn that other users can read it: make it
-/// private first, as an operator would.
-fn keys() -> &'static str {
-    static PRIVATE: std::sync::Once = std::sync::Once::new();
-    PRIVATE.call_once(|| chmod(Path::new("tests/keys/k1.key"), 0o600));
-    "tests/keys"
-}
+#[path = "support/keys.rs"]
+mod test_keys;
 
-fn chmod(path: &Path, mode: u32) {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
-}
+use test_keys::{chmod, private_keys as keys};
 
 fn veil(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_veil"))
