@@ -491,16 +491,12 @@ fn apply_serves_its_counters_over_http_while_running_and_summarises_the_same() {
         .unwrap();
     stdin.flush().unwrap();
     let route = [("route", "web-analytics")];
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    let text = loop {
-        let (status, text) = http::get(&addr, "/metrics");
-        assert_eq!(status, 200);
-        if http::sum(&text, "veil_events_total", &route) >= 1006.0 {
-            break text;
-        }
-        assert!(std::time::Instant::now() < deadline, "{text}");
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    };
+    let text = http::scrape_after(
+        &addr,
+        std::time::Duration::from_secs(60),
+        std::time::Duration::from_millis(100),
+        |text| http::sum(text, "veil_events_total", &route) >= 1006.0,
+    );
     let outcome = |o: &str| {
         http::sum(
             &text,
@@ -1291,16 +1287,12 @@ fn apply_counts_scan_detections_over_http_and_in_its_summary() {
         .unwrap();
     stdin.flush().unwrap();
     let route = [("route", "scan")];
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    let text = loop {
-        let (status, text) = http::get(&addr, "/metrics");
-        assert_eq!(status, 200);
-        if http::sum(&text, "veil_events_total", &route) >= 3.0 {
-            break text;
-        }
-        assert!(std::time::Instant::now() < deadline, "{text}");
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    };
+    let text = http::scrape_after(
+        &addr,
+        std::time::Duration::from_secs(60),
+        std::time::Duration::from_millis(100),
+        |text| http::sum(text, "veil_events_total", &route) >= 3.0,
+    );
     let found = |kind: &str, action: &str| {
         http::sum(
             &text,

@@ -812,16 +812,9 @@ fn metrics_over_http_count_exactly_what_was_forwarded_dropped_and_dead_lettered(
 
     // Counters are final once every input is counted on the route.
     let total = records.len() as f64;
-    let deadline = std::time::Instant::now() + MINUTE;
-    let text = loop {
-        let (status, text) = http::get(&addr, "/metrics");
-        assert_eq!(status, 200);
-        if http::sum(&text, "veil_events_total", &[("route", "analytics")]) >= total {
-            break text;
-        }
-        assert!(std::time::Instant::now() < deadline, "metrics:\n{text}");
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let text = http::scrape_after(&addr, MINUTE, Duration::from_millis(200), |text| {
+        http::sum(text, "veil_events_total", &[("route", "analytics")]) >= total
+    });
     let events = |outcome: &str| {
         http::sum(
             &text,
@@ -1943,15 +1936,9 @@ fn tcf_strings_and_the_gpc_header_decide_what_flows_and_unreadable_strings_are_c
         "log:\n{}",
         veil.log()
     );
-    let deadline = std::time::Instant::now() + MINUTE;
-    let text = loop {
-        let (_, text) = http::get(&addr, "/metrics");
-        if http::sum(&text, "veil_events_total", &[("route", "ads")]) >= cases.len() as f64 {
-            break text;
-        }
-        assert!(std::time::Instant::now() < deadline, "metrics:\n{text}");
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let text = http::scrape_after(&addr, MINUTE, Duration::from_millis(200), |text| {
+        http::sum(text, "veil_events_total", &[("route", "ads")]) >= cases.len() as f64
+    });
     out.poll_for(Duration::from_secs(2));
     let ids: BTreeSet<u64> = out
         .records

@@ -20,6 +20,33 @@ pub fn get(addr: &str, path: &str) -> (u16, String) {
     (status, body)
 }
 
+/// Scrape `/metrics` every `every` until `done(text)` holds (panicking
+/// with the last scrape after `within`), then scrape once more and return
+/// that. A scrape is not a snapshot: the registry reads its families one by
+/// one in no fixed order, so the scrape that first shows the last input
+/// counted may hold another family read before that input's counts landed.
+/// Counters only grow, so a scrape begun after `done` held sees them all.
+pub fn scrape_after(
+    addr: &str,
+    within: Duration,
+    every: Duration,
+    done: impl Fn(&str) -> bool,
+) -> String {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let (status, text) = get(addr, "/metrics");
+        assert_eq!(status, 200, "{text}");
+        if done(&text) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "metrics:\n{text}");
+        std::thread::sleep(every);
+    }
+    let (status, text) = get(addr, "/metrics");
+    assert_eq!(status, 200, "{text}");
+    text
+}
+
 /// The sum of every sample of `name` whose labels match.
 pub fn sum(exposition: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
     exposition
