@@ -327,6 +327,7 @@ fn measure(
     child: &mut Contestant,
 ) -> Run {
     let (events, input_bytes) = (load.events, load.input_bytes);
+    let broker_at_start = broker_cpu();
     let c = client(bootstrap, group);
     let deadline = Instant::now() + Duration::from_secs(60 + events as u64 / 500);
     loop {
@@ -345,6 +346,9 @@ fn measure(
         std::thread::sleep(Duration::from_millis(100));
     }
     let (cpu_s, peak_rss_mb) = cost(child.0.id());
+    let broker_cpu_s = broker_cpu()
+        .zip(broker_at_start)
+        .map(|(end, start)| end - start);
 
     let mut tpl = TopicPartitionList::new();
     for p in 0..load.partitions {
@@ -377,7 +381,16 @@ fn measure(
         mb_per_s: input_bytes as f64 / seconds / 1e6,
         cpu_s_per_m: cpu_s / events as f64 * 1e6,
         peak_rss_mb,
+        broker_cpu_s_per_m: broker_cpu_s.map(|b| b / events as f64 * 1e6),
     }
+}
+
+/// The broker's CPU seconds so far, when `benches/e2e.sh` started it and
+/// passed its pid (`VEIL_BENCH_BROKER_PID`); `None` for a broker run elsewhere.
+fn broker_cpu() -> Option<f64> {
+    let pid = std::env::var("VEIL_BENCH_BROKER_PID").ok()?;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    Some(cpu_seconds(&stat))
 }
 
 fn client(bootstrap: &str, group: &str) -> BaseConsumer {

@@ -21,6 +21,7 @@ if [ -z "${VEIL_TEST_BROKER:-}" ] && [ "${1:-}" != delivery ]; then
   trap 'kill $tansu_pid 2>/dev/null || true' EXIT
   for _ in $(seq 1 100); do grep -q ready "$log" && break; sleep 0.1; done
   export VEIL_TEST_BROKER="127.0.0.1:$port"
+  export VEIL_BENCH_BROKER_PID=$tansu_pid
   echo "Tansu $("$tansu" --version 2>/dev/null || true) at $VEIL_TEST_BROKER (pid $tansu_pid)"
 fi
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"

@@ -78,13 +78,17 @@ fn nothing_in_the_repository_refers_to_a_generator_outside_it() {
 #[test]
 fn a_smoke_run_prints_no_speed_and_no_ratio() {
     // A debug build on a tiny load once printed "veil / relay throughput: 0.07".
-    let run = |events_per_s| Run {
+    let run = |events_per_s, broker| Run {
         events_per_s,
         mb_per_s: 1.0,
         cpu_s_per_m: 100.0,
         peak_rss_mb: 50.0,
+        broker_cpu_s_per_m: Some(broker),
     };
-    let results = HashMap::from([("relay", vec![run(1000.0)]), ("veil", vec![run(70.0)])]);
+    let results = HashMap::from([
+        ("relay", vec![run(1000.0, 8.0)]),
+        ("veil", vec![run(70.0, 2.0)]),
+    ]);
     let latency = [Latency {
         broker: "mock",
         who: "veil",
@@ -114,7 +118,7 @@ fn a_smoke_run_prints_no_speed_and_no_ratio() {
          (run `cargo bench --bench e2e` or `bash benches/e2e.sh`).\n"
     );
     assert_eq!(
-        report::round(Mode::Smoke, 0, "veil", &run(70.0)),
+        report::round(Mode::Smoke, 0, "veil", &run(70.0, 2.0)),
         "round 0 veil: delivered every expected output"
     );
     assert_eq!(
@@ -126,6 +130,14 @@ fn a_smoke_run_prints_no_speed_and_no_ratio() {
     let measured = report::report(Mode::Measure, &summary);
     assert!(
         measured.contains("\nveil / relay throughput: 0.07 "),
+        "{measured}"
+    );
+    // The broker's share, where the bench knows its pid: 100 + 8 vs 100 + 2.
+    assert!(
+        measured.contains(
+            "\nbroker CPU-s / M events while serving: relay 8.0, veil 2.0; \
+             contestant + broker: relay 108.0, veil 102.0 (0.94x)\n"
+        ),
         "{measured}"
     );
 }
@@ -142,6 +154,7 @@ fn smoke_runs_of_the_scaling_and_soak_modes_print_no_speed_and_no_memory() {
             mb_per_s: 1.0,
             cpu_s_per_m: 100.0,
             peak_rss_mb: 50.0,
+            broker_cpu_s_per_m: None,
         },
         worker_cpu_s: workers.map_or(vec![], |w| vec![1.0; w]),
         busiest: "main".into(),

@@ -143,7 +143,11 @@ impl<'a, 'b> Scanner<'a, 'b> {
         let mut i = self.pos + 1;
         let mut escaped = false;
         loop {
-            let j = find_special(input, i);
+            let (j, quote) = find_special(input, i);
+            if quote {
+                self.pos = j + 1;
+                return Ok(escaped);
+            }
             match input.get(j) {
                 Some(b'"') => {
                     self.pos = j + 1;
@@ -380,30 +384,36 @@ const LO: u64 = 0x0101_0101_0101_0101;
 const HI: u64 = 0x8080_8080_8080_8080;
 
 /// Index of the first `"`, `\\` or control character at or after `i`
-/// (`input.len()` if none), eight bytes at a time. The lowest flagged byte of
-/// each word is exact; higher flags may be false and are never used.
+/// (`input.len()` if none), eight bytes at a time, and whether it is a `"`.
+/// The lowest flagged byte of each word is exact in each of the three masks
+/// (a false flag needs a true one below it in the same mask), so the quote
+/// mask alone says whether that byte is a `"`: the caller need not load it
+/// again, which kept each string's end waiting on a dependent load.
 #[inline(always)]
-fn find_special(input: &[u8], mut i: usize) -> usize {
+fn find_special(input: &[u8], mut i: usize) -> (usize, bool) {
     while let Some(word) = input.get(i..).and_then(<[u8]>::first_chunk::<8>) {
         let w = u64::from_le_bytes(*word);
         let quote = w ^ (LO * u64::from(b'"'));
         let backslash = w ^ (LO * u64::from(b'\\'));
-        let mask = (quote.wrapping_sub(LO) & !quote)
-            | (backslash.wrapping_sub(LO) & !backslash)
-            | (w.wrapping_sub(LO * 0x20) & !w);
-        let mask = mask & HI;
+        let quotes = quote.wrapping_sub(LO) & !quote & HI;
+        let mask = quotes
+            | ((backslash.wrapping_sub(LO) & !backslash) | (w.wrapping_sub(LO * 0x20) & !w)) & HI;
         if mask != 0 {
-            return i + (mask.trailing_zeros() / 8) as usize;
+            let lowest = mask & mask.wrapping_neg();
+            return (
+                i + (mask.trailing_zeros() / 8) as usize,
+                lowest & quotes != 0,
+            );
         }
         i += 8;
     }
     while let Some(&b) = input.get(i) {
         if b == b'"' || b == b'\\' || b < 0x20 {
-            return i;
+            return (i, b == b'"');
         }
         i += 1;
     }
-    i
+    (i, false)
 }
 
 fn hex4(input: &[u8], at: usize) -> Scan<u16> {
@@ -598,11 +608,30 @@ mod tests {
                 s[pos] = b;
                 s[(pos + 7) % 20] = 0xC3;
                 for start in 0..20 {
+                    let (at, quote) = find_special(&s, start);
+                    assert_eq!(at, naive(&s, start), "byte {b} at {pos} from {start}");
                     assert_eq!(
-                        find_special(&s, start),
-                        naive(&s, start),
+                        quote,
+                        s.get(at) == Some(&b'"'),
                         "byte {b} at {pos} from {start}"
                     );
+                }
+            }
+        }
+        // Every pair of byte values at every two places of one word: a
+        // flag above the first special byte may be false, and the quote
+        // verdict must still be exact.
+        for x in 0..=255u8 {
+            for y in 0..=255u8 {
+                for p in 0..8 {
+                    for q in p + 1..9 {
+                        let mut s = *b"abcdefghijkl";
+                        s[p] = x;
+                        s[q] = y;
+                        let (at, quote) = find_special(&s, 0);
+                        assert_eq!(at, naive(&s, 0), "{x} at {p}, {y} at {q}");
+                        assert_eq!(quote, s.get(at) == Some(&b'"'), "{x} at {p}, {y} at {q}");
+                    }
                 }
             }
         }
