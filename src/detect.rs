@@ -23,7 +23,7 @@
 //! - `ip`: dotted-quad IPv4 (no leading zeros, not a fifth group, not a
 //!   version after `Name/` as in user agents) and IPv6 (as `std::net` reads
 //!   it, at least two colons and six characters: not `::1`);
-//! - `token`: `Bearer <credential>` (also `bearer`, `BEARER`; 16 or more token characters) and JWTs
+//! - `token`: `Bearer <credential>` (in any case; 16 or more token characters) and JWTs
 //!   (`eyJ...` header, payload, signature in base64url).
 //!
 //! Candidates are anchored at token boundaries (the byte before is not a
@@ -170,7 +170,7 @@ fn is_word(b: u8) -> bool {
 /// nothing in it can match; `true` means run the detector.
 ///
 /// Vectorised searches first (`memchr`): an `@` or a `\` (an escape may
-/// hide anything), `eyJ` (a JWT), `Bearer` in its three spellings. Then a
+/// hide anything), `eyJ` (a JWT), `Bearer` in any case. Then a
 /// jump from digit to digit and colon to colon: a number run that starts
 /// where a number can start (not inside a word, not after `word-`,
 /// `word/`, `word.`) with 7 digits, or 4 digits and 3 dots (IPv4); two
@@ -203,7 +203,11 @@ fn hook(raw: &[u8], i: usize, b: u8, skip: &mut usize) -> bool {
     match b {
         b'@' | b'\\' => return true,
         b'J' => return prev == b'y' && prev2 == b'e',
-        b'b' | b'B' => return matches!(raw.get(i + 1..i + 6), Some(b"earer" | b"EARER")),
+        b'b' | b'B' => {
+            return raw
+                .get(i + 1..i + 6)
+                .is_some_and(|w| w.eq_ignore_ascii_case(b"earer"));
+        }
         b':' => {
             // An IPv6 candidate: hex digits, colons and dots.
             let mut colons = 0;
@@ -970,9 +974,8 @@ fn token(text: &[u8], i: usize) -> Option<Match> {
         }
         return None;
     }
-    // The spellings the prefilter looks for.
-    let word = text.get(i..i + 6)?;
-    if !matches!(word, b"Bearer" | b"bearer" | b"BEARER") {
+    // In any case, as the prefilter looks for it.
+    if !text.get(i..i + 6)?.eq_ignore_ascii_case(b"bearer") {
         return None;
     }
     let mut p = i + 6;

@@ -48,6 +48,17 @@ fn finds_each_kind_in_a_sentence() {
             Kind::Token,
             "Bearer abcdefABCDEF0123456789",
         ),
+        // Any case (docs/policy.md), not only the three usual spellings.
+        (
+            "auth bEaReR abcdefABCDEF0123456789 ok",
+            Kind::Token,
+            "bEaReR abcdefABCDEF0123456789",
+        ),
+        (
+            "BeArEr abcdefghijklmnopqrstuvwxyz",
+            Kind::Token,
+            "BeArEr abcdefghijklmnopqrstuvwxyz",
+        ),
         (
             "t=eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U",
             Kind::Token,

@@ -37,10 +37,11 @@ pub fn ip_prefix_into(text: &str, v4: u8, v6: u8, out: &mut Vec<u8>) -> bool {
 
 /// How many leading bits of an IPv6 address to keep: `v6`, except where the
 /// address embeds an IPv4 address, whose bits must be cut at `v4`:
-/// - IPv4-mapped `::ffff:0:0/96`, IPv4-compatible `::/96` and NAT64
-///   `64:ff9b::/96` carry it in the last 32 bits: they are IPv4 clients and
+/// - IPv4-mapped `::ffff:0:0/96`, IPv4-translated `::ffff:0:0:0/96`,
+///   IPv4-compatible `::/96` and NAT64 `64:ff9b::/96` carry it in the last 32 bits: they are IPv4 clients and
 ///   use `96 + v4` (as an IPv4 address would use `v4`);
-/// - ISATAP interface ids (`…:0:5efe:a.b.c.d`, `…:200:5efe:a.b.c.d`): last 32 bits;
+/// - ISATAP interface ids (`…:0:5efe:a.b.c.d`, `…:200:5efe:a.b.c.d`, and
+///   with the group bit, `100:5efe`, `300:5efe`): last 32 bits;
 /// - 6to4 `2002::/16` carries it in bits 16..48;
 /// - Teredo `2001::/32` carries the server's in bits 32..64 and the client's
 ///   (obfuscated) in the last 32 bits;
@@ -50,7 +51,12 @@ fn v6_prefix_len(a: Ipv6Addr, v4: u8, v6: u8) -> u8 {
     let bits = u128::from(a);
     let high96 = bits >> 32;
     let [s0, s1, s2, _, s4, s5, _, _] = a.segments();
-    if high96 == 0xffff || high96 == 0 || high96 == 0x0064_ff9b_0000_0000_0000_0000 {
+    // Mapped (`::ffff:0:0/96`), translated (SIIT, `::ffff:0:0:0/96`),
+    // compatible (`::/96`) and NAT64 (`64:ff9b::/96`).
+    if matches!(
+        high96,
+        0xffff | 0xffff_0000 | 0 | 0x0064_ff9b_0000_0000_0000_0000
+    ) {
         96 + v4
     } else if s0 == 0x0064 && s1 == 0xff9b && s2 == 0x0001 {
         v6.min(48)
@@ -58,7 +64,9 @@ fn v6_prefix_len(a: Ipv6Addr, v4: u8, v6: u8) -> u8 {
         v6.min(16 + v4)
     } else if s0 == 0x2001 && s1 == 0 {
         v6.min(32 + v4)
-    } else if (s4 == 0 || s4 == 0x0200) && s5 == 0x5efe {
+    } else if s4 & !0x0300 == 0 && s5 == 0x5efe {
+        // ISATAP (RFC 5214): `0000:5efe` or `0200:5efe`, also with the
+        // group bit (`0100`, `0300`) set.
         v6.min(96 + v4)
     } else {
         v6
@@ -400,6 +408,22 @@ mod tests {
         assert_eq!(
             ip_prefix("2001:db8:1:2:0:5efe:cb00:714d", 24, 128).unwrap(),
             "2001:db8:1:2:0:5efe:cb00:7100"
+        );
+        // ISATAP with the universal/local and group bits in any state, and
+        // the IPv4-translated form: v4 = 8 leaves one byte of 203.0.113.77.
+        for (addr, want) in [
+            ("fe80::5efe:203.0.113.77", "fe80::5efe:cb00:0"),
+            ("fe80::100:5efe:203.0.113.77", "fe80::100:5efe:cb00:0"),
+            ("fe80::200:5efe:203.0.113.77", "fe80::200:5efe:cb00:0"),
+            ("fe80::300:5efe:203.0.113.77", "fe80::300:5efe:cb00:0"),
+            ("::ffff:0:203.0.113.77", "::ffff:0:cb00:0"),
+        ] {
+            assert_eq!(ip_prefix(addr, 8, 120).unwrap(), want, "{addr}");
+        }
+        // Other bits in that segment are not ISATAP: plain v6.
+        assert_eq!(
+            ip_prefix("fe80::400:5efe:cb00:714d", 8, 120).unwrap(),
+            "fe80::400:5efe:cb00:7100"
         );
         assert_eq!(ip_prefix("fe80::1%eth0", 24, 48), None);
     }
