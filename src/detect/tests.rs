@@ -49,6 +49,12 @@ fn finds_each_kind_in_a_sentence() {
             "Bearer abcdefABCDEF0123456789",
         ),
         // Any case (docs/policy.md), not only the three usual spellings.
+        // A local part past RFC 5321's 64 characters is still all of it.
+        (
+            "to aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa@example.com now",
+            Kind::Email,
+            "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa@example.com",
+        ),
         (
             "auth bEaReR abcdefABCDEF0123456789 ok",
             Kind::Token,

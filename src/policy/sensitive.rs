@@ -15,7 +15,8 @@
 //! segment's words, in any case style: `healthCondition`, `health_condition`,
 //! `Health-Condition` and `HEALTH_CONDITION` are all the words
 //! `health condition`. A multi-word term also matches its words run together
-//! as one word (`cardnumber`, `apikey`).
+//! as one word (`cardnumber`, `apikey`), alone or at either end of a longer
+//! one (`creditcardnumber`, `bankaccountnumber`, `userapikey`).
 
 /// One category of sensitive data.
 #[derive(Debug)]
@@ -309,7 +310,15 @@ fn term_matches(term: &str, key_words: &[String]) -> bool {
     let in_a_row = key_words
         .windows(term_words.len())
         .any(|w| w.iter().zip(&term_words).all(|(a, b)| a == b));
-    in_a_row || (term_words.len() > 1 && key_words.iter().any(|w| *w == term_words.concat()))
+    if in_a_row || term_words.len() < 2 {
+        return in_a_row;
+    }
+    // Run together, alone or at either end of a longer run-together word
+    // (`cardnumber`, `creditcardnumber`, `bankaccountnumber`).
+    let joined = term_words.concat();
+    key_words
+        .iter()
+        .any(|w| w.starts_with(&joined) || w.ends_with(&joined))
 }
 
 /// The first category whose terms name `key`.
@@ -378,6 +387,11 @@ mod tests {
             ("password", "credentials"),
             ("api_key", "credentials"),
             ("apikey", "credentials"),
+            // A multi-word term run together inside a longer word.
+            ("creditcardnumber", "payment"),
+            ("creditcardno", "payment"),
+            ("bankaccountnumber", "payment"),
+            ("userapikey", "credentials"),
         ] {
             assert_eq!(category_of(key).map(|c| c.id), Some(id), "{key}");
         }
