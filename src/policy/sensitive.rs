@@ -310,15 +310,15 @@ fn term_matches(term: &str, key_words: &[String]) -> bool {
     let in_a_row = key_words
         .windows(term_words.len())
         .any(|w| w.iter().zip(&term_words).all(|(a, b)| a == b));
-    if in_a_row || term_words.len() < 2 {
-        return in_a_row;
-    }
-    // Run together, alone or at either end of a longer run-together word
-    // (`cardnumber`, `creditcardnumber`, `bankaccountnumber`).
-    let joined = term_words.concat();
-    key_words
-        .iter()
-        .any(|w| w.starts_with(&joined) || w.ends_with(&joined))
+    // Or run together, alone or at either end of a longer run-together
+    // word (`cardnumber`, `creditcardnumber`, `bankaccountnumber`).
+    let run_together = || {
+        let joined = term_words.concat();
+        key_words
+            .iter()
+            .any(|w| w.starts_with(&joined) || w.ends_with(&joined))
+    };
+    in_a_row || (term_words.len() > 1 && run_together())
 }
 
 /// The first category whose terms name `key`.
