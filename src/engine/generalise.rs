@@ -282,12 +282,77 @@ pub fn truncate_time(text: &str, unit: TimeUnit) -> Option<String> {
 /// so it needs no JSON escaping. Returns whether `text` is a timestamp (and
 /// appends nothing when it is not).
 pub fn truncate_time_into(text: &str, unit: TimeUnit, out: &mut Vec<u8>) -> bool {
+    if utc_fast(text.as_bytes(), unit, out) {
+        return true;
+    }
     let start = out.len();
     let written = truncated(text, unit).is_some_and(|t| t.format_into(out, &Rfc3339).is_ok());
     if !written {
         out.truncate(start);
     }
     written
+}
+
+/// The common case without the general parser: a valid UTC timestamp
+/// `YYYY-MM-DDTHH:MM:SS[.1-9 digits]Z` is truncated by copying its prefix
+/// and writing zeros. Appends and returns `true` only for that shape with
+/// every field in range (leap seconds, offsets, lowercase `t`/`z` and
+/// anything else are left to [`truncated`], which agrees on this shape:
+/// tested below).
+fn utc_fast(t: &[u8], unit: TimeUnit, out: &mut Vec<u8>) -> bool {
+    let Some(head) = t.first_chunk::<19>() else {
+        return false;
+    };
+    let digit = |i: usize| {
+        head.get(i)
+            .filter(|b| b.is_ascii_digit())
+            .map(|b| u32::from(b - b'0'))
+    };
+    let num = |i: usize, j: usize| Some(digit(i)? * 10 + digit(j)?);
+    let fields = || {
+        let year = num(0, 1)? * 100 + num(2, 3)?;
+        let (month, day) = (num(5, 6)?, num(8, 9)?);
+        let (hour, minute, second) = (num(11, 12)?, num(14, 15)?, num(17, 18)?);
+        let punct = head[4] == b'-'
+            && head[7] == b'-'
+            && head[10] == b'T'
+            && head[13] == b':'
+            && head[16] == b':';
+        let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+        let days = match month {
+            2 if leap => 29,
+            2 => 28,
+            4 | 6 | 9 | 11 => 30,
+            _ => 31,
+        };
+        (punct
+            && (1..=12).contains(&month)
+            && (1..=days).contains(&day)
+            && hour < 24
+            && minute < 60
+            && second < 60)
+            .then_some(())
+    };
+    let tail = t.get(19..).unwrap_or_default();
+    let zone = match tail {
+        [b'Z'] => true,
+        [b'.', frac @ .., b'Z'] => {
+            (1..=9).contains(&frac.len()) && frac.iter().all(u8::is_ascii_digit)
+        }
+        _ => false,
+    };
+    if !zone || fields().is_none() {
+        return false;
+    }
+    let (keep, zeros): (usize, &[u8]) = match unit {
+        TimeUnit::Second => (19, b"Z"),
+        TimeUnit::Minute => (17, b"00Z"),
+        TimeUnit::Hour => (14, b"00:00Z"),
+        TimeUnit::Day => (11, b"00:00:00Z"),
+    };
+    out.extend_from_slice(head.get(..keep).unwrap_or_default());
+    out.extend_from_slice(zeros);
+    true
 }
 
 fn truncated(text: &str, unit: TimeUnit) -> Option<OffsetDateTime> {
@@ -502,6 +567,64 @@ mod tests {
             "2026-11-05T00:00:00Z"
         );
         assert_eq!(truncate_time("yesterday", TimeUnit::Day), None);
+    }
+
+    /// The general path alone: the `time` crate's parser and formatter.
+    fn general(text: &str, unit: TimeUnit) -> Option<String> {
+        let t = truncated(text, unit)?;
+        t.format(&Rfc3339).ok()
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(20_000))]
+        /// The UTC fast path agrees with the general parser on its own
+        /// shape, with every field drawn past its range (month 00 and 13,
+        /// day 29 to 31 of every month, hour 24, second 60, leap years),
+        /// and writes nothing where the general path is to decide.
+        #[test]
+        fn utc_fast_agrees_with_the_general_parser(
+            year in proptest::prop_oneof![0u32..10_000, proptest::sample::select(vec![0u32, 4, 1900, 2000, 2024, 2100, 2400, 9999])],
+            month in 0u32..14, day in 0u32..33, hour in 0u32..26, minute in 0u32..62, second in 0u32..62,
+            frac in proptest::option::of("[0-9]{0,11}"),
+            sep in proptest::sample::select(vec!["T", "t", " "]),
+            zone in proptest::sample::select(vec!["Z", "z", "+00:00", "-01:30", ""]),
+            unit in proptest::sample::select(vec![TimeUnit::Second, TimeUnit::Minute, TimeUnit::Hour, TimeUnit::Day]),
+        ) {
+            let frac = frac.map(|f| format!(".{f}")).unwrap_or_default();
+            let text = format!("{year:04}-{month:02}-{day:02}{sep}{hour:02}:{minute:02}:{second:02}{frac}{zone}");
+            let mut fast = Vec::new();
+            if utc_fast(text.as_bytes(), unit, &mut fast) {
+                proptest::prop_assert_eq!(Some(String::from_utf8(fast).unwrap()), general(&text, unit), "{}", text);
+            } else {
+                proptest::prop_assert!(fast.is_empty());
+            }
+            let mut both = Vec::new();
+            let ok = truncate_time_into(&text, unit, &mut both);
+            proptest::prop_assert_eq!(ok.then(|| String::from_utf8(both).unwrap()), general(&text, unit), "{}", text);
+        }
+    }
+
+    #[test]
+    fn the_utc_fast_path_takes_the_reference_shape() {
+        let mut out = Vec::new();
+        assert!(utc_fast(
+            b"2026-11-19T03:14:40.642Z",
+            TimeUnit::Second,
+            &mut out
+        ));
+        assert!(utc_fast(b"2024-02-29T23:59:59Z", TimeUnit::Day, &mut out));
+        assert_eq!(out, b"2026-11-19T03:14:40Z2024-02-29T00:00:00Z");
+        for other in [
+            "2023-02-29T00:00:00Z",
+            "2026-11-19T03:14:60Z",
+            "2026-11-19T03:14:40+00:00",
+            "2026-11-19T03:14:40.Z",
+        ] {
+            assert!(
+                !utc_fast(other.as_bytes(), TimeUnit::Second, &mut out),
+                "{other}"
+            );
+        }
     }
 
     #[test]
