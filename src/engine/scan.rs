@@ -6,7 +6,7 @@
 //! ([`super::walk`]) drives it and decides what to copy.
 
 use crate::outcome::{Reject, RejectReason};
-use crate::policy::trie::{fingerprint, same_key};
+use crate::policy::trie::{fingerprint, fingerprint_at, same_key};
 
 pub type Scan<T> = Result<T, Reject>;
 
@@ -187,7 +187,7 @@ impl<'a, 'b> Scanner<'a, 'b> {
                 start: start as u32,
                 len: (end - start) as u32,
                 in_arena: false,
-                fp: fingerprint(self.slice(start, end)?),
+                fp: fingerprint_at(self.input, start, end),
             }
         };
         self.bufs.keys.push(key);

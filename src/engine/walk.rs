@@ -200,12 +200,7 @@ impl<'a, 'b> Walker<'a, 'b> {
             match child {
                 Some(child) => {
                     let mark = self.out.len();
-                    if written > 0 {
-                        self.out.push(b',');
-                    }
-                    self.out
-                        .extend_from_slice(self.sc.slice(key_start, key_end)?);
-                    self.out.push(b':');
+                    self.emit_key(key_start, key_end, written > 0)?;
                     if self.value(child)? {
                         written += 1;
                     } else {
@@ -213,12 +208,7 @@ impl<'a, 'b> Walker<'a, 'b> {
                     }
                 }
                 None if keep_rest => {
-                    if written > 0 {
-                        self.out.push(b',');
-                    }
-                    self.out
-                        .extend_from_slice(self.sc.slice(key_start, key_end)?);
-                    self.out.push(b':');
+                    self.emit_key(key_start, key_end, written > 0)?;
                     let value_start = self.sc.pos;
                     self.sc.skip(&mut self.counts.kept)?;
                     self.emit_kept(value_start, self.sc.pos, node.scan)?;
@@ -241,6 +231,30 @@ impl<'a, 'b> Walker<'a, 'b> {
         }
         self.out.push(b'}');
         Ok(true)
+    }
+
+    /// Write a member's key `input[key_start..key_end]` (quotes included)
+    /// and its `:`, after a `,` when `comma`. In compact JSON the input holds
+    /// those bytes side by side, so they are copied in one go.
+    #[inline(always)]
+    fn emit_key(&mut self, key_start: usize, key_end: usize, comma: bool) -> Scan<()> {
+        let input = self.sc.input;
+        let from = match key_start.checked_sub(1) {
+            Some(before) if comma && input.get(before) == Some(&b',') => before,
+            _ => {
+                if comma {
+                    self.out.push(b',');
+                }
+                key_start
+            }
+        };
+        if input.get(key_end) == Some(&b':') {
+            self.out.extend_from_slice(self.sc.slice(from, key_end + 1)?);
+        } else {
+            self.out.extend_from_slice(self.sc.slice(from, key_end)?);
+            self.out.push(b':');
+        }
+        Ok(())
     }
 
     fn array(&mut self, each: &Node, keep_rest: bool) -> Scan<bool> {

@@ -118,6 +118,23 @@ pub fn fingerprint(key: &[u8]) -> u64 {
     word.rotate_left(5) ^ (key.len() as u64)
 }
 
+/// [`fingerprint`] of `buf[start..end]`. A key shorter than eight bytes is
+/// read as one word where `buf` has eight bytes from `start` (an object
+/// key in an event always has: its `":` and a value follow), the bytes
+/// past `end` masked off, instead of byte by byte.
+#[inline(always)]
+pub fn fingerprint_at(buf: &[u8], start: usize, end: usize) -> u64 {
+    let len = end.saturating_sub(start);
+    if len < 8
+        && let Some(w) = buf.get(start..).and_then(<[u8]>::first_chunk::<8>)
+    {
+        // `len < 8`: the shift is at most 56.
+        let word = u64::from_le_bytes(*w) & ((1u64 << (8 * len)) - 1);
+        return word.rotate_left(5) ^ (len as u64);
+    }
+    fingerprint(buf.get(start..end).unwrap_or_default())
+}
+
 /// Whether `a` and `b`, whose fingerprints are equal, are the same key:
 /// keys of at most eight bytes and equal length are then equal (the
 /// fingerprint holds all their bytes), so only longer keys are compared.
@@ -561,7 +578,26 @@ pub fn scalar_output(root: &Node, path: &FieldPath) -> Option<&'static str> {
 
 #[cfg(test)]
 mod tests {
-    use super::{fingerprint, same_key};
+    use super::{fingerprint, fingerprint_at, same_key};
+
+    /// Reading a short key as a masked word gives the byte-by-byte
+    /// fingerprint, whatever follows the key and wherever the buffer ends.
+    #[test]
+    fn fingerprint_at_is_the_fingerprint_of_the_span() {
+        let buf: Vec<u8> = (0..40u8).map(|i| i.wrapping_mul(37) ^ 0xA5).collect();
+        for start in 0..buf.len() {
+            for end in start..=buf.len().min(start + 12) {
+                for cut in end..=buf.len().min(end + 9) {
+                    let b = &buf[..cut];
+                    assert_eq!(
+                        fingerprint_at(b, start, end),
+                        fingerprint(&b[start..end]),
+                        "{start}..{end} of {cut}"
+                    );
+                }
+            }
+        }
+    }
 
     /// `same_key` after equal fingerprints is plain byte equality, for
     /// every pair of short keys over a small alphabet (lengths 0 to 10,
