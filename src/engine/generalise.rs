@@ -90,10 +90,23 @@ fn mask_v6(a: Ipv6Addr, bits: u8) -> Ipv6Addr {
 /// never hide behind the other separator.
 fn filter_query_into(query: &str, keep: &GlobSet, out: &mut String) {
     let mark = out.len();
-    for pair in query.split(['&', ';']).filter(|p| !p.is_empty()) {
-        let raw_name = pair.split('=').next().unwrap_or_default();
-        let name = if raw_name.contains(['%', '+']) {
-            url::form_urlencoded::parse(pair.as_bytes())
+    let bytes = query.as_bytes();
+    let mut start = 0;
+    // One pass: `&`, `;` and `=` are ASCII, so every cut is at a character
+    // boundary (`get` cannot fail, and would only skip the pair).
+    while start <= bytes.len() {
+        let rest = bytes.get(start..).unwrap_or_default();
+        let end = start + memchr::memchr2(b'&', b';', rest).unwrap_or(rest.len());
+        let pair = query.get(start..end).unwrap_or_default();
+        start = end + 1;
+        if pair.is_empty() {
+            continue;
+        }
+        let pb = pair.as_bytes();
+        let name_end = memchr::memchr(b'=', pb).unwrap_or(pb.len());
+        let raw_name = pair.get(..name_end).unwrap_or_default();
+        let name = if raw_name.bytes().any(|b| b == b'%' || b == b'+') {
+            url::form_urlencoded::parse(pb)
                 .next()
                 .map(|(n, _)| n)
                 .unwrap_or_default()
@@ -196,27 +209,52 @@ fn split_reference(text: &str) -> (&str, Option<&str>) {
 /// no punycode (`xn--`), and a last label that starts with a letter (so not
 /// an IPv4 address in any of its spellings).
 fn plain_host(host: &[u8]) -> bool {
-    let Some(&first) = host.first() else {
-        return false;
-    };
-    if first == b'.' || first == b'-' {
+    if matches!(host.first(), None | Some(b'.' | b'-')) {
         return false;
     }
-    let mut prev = 0u8;
-    for &b in host {
+    // One pass: the bytes, no `..`, no `xn--` anywhere, and the first byte
+    // of the last non-empty label.
+    let (mut prev, mut last_label_first) = (b'.', 0u8);
+    for (i, &b) in host.iter().enumerate() {
         if !(b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
             || (b == b'.' && prev == b'.')
+            || (b == b'-' && i >= 3 && host.get(i - 3..=i) == Some(b"xn--"))
         {
             return false;
         }
+        if prev == b'.' && b != b'.' {
+            last_label_first = b;
+        }
         prev = b;
     }
-    !host.windows(4).any(|w| matches!(w, b"xn--"))
-        && host
-            .rsplit(|&b| b == b'.')
-            .find(|l| !l.is_empty())
-            .and_then(|last| last.first())
-            .is_some_and(u8::is_ascii_lowercase)
+    last_label_first.is_ascii_lowercase()
+}
+
+/// One pass over what follows the host of a fast-path URL: whether every
+/// byte is one the WHATWG parser keeps as it is, with no `/.` (a dot
+/// segment), and the path and query (between the first `?` and the first
+/// `#`) of the part before the fragment.
+fn split_fast_tail(tail: &str) -> Option<(&str, Option<&str>)> {
+    let bytes = tail.as_bytes();
+    let (mut question, mut hash, mut prev) = (None, None, 0u8);
+    for (i, &b) in bytes.iter().enumerate() {
+        if !FAST_TAIL_CHAR.has(b) || (prev == b'/' && b == b'.') {
+            return None;
+        }
+        if hash.is_none() {
+            if b == b'#' {
+                hash = Some(i);
+            } else if b == b'?' && question.is_none() {
+                question = Some(i);
+            }
+        }
+        prev = b;
+    }
+    let end = hash.unwrap_or(bytes.len());
+    Some(match question {
+        Some(q) => (tail.get(..q)?, Some(tail.get(q + 1..end)?)),
+        None => (tail.get(..end)?, None),
+    })
 }
 
 /// The common case without a full WHATWG parse: `http(s)://` + a plain
@@ -232,19 +270,17 @@ fn url_fast_into(text: &str, keep: &GlobSet, out: &mut String) -> bool {
     } else {
         return false;
     };
-    let Some((host, tail)) = rest.find('/').map(|at| rest.split_at(at)) else {
+    let Some((host, tail)) =
+        memchr::memchr(b'/', rest.as_bytes()).and_then(|at| rest.split_at_checked(at))
+    else {
         return false;
     };
     if !plain_host(host.as_bytes()) {
         return false;
     }
-    let tail_bytes = tail.as_bytes();
-    if !tail_bytes.iter().all(|&b| FAST_TAIL_CHAR.has(b))
-        || tail_bytes.windows(2).any(|w| matches!(w, b"/."))
-    {
+    let Some((path, query)) = split_fast_tail(tail) else {
         return false;
-    }
-    let (path, query) = split_reference(tail);
+    };
     out.push_str(scheme);
     out.push_str(host);
     out.push_str(path);
@@ -516,13 +552,46 @@ mod tests {
         );
     }
 
+    /// The query filter as first written: split, then split again.
+    fn filter_query_by_splitting(query: &str, keep: &GlobSet) -> String {
+        let mut out = String::new();
+        for pair in query.split(['&', ';']).filter(|p| !p.is_empty()) {
+            let raw_name = pair.split('=').next().unwrap_or_default();
+            let name = if raw_name.contains(['%', '+']) {
+                url::form_urlencoded::parse(pair.as_bytes())
+                    .next()
+                    .map(|(n, _)| n.into_owned())
+                    .unwrap_or_default()
+            } else {
+                raw_name.to_owned()
+            };
+            if keep.is_match(&name) {
+                out.push(if out.is_empty() { '?' } else { '&' });
+                out.push_str(pair);
+            }
+        }
+        out
+    }
+
     proptest::proptest! {
+        /// The one-pass query filter keeps what splitting keeps, in order.
+        #[test]
+        fn query_filter_agrees_with_splitting(
+            query in "([a-zé_%+=&;]|%5F|utm_){0,24}",
+            globs in proptest::sample::subsequence(vec!["utm_*", "a", "q?", "é*"], 0..4),
+        ) {
+            let k = keep(&globs);
+            let mut got = String::new();
+            filter_query_into(&query, &k, &mut got);
+            proptest::prop_assert_eq!(got, filter_query_by_splitting(&query, &k), "{}", query);
+        }
+
         /// Wherever the fast path answers, the full WHATWG parse agrees.
         #[test]
         fn fast_url_path_agrees_with_the_parser(
             scheme in "https?://",
-            host in "[a-z0-9.-]{1,12}",
-            tail in "(/[a-zA-Z0-9._~%+=&?#:@-]{0,10}){1,3}",
+            host in proptest::prop_oneof!["[a-z0-9.-]{1,12}", "([a-z0-9-]{0,3}(xn--)?[a-z0-9-]{0,3}[.]?){1,3}"],
+            tail in "(/[a-zA-Z0-9._~%+=&;?#:@-]{0,10}){1,3}",
             globs in proptest::sample::subsequence(vec!["utm_*", "a", "q?"], 0..3),
         ) {
             let text = format!("{scheme}{host}{tail}");

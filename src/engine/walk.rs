@@ -249,7 +249,8 @@ impl<'a, 'b> Walker<'a, 'b> {
             }
         };
         if input.get(key_end) == Some(&b':') {
-            self.out.extend_from_slice(self.sc.slice(from, key_end + 1)?);
+            self.out
+                .extend_from_slice(self.sc.slice(from, key_end + 1)?);
         } else {
             self.out.extend_from_slice(self.sc.slice(from, key_end)?);
             self.out.push(b':');
