@@ -467,15 +467,14 @@ impl<'a, 'b> Walker<'a, 'b> {
             self.pend(Src::Input(s as u32, e as u32));
             return Ok(());
         }
-        self.scratch.clear();
-        let content = self.sc.slice(s, e)?;
-        if escaped {
-            unescape(content, self.scratch);
+        let text: &str = if escaped {
+            self.scratch.clear();
+            unescape(self.sc.slice(s, e)?, self.scratch);
+            std::str::from_utf8(self.scratch).map_err(|_| Reject::INTERNAL_ERROR)?
         } else {
-            self.scratch.extend_from_slice(content);
-        }
+            self.text.get(s..e).ok_or(Reject::INTERNAL_ERROR)?
+        };
         let at = self.values.len();
-        let text = std::str::from_utf8(self.scratch).map_err(|_| Reject::INTERNAL_ERROR)?;
         normalise_into(text, normalise, self.values);
         self.pend(Src::Values(at as u32, self.values.len() as u32));
         Ok(())
