@@ -391,6 +391,14 @@ const HI: u64 = 0x8080_8080_8080_8080;
 /// again, which kept each string's end waiting on a dependent load.
 #[inline(always)]
 fn find_special(input: &[u8], mut i: usize) -> (usize, bool) {
+    while let Some(block) = input.get(i..).and_then(<[u8]>::first_chunk::<16>) {
+        let (all, quotes) = crate::simd::string_specials(block);
+        if all != 0 {
+            let at = all.trailing_zeros();
+            return (i + at as usize, quotes >> at & 1 != 0);
+        }
+        i += 16;
+    }
     while let Some(word) = input.get(i..).and_then(<[u8]>::first_chunk::<8>) {
         let w = u64::from_le_bytes(*word);
         let quote = w ^ (LO * u64::from(b'"'));
@@ -601,13 +609,14 @@ mod tests {
                 .find(|&j| s[j] == b'"' || s[j] == b'\\' || s[j] < 0x20)
                 .unwrap_or(s.len())
         };
-        // Every byte value at every offset of a 20-byte window, from every start.
+        // Every byte value at every offset of a 40-byte window (the 16-,
+        // 8- and 1-byte steps all reach it), from every start.
         for b in 0..=255u8 {
-            for pos in 0..20 {
-                let mut s = vec![b'a'; 20];
+            for pos in 0..40 {
+                let mut s = vec![b'a'; 40];
                 s[pos] = b;
-                s[(pos + 7) % 20] = 0xC3;
-                for start in 0..20 {
+                s[(pos + 7) % 40] = 0xC3;
+                for start in 0..40 {
                     let (at, quote) = find_special(&s, start);
                     assert_eq!(at, naive(&s, start), "byte {b} at {pos} from {start}");
                     assert_eq!(
