@@ -5,12 +5,18 @@
 //! the function itself reads a `[u8; 16]` by value (no pointers). Other
 //! targets get the same answers from a portable loop. Measured in
 //! BENCHMARKS.md (issue 14 steps); fuzzed with the engine target.
-#![allow(unsafe_code)]
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 /// Bit `i` is set where `block[i]` is `"`, `\` or a control byte (below
 /// 0x20): the bytes that end a JSON string's plain run. The second mask
 /// has the `"` bits only.
 #[inline(always)]
+#[allow(unsafe_code)] // the one call below
 pub fn string_specials(block: &[u8; 16]) -> (u32, u32) {
     #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
     {
@@ -85,6 +91,7 @@ mod sse2 {
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing)]
 mod tests {
     use super::*;
 

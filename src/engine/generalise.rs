@@ -138,10 +138,9 @@ pub fn url_into(text: &str, keep: &GlobSet, out: &mut String) -> bool {
     if text.starts_with('/') && !text.starts_with("//") {
         // Only URL characters (RFC 3986, plus `%`-escapes): free text that
         // happens to start with `/` is not a path.
-        if !text.bytes().all(|b| URI_CHAR.has(b)) {
+        let Some((path, query)) = split_checked(text, &URI_CHAR, true) else {
             return false;
-        }
-        let (path, query) = split_reference(text);
+        };
         out.push_str(path);
         if let Some(q) = query {
             filter_query_into(q, keep, out);
@@ -195,15 +194,6 @@ const URI_CHAR: ByteClass = ByteClass::alphanumeric_and(b"-._~!$&'()*+,;=:@/?#%[
 /// parser keeps as they are in a path, query and fragment.
 const FAST_TAIL_CHAR: ByteClass = ByteClass::alphanumeric_and(b"-._~!$&()*+,;=:@/%?#");
 
-/// The part before the fragment, split at its first `?`.
-fn split_reference(text: &str) -> (&str, Option<&str>) {
-    let without_fragment = text.split('#').next().unwrap_or_default();
-    match without_fragment.split_once('?') {
-        Some((p, q)) => (p, Some(q)),
-        None => (without_fragment, None),
-    }
-}
-
 /// Whether `host` is a plain lowercase domain the WHATWG parser leaves as
 /// it is: `[a-z0-9.-]`, not starting with `.` or `-`, no empty label inside,
 /// no punycode (`xn--`), and a last label that starts with a letter (so not
@@ -230,15 +220,19 @@ fn plain_host(host: &[u8]) -> bool {
     last_label_first.is_ascii_lowercase()
 }
 
-/// One pass over what follows the host of a fast-path URL: whether every
-/// byte is one the WHATWG parser keeps as it is, with no `/.` (a dot
-/// segment), and the path and query (between the first `?` and the first
-/// `#`) of the part before the fragment.
-fn split_fast_tail(tail: &str) -> Option<(&str, Option<&str>)> {
+/// One pass over a path-absolute reference, or what follows the host of a
+/// fast-path URL: whether every byte is in `class` (and, unless
+/// `dot_segments`, no `/.` appears), and the path and query (between the
+/// first `?` and the first `#`) of the part before the fragment.
+fn split_checked<'t>(
+    tail: &'t str,
+    class: &ByteClass,
+    dot_segments: bool,
+) -> Option<(&'t str, Option<&'t str>)> {
     let bytes = tail.as_bytes();
     let (mut question, mut hash, mut prev) = (None, None, 0u8);
     for (i, &b) in bytes.iter().enumerate() {
-        if !FAST_TAIL_CHAR.has(b) || (prev == b'/' && b == b'.') {
+        if !class.has(b) || (!dot_segments && prev == b'/' && b == b'.') {
             return None;
         }
         if hash.is_none() {
@@ -278,7 +272,7 @@ fn url_fast_into(text: &str, keep: &GlobSet, out: &mut String) -> bool {
     if !plain_host(host.as_bytes()) {
         return false;
     }
-    let Some((path, query)) = split_fast_tail(tail) else {
+    let Some((path, query)) = split_checked(tail, &FAST_TAIL_CHAR, false) else {
         return false;
     };
     out.push_str(scheme);
