@@ -40,6 +40,8 @@
     clippy::indexing_slicing
 )]
 
+pub mod url;
+
 /// What a match looks like.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Kind {

@@ -13,15 +13,15 @@ use crate::policy::{
     Action, ActionClass, Buckets, FieldRule, FieldSet, Normalise, Policy, Scalar, ScanMode,
 };
 
-/// The content scan of a kept entry (`None` for other actions).
+/// The content scan of a kept entry or a `url` entry (`None` for other actions).
 fn entry_scan(e: &FieldRule, default: ScanMode) -> Option<ScanMode> {
-    matches!(e.action, Action::Keep).then(|| e.scan.unwrap_or(default))
+    matches!(e.action, Action::Keep | Action::Url { .. }).then(|| e.scan.unwrap_or(default))
 }
 
 /// The policy's content scan setting, as a sentence.
 fn scan_sentence(policy: &Policy) -> String {
     format!(
-        "Strings kept in clear (not pseudonyms or generalised values, not object keys) are scanned: `scan: {}`, {}, unless a field says otherwise.",
+        "Strings kept in clear and the path and query of URLs (not pseudonyms or other generalised values, not object keys) are scanned: `scan: {}`, {}, unless a field says otherwise.",
         policy.scan.code(),
         scan_phrase(policy.scan)
     )

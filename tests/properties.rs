@@ -215,6 +215,71 @@ proptest! {
         prop_assert_eq!(output, expected);
     }
 
+    /// The same planted values in the path of a URL, or in a query parameter
+    /// `keep_query` keeps, spelled with percent-escapes (some or all of
+    /// their characters) and `+` for a space in the query: read as a server
+    /// reads them, none reaches the output, one detection is counted, and
+    /// the engine agrees with the Value oracle.
+    #[test]
+    fn planted_values_in_urls_are_redacted(
+        secret in prop::sample::select(vec![
+            "ana.smith@example.com", "4111 1111 1111 1111", "5500-0000-0000-0004",
+            "GB82WEST12345698765432", "+44 20 7946 0958", "(415) 555-2671", "203.0.113.77",
+            "2001:db8:85a3::8a2e:370:7334",
+            "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N",
+        ]),
+        before in "[a-z ]{0,8}",
+        after in "([ ,.][a-z ,.]{0,7})?",
+        in_query in any::<bool>(),
+        escape_all in any::<bool>(),
+        plus in any::<bool>(),
+    ) {
+        let e = engine("name: p\nversion: 1\npurpose: analytics\nfields:\n  u: { url: { keep_query: [q] } }\n", KEY_A).unwrap();
+        let value = format!("{before} {secret}{after}");
+        let spelled: String = value
+            .bytes()
+            .map(|b| match b {
+                b' ' if in_query && plus => "+".to_owned(),
+                b if !escape_all && (b.is_ascii_alphanumeric() || b"-._~@:,".contains(&b)) => {
+                    (b as char).to_string()
+                }
+                b => format!("%{b:02X}"),
+            })
+            .collect();
+        let url = if in_query {
+            format!("https://h.example/s?x=1&q={spelled}&y=2#top")
+        } else {
+            format!("https://h.example/p/{spelled}/z?x=1")
+        };
+        let input = serde_json::to_vec(&serde_json::json!({ "u": url })).unwrap();
+        let mut out = Vec::new();
+        let v = e.apply(&input, &mut out, &mut Scratch::default());
+        prop_assert_eq!(v.outcome, Outcome::Forwarded);
+        let output: Value = serde_json::from_slice(&out).unwrap();
+        let got = output["u"].as_str().unwrap();
+        // Decoded as a server would: `%XX`, and `+` in the query.
+        let (path, query) = got.split_once('?').unwrap_or((got, ""));
+        let decode = |t: &str, plus_space: bool| -> String {
+            let (b, mut out, mut i) = (t.as_bytes(), Vec::new(), 0);
+            while i < b.len() {
+                let hex = t.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok());
+                match (b[i], hex) {
+                    (b'%', Some(x)) => { out.push(x); i += 3; }
+                    (b'+', _) if plus_space => { out.push(b' '); i += 1; }
+                    (c, _) => { out.push(c); i += 1; }
+                }
+            }
+            String::from_utf8_lossy(&out).into_owned()
+        };
+        let read = format!("{}?{}", decode(path, false), decode(query, true));
+        prop_assert!(!read.contains(secret), "{} in {} ({})", secret, got, url);
+        prop_assert!(got.contains("[redacted:"), "{} ({})", got, url);
+        prop_assert!(!got.contains("x=1") && !got.contains('#'), "{}", got);
+        prop_assert_eq!(v.counts.scan.total(), 1);
+        let expected: Value = serde_json::from_slice(&reference::apply(&e, &input).unwrap()).unwrap();
+        prop_assert_eq!(output, expected);
+    }
+
     /// Same key and value: same pseudonym. Another key or purpose: another one.
     #[test]
     fn pseudonyms_are_deterministic_and_keyed(value in "[ -~]{0,40}") {

@@ -193,7 +193,7 @@ pub fn summary(policy: &Policy, file: &str) -> String {
         .filter(|e| e.scan.is_some())
         .count();
     out.push_str(&format!(
-        "  scan:     {} on kept strings (e-mail, phone, card, IBAN, IP, token){}\n",
+        "  scan:     {} on kept strings and URLs (e-mail, phone, card, IBAN, IP, token){}\n",
         policy.scan.code(),
         match overrides {
             0 => String::new(),

@@ -49,6 +49,8 @@ pub struct Buffers {
     pub text: Vec<u8>,
     /// A generalised URL, before it is written as a JSON string (reused).
     pub generalised: String,
+    /// The decoded path and query of a URL being scanned (reused).
+    pub url: crate::detect::url::UrlBuffers,
     /// Set by the consent check when the event's TC string is unreadable.
     pub consent_invalid: Option<crate::tcf::Invalid>,
     /// Pseudonyms of repeated values (off unless asked for).
@@ -77,6 +79,7 @@ pub struct Walker<'a, 'b> {
     values: &'b mut Vec<u8>,
     scratch: &'b mut Vec<u8>,
     generalised: &'b mut String,
+    url: &'b mut crate::detect::url::UrlBuffers,
     pseudonym_len: usize,
     pub counts: FieldCounts,
     /// A string kept under `scan: drop_event` had a detection.
@@ -101,6 +104,7 @@ impl<'a, 'b> Walker<'a, 'b> {
             values: &mut bufs.values,
             scratch: &mut bufs.text,
             generalised: &mut bufs.generalised,
+            url: &mut bufs.url,
             pseudonym_len,
             counts: FieldCounts::default(),
             scan_drop: false,
@@ -138,7 +142,7 @@ impl<'a, 'b> Walker<'a, 'b> {
                 self.sc.skip(&mut self.counts.removed)?;
                 false
             }
-            Mode::Transform(action) => self.transform(action)?,
+            Mode::Transform(action) => self.transform(action, node.scan)?,
             Mode::Descend { keep_rest } => match (self.sc.peek(), node.each.as_deref()) {
                 (b'{', _) if node.expects_object() => self.object(node, *keep_rest)?,
                 (b'[', Some(each)) => self.array(each, *keep_rest)?,
@@ -379,8 +383,42 @@ impl<'a, 'b> Walker<'a, 'b> {
         Ok(())
     }
 
+    /// The content scan of the URL the `url` action left in `generalised`
+    /// (its path and query, percent-decoded: [`detect::url`]), as `mode`
+    /// says; with `redact` each match is replaced in place.
+    fn scan_url(&mut self, mode: ScanMode) -> Scan<()> {
+        if mode == ScanMode::Off {
+            return Ok(());
+        }
+        let url = &*self.generalised;
+        let (counts, scratch) = (&mut self.counts.scan, &mut *self.scratch);
+        scratch.clear();
+        let mut last = 0;
+        let mut found = false;
+        detect::url::find_in_url(url.as_bytes(), self.url, |m| {
+            found = true;
+            counts.record(m.kind, mode);
+            if mode == ScanMode::Redact {
+                scratch.extend_from_slice(url.as_bytes().get(last..m.start).unwrap_or_default());
+                scratch.extend_from_slice(m.kind.redaction().as_bytes());
+                last = m.end;
+            }
+        });
+        if found && mode == ScanMode::DropEvent {
+            self.scan_drop = true;
+        }
+        if found && mode == ScanMode::Redact {
+            scratch.extend_from_slice(url.as_bytes().get(last..).unwrap_or_default());
+            // Matches start and end on ASCII bytes, so this cannot fail.
+            let redacted = std::str::from_utf8(scratch).map_err(|_| Reject::INTERNAL_ERROR)?;
+            self.generalised.clear();
+            self.generalised.push_str(redacted);
+        }
+        Ok(())
+    }
+
     /// Apply a scalar action to the value at the cursor.
-    fn transform(&mut self, action: &Action) -> Scan<bool> {
+    fn transform(&mut self, action: &Action, scan: ScanMode) -> Scan<bool> {
         let start = self.sc.pos;
         match self.sc.peek() {
             b'"' => {
@@ -391,7 +429,7 @@ impl<'a, 'b> Walker<'a, 'b> {
                         self.pend_string(s, e, escaped, normalise)?;
                         Ok(true)
                     }
-                    _ => self.generalise_string(action, s, e, escaped),
+                    _ => self.generalise_string(action, s, e, escaped, scan),
                 }
             }
             b'{' | b'[' => {
@@ -486,6 +524,7 @@ impl<'a, 'b> Walker<'a, 'b> {
         s: usize,
         e: usize,
         escaped: bool,
+        scan: ScanMode,
     ) -> Scan<bool> {
         let text: &str = if escaped {
             self.scratch.clear();
@@ -507,6 +546,7 @@ impl<'a, 'b> Walker<'a, 'b> {
             Action::Url { matcher, .. } => {
                 let accepted = generalise::url_into(text, matcher, self.generalised);
                 if accepted {
+                    self.scan_url(scan)?;
                     write_json_string(self.out, self.generalised);
                 }
                 accepted

@@ -476,7 +476,7 @@ fn kept_scan(
     default: ScanMode,
 ) -> Option<(ScanMode, bool)> {
     let (action, from) = effective(set, path)?;
-    if !matches!(action, Action::Keep) {
+    if !matches!(action, Action::Keep | Action::Url { .. }) {
         return None;
     }
     let entry = set?.entries.iter().find(|e| &e.path == from)?;

@@ -325,6 +325,10 @@ pub struct UrlOptions {
     /// Glob patterns (`*`, `?`) of query parameter names to keep.
     #[serde(default)]
     pub keep_query: Vec<String>,
+    /// The content scan of the kept path and query, overriding the
+    /// policy's `scan`.
+    #[serde(default)]
+    pub scan: Option<ScanMode>,
 }
 
 /// Unit for `truncate_time`.

@@ -555,6 +555,7 @@ fn field_set(c: &mut Checker, raw: &RawFields) -> FieldSet {
                 action,
                 scan: match &raw_action.value {
                     RawAction::Keep(o) => o.scan,
+                    RawAction::Url(o) => o.scan,
                     _ => None,
                 },
                 line: key.referenced.line(),

@@ -375,7 +375,7 @@ pub(crate) fn leaf_value(l: &Leaf, id: u32, markers: &mut BTreeSet<String>) -> V
             )
         }
         Leaf::Url(p) => s(
-            match p % 16 {
+            match p % 20 {
                 0 => format!(
                     "https://shop.example.com/p{id}?utm_source=a{id}&email=x{id}%40example.com#f{id}"
                 ),
@@ -393,6 +393,18 @@ pub(crate) fn leaf_value(l: &Leaf, id: u32, markers: &mut BTreeSet<String>) -> V
                 12 => format!("ftp://h.example/p{id}"),
                 13 => format!("cart/{id}"),
                 14 => format!("javascript:alert({id})"),
+                // Personal data in the path and in kept parameters, plain
+                // and percent-encoded: the content scan's business.
+                16 => format!(
+                    "https://h.example/u/ana{id}@example.com/o?utm_source=b{id}%40example.org&q=x"
+                ),
+                17 => format!("/s?q=call+020+7946+{id:04}&utm_term=%2B44%2020%207946%20{id:04}"),
+                18 => format!(
+                    "https://h.example/reset/eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ1{id}In0.c2lnbmF0dXJl{id}?utm_x=1"
+                ),
+                19 => format!(
+                    "https://h.example/p/%61na{id}%40example%2Ecom?utm_source=4111111111111111"
+                ),
                 _ => format!("/ Farid Mueller {id} <farid@example.com>"),
             },
             markers,

@@ -91,7 +91,7 @@ fn walk(policy: &CompiledPolicy, node: &Node, v: &Value, dropped: &Cell<bool>) -
     match &node.mode {
         Mode::Keep => Some(scanned(v, node.scan, dropped)),
         Mode::Drop => None,
-        Mode::Transform(a) => transform(policy, a, v),
+        Mode::Transform(a) => transform(policy, a, v, node.scan, dropped),
         // Shapes must be the ones the entries beneath name; anything else
         // (scalars and null included) is removed.
         Mode::Descend { keep_rest } => match v {
@@ -127,7 +127,41 @@ fn walk(policy: &CompiledPolicy, node: &Node, v: &Value, dropped: &Cell<bool>) -
     }
 }
 
-fn transform(policy: &CompiledPolicy, action: &Action, v: &Value) -> Option<Value> {
+/// A `url` result under `scan`: its path and query scanned as the
+/// detector's URL reader (`veil::detect::url`) finds matches in them.
+fn scanned_url(u: String, scan: ScanMode, dropped: &Cell<bool>) -> String {
+    let mut matches = Vec::new();
+    let mut bufs = veil::detect::url::UrlBuffers::default();
+    veil::detect::url::find_in_url(u.as_bytes(), &mut bufs, |m| matches.push(m));
+    match scan {
+        ScanMode::Off | ScanMode::Count => u,
+        ScanMode::DropEvent => {
+            if !matches.is_empty() {
+                dropped.set(true);
+            }
+            u
+        }
+        ScanMode::Redact => {
+            let mut out = String::new();
+            let mut last = 0;
+            for m in matches {
+                out.push_str(&u[last..m.start]);
+                out.push_str(m.kind.redaction());
+                last = m.end;
+            }
+            out.push_str(&u[last..]);
+            out
+        }
+    }
+}
+
+fn transform(
+    policy: &CompiledPolicy,
+    action: &Action,
+    v: &Value,
+    scan: ScanMode,
+    dropped: &Cell<bool>,
+) -> Option<Value> {
     let text = match v {
         Value::Null => return Some(Value::Null),
         Value::Object(_) | Value::Array(_) => return None,
@@ -147,7 +181,9 @@ fn transform(policy: &CompiledPolicy, action: &Action, v: &Value) -> Option<Valu
         Action::IpPrefix { v4, v6 } if v.is_string() => {
             ip_prefix(&text, *v4, *v6).map(Value::String)
         }
-        Action::Url { matcher, .. } if v.is_string() => url(&text, matcher).map(Value::String),
+        Action::Url { matcher, .. } if v.is_string() => {
+            url(&text, matcher).map(|u| Value::String(scanned_url(u, scan, dropped)))
+        }
         Action::TruncateTime(u) if v.is_string() => truncate_time(&text, *u).map(Value::String),
         Action::Bucket(b) if v.is_number() => {
             let x = bucket(v.as_f64()?, b)?;
