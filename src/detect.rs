@@ -108,8 +108,9 @@ const LOWER: u8 = 4;
 const NUMSEP: u8 = 8;
 /// `:` (IPv6).
 const COLON: u8 = 32;
-/// Where the prefilter stops to look: digits, `:`, `@`, `\`, `J` (of
-/// `eyJ`), `b` and `B` (of `Bearer`).
+/// Where the prefilter stops to look: digits, `:`, `@`, `\`, `%` (a
+/// percent-escape may hide anything), `J` (of `eyJ`), `b` and `B` (of
+/// `Bearer`).
 const HOOK: u8 = 64;
 
 // `b` runs over 0..256, the table's indices: built at compile time.
@@ -119,11 +120,12 @@ const fn classes() -> [u8; 256] {
     let mut b = 0;
     while b < 256 {
         let c = b as u8;
-        let hook = if c.is_ascii_digit() || matches!(c, b':' | b'@' | b'\\' | b'J' | b'b' | b'B') {
-            HOOK
-        } else {
-            0
-        };
+        let hook =
+            if c.is_ascii_digit() || matches!(c, b':' | b'@' | b'\\' | b'%' | b'J' | b'b' | b'B') {
+                HOOK
+            } else {
+                0
+            };
         t[b] = hook
             | if c.is_ascii_digit() {
                 DIGIT
@@ -171,8 +173,8 @@ fn is_word(b: u8) -> bool {
 /// in one of its strings after unescaping. A superset: `false` means
 /// nothing in it can match; `true` means run the detector.
 ///
-/// Vectorised searches first (`memchr`): an `@` or a `\` (an escape may
-/// hide anything), `eyJ` (a JWT), `Bearer` in any case. Then a
+/// It stops at: an `@`, a `\` or a `%XX` (an escape may hide anything),
+/// `eyJ` (a JWT), `Bearer` in any case. Then a
 /// jump from digit to digit and colon to colon: a number run that starts
 /// where a number can start (not inside a word, not after `word-`,
 /// `word/`, `word.`) with 7 digits, or 4 digits and 3 dots (IPv4); two
@@ -204,6 +206,9 @@ fn hook(raw: &[u8], i: usize, b: u8, skip: &mut usize) -> bool {
     let prev2 = i.checked_sub(2).map_or(0, |j| at(raw, j));
     match b {
         b'@' | b'\\' => return true,
+        b'%' => {
+            return at(raw, i + 1).is_ascii_hexdigit() && at(raw, i + 2).is_ascii_hexdigit();
+        }
         b'J' => return prev == b'y' && prev2 == b'e',
         b'b' | b'B' => {
             return raw

@@ -25,8 +25,17 @@ pub fn tail_start(url: &[u8]) -> usize {
     if url.first() == Some(&b'/') {
         return 0;
     }
-    let Some(authority) = memchr::memmem::find(url, b"://").map(|i| i + 3) else {
-        return 0;
+    // The `url` action writes `http://` and `https://` URLs only; the
+    // search is for anything else.
+    let authority = if url.starts_with(b"https://") {
+        8
+    } else if url.starts_with(b"http://") {
+        7
+    } else {
+        match url.windows(3).position(|w| w == b"://") {
+            Some(i) => i + 3,
+            None => return 0,
+        }
     };
     url.get(authority..)
         .and_then(|rest| rest.iter().position(|b| matches!(b, b'/' | b'?' | b'#')))
@@ -48,17 +57,42 @@ fn hex(b: u8) -> Option<u8> {
 /// `url`. A match covers every byte of the escapes that spell it.
 pub fn find_in_url(url: &[u8], bufs: &mut UrlBuffers, mut report: impl FnMut(Match)) {
     let from = tail_start(url);
-    let tail = url.get(from..).unwrap_or_default();
-    if memchr::memchr2(b'%', b'+', tail).is_none() {
-        // Nothing to decode: the tail is what the detector reads.
-        if may_match(tail) {
-            find(tail, |m| {
-                report(Match {
-                    kind: m.kind,
-                    start: from + m.start,
-                    end: from + m.end,
-                })
-            });
+    find_decoded(url.get(from..).unwrap_or_default(), true, bufs, |m| {
+        report(Match {
+            kind: m.kind,
+            start: from + m.start,
+            end: from + m.end,
+        })
+    });
+}
+
+/// Whether `text` holds anything [`find_decoded`] would decode: a `%`
+/// (and a `+` when `plus_in_query`).
+#[inline]
+fn has_escapes(text: &[u8], plus_in_query: bool) -> bool {
+    if plus_in_query {
+        memchr::memchr2(b'%', b'+', text).is_some()
+    } else {
+        memchr::memchr(b'%', text).is_some()
+    }
+}
+
+/// Report each match of the content detector in `text` read with its
+/// `%XX` escapes decoded once (and, with `plus_in_query`, `+` after the
+/// first `?` as a space), with `start..end` positions in `text`. When
+/// `text` is valid UTF-8 those positions are `char` boundaries: a match
+/// starts and ends on ASCII bytes, and what precedes or follows one in
+/// `text` is an escape or that same ASCII byte.
+pub fn find_decoded(
+    text: &[u8],
+    plus_in_query: bool,
+    bufs: &mut UrlBuffers,
+    mut report: impl FnMut(Match),
+) {
+    if !has_escapes(text, plus_in_query) {
+        // Nothing to decode: the text is what the detector reads.
+        if may_match(text) {
+            find(text, report);
         }
         return;
     }
@@ -67,10 +101,10 @@ pub fn find_in_url(url: &[u8], bufs: &mut UrlBuffers, mut report: impl FnMut(Mat
     origin.clear();
     let mut in_query = false;
     let mut i = 0;
-    while let Some(&b) = tail.get(i) {
+    while let Some(&b) = text.get(i) {
         origin.push(i);
         let escape = (b == b'%')
-            .then(|| Some(hex(*tail.get(i + 1)?)? << 4 | hex(*tail.get(i + 2)?)?))
+            .then(|| Some(hex(*text.get(i + 1)?)? << 4 | hex(*text.get(i + 2)?)?))
             .flatten();
         match (escape, b) {
             (Some(byte), _) => {
@@ -79,7 +113,7 @@ pub fn find_in_url(url: &[u8], bufs: &mut UrlBuffers, mut report: impl FnMut(Mat
                 continue;
             }
             (None, b'?') => in_query = true,
-            (None, b'+') if in_query => {
+            (None, b'+') if in_query && plus_in_query => {
                 decoded.push(b' ');
                 i += 1;
                 continue;
@@ -89,11 +123,11 @@ pub fn find_in_url(url: &[u8], bufs: &mut UrlBuffers, mut report: impl FnMut(Mat
         decoded.push(b);
         i += 1;
     }
-    origin.push(tail.len());
+    origin.push(text.len());
     if !may_match(decoded) {
         return;
     }
-    let at = |k: usize| from + origin.get(k).copied().unwrap_or(tail.len());
+    let at = |k: usize| origin.get(k).copied().unwrap_or(text.len());
     find(decoded, |m| {
         report(Match {
             kind: m.kind,

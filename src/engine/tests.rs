@@ -750,6 +750,28 @@ fn escaped_strings_are_scanned_after_unescaping() {
 }
 
 #[test]
+fn kept_strings_are_scanned_with_percent_escapes_decoded() {
+    let e = engine(&format!("{BASE}fields:\n  t: keep\n"));
+    assert_eq!(
+        run(&e, r#"{"t":"https://x.example/?r=ana%40example.com&n=1"}"#).unwrap(),
+        r#"{"t":"https://x.example/?r=[redacted:email]&n=1"}"#
+    );
+    assert_eq!(
+        run(
+            &e,
+            r#"{"t":"caf%C3%A9 4111%201111%201111%201111, 50% off"}"#
+        )
+        .unwrap(),
+        r#"{"t":"caf%C3%A9 [redacted:card], 50% off"}"#
+    );
+    // `+` is a plus outside a `url` value's query, and nothing is decoded twice.
+    assert_eq!(
+        run(&e, r#"{"t":"call+020+7946+0958 ana%2540example.com"}"#).unwrap(),
+        r#"{"t":"call+020+7946+0958 ana%2540example.com"}"#
+    );
+}
+
+#[test]
 fn scan_modes_per_policy_and_per_field() {
     let doc = r#"{"a":"ana@example.com","b":{"c":"ana@example.com","d":"ana@example.com"}}"#;
     let e = engine(&format!(
@@ -800,5 +822,41 @@ fn consent_is_decided_before_the_scan() {
     assert_eq!(
         reason(run(&e, r#"{"a":"ana@example.com","c":["analytics"]}"#)),
         "scan"
+    );
+}
+
+#[test]
+fn url_paths_and_kept_parameters_are_scanned_as_a_server_reads_them() {
+    let e = engine(&format!(
+        "{BASE}fields:\n  u: {{ url: {{ keep_query: [q] }} }}\n  c: {{ url: {{ keep_query: [q], scan: count }} }}\n  o: {{ url: {{ scan: off }} }}\n  d: {{ url: {{ keep_query: [q], scan: drop_event }} }}\n"
+    ));
+    let out = run(
+        &e,
+        r#"{"u":"https://shop.example/users/ana%40example.com/orders?q=call+020+7946+0958&email=b@c.de#x","c":"/u/ana@example.com","o":"/u/ana@example.com"}"#,
+    )
+    .unwrap();
+    assert_eq!(
+        out,
+        r#"{"u":"https://shop.example/users/[redacted:email]/orders?q=call+[redacted:phone]","c":"/u/ana@example.com","o":"/u/ana@example.com"}"#
+    );
+    let (_, d) = scan_counts(&e, r#"{"u":"/u/ana@example.com","c":"/u/ana@example.com"}"#);
+    assert_eq!(d.get(crate::detect::Kind::Email, ScanMode::Redact), 1);
+    assert_eq!(d.get(crate::detect::Kind::Email, ScanMode::Count), 1);
+    assert_eq!(d.total(), 2);
+    // The host names the site: not scanned.
+    assert_eq!(
+        run(&e, r#"{"u":"http://10.1.2.3:8080/a?q=1"}"#).unwrap(),
+        r#"{"u":"http://10.1.2.3:8080/a?q=1"}"#
+    );
+    let (outcome, d) = scan_counts(
+        &e,
+        r#"{"d":"https://a.example/x?q=%2B44%2020%207946%200958"}"#,
+    );
+    assert_eq!(outcome, Outcome::Dropped(DropReason::Scan));
+    assert_eq!(d.get(crate::detect::Kind::Phone, ScanMode::DropEvent), 1);
+    // A JSON escape and a percent-escape together.
+    assert_eq!(
+        run(&e, r#"{"u":"/p/ana\u0025\u0034\u0030example.com"}"#).unwrap(),
+        r#"{"u":"/p/[redacted:email]"}"#
     );
 }

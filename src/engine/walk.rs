@@ -349,24 +349,27 @@ impl<'a, 'b> Walker<'a, 'b> {
             } else {
                 content
             };
-            let mut found = false;
+            let (mut found, mut split) = (false, false);
             let counts = &mut self.counts.scan;
             let out = &mut *self.generalised;
             out.clear();
             let mut last = 0;
-            detect::find(text, |m| {
+            detect::url::find_decoded(text, false, self.url, |m| {
                 found = true;
                 counts.record(m.kind, mode);
                 if mode == ScanMode::Redact {
-                    // Matches start and end on ASCII bytes of valid UTF-8.
-                    out.push_str(
-                        std::str::from_utf8(text.get(last..m.start).unwrap_or_default())
-                            .unwrap_or_default(),
-                    );
+                    // Matches start and end on `char` boundaries.
+                    match std::str::from_utf8(text.get(last..m.start).unwrap_or_default()) {
+                        Ok(kept) => out.push_str(kept),
+                        Err(_) => split = true,
+                    }
                     out.push_str(m.kind.redaction());
                     last = m.end;
                 }
             });
+            if split {
+                return Err(Reject::INTERNAL_ERROR);
+            }
             if found && mode == ScanMode::DropEvent {
                 self.scan_drop = true;
             }

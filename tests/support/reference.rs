@@ -64,16 +64,8 @@ pub fn apply(policy: &CompiledPolicy, input: &[u8]) -> Option<Vec<u8>> {
 fn scanned(v: &Value, scan: ScanMode, dropped: &Cell<bool>) -> Value {
     match (v, scan) {
         (_, ScanMode::Off | ScanMode::Count) => v.clone(),
-        (Value::String(s), ScanMode::Redact) => {
-            let mut out = String::new();
-            veil::detect::redact_into(s, &mut out, |_| false);
-            Value::String(out)
-        }
-        (Value::String(s), ScanMode::DropEvent) => {
-            if veil::detect::any(s.as_bytes()) {
-                dropped.set(true);
-            }
-            v.clone()
+        (Value::String(s), ScanMode::Redact | ScanMode::DropEvent) => {
+            Value::String(redacted(s, false, scan, dropped))
         }
         (Value::Array(items), _) => {
             Value::Array(items.iter().map(|x| scanned(x, scan, dropped)).collect())
@@ -127,32 +119,33 @@ fn walk(policy: &CompiledPolicy, node: &Node, v: &Value, dropped: &Cell<bool>) -
     }
 }
 
-/// A `url` result under `scan`: its path and query scanned as the
-/// detector's URL reader (`veil::detect::url`) finds matches in them.
-fn scanned_url(u: String, scan: ScanMode, dropped: &Cell<bool>) -> String {
+/// `text` under `scan` (`redact` or `drop_event`), read with its escapes
+/// decoded as the detector's reader (`veil::detect::url`) decodes them.
+fn redacted(text: &str, plus_in_query: bool, scan: ScanMode, dropped: &Cell<bool>) -> String {
     let mut matches = Vec::new();
     let mut bufs = veil::detect::url::UrlBuffers::default();
-    veil::detect::url::find_in_url(u.as_bytes(), &mut bufs, |m| matches.push(m));
-    match scan {
-        ScanMode::Off | ScanMode::Count => u,
-        ScanMode::DropEvent => {
-            if !matches.is_empty() {
-                dropped.set(true);
-            }
-            u
-        }
-        ScanMode::Redact => {
-            let mut out = String::new();
-            let mut last = 0;
-            for m in matches {
-                out.push_str(&u[last..m.start]);
-                out.push_str(m.kind.redaction());
-                last = m.end;
-            }
-            out.push_str(&u[last..]);
-            out
-        }
+    veil::detect::url::find_decoded(text.as_bytes(), plus_in_query, &mut bufs, |m| {
+        matches.push(m)
+    });
+    if scan != ScanMode::Redact {
+        dropped.set(dropped.get() || (scan == ScanMode::DropEvent && !matches.is_empty()));
+        return text.to_owned();
     }
+    let mut out = String::new();
+    let mut last = 0;
+    for m in matches {
+        out.push_str(&text[last..m.start]);
+        out.push_str(m.kind.redaction());
+        last = m.end;
+    }
+    out.push_str(&text[last..]);
+    out
+}
+
+/// A `url` result under `scan`: its path and query (`veil::detect::url`).
+fn scanned_url(u: String, scan: ScanMode, dropped: &Cell<bool>) -> String {
+    let at = veil::detect::url::tail_start(u.as_bytes());
+    format!("{}{}", &u[..at], redacted(&u[at..], true, scan, dropped))
 }
 
 fn transform(

@@ -485,17 +485,14 @@ pub(crate) fn exposure(tree: &Tree, q: &[Step]) -> Option<&'static str> {
 }
 
 /// A kept value as `scan: redact` (the default, and the generated policies
-/// set no other) writes it: every string value, not object keys, with what
-/// the content detector finds replaced by `[redacted:<kind>]`. The
-/// detector itself is held to its labelled corpus (tests/scan_corpus.rs);
-/// here it only says where the matches are.
+/// set no other) writes it: every string value, not object keys, read
+/// with its `%XX` escapes decoded, with what the content detector finds
+/// replaced by `[redacted:<kind>]`. The detector itself is held to its
+/// labelled corpus (tests/scan_corpus.rs); here it only says where the
+/// matches are.
 fn scanned(v: &Value) -> Value {
     match v {
-        Value::String(s) => {
-            let mut out = String::new();
-            veil::detect::redact_into(s, &mut out, |_| false);
-            Value::String(out)
-        }
+        Value::String(s) => Value::String(redacted_decoded(s, false)),
         Value::Array(items) => Value::Array(items.iter().map(scanned).collect()),
         Value::Object(m) => Value::Object(m.iter().map(|(k, x)| (k.clone(), scanned(x))).collect()),
         other => other.clone(),

@@ -199,10 +199,8 @@ pub fn check_url(base: &str, params: &[String], out: &Value) -> Result<(), Strin
 
 /// A `url` result as `scan: redact` writes it (docs/policy.md, "Content
 /// scan"): the path and query (everything after `scheme://host[:port]`, or
-/// all of a path-absolute reference) read as a server reads them, each
-/// `%XX` one byte and `+` a space in the query; every detection is
-/// replaced by `[redacted:<kind>]`, together with all the characters that
-/// spell it. The detector says where the matches are in the decoded text.
+/// all of a path-absolute reference) read as a server reads them, `+` a
+/// space in the query ([`redacted_decoded`]).
 pub fn url_scanned(text: &str) -> String {
     let b = text.as_bytes();
     let path_at = if text.starts_with('/') {
@@ -213,9 +211,23 @@ pub fn url_scanned(text: &str) -> String {
             .find(|&i| matches!(b[i], b'/' | b'?' | b'#'))
             .unwrap_or(b.len())
     };
-    // The tail as units: the byte a server reads and the text spelling it.
+    format!(
+        "{}{}",
+        &text[..path_at],
+        redacted_decoded(&text[path_at..], true)
+    )
+}
+
+/// `text` as `scan: redact` writes it when it reads it decoded: each
+/// `%XX` one byte and, with `plus_in_query`, `+` after the first `?` a
+/// space; every detection is replaced by `[redacted:<kind>]`, together
+/// with all the characters that spell it. The detector says where the
+/// matches are in the decoded text.
+pub fn redacted_decoded(text: &str, plus_in_query: bool) -> String {
+    let b = text.as_bytes();
+    // The text as units: the byte a server reads and the text spelling it.
     let mut units: Vec<(u8, &str)> = Vec::new();
-    let mut i = path_at;
+    let mut i = 0;
     let mut query = false;
     while i < b.len() {
         let escape = b[i] == b'%'
@@ -229,14 +241,23 @@ pub fn url_scanned(text: &str) -> String {
             continue;
         }
         query |= b[i] == b'?';
-        let read = if query && b[i] == b'+' { b' ' } else { b[i] };
-        units.push((read, &text[i..i + 1]));
-        i += 1;
+        let read = if plus_in_query && query && b[i] == b'+' {
+            b' '
+        } else {
+            b[i]
+        };
+        // A character is one unit per byte; only its first carries the text.
+        let len = text[i..].chars().next().map_or(1, char::len_utf8);
+        units.push((read, &text[i..i + len]));
+        for k in 1..len {
+            units.push((b[i + k], ""));
+        }
+        i += len;
     }
     let decoded: Vec<u8> = units.iter().map(|u| u.0).collect();
     let mut found = Vec::new();
     veil::detect::find(&decoded, |m| found.push(m));
-    let mut out = text[..path_at].to_owned();
+    let mut out = String::new();
     let mut k = 0;
     while k < units.len() {
         match found.iter().find(|m| m.start == k) {
