@@ -83,6 +83,19 @@ const ROWS: &[Row] = &[
         kinds: &["scan_loosened"],
     },
     Row {
+        name: "a url entry's scan turned off",
+        old: &[(
+            "  a: keep\n",
+            "  a: keep\n  w: { url: { keep_query: [q] } }\n",
+        )],
+        new: &[(
+            "  a: keep\n",
+            "  a: keep\n  w: { url: { keep_query: [q], scan: off } }\n",
+        )],
+        exit: 1,
+        kinds: &["scan_loosened"],
+    },
+    Row {
         name: "an explicit scan equal to the policy's is no change",
         old: &[],
         new: &[("  a: keep\n", "  a: { keep: { scan: redact } }\n")],

@@ -500,12 +500,12 @@ fn scan_change(old: ScanMode, new: ScanMode, scope: &str) -> Option<Change> {
         std::cmp::Ordering::Less => (
             Effect::Widens,
             "scan_loosened",
-            "the content scan lets more through: e-mail addresses, card numbers and the like in kept strings are redacted or dropped less",
+            "the content scan lets more through: e-mail addresses, card numbers and the like in kept strings and URLs are redacted or dropped less",
         ),
         std::cmp::Ordering::Greater => (
             Effect::Narrows,
             "scan_tightened",
-            "the content scan holds back more of what it finds in kept strings",
+            "the content scan holds back more of what it finds in kept strings and URLs",
         ),
     };
     Some(
