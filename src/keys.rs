@@ -23,6 +23,10 @@ pub const MIN_KEY_BYTES: usize = 32;
 /// SHA-256 of the bytes of `examples/keys/demo.key`, the demo key published
 /// with veil's source: a fingerprint, so the key itself is not repeated here.
 const DEMO_KEY_SHA256: &str = "e0aab28d000ce0f9589868405c5f80c420dd90fc64251235b69beee89363af16";
+/// SHA-256 of the key of the published test vectors (docs/policy.md,
+/// `tests/keys/k1.key`: the bytes 0x00 to 0x1f).
+const TEST_VECTOR_KEY_SHA256: &str =
+    "630dcd2966c4336691125448bbb25b4ff412a49c732db2c8abc1b8581bd710dd";
 
 /// Key bytes. `Debug` never shows them.
 #[derive(Clone)]
@@ -71,8 +75,18 @@ impl Key {
     /// Whether this is veil's public demo key (`examples/keys/demo.key`):
     /// anyone can recompute its pseudonyms, so they protect nobody.
     pub fn is_public_demo(&self) -> bool {
+        self.sha256() == DEMO_KEY_SHA256
+    }
+
+    /// Whether this is the key of veil's published test vectors
+    /// (docs/policy.md, `tests/keys/k1.key`): as public as the demo key.
+    pub fn is_public_test_vector(&self) -> bool {
+        self.sha256() == TEST_VECTOR_KEY_SHA256
+    }
+
+    fn sha256(&self) -> String {
         use sha2::Digest;
-        hex::encode(sha2::Sha256::digest(self.secret.expose())) == DEMO_KEY_SHA256
+        hex::encode(sha2::Sha256::digest(self.secret.expose()))
     }
 }
 
@@ -157,6 +171,8 @@ pub enum KeyWarning {
     Readable { path: PathBuf, mode: u32 },
     #[error("key `{id}` ({}) is veil's PUBLIC demo key: anyone can recompute its pseudonyms and re-identify people; make your own with `veil keygen --dir DIR --id k1`", path.display())]
     PublicDemo { id: String, path: PathBuf },
+    #[error("key `{id}` ({}) is the PUBLIC key of veil's published test vectors (docs/policy.md): anyone can recompute its pseudonyms and re-identify people; use it for tests only, and make a key with `veil keygen --dir DIR --id k1`", path.display())]
+    PublicTestVector { id: String, path: PathBuf },
 }
 
 /// Every key of a directory, and the active one.
@@ -329,6 +345,12 @@ pub fn load_dir(dir: &Path, active: Option<&str>) -> Result<KeyRing, KeyError> {
         }
         if key.is_public_demo() {
             warnings.push(KeyWarning::PublicDemo {
+                id: id.to_owned(),
+                path: path.clone(),
+            });
+        }
+        if key.is_public_test_vector() {
+            warnings.push(KeyWarning::PublicTestVector {
                 id: id.to_owned(),
                 path: path.clone(),
             });
@@ -688,6 +710,31 @@ mod tests {
         );
         let secret = std::str::from_utf8(&demo.trim_ascii()[..16]).unwrap();
         assert!(!shown.concat().contains(secret), "never print key material");
+    }
+
+    #[test]
+    fn the_test_vector_key_is_recognised_and_warned_about() {
+        let ring = load_dir(Path::new("tests/keys"), None).unwrap();
+        assert!(ring.active().is_public_test_vector());
+        assert!(!ring.active().is_public_demo());
+        let shown: Vec<String> = ring.warnings().iter().map(|w| w.to_string()).collect();
+        assert!(
+            shown
+                .iter()
+                .any(|w| w.contains("PUBLIC key of veil's published test vectors")),
+            "{shown:?}"
+        );
+        assert!(
+            !shown.concat().contains("000102030405"),
+            "never print key material"
+        );
+        let other = parse_key(
+            "k2",
+            b"1f1e1d1c1b1a191817161514131211100f0e0d0c0b0a09080706050403020100",
+            Path::new("k2.key"),
+        )
+        .unwrap();
+        assert!(!other.is_public_test_vector());
     }
 
     #[test]
