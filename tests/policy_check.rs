@@ -758,3 +758,66 @@ fn explain_shows_the_scan_of_each_kept_entry() {
         ]
     );
 }
+
+/// A `*` with more beneath it, inside a kept parent, makes the parent's
+/// unnamed members objects: the warning says so at the entry, and what it
+/// says is what the engine does.
+#[test]
+fn a_wildcard_inside_a_kept_parent_is_a_warning_that_tells_the_truth() {
+    let yaml = format!(
+        "{HEAD}subject: [ctx.*.owner]\nfields:\n  ctx: keep\n  ctx.*.owner: pseudonymise\n"
+    );
+    let p = Policy::parse(&yaml, "p.yaml").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(p.warnings.len(), 1, "{:#?}", p.warnings);
+    let w = &p.warnings[0];
+    assert_eq!((w.line, w.column), (7, 3), "{w}");
+    assert!(
+        w.message
+            .contains("`ctx.*.owner` reaches into every member of `ctx`")
+            && w.message.contains("type_mismatch"),
+        "{w}"
+    );
+    assert!(
+        w.hint
+            .as_deref()
+            .unwrap_or_default()
+            .contains("instead of `*`"),
+        "{w}"
+    );
+
+    let key = veil::keys::parse_key(
+        "k",
+        b"000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f",
+        std::path::Path::new("k.key"),
+    )
+    .unwrap();
+    let input = br#"{"ctx":{"locale":"de","tags":["a"],"a":{"owner":"bob","x":1}}}"#;
+    let apply = |p: Policy| {
+        let e = veil::compile(p, &key, veil::Limits::default());
+        let mut out = Vec::new();
+        e.apply(input, &mut out, &mut veil::Scratch::default());
+        serde_json::from_slice::<serde_json::Value>(&out).unwrap()
+    };
+    let out = apply(p);
+    assert!(
+        out["ctx"].get("locale").is_none() && out["ctx"].get("tags").is_none(),
+        "{out}"
+    );
+    assert_eq!(out["ctx"]["a"]["x"], 1, "{out}");
+    // A `*` reaches named members too: naming one does not keep its scalar.
+    let named = Policy::parse(&format!("{yaml}  ctx.locale: keep\n"), "p.yaml").unwrap();
+    assert!(apply(named)["ctx"].get("locale").is_none());
+    // The path written per object, as the hint says: kept, and no warning.
+    let per_object = format!(
+        "{HEAD}subject: [ctx.a.owner]\nfields:\n  ctx: keep\n  ctx.a.owner: pseudonymise\n"
+    );
+    let p = Policy::parse(&per_object, "p.yaml").unwrap();
+    assert!(p.warnings.is_empty(), "{:#?}", p.warnings);
+    assert_eq!(apply(p)["ctx"]["locale"], "de");
+
+    // Without a kept parent a `*` changes nothing that was kept: no warning.
+    let plain = format!(
+        "{HEAD}subject: [ctx.*.owner]\nfields:\n  ctx.*.owner: pseudonymise\n  ctx.*.x: keep\n"
+    );
+    assert!(Policy::parse(&plain, "p.yaml").unwrap().warnings.is_empty());
+}

@@ -486,6 +486,28 @@ pub enum Exposure {
 /// Whether the value(s) at `path` (wildcards and `[]` allowed) could reach
 /// the output as anything but a pseudonym. Every branch of the tree that a
 /// wildcard segment could take is followed.
+/// Where `path` has a `*` with more segments after it right under a node
+/// that keeps its unnamed members (a kept parent): that `*` makes every
+/// member the path does not name expect an object, so the scalars and
+/// arrays the kept parent would copy are removed (`type_mismatch`).
+/// Returns the kept parent's path.
+pub fn wildcard_under_kept_parent(root: &Node, path: &FieldPath) -> Option<FieldPath> {
+    let mut node = root;
+    for (i, seg) in path.0.iter().enumerate() {
+        node = match seg {
+            Segment::Key(k) => node.child(k.as_bytes())?,
+            Segment::Any => {
+                if i + 1 < path.0.len() && matches!(node.mode, Mode::Descend { keep_rest: true }) {
+                    return Some(FieldPath(path.0.get(..i)?.to_vec()));
+                }
+                node.any.as_deref()?
+            }
+            Segment::Each => node.each.as_deref()?,
+        };
+    }
+    None
+}
+
 pub fn exposure(root: &Node, path: &FieldPath) -> Option<Exposure> {
     exposure_at(root, &path.0)
 }

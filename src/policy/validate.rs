@@ -499,6 +499,31 @@ fn check(c: &mut Checker, raw: RawPolicy, sha256: String) -> Option<Policy> {
         }
     }
 
+    // A `*` inside a kept parent changes what the parent keeps.
+    for (where_, set, tree) in &allowlists {
+        let entries = set.entries.iter().map(|e| (&e.path, (e.line, e.column)));
+        let subjects = subject.iter().map(|(p, at)| (p, (at.line(), at.column())));
+        let mut warned: Vec<&FieldPath> = Vec::new();
+        for (path, at) in entries.chain(subjects) {
+            let Some(parent) = trie::wildcard_under_kept_parent(tree, path) else {
+                continue;
+            };
+            if warned.contains(&path) {
+                continue;
+            }
+            warned.push(path);
+            c.warning_at(
+                at,
+                format!(
+                    "`{path}` reaches into every member of `{parent}`, so {where_} expects each to be an object: the scalar and array members `{parent}` keeps are removed (type_mismatch)"
+                ),
+                Some(format!(
+                    "write the path once per object that holds it instead of `*` (`{parent}.<object>.…`)"
+                )),
+            );
+        }
+    }
+
     let waivers = guardrails::check(c, &allowlists, &raw.waivers);
 
     Some(Policy {
