@@ -113,11 +113,17 @@ fn filter_query_into(query: &str, keep: &GlobSet, out: &mut String) {
         } else {
             Cow::Borrowed(raw_name)
         };
-        if keep.is_match(name.as_ref()) {
+        // A name is not data: one that holds what the content detector
+        // finds (`utm_ana@example.com`) is removed, whatever `scan` says.
+        if keep.is_match(name.as_ref()) && !holds_a_detection(name.as_bytes()) {
             out.push(if out.len() == mark { '?' } else { '&' });
             out.push_str(pair);
         }
     }
+}
+
+fn holds_a_detection(text: &[u8]) -> bool {
+    crate::detect::may_match(text) && crate::detect::any(text)
 }
 
 /// Strip the fragment, userinfo and every query parameter not allowlisted.

@@ -860,3 +860,21 @@ fn url_paths_and_kept_parameters_are_scanned_as_a_server_reads_them() {
         r#"{"u":"/p/[redacted:email]"}"#
     );
 }
+
+#[test]
+fn a_kept_parameter_whose_name_holds_personal_data_is_removed() {
+    for scan in ["redact", "off", "count"] {
+        let e = engine(&format!(
+            "{BASE}scan: {scan}\nfields:\n  u: {{ url: {{ keep_query: [\"utm_*\"] }} }}\n"
+        ));
+        assert_eq!(
+            run(
+                &e,
+                r#"{"u":"/a?utm_ana@example.com=1&utm_source=x&utm_%20020%207946%200958=2"}"#
+            )
+            .unwrap(),
+            r#"{"u":"/a?utm_source=x"}"#,
+            "scan: {scan}"
+        );
+    }
+}
