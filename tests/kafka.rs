@@ -14,7 +14,8 @@ use rdkafka::types::RDKafkaRespErr;
 
 use serde_json::Value;
 use support::kafka::{
-    Broker, Reader, Rec, Veil, assert_nothing_deleted, produce, produce_with_headers,
+    Broker, Reader, Rec, Veil, assert_nothing_deleted, broker_evidence, produce,
+    produce_with_headers,
 };
 use support::{http, reference};
 use veil::{CompiledPolicy, Limits, compile};
@@ -460,10 +461,16 @@ fn kill_9_mid_stream_then_restart_loses_nothing() {
     let sample: Vec<_> = want.keys().filter(|k| !c.contains(k)).take(20).collect();
     assert!(
         ok,
-        "{missing} inputs lost after kill -9 (e.g. {sample:?}); read {} records, topic holds {}, want {}; first log:\n{}\nsecond log:\n{}",
+        "{missing} inputs lost after kill -9 (e.g. {sample:?}); read {} records, topic holds {}, want {}; {}; first log:\n{}\nsecond log:\n{}",
         out.records.len(),
         out.in_topic(),
         want.len(),
+        broker_evidence(
+            &broker.bootstrap(),
+            &out.records,
+            &format!("{raw}-veil"),
+            &raw
+        ),
         first.log(),
         second.log()
     );

@@ -142,6 +142,49 @@ fn consumer(bootstrap: &str) -> BaseConsumer {
         .expect("consumer")
 }
 
+/// What a failed delivery test should say about the broker: offsets the
+/// reader was served twice with different records (a broker that reused
+/// an offset it had acknowledged, overwriting a record), and the offsets
+/// the consumer `group` committed on `topic`.
+pub fn broker_evidence(bootstrap: &str, records: &[Rec], group: &str, topic: &str) -> String {
+    let mut seen: BTreeMap<(i32, i64), &[u8]> = BTreeMap::new();
+    let mut reused = Vec::new();
+    for r in records {
+        match seen.insert((r.partition, r.offset), &r.value) {
+            Some(v) if v != r.value.as_slice() => reused.push((r.partition, r.offset)),
+            _ => {}
+        }
+    }
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let committed = c
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .ok()
+        .and_then(|md| {
+            let mut tpl = TopicPartitionList::new();
+            for p in md.topics().first()?.partitions() {
+                tpl.add_partition(topic, p.id());
+            }
+            c.committed_offsets(tpl, Duration::from_secs(10)).ok()
+        })
+        .map(|tpl| {
+            tpl.elements()
+                .iter()
+                .map(|e| (e.partition(), e.offset().to_raw().unwrap_or(-1)))
+                .collect::<Vec<_>>()
+        });
+    let read_twice = records.len() - seen.len();
+    format!(
+        "broker evidence: {read_twice} output offsets read more than once, {} of them holding different records (offsets reused: {:?}); group {group} committed on {topic}: {committed:?}",
+        reused.len(),
+        reused.iter().take(10).collect::<Vec<_>>()
+    )
+}
+
 /// Where each produced record landed.
 struct Landed(Mutex<Vec<Option<(i32, i64)>>>);
 
