@@ -229,12 +229,6 @@ pub fn produce_with_headers(
         .set("bootstrap.servers", bootstrap)
         .set("partitioner", "murmur2_random")
         .set("linger.ms", "5")
-        // Every record its own batch, so every offset is a batch boundary:
-        // Tansu serves a fetch from inside a batch from the next batch
-        // (docs/testing.md), so a restart from a commit inside one skipped
-        // the rest of it (the kill -9 test's flake under load, when 5 ms
-        // gathered a hundred records into one batch).
-        .set("batch.num.messages", "1")
         .create_with_context(landed)
         .expect("producer");
     let partitions = producer
