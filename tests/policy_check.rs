@@ -87,6 +87,26 @@ fn typos_get_the_nearest_valid_name() {
         15,
         "unknown action `ip_prefx` (did you mean `ip_prefix`?)",
     );
+    // An option of `url` (`scan` is one since this stop).
+    let d = one_error(
+        &format!("{HEAD}fields:\n  u: {{ url: {{ keep_qeury: [q] }} }}\n"),
+        5,
+        15,
+        "unknown field `keep_qeury`, expected one of keep_query, scan",
+    );
+    assert!(d.hint.unwrap().contains("did you mean `keep_query`?"));
+    // With another error beside it the structure walk names the options.
+    let d = errors(&format!(
+        "{HEAD}fields:\n  v: {{ url: {{ scan: maybe }} }}\n  u: {{ url: {{ keep_qeury: [q] }} }}\n"
+    ));
+    assert!(
+        d.iter().any(|d| d
+            .hint
+            .as_deref()
+            .unwrap_or_default()
+            .contains("`url` may have: keep_query, scan")),
+        "{d:#?}"
+    );
     // Nothing near: no guess.
     let d = one_error(
         &format!("{HEAD}fields:\n  a: zzzzzz\n"),

@@ -100,7 +100,7 @@ fn action_options(action: &str) -> Option<&'static [&'static str]> {
         "keep" => &["scan"],
         "pseudonymise" => &["normalise"],
         "ip_prefix" => &["v4", "v6"],
-        "url" => &["keep_query"],
+        "url" => &["keep_query", "scan"],
         "bucket" => &["edges", "width"],
         "redact" => &["patterns", "replacement"],
         _ => return None,
