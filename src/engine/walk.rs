@@ -51,6 +51,8 @@ pub struct Buffers {
     pub generalised: String,
     /// The decoded path and query of a URL being scanned (reused).
     pub url: crate::detect::url::UrlBuffers,
+    /// A scanned string with its matches redacted (reused).
+    pub redacted: Vec<u8>,
     /// Set by the consent check when the event's TC string is unreadable.
     pub consent_invalid: Option<crate::tcf::Invalid>,
     /// Pseudonyms of repeated values (off unless asked for).
@@ -80,6 +82,7 @@ pub struct Walker<'a, 'b> {
     scratch: &'b mut Vec<u8>,
     generalised: &'b mut String,
     url: &'b mut crate::detect::url::UrlBuffers,
+    redacted: &'b mut Vec<u8>,
     pseudonym_len: usize,
     pub counts: FieldCounts,
     /// A string kept under `scan: drop_event` had a detection.
@@ -105,6 +108,7 @@ impl<'a, 'b> Walker<'a, 'b> {
             scratch: &mut bufs.text,
             generalised: &mut bufs.generalised,
             url: &mut bufs.url,
+            redacted: &mut bufs.redacted,
             pseudonym_len,
             counts: FieldCounts::default(),
             scan_drop: false,
@@ -349,35 +353,18 @@ impl<'a, 'b> Walker<'a, 'b> {
             } else {
                 content
             };
-            let (mut found, mut split) = (false, false);
-            let counts = &mut self.counts.scan;
-            let out = &mut *self.generalised;
-            out.clear();
-            let mut last = 0;
-            detect::url::find_decoded(text, false, self.url, |m| {
-                found = true;
-                counts.record(m.kind, mode);
-                if mode == ScanMode::Redact {
-                    // Matches start and end on `char` boundaries.
-                    match std::str::from_utf8(text.get(last..m.start).unwrap_or_default()) {
-                        Ok(kept) => out.push_str(kept),
-                        Err(_) => split = true,
-                    }
-                    out.push_str(m.kind.redaction());
-                    last = m.end;
-                }
+            let url = &mut *self.url;
+            let found = redact_matches(text, mode, &mut self.counts.scan, self.redacted, |r| {
+                detect::url::find_decoded(text, false, url, r)
             });
-            if split {
-                return Err(Reject::INTERNAL_ERROR);
-            }
             if found && mode == ScanMode::DropEvent {
                 self.scan_drop = true;
             }
             if found && mode == ScanMode::Redact {
-                let tail = std::str::from_utf8(text.get(last..).unwrap_or_default())
-                    .map_err(|_| Reject::INTERNAL_ERROR)?;
-                self.generalised.push_str(tail);
-                write_json_string(self.out, self.generalised);
+                // Matches start and end on `char` boundaries, so this holds.
+                let redacted =
+                    std::str::from_utf8(self.redacted).map_err(|_| Reject::INTERNAL_ERROR)?;
+                write_json_string(self.out, redacted);
             } else {
                 self.out.extend_from_slice(whole);
             }
@@ -393,27 +380,18 @@ impl<'a, 'b> Walker<'a, 'b> {
         if mode == ScanMode::Off {
             return Ok(());
         }
-        let url = &*self.generalised;
-        let (counts, scratch) = (&mut self.counts.scan, &mut *self.scratch);
-        scratch.clear();
-        let mut last = 0;
-        let mut found = false;
-        detect::url::find_in_url(url.as_bytes(), self.url, |m| {
-            found = true;
-            counts.record(m.kind, mode);
-            if mode == ScanMode::Redact {
-                scratch.extend_from_slice(url.as_bytes().get(last..m.start).unwrap_or_default());
-                scratch.extend_from_slice(m.kind.redaction().as_bytes());
-                last = m.end;
-            }
+        let url = self.generalised.as_bytes();
+        let bufs = &mut *self.url;
+        let found = redact_matches(url, mode, &mut self.counts.scan, self.redacted, |r| {
+            detect::url::find_in_url(url, bufs, r)
         });
         if found && mode == ScanMode::DropEvent {
             self.scan_drop = true;
         }
         if found && mode == ScanMode::Redact {
-            scratch.extend_from_slice(url.as_bytes().get(last..).unwrap_or_default());
             // Matches start and end on ASCII bytes, so this cannot fail.
-            let redacted = std::str::from_utf8(scratch).map_err(|_| Reject::INTERNAL_ERROR)?;
+            let redacted =
+                std::str::from_utf8(self.redacted).map_err(|_| Reject::INTERNAL_ERROR)?;
             self.generalised.clear();
             self.generalised.push_str(redacted);
         }
@@ -582,6 +560,33 @@ impl<'a, 'b> Walker<'a, 'b> {
         }
         Ok(true)
     }
+}
+
+/// Count each match `find` reports under `mode` and, under `redact`, write
+/// `text` with every match replaced by its redaction into `out` (cleared
+/// first). Returns whether anything was found.
+fn redact_matches(
+    text: &[u8],
+    mode: ScanMode,
+    counts: &mut crate::outcome::Detections,
+    out: &mut Vec<u8>,
+    find: impl FnOnce(&mut dyn FnMut(detect::Match)),
+) -> bool {
+    out.clear();
+    let (mut found, mut last) = (false, 0);
+    find(&mut |m| {
+        found = true;
+        counts.record(m.kind, mode);
+        if mode == ScanMode::Redact {
+            out.extend_from_slice(text.get(last..m.start).unwrap_or_default());
+            out.extend_from_slice(m.kind.redaction().as_bytes());
+            last = m.end;
+        }
+    });
+    if found && mode == ScanMode::Redact {
+        out.extend_from_slice(text.get(last..).unwrap_or_default());
+    }
+    found
 }
 
 /// The index of the quote that closes the JSON string whose content starts
