@@ -18,8 +18,45 @@ fn veil(args: &[&str]) -> Output {
         .expect("run veil")
 }
 
+/// A child's stderr without the warning every run with the test key gives
+/// (`tests/keys/k1.key` is the public test-vector key; the warning has its
+/// own test below).
 fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
+    String::from_utf8_lossy(&o.stderr)
+        .split_inclusive('\n')
+        .filter(|line| !line.contains(PUBLIC_KEY_WARNING))
+        .collect()
+}
+
+const PUBLIC_KEY_WARNING: &str = "is the PUBLIC key of veil's published test vectors";
+
+#[test]
+fn the_public_test_key_is_warned_about_once_even_under_quiet() {
+    let apply = [
+        "apply",
+        "--policy",
+        "config/policy.yaml",
+        "--keys",
+        keys(),
+        "--input",
+        "examples/events.ndjson",
+        "--output",
+        "/dev/null",
+    ];
+    for quiet in [&[][..], &["--quiet"][..]] {
+        let o = veil(&[&apply[..], quiet].concat());
+        assert!(o.status.success(), "{}", stderr(&o));
+        let all = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(
+            all.matches(PUBLIC_KEY_WARNING).count(),
+            1,
+            "{quiet:?}: {all}"
+        );
+        assert!(
+            all.starts_with("20") && all.contains(" WARN "),
+            "{quiet:?}: {all}"
+        );
+    }
 }
 
 /// `veil apply` with the shipped policy and the test key, to be run as a child.
@@ -416,7 +453,7 @@ fn apply_reads_stdin_and_writes_stdout_by_default() {
         .unwrap();
     let o = child.wait_with_output().unwrap();
     assert!(o.status.success());
-    assert!(o.stderr.is_empty(), "--quiet prints nothing");
+    assert!(stderr(&o).is_empty(), "--quiet prints nothing but warnings");
     let h = veil(&["hash", "--keys", keys(), "--purpose", "analytics", "u1"]);
     let u1 = String::from_utf8(h.stdout).unwrap();
     assert_eq!(
