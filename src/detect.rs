@@ -21,7 +21,8 @@
 //!   digits and the BBAN, ungrouped or in groups of four, whose ISO 7064
 //!   mod-97 check is 1;
 //! - `ip`: dotted-quad IPv4 (no leading zeros, not a fifth group, not a
-//!   version after `Name/` as in user agents) and IPv6 (as `std::net` reads
+//!   version after a product name as in user agents' `Chrome/120.0.0.0`;
+//!   after a path segment, `/from/10.9.8.7`, it is an address) and IPv6 (as `std::net` reads
 //!   it, at least two colons and six characters: not `::1`);
 //! - `token`: `Bearer <credential>` (in any case; 16 or more token characters) and JWTs
 //!   (`eyJ...` header, payload, signature in base64url).
@@ -241,7 +242,10 @@ fn hook(raw: &[u8], i: usize, b: u8, skip: &mut usize) -> bool {
         return true;
     }
     let mut j = i;
-    if is_word(prev) || (matches!(prev, b'-' | b'/' | b'.') && is_alnum(prev2)) {
+    let inside = is_word(prev)
+        || (matches!(prev, b'-' | b'.') && is_alnum(prev2))
+        || (prev == b'/' && i >= 2 && is_product_name(raw, i - 1));
+    if inside {
         // Inside a word: only this group; a later one may start a number.
         while at(raw, j).is_ascii_digit() {
             j += 1;
@@ -419,8 +423,7 @@ fn domain_ok(domain: &[u8]) -> bool {
 // ---- IP addresses -----------------------------------------------------
 
 fn ipv4(text: &[u8], i: usize) -> Option<Match> {
-    // `Chrome/120.0.0.0`: a version after a product name, not an address.
-    if i >= 2 && at(text, i - 1) == b'/' && is_alnum(at(text, i - 2)) {
+    if i >= 2 && at(text, i - 1) == b'/' && is_product_name(text, i - 1) {
         return None;
     }
     if i >= 1 && matches!(at(text, i - 1), b'.' | b'-' | b'+') {
@@ -454,6 +457,45 @@ fn ipv4(text: &[u8], i: usize) -> Option<Match> {
         start: i,
         end: p,
     })
+}
+
+/// Whether the `/` at `slash` ends a product name, as in a user agent's
+/// `Chrome/120.0.0.0` or `MyApp/1.2.3.4 (iPhone)`: what follows is a
+/// version, not an address. A product name is a run of letters, digits,
+/// `.`, `-` and `_` holding a letter, at the start of the text or after a
+/// space or punctuation such as `(`, `;`, `=` or `:`. After a `/` the run is a path
+/// segment, so `/from/10.9.8.7` and `https://a.example/10.9.8.7` hold an
+/// address; so does any run the scan cannot bound (64 bytes).
+fn is_product_name(text: &[u8], slash: usize) -> bool {
+    let mut start = slash;
+    let mut letter = false;
+    while start > 0 && slash - start < 64 {
+        let b = at(text, start - 1);
+        if !(is_alnum(b) || matches!(b, b'.' | b'-' | b'_')) {
+            break;
+        }
+        letter |= b.is_ascii_alphabetic();
+        start -= 1;
+    }
+    if !letter || slash - start >= 64 {
+        return false;
+    }
+    start == 0
+        || matches!(
+            at(text, start - 1),
+            b' ' | b'\t'
+                | b'('
+                | b')'
+                | b';'
+                | b','
+                | b'<'
+                | b'['
+                | b'"'
+                | b'\''
+                | b'|'
+                | b'='
+                | b':'
+        )
 }
 
 fn ipv6(text: &[u8], i: usize) -> Option<Match> {
@@ -522,8 +564,12 @@ struct Group {
 }
 
 fn number(text: &[u8], i: usize) -> Option<Hit> {
-    // `SKU-4111...`, `v2-555...`: a continuation of a word.
-    if i >= 2 && matches!(at(text, i - 1), b'-' | b'/' | b'.') && is_alnum(at(text, i - 2)) {
+    // `SKU-4111...`, `v2-555...`: a continuation of a word; `Chrome/120`:
+    // a version. After a path segment (`/p/4111...`) it is a number.
+    if i >= 2 && matches!(at(text, i - 1), b'-' | b'.') && is_alnum(at(text, i - 2)) {
+        return None;
+    }
+    if i >= 2 && at(text, i - 1) == b'/' && is_product_name(text, i - 1) {
         return None;
     }
     let plus = at(text, i) == b'+';

@@ -224,7 +224,7 @@ proptest! {
     }
 
     /// The same planted values in the path of a URL, or in a query parameter
-    /// `keep_query` keeps, spelled with percent-escapes (some or all of
+    /// `keep_query` keeps, in a sentence or as the whole segment, spelled with percent-escapes (some or all of
     /// their characters) and `+` for a space in the query: read as a server
     /// reads them, none reaches the output, one detection is counted, and
     /// the engine agrees with the Value oracle.
@@ -241,9 +241,12 @@ proptest! {
         in_query in any::<bool>(),
         escape_all in any::<bool>(),
         plus in any::<bool>(),
+        glued in any::<bool>(),
     ) {
         let e = engine("name: p\nversion: 1\npurpose: analytics\nfields:\n  u: { url: { keep_query: [q] } }\n", KEY_A).unwrap();
-        let value = format!("{before} {secret}{after}");
+        // Glued: the value is the whole path segment or parameter value
+        // (`/p/203.0.113.77/z`, `q=203.0.113.77`).
+        let value = if glued { format!("{secret}{after}") } else { format!("{before} {secret}{after}") };
         let spelled: String = value
             .bytes()
             .map(|b| match b {

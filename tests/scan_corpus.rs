@@ -2,7 +2,8 @@
 //! `tests/data/scan_corpus.tsv`, written by `tools/scan_corpus.py` with
 //! checks of its own (Luhn, mod 97, Python's `ipaddress`). Prints precision
 //! and recall per kind and asserts the floors: recall of at least 0.99 on
-//! e-mail addresses and card numbers, precision of at least 0.95 overall.
+//! e-mail addresses, card numbers and IP addresses (in URL paths too),
+//! precision of at least 0.95 overall.
 //! A string's prediction is the set of kinds found in it; a label is the one
 //! kind it holds, or `none`.
 //!
@@ -99,7 +100,7 @@ fn the_detector_meets_its_precision_and_recall_floors() {
         rows >= 2000 && negatives * 2 >= rows,
         "{rows} rows, {negatives} negatives"
     );
-    for k in [Kind::Email, Kind::Card] {
+    for k in [Kind::Email, Kind::Card, Kind::Ip] {
         let t = &tallies[k.index()];
         let recall = ratio(t.tp, t.tp + t.fn_);
         assert!(recall >= 0.99, "{} recall {recall:.3}", k.code());

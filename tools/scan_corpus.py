@@ -321,6 +321,28 @@ LOOKALIKES = [
 ]
 
 
+# An IPv4 address as a URL path segment (`/from/10.9.8.7`) against a
+# version after a product name (`MyApp/1.2.3.4`), which reads the same.
+def ipv4():
+    while True:
+        a = ipaddress.IPv4Address(R.getrandbits(32))
+        if not a.is_multicast and str(a) != "0.0.0.0":
+            return str(a)
+
+
+PATH_ADDRESSES = [
+    lambda: f"https://geo.example/lookup/{ipv4()}",
+    lambda: f"/from/{ipv4()}/to/home",
+    lambda: f"https://shop.example/api/v1/clients/{ipv4()}?page=2",
+    lambda: f"referrer https://a.example/{ipv4()}",
+]
+
+PRODUCT_VERSIONS = [
+    lambda: f"{R.choice(['MyApp', 'ShopKit', 'com.example.shop'])}/{R.randint(1, 9)}.{R.randint(0, 20)}.{R.randint(0, 9)}.{R.randint(1, 200)} (iPhone; iOS 17.{R.randint(0, 5)})",
+    lambda: f"Mozilla/5.0 (Windows NT 10.0; Win64; x64) Chrome/{R.randint(100, 131)}.0.0.0 Safari/537.36 Edg/{R.randint(100, 131)}.0.0.0",
+]
+
+
 def main():
     rows = []
     for kind, make, n in [("email", email, 200), ("card", card, 200), ("phone", phone, 170),
@@ -336,6 +358,9 @@ def main():
     for make in LOOKALIKES:
         for _ in range(10):
             rows.append(("none", sentence(make())))
+    for _ in range(40):
+        rows.append(("ip", sentence(R.choice(PATH_ADDRESSES)())))
+        rows.append(("none", sentence(R.choice(PRODUCT_VERSIONS)())))
     R.shuffle(rows)
     for label, s in rows:
         assert "\t" not in s and "\n" not in s

@@ -83,6 +83,11 @@ fn leaves_look_alikes_alone() {
         "Order ORD-2026-000123",
         "v1.2.3",
         "Chrome/120.0.0.0 Safari/537.36",
+        "Mozilla/5.0 (Macintosh) Chrome/120.0.0.0 Safari/537.36",
+        "MyApp/1.2.3.4 (iPhone; iOS 17.1)",
+        "com.example.shop/2.10.0.3 Dalvik/2.1.0",
+        "ua=(Edg/120.0.0.0)",
+        "?ua=MyApp/1.2.3.4",
         "2026-11-21T10:00:00Z",
         "6f03675a-1b2c-4d5e-8f90-123456789012",
         "$1,299.99",
@@ -150,4 +155,37 @@ fn an_address_is_found_when_a_sentence_goes_on_after_it() {
         vec![(Kind::Email, "ana.smith@example.com")]
     );
     assert_eq!(kinds("2001:db8::1g"), vec![]);
+}
+
+#[test]
+fn an_address_in_a_path_segment_is_an_address_not_a_version() {
+    // A version follows a product name (`Chrome/120.0.0.0`); a path
+    // segment follows a `/`. Both are `word/1.2.3.4`.
+    for (text, hit) in [
+        ("/from/10.9.8.7", "10.9.8.7"),
+        ("https://geo.example/lookup/81.2.69.160?x=1", "81.2.69.160"),
+        ("https://a.example/10.9.8.7", "10.9.8.7"),
+        (
+            "see shop.example/v1/clients/192.168.1.20/logs",
+            "192.168.1.20",
+        ),
+        ("1234/10.9.8.7", "10.9.8.7"),
+        ("http://a.example:8080/10.9.8.7", "10.9.8.7"),
+    ] {
+        assert_eq!(kinds(text), vec![(Kind::Ip, hit)], "{text}");
+        assert!(may_match(text.as_bytes()), "prefilter missed {text}");
+    }
+    // So is a number.
+    assert_eq!(
+        kinds("/p/4111111111111111/z"),
+        vec![(Kind::Card, "4111111111111111")]
+    );
+    assert_eq!(
+        kinds("/call/+442079460958"),
+        vec![(Kind::Phone, "+442079460958")]
+    );
+    assert_eq!(kinds("Invoice INV/2026/12345"), vec![]);
+    // A name the scan cannot bound is no product name.
+    let long = format!("{}/10.9.8.7", "a".repeat(80));
+    assert_eq!(kinds(&long), vec![(Kind::Ip, "10.9.8.7")]);
 }

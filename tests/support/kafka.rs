@@ -224,13 +224,53 @@ pub fn produce_with_headers(
     records: &[(Option<Vec<u8>>, Vec<u8>)],
     headers: impl Fn(usize) -> Option<rdkafka::message::OwnedHeaders>,
 ) -> Vec<(i32, i64)> {
+    produce_batched(
+        bootstrap,
+        topic,
+        records,
+        headers,
+        Batches::AsTheClientGathers,
+    )
+}
+
+/// [`produce`], every record in a record batch of its own, so that every
+/// offset is the start of a batch. For a test that restarts a consumer from
+/// a commit made mid-stream on Tansu: Tansu serves a fetch from inside a
+/// batch from the next batch (docs/testing.md), so a restart from a commit
+/// inside a batch of a hundred records would never see the rest of it.
+/// Only where it is needed: one record per batch makes Tansu's fetches
+/// small, too slow for the high-volume tests.
+pub fn produce_one_per_batch(
+    bootstrap: &str,
+    topic: &str,
+    records: &[(Option<Vec<u8>>, Vec<u8>)],
+) -> Vec<(i32, i64)> {
+    produce_batched(bootstrap, topic, records, |_| None, Batches::OneRecordEach)
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Batches {
+    AsTheClientGathers,
+    OneRecordEach,
+}
+
+fn produce_batched(
+    bootstrap: &str,
+    topic: &str,
+    records: &[(Option<Vec<u8>>, Vec<u8>)],
+    headers: impl Fn(usize) -> Option<rdkafka::message::OwnedHeaders>,
+    batches: Batches,
+) -> Vec<(i32, i64)> {
     let landed = Landed(Mutex::new(vec![None; records.len()]));
-    let producer: ThreadedProducer<Landed> = ClientConfig::new()
+    let mut config = ClientConfig::new();
+    config
         .set("bootstrap.servers", bootstrap)
         .set("partitioner", "murmur2_random")
-        .set("linger.ms", "5")
-        .create_with_context(landed)
-        .expect("producer");
+        .set("linger.ms", "5");
+    if batches == Batches::OneRecordEach {
+        config.set("batch.num.messages", "1");
+    }
+    let producer: ThreadedProducer<Landed> = config.create_with_context(landed).expect("producer");
     let partitions = producer
         .client()
         .fetch_metadata(Some(topic), Duration::from_secs(10))
