@@ -21,7 +21,7 @@ fn entry_scan(e: &FieldRule, default: ScanMode) -> Option<ScanMode> {
 /// The policy's content scan setting, as a sentence.
 fn scan_sentence(policy: &Policy) -> String {
     format!(
-        "Strings kept in clear and the path and query of URLs (not pseudonyms or other generalised values, not object keys) are scanned: `scan: {}`, {}, unless a field says otherwise.",
+        "Strings and integers kept in clear, object keys the policy does not spell out, and the path and query of URLs (not pseudonyms or other generalised values) are scanned: `scan: {}`, {}, unless a field says otherwise.",
         policy.scan.code(),
         scan_phrase(policy.scan)
     )

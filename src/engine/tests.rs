@@ -723,10 +723,11 @@ fn kept_strings_are_scanned_and_redacted_by_default() {
     .unwrap();
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["title"], "Hi [redacted:email], card [redacted:card]");
-    // Keys and numbers are not scanned; generalised and pseudonymised values are not either.
-    assert_eq!(v["ctx"]["ana@example.com"], "x");
+    // A key holding a match takes its member out; an integer holding one
+    // becomes its redaction. Generalised and pseudonymised values are not scanned.
+    assert!(v["ctx"].get("ana@example.com").is_none(), "{v}");
     assert_eq!(v["ctx"]["q"], "call [redacted:phone]");
-    assert_eq!(v["ctx"]["n"], 4111111111111111u64);
+    assert_eq!(v["ctx"]["n"], "[redacted:card]");
     assert_eq!(v["ctx"]["ip"], "10.1.2.0");
     assert_eq!(v["uid"].as_str().unwrap().len(), 64);
     let (_, d) = scan_counts(&e, r#"{"title":"a@b.co 10.0.0.1 c@d.io"}"#);
@@ -877,4 +878,66 @@ fn a_kept_parameter_whose_name_holds_personal_data_is_removed() {
             "scan: {scan}"
         );
     }
+}
+
+#[test]
+fn keys_that_are_data_are_scanned_names_the_policy_spells_are_not() {
+    let e = engine(&format!(
+        "{BASE}fields:\n  ctx: keep\n  ctx.ip: ip_prefix\n  users.*.plan: keep\n  props.*: pseudonymise\n  whole: keep\n"
+    ));
+    let out = run(
+        &e,
+        r#"{"ctx":{"ana@example.com":1,"a":2,"ana%40example.com":3},"users":{"bob@example.com":{"plan":"pro"},"u2":{"plan":"free"}},"props":{"4111111111111111":"x","y":"z"},"whole":{"first":{"203.0.113.7":true},"list":[{"cy@example.com":[1,2]},{"k":"v"}],"last":1}}"#,
+    )
+    .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["ctx"], serde_json::json!({"a": 2}), "{out}");
+    assert_eq!(
+        v["users"],
+        serde_json::json!({"u2": {"plan": "free"}}),
+        "{out}"
+    );
+    assert_eq!(v["props"].as_object().unwrap().len(), 1, "{out}");
+    assert!(v["props"]["y"].is_string());
+    // Inside a value kept whole, first, middle and last members alike.
+    assert_eq!(
+        v["whole"],
+        serde_json::json!({"first": {}, "list": [{}, {"k": "v"}], "last": 1}),
+        "{out}"
+    );
+    // The removal is counted as a detection, once per key.
+    let (_, d) = scan_counts(
+        &e,
+        r#"{"ctx":{"ana@example.com":1},"whole":{"x":{"b@c.io":1,"z":2}}}"#,
+    );
+    assert_eq!(d.get(crate::detect::Kind::Email, ScanMode::Redact), 2);
+    // Under `count` and `drop_event` the key is counted and stays, or the
+    // event goes.
+    let count = engine(&format!("{BASE}scan: count\nfields:\n  ctx: keep\n"));
+    let out = run(&count, r#"{"ctx":{"ana@example.com":1}}"#).unwrap();
+    assert_eq!(out, r#"{"ctx":{"ana@example.com":1}}"#);
+    let drop = engine(&format!("{BASE}scan: drop_event\nfields:\n  ctx: keep\n"));
+    assert!(run(&drop, r#"{"ctx":{"ana@example.com":1}}"#).is_err());
+    assert!(run(&drop, r#"{"ctx":{"ana":1}}"#).is_ok());
+}
+
+#[test]
+fn integers_are_read_as_their_digits() {
+    let e = engine(&format!(
+        "{BASE}fields:\n  n: keep\n  m: keep\n  o: keep\n  f: keep\n"
+    ));
+    let out = run(
+        &e,
+        r#"{"n":4111111111111111,"m":[1,-4111111111111111,1700000000000],"o":{"a":5500000000000004},"f":4111111111111111.0}"#,
+    )
+    .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["n"], "[redacted:card]");
+    assert_eq!(
+        v["m"],
+        serde_json::json!([1, "-[redacted:card]", 1700000000000u64])
+    );
+    assert_eq!(v["o"]["a"], "[redacted:card]");
+    // A fraction is a number, not an identifier.
+    assert_eq!(v["f"], serde_json::json!(4111111111111111.0));
 }

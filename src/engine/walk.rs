@@ -207,13 +207,24 @@ impl<'a, 'b> Walker<'a, 'b> {
             let child = node.child_fp(self.sc.key_bytes(key), key.fp);
             match child {
                 Some(child) => {
-                    let mark = self.out.len();
+                    let (mark, pending) = (self.out.len(), self.pending.len());
                     self.emit_key(key_start, key_end, written > 0)?;
-                    if self.value(child)? {
+                    // A key `*` matched is data, not a name the policy
+                    // chose. Its value is walked all the same (it may be a
+                    // subject or consent field).
+                    let wildcard = node.any.as_deref().is_some_and(|a| std::ptr::eq(a, child));
+                    if self.value(child)?
+                        && !(wildcard && self.key_removed(key_start, key_end, child.scan)?)
+                    {
                         written += 1;
                     } else {
                         self.out.truncate(mark);
+                        // Placeholders for pseudonyms in what was taken out.
+                        self.pending.truncate(pending);
                     }
+                }
+                None if keep_rest && self.key_removed(key_start, key_end, node.scan)? => {
+                    self.sc.skip(&mut self.counts.removed)?;
                 }
                 None if keep_rest => {
                     self.emit_key(key_start, key_end, written > 0)?;
@@ -310,39 +321,56 @@ impl<'a, 'b> Walker<'a, 'b> {
         Ok(true)
     }
 
-    /// Write the kept value `input[s..e]` (already validated), its strings
-    /// scanned as `mode` says. Most values hold nothing the prefilter
-    /// reacts to and are copied as they are.
+    /// Write the kept value `input[s..e]` (already validated), its strings,
+    /// object keys and integers scanned as `mode` says. Most values hold
+    /// nothing the prefilter reacts to and are copied as they are.
     fn emit_kept(&mut self, s: usize, e: usize, mode: ScanMode) -> Scan<()> {
         let raw = self.sc.slice(s, e)?;
-        // Numbers, booleans and `null` are not scanned.
-        let scalar = !matches!(raw.first(), Some(b'"' | b'{' | b'['));
-        if mode == ScanMode::Off || scalar || !detect::may_match(raw) {
+        if mode == ScanMode::Off || !detect::may_match(raw) {
             self.out.extend_from_slice(raw);
             return Ok(());
         }
-        self.scan_kept(raw, mode)
+        match raw.first() {
+            Some(b'"' | b'{' | b'[') => self.scan_kept(raw, mode),
+            _ => {
+                self.emit_scalar(raw, mode);
+                Ok(())
+            }
+        }
     }
 
-    /// The slow path of [`Walker::emit_kept`]: each string value in the
-    /// validated JSON `raw` (not object keys) is unescaped if need be,
-    /// scanned, and written redacted or as it was.
+    /// The slow path of [`Walker::emit_kept`] for a string, object or array:
+    /// each string value in the validated JSON `raw` is unescaped if need
+    /// be, scanned, and written redacted or as it was; so is each integer
+    /// ([`Walker::emit_scalar`]). A member whose key holds a match is
+    /// removed under `redact`: a key cannot be rewritten without making two
+    /// members one.
     fn scan_kept(&mut self, raw: &[u8], mode: ScanMode) -> Scan<()> {
         let mut i = 0;
         while let Some(off) = raw.get(i..).and_then(|r| memchr::memchr(b'"', r)) {
             let open = i + off;
-            self.out
-                .extend_from_slice(raw.get(i..open).ok_or(Reject::INTERNAL_ERROR)?);
+            self.emit_gap(raw.get(i..open).ok_or(Reject::INTERNAL_ERROR)?, mode);
             let close = string_end(raw, open + 1).ok_or(Reject::INTERNAL_ERROR)?;
             let whole = raw.get(open..=close).ok_or(Reject::INTERNAL_ERROR)?;
             i = close + 1;
             let rest = raw.get(i..).unwrap_or_default();
-            let is_key = rest
+            let colon = rest
                 .iter()
-                .find(|b| !matches!(b, b' ' | b'\n' | b'\r' | b'\t'))
-                == Some(&b':');
+                .position(|b| !matches!(b, b' ' | b'\n' | b'\r' | b'\t'));
+            let is_key = colon.and_then(|c| rest.get(c)) == Some(&b':');
             let content = raw.get(open + 1..close).ok_or(Reject::INTERNAL_ERROR)?;
-            if is_key || !detect::may_match(content) {
+            if !detect::may_match(content) {
+                self.out.extend_from_slice(whole);
+                continue;
+            }
+            if is_key {
+                if mode == ScanMode::Redact && self.key_holds_a_match(content, mode) {
+                    i = self.remove_member(raw, i + colon.unwrap_or(0) + 1)?;
+                    continue;
+                }
+                if mode != ScanMode::Redact {
+                    self.key_holds_a_match(content, mode);
+                }
                 self.out.extend_from_slice(whole);
                 continue;
             }
@@ -369,8 +397,112 @@ impl<'a, 'b> Walker<'a, 'b> {
                 self.out.extend_from_slice(whole);
             }
         }
-        self.out.extend_from_slice(raw.get(i..).unwrap_or_default());
+        self.emit_gap(raw.get(i..).unwrap_or_default(), mode);
         Ok(())
+    }
+
+    /// Whether the member whose key is `input[key_start..key_end]` (quotes
+    /// included), copied by a kept parent, is removed because its key holds
+    /// a match under `redact` (see [`Walker::scan_kept`]); under `count`
+    /// and `drop_event` the match is counted and the member stays.
+    fn key_removed(&mut self, key_start: usize, key_end: usize, mode: ScanMode) -> Scan<bool> {
+        if mode == ScanMode::Off {
+            return Ok(false);
+        }
+        let content = self.sc.slice(key_start + 1, key_end.saturating_sub(1))?;
+        if !detect::may_match(content) {
+            return Ok(false);
+        }
+        Ok(self.key_holds_a_match(content, mode) && mode == ScanMode::Redact)
+    }
+
+    /// Whether the object key with the JSON content `content` holds a match
+    /// of the content detector (read as a kept string is), counting each
+    /// under `mode` (and marking the event under `drop_event`).
+    fn key_holds_a_match(&mut self, content: &[u8], mode: ScanMode) -> bool {
+        let text: &[u8] = if content.contains(&b'\\') {
+            self.scratch.clear();
+            unescape(content, self.scratch);
+            self.scratch
+        } else {
+            content
+        };
+        let (counts, mut found) = (&mut self.counts.scan, false);
+        detect::url::find_decoded(text, false, self.url, |m| {
+            found = true;
+            counts.record(m.kind, mode);
+        });
+        self.scan_drop |= found && mode == ScanMode::DropEvent;
+        found
+    }
+
+    /// Remove the member whose value starts after `raw[at - 1]`, the `:`
+    /// after its key: the output loses the key just not written and the
+    /// comma that joined the member to the one before, or, for a first
+    /// member, the comma after it. Returns where to go on in `raw`.
+    fn remove_member(&mut self, raw: &[u8], at: usize) -> Scan<usize> {
+        let mut end = value_end(raw, at).ok_or(Reject::INTERNAL_ERROR)?;
+        let ws = |b: &u8| matches!(b, b' ' | b'\n' | b'\r' | b'\t');
+        let written = self.out.iter().rposition(|b| !ws(b));
+        match written.and_then(|w| self.out.get(w).map(|b| (w, *b))) {
+            Some((w, b',')) => self.out.truncate(w),
+            _ => {
+                let after = raw.get(end..).unwrap_or_default();
+                let next = after.iter().position(|b| !ws(b)).map(|k| end + k);
+                if let Some(k) = next.filter(|&k| raw.get(k) == Some(&b',')) {
+                    end = k + 1;
+                }
+            }
+        }
+        self.counts.removed += 1;
+        Ok(end)
+    }
+
+    /// Write the bytes between two strings of a kept value, each integer in
+    /// them scanned ([`Walker::emit_scalar`]).
+    fn emit_gap(&mut self, gap: &[u8], mode: ScanMode) {
+        let mut last = 0;
+        let mut k = 0;
+        while let Some(&b) = gap.get(k) {
+            if !(b == b'-' || b.is_ascii_digit()) {
+                k += 1;
+                continue;
+            }
+            let end = gap
+                .get(k..)
+                .and_then(|r| r.iter().position(|c| !is_number_byte(*c)))
+                .map_or(gap.len(), |n| k + n);
+            self.out
+                .extend_from_slice(gap.get(last..k).unwrap_or_default());
+            self.emit_scalar(gap.get(k..end).unwrap_or_default(), mode);
+            last = end;
+            k = end;
+        }
+        self.out
+            .extend_from_slice(gap.get(last..).unwrap_or_default());
+    }
+
+    /// Write the kept scalar `token` (a number, `true`, `false` or `null`).
+    /// An integer is read as its digits: one holding a match (a card number
+    /// written as a JSON number) becomes the string of its redaction under
+    /// `redact`. Fractions and exponents are numbers, not identifiers.
+    fn emit_scalar(&mut self, token: &[u8], mode: ScanMode) {
+        let digits = token.strip_prefix(b"-").unwrap_or(token);
+        // Nothing the detector finds is shorter than 8 digits.
+        if digits.len() < 8 || !digits.iter().all(u8::is_ascii_digit) {
+            self.out.extend_from_slice(token);
+            return;
+        }
+        let found = redact_matches(token, mode, &mut self.counts.scan, self.redacted, |r| {
+            detect::find(token, r)
+        });
+        self.scan_drop |= found && mode == ScanMode::DropEvent;
+        match std::str::from_utf8(self.redacted) {
+            Ok(redacted) if found && mode == ScanMode::Redact => {
+                write_json_string(self.out, redacted)
+            }
+            _ => self.out.extend_from_slice(token),
+        }
     }
 
     /// The content scan of the URL the `url` action left in `generalised`
@@ -587,6 +719,48 @@ fn redact_matches(
         out.extend_from_slice(text.get(last..).unwrap_or_default());
     }
     found
+}
+
+/// A byte of a JSON number.
+fn is_number_byte(b: u8) -> bool {
+    b.is_ascii_digit() || matches!(b, b'-' | b'+' | b'.' | b'e' | b'E')
+}
+
+/// The end of the validated JSON value that starts at or after `raw[at]`
+/// (after any whitespace).
+fn value_end(raw: &[u8], at: usize) -> Option<usize> {
+    let start = at
+        + raw
+            .get(at..)?
+            .iter()
+            .position(|b| !matches!(b, b' ' | b'\n' | b'\r' | b'\t'))?;
+    match raw.get(start)? {
+        b'"' => string_end(raw, start + 1).map(|e| e + 1),
+        b'{' | b'[' => {
+            let mut depth = 0usize;
+            let mut i = start;
+            loop {
+                match raw.get(i)? {
+                    b'"' => i = string_end(raw, i + 1)?,
+                    b'{' | b'[' => depth += 1,
+                    b'}' | b']' => {
+                        depth = depth.checked_sub(1)?;
+                        if depth == 0 {
+                            return Some(i + 1);
+                        }
+                    }
+                    _ => {}
+                }
+                i += 1;
+            }
+        }
+        _ => Some(
+            raw.get(start..)?
+                .iter()
+                .position(|b| matches!(b, b',' | b'}' | b']' | b' ' | b'\n' | b'\r' | b'\t'))
+                .map_or(raw.len(), |n| start + n),
+        ),
+    }
 }
 
 /// The index of the quote that closes the JSON string whose content starts

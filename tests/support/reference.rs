@@ -59,23 +59,49 @@ pub fn apply(policy: &CompiledPolicy, input: &[u8]) -> Option<Vec<u8>> {
     Some(serde_json::to_vec(&out).unwrap())
 }
 
-/// A kept value under `scan`: string values (not keys) with every
-/// detection redacted (`redact`), or marked for dropping (`drop_event`).
+/// A kept value under `scan`: string values and integers with every
+/// detection redacted (`redact`; an integer with one becomes the string
+/// of its redaction), or marked for dropping (`drop_event`). A member whose
+/// key holds a detection is removed under `redact`.
 fn scanned(v: &Value, scan: ScanMode, dropped: &Cell<bool>) -> Value {
     match (v, scan) {
         (_, ScanMode::Off | ScanMode::Count) => v.clone(),
         (Value::String(s), ScanMode::Redact | ScanMode::DropEvent) => {
             Value::String(redacted(s, false, scan, dropped))
         }
+        (Value::Number(n), _) if n.is_i64() || n.is_u64() => {
+            let text = n.to_string();
+            let r = redacted(&text, false, scan, dropped);
+            if r == text {
+                v.clone()
+            } else {
+                Value::String(r)
+            }
+        }
         (Value::Array(items), _) => {
             Value::Array(items.iter().map(|x| scanned(x, scan, dropped)).collect())
         }
         (Value::Object(m), _) => Value::Object(
             m.iter()
+                .filter(|(k, _)| !key_removed(k, scan, dropped))
                 .map(|(k, x)| (k.clone(), scanned(x, scan, dropped)))
                 .collect(),
         ),
         _ => v.clone(),
+    }
+}
+
+/// Whether a kept parent's member with key `k` is removed: its key holds a
+/// detection under `redact` (under `drop_event` the event is marked).
+fn key_removed(k: &str, scan: ScanMode, dropped: &Cell<bool>) -> bool {
+    match scan {
+        ScanMode::Off | ScanMode::Count => false,
+        _ => {
+            redacted(k, false, ScanMode::Redact, dropped) != k && {
+                dropped.set(dropped.get() || scan == ScanMode::DropEvent);
+                scan == ScanMode::Redact
+            }
+        }
     }
 }
 
@@ -93,7 +119,18 @@ fn walk(policy: &CompiledPolicy, node: &Node, v: &Value, dropped: &Cell<bool>) -
                 let mut out = Map::new();
                 for (k, child) in m {
                     let kept = match node.child(k.as_bytes()) {
+                        // A key `*` matched is data, scanned like a value.
+                        Some(n)
+                            if !node
+                                .children
+                                .iter()
+                                .any(|(_, name, _)| **name == *k.as_bytes()) =>
+                        {
+                            walk(policy, n, child, dropped)
+                                .filter(|_| !key_removed(k, n.scan, dropped))
+                        }
                         Some(n) => walk(policy, n, child, dropped),
+                        None if *keep_rest && key_removed(k, node.scan, dropped) => None,
                         None if *keep_rest => Some(scanned(child, node.scan, dropped)),
                         None => None,
                     };

@@ -312,7 +312,11 @@ impl Oracle {
         for (k, v) in members {
             path.push(Step::K(k.clone()));
             if let Some(x) = self.walk(tree, path, v, leaves) {
-                out.push((k.clone(), x));
+                // A key the policy does not spell out is data: one holding a
+                // detection takes its member out.
+                if tree.names_key(path) || !holds_a_detection(k) {
+                    out.push((k.clone(), x));
+                }
             }
             path.pop();
         }
@@ -485,16 +489,38 @@ pub(crate) fn exposure(tree: &Tree, q: &[Step]) -> Option<&'static str> {
 }
 
 /// A kept value as `scan: redact` (the default, and the generated policies
-/// set no other) writes it: every string value, not object keys, read
-/// with its `%XX` escapes decoded, with what the content detector finds
-/// replaced by `[redacted:<kind>]`. The detector itself is held to its
+/// set no other) writes it: every string value read with its `%XX` escapes
+/// decoded, with what the content detector finds replaced by
+/// `[redacted:<kind>]`; every integer read as its digits, and one holding a
+/// detection written as the string of its redaction; every member whose
+/// key holds a detection taken out. The detector itself is held to its
 /// labelled corpus (tests/scan_corpus.rs); here it only says where the
 /// matches are.
 fn scanned(v: &Value) -> Value {
     match v {
         Value::String(s) => Value::String(redacted_decoded(s, false)),
+        Value::Number(n) if n.is_i64() || n.is_u64() => {
+            let digits = n.to_string();
+            let r = redacted_decoded(&digits, false);
+            if r == digits {
+                v.clone()
+            } else {
+                Value::String(r)
+            }
+        }
         Value::Array(items) => Value::Array(items.iter().map(scanned).collect()),
-        Value::Object(m) => Value::Object(m.iter().map(|(k, x)| (k.clone(), scanned(x))).collect()),
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .filter(|(k, _)| !holds_a_detection(k))
+                .map(|(k, x)| (k.clone(), scanned(x)))
+                .collect(),
+        ),
         other => other.clone(),
     }
+}
+
+/// Whether the content detector finds anything in `text`, read as a kept
+/// string is.
+fn holds_a_detection(text: &str) -> bool {
+    redacted_decoded(text, false) != text
 }

@@ -65,6 +65,16 @@ impl<'m> Tree<'m> {
         false
     }
 
+    /// Whether the last step of `path`, an object key, is a name the policy
+    /// spells out (an entry or marker at or beneath it has that key there,
+    /// not `*`). Other keys are data, scanned like values.
+    pub(crate) fn names_key(&self, path: &[Step]) -> bool {
+        let n = path.len();
+        let all = self.entries.iter().map(|(p, _)| p).chain(self.markers);
+        all.into_iter()
+            .any(|p| p.len() >= n && names(&p[..n], path) && matches!(p[n - 1], Seg::Key(_)))
+    }
+
     /// What the paths beneath `path` expect there: (object keys, array elements).
     pub(crate) fn beneath(&self, path: &[Step]) -> (bool, bool) {
         let mut keys = false;
