@@ -364,23 +364,14 @@ impl<'a, 'b> Walker<'a, 'b> {
                 continue;
             }
             if is_key {
-                if mode == ScanMode::Redact && self.key_holds_a_match(content, mode) {
+                if self.key_holds_a_match(content, mode) && mode == ScanMode::Redact {
                     i = self.remove_member(raw, i + colon.unwrap_or(0) + 1)?;
-                    continue;
+                } else {
+                    self.out.extend_from_slice(whole);
                 }
-                if mode != ScanMode::Redact {
-                    self.key_holds_a_match(content, mode);
-                }
-                self.out.extend_from_slice(whole);
                 continue;
             }
-            let text: &[u8] = if content.contains(&b'\\') {
-                self.scratch.clear();
-                unescape(content, self.scratch);
-                self.scratch
-            } else {
-                content
-            };
+            let text = unescaped(content, self.scratch);
             let url = &mut *self.url;
             let found = redact_matches(text, mode, &mut self.counts.scan, self.redacted, |r| {
                 detect::url::find_decoded(text, false, url, r)
@@ -420,13 +411,7 @@ impl<'a, 'b> Walker<'a, 'b> {
     /// of the content detector (read as a kept string is), counting each
     /// under `mode` (and marking the event under `drop_event`).
     fn key_holds_a_match(&mut self, content: &[u8], mode: ScanMode) -> bool {
-        let text: &[u8] = if content.contains(&b'\\') {
-            self.scratch.clear();
-            unescape(content, self.scratch);
-            self.scratch
-        } else {
-            content
-        };
+        let text = unescaped(content, self.scratch);
         let (counts, mut found) = (&mut self.counts.scan, false);
         detect::url::find_decoded(text, false, self.url, |m| {
             found = true;
@@ -719,6 +704,18 @@ fn redact_matches(
         out.extend_from_slice(text.get(last..).unwrap_or_default());
     }
     found
+}
+
+/// The JSON string content `content` unescaped (into `scratch` when it
+/// holds an escape).
+fn unescaped<'t>(content: &'t [u8], scratch: &'t mut Vec<u8>) -> &'t [u8] {
+    if content.contains(&b'\\') {
+        scratch.clear();
+        unescape(content, scratch);
+        scratch
+    } else {
+        content
+    }
 }
 
 /// A byte of a JSON number.
