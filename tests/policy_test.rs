@@ -294,3 +294,32 @@ fn the_shipped_cases_reach_every_entry_of_the_shipped_policy() {
         assert!(verdicts.contains(v), "no case expects {v}");
     }
 }
+
+/// A bucket of a 17-digit number is compared to the last digit: the output
+/// is read with exact float parsing, so 4000000000000027.5 (the bucket of
+/// 4000000000000028 at width 2.5, as exact arithmetic gives it) is not
+/// mistaken for 4000000000000027.
+#[test]
+fn a_bucket_of_a_seventeen_digit_number_is_compared_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = write(
+        dir.path(),
+        "p.yaml",
+        "name: t\nversion: 1\npurpose: analytics\nfields:\n  c: { bucket: { width: 2.5 } }\n",
+    );
+    let cases = write(
+        dir.path(),
+        "c.yaml",
+        "- name: exact\n  input: {c: 4000000000000028}\n  expect: {c: 4000000000000027.5}\n\
+         - name: one ulp below\n  input: {c: 4000000000000028}\n  expect: {c: 4000000000000027.0}\n",
+    );
+    let o = veil(&["test", "--policy", &policy, &cases]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}{err}");
+    assert!(out.contains("ok   exact\n"), "{out}");
+    assert!(out.contains("FAIL one ulp below"), "{out}");
+    assert!(
+        out.contains("2 cases for policy t@1: 1 passed, 1 failed"),
+        "{out}"
+    );
+}
