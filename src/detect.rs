@@ -6,9 +6,10 @@
 //! bytes of a kept value before doing anything else.
 //!
 //! Kinds, each with the check that confirms a candidate:
-//! - `email`: `local@domain.tld` (local part of `A-Za-z0-9._%+-`, a domain
-//!   of at least two labels whose last is two or more letters and not a
-//!   file extension such as `png`);
+//! - `email`: `local@domain.tld` (local part of letters and digits of any
+//!   script and `._%+-`, a domain of at least two labels of letters, digits
+//!   and dashes whose last is two or more letters and not a file extension
+//!   such as `png`: `josé@bücher.de` is an address);
 //! - `phone`: E.164 (`+` or `00` then 8 to 15 digits, spaces, dashes, dots
 //!   and parentheses between groups), North American (`(555) 123-4567`,
 //!   `555-123-4567`, `+1 555 123 4567`) and trunk-prefix national numbers
@@ -32,7 +33,8 @@
 //! attempt is bounded in length and starts at a boundary.
 //!
 //! Invariant: matches are reported left to right, never overlapping, and
-//! start and end on ASCII bytes (so on `char` boundaries of a `str`).
+//! start and end on `char` boundaries of a `str` (an ASCII byte, or a
+//! whole non-ASCII letter of an address).
 
 #![deny(
     clippy::unwrap_used,
@@ -244,7 +246,7 @@ fn hook(raw: &[u8], i: usize, b: u8, skip: &mut usize) -> bool {
     let mut j = i;
     let inside = is_word(prev)
         || (matches!(prev, b'-' | b'.') && is_alnum(prev2))
-        || (prev == b'/' && i >= 2 && is_product_name(raw, i - 1));
+        || (prev == b'/' && i >= 2 && is_product_name(raw, i - 1) && version_at(raw, i));
     if inside {
         // Inside a word: only this group; a later one may start a number.
         while at(raw, j).is_ascii_digit() {
@@ -350,6 +352,38 @@ fn domain_char(b: u8) -> bool {
     is_alnum(b) || b == b'-' || b == b'.'
 }
 
+/// The length in bytes of the non-ASCII letter or digit (`é`, `ü`, `и`)
+/// that ends at `end` in UTF-8, if one does: an address's local part and
+/// domain may hold them (RFC 6531), so `josé@example.com` is one address.
+fn letter_before(text: &[u8], end: usize) -> Option<usize> {
+    (2..=4).find(|&n| {
+        end.checked_sub(n)
+            .and_then(|s| text.get(s..end))
+            .and_then(|b| std::str::from_utf8(b).ok())
+            .is_some_and(one_letter)
+    })
+}
+
+/// The length of the non-ASCII letter or digit that starts at `i`, if one does.
+fn letter_at(text: &[u8], i: usize) -> Option<usize> {
+    let n = match at(text, i) {
+        0xC0..=0xDF => 2,
+        0xE0..=0xEF => 3,
+        0xF0..=0xF7 => 4,
+        _ => return None,
+    };
+    text.get(i..i + n)
+        .and_then(|b| std::str::from_utf8(b).ok())
+        .is_some_and(one_letter)
+        .then_some(n)
+}
+
+/// Whether `c` is one character, a letter or digit.
+fn one_letter(c: &str) -> bool {
+    let mut chars = c.chars();
+    matches!((chars.next(), chars.next()), (Some(ch), None) if ch.is_alphanumeric())
+}
+
 /// Top-level "domains" that are file names (`logo@2x.png`).
 const NOT_TLDS: &[&[u8]] = &[
     b"png", b"jpg", b"jpeg", b"gif", b"svg", b"webp", b"ico", b"bmp", b"js", b"css", b"html",
@@ -362,8 +396,14 @@ fn email(text: &[u8], at_sign: usize, floor: usize) -> Option<Match> {
     // Linear overall: `@` is not a local character, so no byte is walked
     // over for two `@`s.
     let mut s = at_sign;
-    while s > floor && local_char(at(text, s - 1)) {
-        s -= 1;
+    while s > floor {
+        if local_char(at(text, s - 1)) {
+            s -= 1;
+        } else if let Some(n) = letter_before(text, s).filter(|n| s - floor >= *n) {
+            s -= n;
+        } else {
+            break;
+        }
     }
     // The local part neither starts nor ends with a dot.
     while s < at_sign && at(text, s) == b'.' {
@@ -376,8 +416,14 @@ fn email(text: &[u8], at_sign: usize, floor: usize) -> Option<Match> {
         return None;
     }
     let mut e = at_sign + 1;
-    while e < text.len() && e - at_sign <= 253 && domain_char(at(text, e)) {
-        e += 1;
+    while e < text.len() && e - at_sign <= 253 {
+        if domain_char(at(text, e)) {
+            e += 1;
+        } else if let Some(n) = letter_at(text, e) {
+            e += n;
+        } else {
+            break;
+        }
     }
     // The longest domain that is one: `example.com.a` is `example.com`
     // and a sentence going on.
@@ -416,7 +462,7 @@ fn domain_ok(domain: &[u8]) -> bool {
     }
     labels >= 2
         && last.len() >= 2
-        && last.iter().all(u8::is_ascii_alphabetic)
+        && std::str::from_utf8(last).is_ok_and(|t| t.chars().all(char::is_alphabetic))
         && !NOT_TLDS.iter().any(|t| t.eq_ignore_ascii_case(last))
 }
 
@@ -457,6 +503,17 @@ fn ipv4(text: &[u8], i: usize) -> Option<Match> {
         start: i,
         end: p,
     })
+}
+
+/// Whether a dotted version starts at `i` (`120.0`, `5.0`, `1.2.3.4`): a
+/// product name's version always has one; a bare number after `word/` is a
+/// number (`users/4111111111111111`, `calls/+442079460958`).
+fn version_at(text: &[u8], i: usize) -> bool {
+    let mut j = i;
+    while at(text, j).is_ascii_digit() {
+        j += 1;
+    }
+    j > i && at(text, j) == b'.' && at(text, j + 1).is_ascii_digit()
 }
 
 /// Whether the `/` at `slash` ends a product name, as in a user agent's
@@ -569,7 +626,7 @@ fn number(text: &[u8], i: usize) -> Option<Hit> {
     if i >= 2 && matches!(at(text, i - 1), b'-' | b'.') && is_alnum(at(text, i - 2)) {
         return None;
     }
-    if i >= 2 && at(text, i - 1) == b'/' && is_product_name(text, i - 1) {
+    if i >= 2 && at(text, i - 1) == b'/' && is_product_name(text, i - 1) && version_at(text, i) {
         return None;
     }
     let plus = at(text, i) == b'+';

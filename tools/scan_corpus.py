@@ -342,6 +342,26 @@ PRODUCT_VERSIONS = [
     lambda: f"Mozilla/5.0 (Windows NT 10.0; Win64; x64) Chrome/{R.randint(100, 131)}.0.0.0 Safari/537.36 Edg/{R.randint(100, 131)}.0.0.0",
 ]
 
+# Addresses with letters outside ASCII (RFC 6531), in the local part or the domain.
+INTL_LOCALS = ["josé", "zoë", "иван", "müller", "françois", "søren", "名前", "ana"]
+INTL_DOMAINS = ["example.com", "bücher.de", "exämple.de", "пример.рф", "example.org"]
+
+
+def intl_email():
+    local = R.choice(INTL_LOCALS)
+    domain = R.choice(INTL_DOMAINS)
+    if local == "ana" and domain.isascii():
+        domain = "bücher.de"
+    return f"{local}@{domain}"
+
+
+# A bare number after `word/` (no dotted version): a card or phone number.
+WORD_NUMBERS = [
+    ("card", lambda: f"users/{luhn_complete('4', 16)}"),
+    ("card", lambda: f"shop.example.com/{luhn_complete('51', 16)}"),
+    ("phone", lambda: f"calls/+4420{''.join(R.choice(string.digits) for _ in range(8))}"),
+]
+
 
 def main():
     rows = []
@@ -361,6 +381,10 @@ def main():
     for _ in range(40):
         rows.append(("ip", sentence(R.choice(PATH_ADDRESSES)())))
         rows.append(("none", sentence(R.choice(PRODUCT_VERSIONS)())))
+    for _ in range(40):
+        rows.append(("email", sentence(intl_email())))
+        kind, make = R.choice(WORD_NUMBERS)
+        rows.append((kind, sentence(make())))
     R.shuffle(rows)
     for label, s in rows:
         assert "\t" not in s and "\n" not in s

@@ -189,3 +189,57 @@ fn an_address_in_a_path_segment_is_an_address_not_a_version() {
     let long = format!("{}/10.9.8.7", "a".repeat(80));
     assert_eq!(kinds(&long), vec![(Kind::Ip, "10.9.8.7")]);
 }
+
+#[test]
+fn after_a_product_name_only_a_dotted_version_is_exempt() {
+    for (text, kind, hit) in [
+        ("users/4111111111111111", Kind::Card, "4111111111111111"),
+        ("p/4111111111111111/z", Kind::Card, "4111111111111111"),
+        (
+            "shop.example.com/4111111111111111",
+            Kind::Card,
+            "4111111111111111",
+        ),
+        ("calls/+442079460958", Kind::Phone, "+442079460958"),
+        ("q=Mozilla/4111111111111111", Kind::Card, "4111111111111111"),
+    ] {
+        assert_eq!(kinds(text), vec![(kind, hit)], "{text}");
+        assert!(may_match(text.as_bytes()), "prefilter missed {text}");
+    }
+    // Versions stay versions.
+    for ua in [
+        "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15",
+        "Chrome/120.0.0.0 Safari/537.36",
+        "MyApp/1.2.3.4 (iPhone)",
+    ] {
+        assert_eq!(kinds(ua), vec![], "{ua}");
+    }
+}
+
+#[test]
+fn an_address_may_hold_letters_of_any_script() {
+    for text in [
+        "josé@example.com",
+        "zoë@example.com",
+        "иван@example.ru",
+        "müller@example.de",
+        "ana@exämple.de",
+        "ana@bücher.de",
+        "名前@例え.jp",
+        "user@пример.рф",
+    ] {
+        assert_eq!(
+            kinds(&format!("write to {text}, thanks")),
+            vec![(Kind::Email, text)],
+            "{text}"
+        );
+    }
+    // A non-letter before the local part is not part of it.
+    assert_eq!(
+        kinds("«ana@example.com»"),
+        vec![(Kind::Email, "ana@example.com")]
+    );
+    let mut out = String::new();
+    redact_into("from josé@example.com.", &mut out, |_| false);
+    assert_eq!(out, "from [redacted:email].");
+}

@@ -899,10 +899,12 @@ fn keys_that_are_data_are_scanned_names_the_policy_spells_are_not() {
     );
     assert_eq!(v["props"].as_object().unwrap().len(), 1, "{out}");
     assert!(v["props"]["y"].is_string());
-    // Inside a value kept whole, first, middle and last members alike.
+    // Inside a value kept whole, first, middle and last members alike; an
+    // object or array emptied that way goes too, as filtering removes what
+    // it empties.
     assert_eq!(
         v["whole"],
-        serde_json::json!({"first": {}, "list": [{}, {"k": "v"}], "last": 1}),
+        serde_json::json!({"list": [{"k": "v"}], "last": 1}),
         "{out}"
     );
     // The removal is counted as a detection, once per key.
@@ -940,4 +942,32 @@ fn integers_are_read_as_their_digits() {
     assert_eq!(v["o"]["a"], "[redacted:card]");
     // A fraction is a number, not an identifier.
     assert_eq!(v["f"], serde_json::json!(4111111111111111.0));
+}
+
+#[test]
+fn a_kept_container_emptied_by_the_key_scan_is_removed_one_that_came_empty_stays() {
+    let e = engine(&format!("{BASE}fields:\n  d: keep\n  n: keep\n"));
+    for (input, want) in [
+        (r#"{"d":{"ana@example.com":1},"n":1}"#, r#"{"n":1}"#),
+        (
+            r#"{"d":{"ana@example.com":1,"x":{"4111111111111111":2}},"n":1}"#,
+            r#"{"n":1}"#,
+        ),
+        (
+            r#"{"d":[{"a@b.co":1},{"x":1,"c@d.co":2}],"n":1}"#,
+            r#"{"d":[{"x":1}],"n":1}"#,
+        ),
+        (
+            r#"{"d":{"e":{},"f":[],"x":{"a@b.co":1}},"n":1}"#,
+            r#"{"d":{"e":{},"f":[]},"n":1}"#,
+        ),
+        (r#"{"d":[[{"a@b.co":1}]]}"#, r#"{}"#),
+        // Whitespace inside the kept value is not kept on this path.
+        (
+            r#"{"d": { "a@b.co" : 1 , "k" : [ 1 , "x" ] } }"#,
+            r#"{"d":{"k":[1,"x"]}}"#,
+        ),
+    ] {
+        assert_eq!(run(&e, input).unwrap(), want, "{input}");
+    }
 }

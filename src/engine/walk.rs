@@ -139,8 +139,7 @@ impl<'a, 'b> Walker<'a, 'b> {
         let written = match &node.mode {
             Mode::Keep => {
                 self.sc.skip(&mut self.counts.kept)?;
-                self.emit_kept(start, self.sc.pos, node.scan)?;
-                true
+                self.emit_kept(start, self.sc.pos, node.scan)?
             }
             Mode::Drop => {
                 self.sc.skip(&mut self.counts.removed)?;
@@ -227,11 +226,15 @@ impl<'a, 'b> Walker<'a, 'b> {
                     self.sc.skip(&mut self.counts.removed)?;
                 }
                 None if keep_rest => {
+                    let mark = self.out.len();
                     self.emit_key(key_start, key_end, written > 0)?;
                     let value_start = self.sc.pos;
                     self.sc.skip(&mut self.counts.kept)?;
-                    self.emit_kept(value_start, self.sc.pos, node.scan)?;
-                    written += 1;
+                    if self.emit_kept(value_start, self.sc.pos, node.scan)? {
+                        written += 1;
+                    } else {
+                        self.out.truncate(mark);
+                    }
                 }
                 None => self.sc.skip(&mut self.counts.removed)?,
             }
@@ -322,79 +325,153 @@ impl<'a, 'b> Walker<'a, 'b> {
     }
 
     /// Write the kept value `input[s..e]` (already validated), its strings,
-    /// object keys and integers scanned as `mode` says. Most values hold
-    /// nothing the prefilter reacts to and are copied as they are.
-    fn emit_kept(&mut self, s: usize, e: usize, mode: ScanMode) -> Scan<()> {
+    /// object keys and integers scanned as `mode` says; returns whether
+    /// anything was written. Most values hold nothing the prefilter reacts
+    /// to and are copied as they are.
+    fn emit_kept(&mut self, s: usize, e: usize, mode: ScanMode) -> Scan<bool> {
         let raw = self.sc.slice(s, e)?;
         if mode == ScanMode::Off || !detect::may_match(raw) {
             self.out.extend_from_slice(raw);
-            return Ok(());
+            return Ok(true);
         }
         match raw.first() {
-            Some(b'"' | b'{' | b'[') => self.scan_kept(raw, mode),
-            _ => {
-                self.emit_scalar(raw, mode);
-                Ok(())
+            Some(b'"') => {
+                let content = raw
+                    .get(1..raw.len().saturating_sub(1))
+                    .ok_or(Reject::INTERNAL_ERROR)?;
+                self.emit_scanned_string(raw, content, mode)?;
             }
+            Some(b'{' | b'[') => {
+                // The slow path: the value is walked again, member by member.
+                self.sc.pos = s;
+                let written = self.kept_container(mode)?;
+                if self.sc.pos != e {
+                    return Err(Reject::INTERNAL_ERROR);
+                }
+                return Ok(written);
+            }
+            _ => self.emit_scalar(raw, mode),
         }
+        Ok(true)
     }
 
-    /// The slow path of [`Walker::emit_kept`] for a string, object or array:
-    /// each string value in the validated JSON `raw` is unescaped if need
-    /// be, scanned, and written redacted or as it was; so is each integer
-    /// ([`Walker::emit_scalar`]). A member whose key holds a match is
-    /// removed under `redact`: a key cannot be rewritten without making two
-    /// members one.
-    fn scan_kept(&mut self, raw: &[u8], mode: ScanMode) -> Scan<()> {
-        let mut i = 0;
-        while let Some(off) = raw.get(i..).and_then(|r| memchr::memchr(b'"', r)) {
-            let open = i + off;
-            self.emit_gap(raw.get(i..open).ok_or(Reject::INTERNAL_ERROR)?, mode);
-            let close = string_end(raw, open + 1).ok_or(Reject::INTERNAL_ERROR)?;
-            let whole = raw.get(open..=close).ok_or(Reject::INTERNAL_ERROR)?;
-            i = close + 1;
-            let rest = raw.get(i..).unwrap_or_default();
-            let colon = rest
-                .iter()
-                .position(|b| !matches!(b, b' ' | b'\n' | b'\r' | b'\t'));
-            let is_key = colon.and_then(|c| rest.get(c)) == Some(&b':');
-            let content = raw.get(open + 1..close).ok_or(Reject::INTERNAL_ERROR)?;
-            if !detect::may_match(content) {
-                self.out.extend_from_slice(whole);
-                continue;
-            }
-            if is_key {
-                if self.key_holds_a_match(content, mode) && mode == ScanMode::Redact {
-                    i = self.remove_member(raw, i + colon.unwrap_or(0) + 1)?;
+    /// Walk the kept object or array at the cursor, writing it with each
+    /// string, key and integer scanned ([`Walker::emit_kept`]). A member
+    /// whose key holds a match is removed under `redact` (a key cannot be
+    /// rewritten without making two members one), and a container that
+    /// loses every member that way is removed with it, as filtering
+    /// removes what it empties; one that came empty stays.
+    fn kept_container(&mut self, mode: ScanMode) -> Scan<bool> {
+        let open = self.sc.pos;
+        let is_object = self.sc.peek() == b'{';
+        let close = if is_object { b'}' } else { b']' };
+        self.sc.enter()?;
+        self.sc.pos += 1;
+        self.sc.ws();
+        if self.sc.peek() == close {
+            self.sc.pos += 1;
+            self.sc.leave();
+            self.out
+                .extend_from_slice(if is_object { b"{}" } else { b"[]" });
+            return Ok(true);
+        }
+        let out_start = self.out.len();
+        self.out.push(if is_object { b'{' } else { b'[' });
+        let base = self.sc.bufs.keys.len();
+        let mut written = 0u32;
+        loop {
+            let mark = self.out.len();
+            if is_object {
+                let key_start = self.sc.pos;
+                self.sc.key()?;
+                let key_end = self.sc.pos;
+                self.sc.ws();
+                self.sc.expect(b':', "expected `:` after a key")?;
+                self.sc.ws();
+                if self.key_removed(key_start, key_end, mode)? {
+                    let mut ignored = 0;
+                    self.sc.skip(&mut ignored)?;
+                    self.counts.removed += 1;
                 } else {
-                    self.out.extend_from_slice(whole);
+                    self.emit_key(key_start, key_end, written > 0)?;
+                    if self.kept_member(mode)? {
+                        written += 1;
+                    } else {
+                        self.out.truncate(mark);
+                    }
                 }
-                continue;
-            }
-            let text = unescaped(content, self.scratch);
-            let url = &mut *self.url;
-            let found = redact_matches(text, mode, &mut self.counts.scan, self.redacted, |r| {
-                detect::url::find_decoded(text, false, url, r)
-            });
-            if found && mode == ScanMode::DropEvent {
-                self.scan_drop = true;
-            }
-            if found && mode == ScanMode::Redact {
-                // Matches start and end on `char` boundaries, so this holds.
-                let redacted =
-                    std::str::from_utf8(self.redacted).map_err(|_| Reject::INTERNAL_ERROR)?;
-                write_json_string(self.out, redacted);
             } else {
-                self.out.extend_from_slice(whole);
+                if written > 0 {
+                    self.out.push(b',');
+                }
+                if self.kept_member(mode)? {
+                    written += 1;
+                } else {
+                    self.out.truncate(mark);
+                }
+            }
+            let what = if is_object {
+                "expected `,` or `}` in an object"
+            } else {
+                "expected `,` or `]` in an array"
+            };
+            if !self.sc.next_or_close(close, what)? {
+                break;
             }
         }
-        self.emit_gap(raw.get(i..).unwrap_or_default(), mode);
+        if is_object {
+            self.sc.close_object(base, open)?;
+        }
+        self.sc.leave();
+        if written == 0 {
+            self.out.truncate(out_start);
+            return Ok(false);
+        }
+        self.out.push(close);
+        Ok(true)
+    }
+
+    /// One member or element of a kept container: a container is walked
+    /// ([`Walker::kept_container`]), a string or scalar scanned.
+    fn kept_member(&mut self, mode: ScanMode) -> Scan<bool> {
+        if matches!(self.sc.peek(), b'{' | b'[') {
+            return self.kept_container(mode);
+        }
+        let start = self.sc.pos;
+        let mut ignored = 0;
+        self.sc.skip(&mut ignored)?;
+        self.emit_kept(start, self.sc.pos, mode)
+    }
+
+    /// Write the kept string `whole` (quotes included; its JSON content
+    /// `content`), unescaped if need be and scanned: redacted, or as it was.
+    fn emit_scanned_string(&mut self, whole: &[u8], content: &[u8], mode: ScanMode) -> Scan<()> {
+        if !detect::may_match(content) {
+            self.out.extend_from_slice(whole);
+            return Ok(());
+        }
+        let text = unescaped(content, self.scratch);
+        let url = &mut *self.url;
+        let found = redact_matches(text, mode, &mut self.counts.scan, self.redacted, |r| {
+            detect::url::find_decoded(text, false, url, r)
+        });
+        if found && mode == ScanMode::DropEvent {
+            self.scan_drop = true;
+        }
+        if found && mode == ScanMode::Redact {
+            // Matches start and end on `char` boundaries, so this holds.
+            let redacted =
+                std::str::from_utf8(self.redacted).map_err(|_| Reject::INTERNAL_ERROR)?;
+            write_json_string(self.out, redacted);
+        } else {
+            self.out.extend_from_slice(whole);
+        }
         Ok(())
     }
 
     /// Whether the member whose key is `input[key_start..key_end]` (quotes
     /// included), copied by a kept parent, is removed because its key holds
-    /// a match under `redact` (see [`Walker::scan_kept`]); under `count`
+    /// a match under `redact` (see [`Walker::kept_container`]); under `count`
     /// and `drop_event` the match is counted and the member stays.
     fn key_removed(&mut self, key_start: usize, key_end: usize, mode: ScanMode) -> Scan<bool> {
         if mode == ScanMode::Off {
@@ -419,52 +496,6 @@ impl<'a, 'b> Walker<'a, 'b> {
         });
         self.scan_drop |= found && mode == ScanMode::DropEvent;
         found
-    }
-
-    /// Remove the member whose value starts after `raw[at - 1]`, the `:`
-    /// after its key: the output loses the key just not written and the
-    /// comma that joined the member to the one before, or, for a first
-    /// member, the comma after it. Returns where to go on in `raw`.
-    fn remove_member(&mut self, raw: &[u8], at: usize) -> Scan<usize> {
-        let mut end = value_end(raw, at).ok_or(Reject::INTERNAL_ERROR)?;
-        let ws = |b: &u8| matches!(b, b' ' | b'\n' | b'\r' | b'\t');
-        let written = self.out.iter().rposition(|b| !ws(b));
-        match written.and_then(|w| self.out.get(w).map(|b| (w, *b))) {
-            Some((w, b',')) => self.out.truncate(w),
-            _ => {
-                let after = raw.get(end..).unwrap_or_default();
-                let next = after.iter().position(|b| !ws(b)).map(|k| end + k);
-                if let Some(k) = next.filter(|&k| raw.get(k) == Some(&b',')) {
-                    end = k + 1;
-                }
-            }
-        }
-        self.counts.removed += 1;
-        Ok(end)
-    }
-
-    /// Write the bytes between two strings of a kept value, each integer in
-    /// them scanned ([`Walker::emit_scalar`]).
-    fn emit_gap(&mut self, gap: &[u8], mode: ScanMode) {
-        let mut last = 0;
-        let mut k = 0;
-        while let Some(&b) = gap.get(k) {
-            if !(b == b'-' || b.is_ascii_digit()) {
-                k += 1;
-                continue;
-            }
-            let end = gap
-                .get(k..)
-                .and_then(|r| r.iter().position(|c| !is_number_byte(*c)))
-                .map_or(gap.len(), |n| k + n);
-            self.out
-                .extend_from_slice(gap.get(last..k).unwrap_or_default());
-            self.emit_scalar(gap.get(k..end).unwrap_or_default(), mode);
-            last = end;
-            k = end;
-        }
-        self.out
-            .extend_from_slice(gap.get(last..).unwrap_or_default());
     }
 
     /// Write the kept scalar `token` (a number, `true`, `false` or `null`).
@@ -715,62 +746,6 @@ fn unescaped<'t>(content: &'t [u8], scratch: &'t mut Vec<u8>) -> &'t [u8] {
         scratch
     } else {
         content
-    }
-}
-
-/// A byte of a JSON number.
-fn is_number_byte(b: u8) -> bool {
-    b.is_ascii_digit() || matches!(b, b'-' | b'+' | b'.' | b'e' | b'E')
-}
-
-/// The end of the validated JSON value that starts at or after `raw[at]`
-/// (after any whitespace).
-fn value_end(raw: &[u8], at: usize) -> Option<usize> {
-    let start = at
-        + raw
-            .get(at..)?
-            .iter()
-            .position(|b| !matches!(b, b' ' | b'\n' | b'\r' | b'\t'))?;
-    match raw.get(start)? {
-        b'"' => string_end(raw, start + 1).map(|e| e + 1),
-        b'{' | b'[' => {
-            let mut depth = 0usize;
-            let mut i = start;
-            loop {
-                match raw.get(i)? {
-                    b'"' => i = string_end(raw, i + 1)?,
-                    b'{' | b'[' => depth += 1,
-                    b'}' | b']' => {
-                        depth = depth.checked_sub(1)?;
-                        if depth == 0 {
-                            return Some(i + 1);
-                        }
-                    }
-                    _ => {}
-                }
-                i += 1;
-            }
-        }
-        _ => Some(
-            raw.get(start..)?
-                .iter()
-                .position(|b| matches!(b, b',' | b'}' | b']' | b' ' | b'\n' | b'\r' | b'\t'))
-                .map_or(raw.len(), |n| start + n),
-        ),
-    }
-}
-
-/// The index of the quote that closes the JSON string whose content starts
-/// at `raw[from]` (the input is validated: escapes are well formed).
-fn string_end(raw: &[u8], from: usize) -> Option<usize> {
-    let mut i = from;
-    loop {
-        let off = memchr::memchr2(b'"', b'\\', raw.get(i..)?)?;
-        let j = i + off;
-        if raw.get(j) == Some(&b'"') {
-            return Some(j);
-        }
-        i = j + 2;
     }
 }
 

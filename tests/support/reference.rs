@@ -62,9 +62,10 @@ pub fn apply(policy: &CompiledPolicy, input: &[u8]) -> Option<Vec<u8>> {
 /// A kept value under `scan`: string values and integers with every
 /// detection redacted (`redact`; an integer with one becomes the string
 /// of its redaction), or marked for dropping (`drop_event`). A member whose
-/// key holds a detection is removed under `redact`.
-fn scanned(v: &Value, scan: ScanMode, dropped: &Cell<bool>) -> Value {
-    match (v, scan) {
+/// key holds a detection is removed under `redact`, and a container left
+/// empty by that with it (`None`); one that came empty stays.
+fn scanned(v: &Value, scan: ScanMode, dropped: &Cell<bool>) -> Option<Value> {
+    Some(match (v, scan) {
         (_, ScanMode::Off | ScanMode::Count) => v.clone(),
         (Value::String(s), ScanMode::Redact | ScanMode::DropEvent) => {
             Value::String(redacted(s, false, scan, dropped))
@@ -79,16 +80,31 @@ fn scanned(v: &Value, scan: ScanMode, dropped: &Cell<bool>) -> Value {
             }
         }
         (Value::Array(items), _) => {
-            Value::Array(items.iter().map(|x| scanned(x, scan, dropped)).collect())
+            let out: Vec<Value> = items
+                .iter()
+                .filter_map(|x| scanned(x, scan, dropped))
+                .collect();
+            if out.is_empty() && !items.is_empty() {
+                return None;
+            }
+            Value::Array(out)
         }
-        (Value::Object(m), _) => Value::Object(
-            m.iter()
-                .filter(|(k, _)| !key_removed(k, scan, dropped))
-                .map(|(k, x)| (k.clone(), scanned(x, scan, dropped)))
-                .collect(),
-        ),
+        (Value::Object(m), _) => {
+            let mut out = serde_json::Map::new();
+            for (k, x) in m {
+                // The value is read first: under `drop_event` it may mark the event.
+                let x = scanned(x, scan, dropped);
+                if let Some(x) = x.filter(|_| !key_removed(k, scan, dropped)) {
+                    out.insert(k.clone(), x);
+                }
+            }
+            if out.is_empty() && !m.is_empty() {
+                return None;
+            }
+            Value::Object(out)
+        }
         _ => v.clone(),
-    }
+    })
 }
 
 /// Whether a kept parent's member with key `k` is removed: its key holds a
@@ -107,7 +123,7 @@ fn key_removed(k: &str, scan: ScanMode, dropped: &Cell<bool>) -> bool {
 
 fn walk(policy: &CompiledPolicy, node: &Node, v: &Value, dropped: &Cell<bool>) -> Option<Value> {
     match &node.mode {
-        Mode::Keep => Some(scanned(v, node.scan, dropped)),
+        Mode::Keep => scanned(v, node.scan, dropped),
         Mode::Drop => None,
         Mode::Transform(a) => transform(policy, a, v, node.scan, dropped),
         // Shapes must be the ones the entries beneath name; anything else
@@ -131,7 +147,7 @@ fn walk(policy: &CompiledPolicy, node: &Node, v: &Value, dropped: &Cell<bool>) -
                         }
                         Some(n) => walk(policy, n, child, dropped),
                         None if *keep_rest && key_removed(k, node.scan, dropped) => None,
-                        None if *keep_rest => Some(scanned(child, node.scan, dropped)),
+                        None if *keep_rest => scanned(child, node.scan, dropped),
                         None => None,
                     };
                     if let Some(x) = kept {

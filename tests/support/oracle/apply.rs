@@ -337,7 +337,7 @@ impl Oracle {
         if !keys && !each {
             if tree.keeps(path) {
                 self.record(path, v, Ok(()), leaves);
-                return Some(Exp::Exact(scanned(v)));
+                return scanned(v).map(Exp::Exact);
             }
             self.record(path, v, Err(Forbidden::Unlisted), leaves);
             return None;
@@ -496,8 +496,8 @@ pub(crate) fn exposure(tree: &Tree, q: &[Step]) -> Option<&'static str> {
 /// key holds a detection taken out. The detector itself is held to its
 /// labelled corpus (tests/scan_corpus.rs); here it only says where the
 /// matches are.
-fn scanned(v: &Value) -> Value {
-    match v {
+fn scanned(v: &Value) -> Option<Value> {
+    Some(match v {
         Value::String(s) => Value::String(redacted_decoded(s, false)),
         Value::Number(n) if n.is_i64() || n.is_u64() => {
             let digits = n.to_string();
@@ -508,15 +508,28 @@ fn scanned(v: &Value) -> Value {
                 Value::String(r)
             }
         }
-        Value::Array(items) => Value::Array(items.iter().map(scanned).collect()),
-        Value::Object(m) => Value::Object(
-            m.iter()
+        // A container that loses every member this way goes with them, as
+        // filtering removes what it empties; one that came empty stays.
+        Value::Array(items) => {
+            let out: Vec<Value> = items.iter().filter_map(scanned).collect();
+            if out.is_empty() && !items.is_empty() {
+                return None;
+            }
+            Value::Array(out)
+        }
+        Value::Object(m) => {
+            let out: Map<String, Value> = m
+                .iter()
                 .filter(|(k, _)| !holds_a_detection(k))
-                .map(|(k, x)| (k.clone(), scanned(x)))
-                .collect(),
-        ),
+                .filter_map(|(k, x)| Some((k.clone(), scanned(x)?)))
+                .collect();
+            if out.is_empty() && !m.is_empty() {
+                return None;
+            }
+            Value::Object(out)
+        }
         other => other.clone(),
-    }
+    })
 }
 
 /// Whether the content detector finds anything in `text`, read as a kept
