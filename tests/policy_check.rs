@@ -841,3 +841,37 @@ fn a_wildcard_inside_a_kept_parent_is_a_warning_that_tells_the_truth() {
     );
     assert!(Policy::parse(&plain, "p.yaml").unwrap().warnings.is_empty());
 }
+
+#[test]
+fn a_subject_sent_in_another_shape_is_checked_in_that_shape_too() {
+    // `a` as an array of objects: `a[]` keeps each element whole, `b` with it.
+    one_error(
+        &format!("{HEAD}subject: [a.b]\nfields:\n  a.b: pseudonymise\n  a[]: keep\n"),
+        4,
+        11,
+        "subject identifier `a.b` (declared at line 4) passes in clear under `fields` when an event sends its way in another shape",
+    );
+    // Nested arrays, and an object where the subject's path names an array.
+    one_error(
+        &format!(
+            "{HEAD}subject: [\"items[].email\"]\nfields:\n  items[].email: pseudonymise\n  items[][]: keep\n"
+        ),
+        4,
+        11,
+        "passes in clear under `fields` when an event sends its way in another shape",
+    );
+    one_error(
+        &format!(
+            "{HEAD}subject: [\"items[].email\"]\nfields:\n  items[].email: pseudonymise\n  items.email: keep\n"
+        ),
+        4,
+        11,
+        "in another shape",
+    );
+    // Each shape has the identifier's own rule: fine.
+    Policy::parse(
+        &format!("{HEAD}subject: [a.b]\nfields:\n  a.b: pseudonymise\n  a[].b: pseudonymise\n  a[].c: keep\n"),
+        "p.yaml",
+    )
+    .unwrap();
+}

@@ -509,7 +509,14 @@ pub fn wildcard_under_kept_parent(root: &Node, path: &FieldPath) -> Option<Field
 }
 
 pub fn exposure(root: &Node, path: &FieldPath) -> Option<Exposure> {
-    exposure_at(root, &path.0)
+    exposure_at(root, &path.0, false)
+}
+
+/// [`exposure`] of `path` sent in another shape (see [`exposure_at`]):
+/// what leaks when an event wraps a step of the way in an array, or sends
+/// an object where the path names an array.
+pub fn reshaped_exposure(root: &Node, path: &FieldPath) -> Option<Exposure> {
+    exposure_at(root, &path.0, true)
 }
 
 /// Whether anything inside a value walked at `node` leaves as other than a pseudonym.
@@ -527,7 +534,27 @@ fn exposes_content(node: &Node) -> bool {
     }
 }
 
-fn exposure_at(node: &Node, rest: &[Segment]) -> Option<Exposure> {
+/// What the walk at `node` does with the identifier `path` below it. An
+/// event may send any step of the way in another shape, and the walk
+/// follows the shape it meets: an array where an object was named (`a.b`
+/// arrives as `{"a": [{"b": ...}]}`, walked by `a[]`'s entries) or an
+/// object where an array was (`a[].b` as `{"a": {"b": ...}}`). Each such
+/// way is checked: the identifier is the same value whatever it is wrapped in.
+fn exposure_at(node: &Node, path: &[Segment], reshapes: bool) -> Option<Exposure> {
+    exposure_exact(node, path, reshapes).or_else(|| match path.first() {
+        _ if !reshapes => None,
+        // An array where the entry named an object member.
+        Some(Segment::Key(_) | Segment::Any) => node
+            .each
+            .as_deref()
+            .and_then(|each| exposure_at(each, path, true)),
+        // An object where the entry named an array.
+        Some(Segment::Each) => exposure_at(node, path.get(1..).unwrap_or_default(), true),
+        None => None,
+    })
+}
+
+fn exposure_exact(node: &Node, rest: &[Segment], reshapes: bool) -> Option<Exposure> {
     let keep_rest = match &node.mode {
         Mode::Keep => return Some(Exposure::Kept),
         Mode::Drop => return None,
@@ -552,20 +579,23 @@ fn exposure_at(node: &Node, rest: &[Segment]) -> Option<Exposure> {
     let unnamed_kept = keep_rest && node.expects_object();
     match seg {
         Segment::Key(k) => match node.child(k.as_bytes()) {
-            Some(n) => exposure_at(n, rest),
+            Some(n) => exposure_at(n, rest, reshapes),
             None => unnamed_kept.then_some(Exposure::Kept),
         },
         Segment::Any => {
             let named = node.children.iter().map(|(_, _, n)| n);
             let mut found = named
                 .chain(node.any.as_deref())
-                .find_map(|n| exposure_at(n, rest));
+                .find_map(|n| exposure_at(n, rest, reshapes));
             if found.is_none() && node.any.is_none() && unnamed_kept {
                 found = Some(Exposure::Kept);
             }
             found
         }
-        Segment::Each => node.each.as_deref().and_then(|n| exposure_at(n, rest)),
+        Segment::Each => node
+            .each
+            .as_deref()
+            .and_then(|n| exposure_at(n, rest, reshapes)),
     }
 }
 

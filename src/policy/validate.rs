@@ -466,12 +466,26 @@ fn check(c: &mut Checker, raw: RawPolicy, sha256: String) -> Option<Policy> {
                 }),
         )
         .collect();
-    // Subject identifiers must never pass in clear, under any rule.
     // Subject identifiers must never pass in clear, under any rule. The
     // error points at the entry that lets the identifier through.
     for (where_, set, tree) in &allowlists {
         for (path, at) in &subject {
-            let (what, hint) = match trie::exposure(tree, path) {
+            let exact = trie::exposure(tree, path);
+            let reshaped = exact.is_none() && trie::reshaped_exposure(tree, path).is_some();
+            if reshaped {
+                c.error_at(
+                    (at.line(), at.column()),
+                    format!(
+                        "subject identifier `{path}` (declared at line {}) passes in clear under {where_} when an event sends its way in another shape: an array where the path names an object member, or an object where it names an array, walked by an entry that keeps it",
+                        at.line()
+                    ),
+                    Some(
+                        "give the other shape the identifier's own rule too (for `a.b` with `a[]: keep`, add `a[].b: pseudonymise`), or do not keep it",
+                    ),
+                );
+                continue;
+            }
+            let (what, hint) = match exact {
                 None => continue,
                 Some(Exposure::Kept) => (
                     "kept in clear".to_owned(),

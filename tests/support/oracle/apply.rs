@@ -143,7 +143,7 @@ impl Oracle {
                 markers: &self.markers,
             };
             for s in &self.model.subject {
-                for p in universe.iter().filter(|p| names(s, p)) {
+                for p in universe.iter().filter(|p| names_any_shape(s, p)) {
                     for q in universe.iter().filter(|q| q.starts_with(p)) {
                         if let Some(how) = exposure(&tree, q) {
                             return Some((
@@ -202,6 +202,35 @@ impl Oracle {
                     let mut b = q.clone();
                     b.push(Step::I);
                     out.insert(b);
+                }
+            }
+        }
+        // Each subject in other shapes: its array steps left out, and up to
+        // two arrays wrapped around each step of the way.
+        for s in &self.model.subject {
+            let mut partial: Vec<Vec<Step>> = vec![Vec::new()];
+            for seg in s.iter().filter(|g| !matches!(g, Seg::Each)) {
+                let choices: Vec<Step> = match seg {
+                    Seg::Key(k) => vec![Step::K(k.clone())],
+                    _ => keys.iter().map(|k| Step::K(k.clone())).collect(),
+                };
+                let mut next = Vec::new();
+                for q in &partial {
+                    for c in &choices {
+                        for wraps in 0..=2 {
+                            let mut q = q.clone();
+                            q.push(c.clone());
+                            q.extend(std::iter::repeat_n(Step::I, wraps));
+                            next.push(q);
+                        }
+                    }
+                }
+                partial = next;
+            }
+            for q in partial {
+                // The last step's wrapping is the identifier's own content.
+                for n in 1..=q.len() {
+                    out.insert(q[..n].to_vec());
                 }
             }
         }
@@ -275,11 +304,6 @@ impl Oracle {
     /// What the paths beneath `path` expect there: (object keys, array elements).
     pub fn expects(&self, fields: &Fields, path: &[Step]) -> (bool, bool) {
         self.tree(fields).beneath(path)
-    }
-
-    /// Whether a subject path names `path` or one of its ancestors.
-    pub fn is_subject(&self, path: &[Step]) -> bool {
-        self.model.subject.iter().any(|s| covers(s, path))
     }
 
     /// Whether `s` has the form of a pseudonym under this policy's options.
@@ -379,7 +403,7 @@ impl Oracle {
         fate: Result<(), Forbidden>,
         leaves: &mut Leaves,
     ) {
-        let fate = if self.model.subject.iter().any(|s| covers(s, path)) {
+        let fate = if self.model.subject.iter().any(|s| covers_any_shape(s, path)) {
             Err(Forbidden::Subject)
         } else {
             fate
@@ -478,10 +502,21 @@ pub(crate) fn steps_text(p: &[Step]) -> String {
 
 /// How a scalar at `q` could reach the output other than as a pseudonym.
 pub(crate) fn exposure(tree: &Tree, q: &[Step]) -> Option<&'static str> {
-    for n in 1..=q.len() {
+    for n in 0..=q.len() {
         if let Some(a) = tree.action_at(&q[..n]).filter(|a| a.is_transform()) {
             // Above `q`: a container there is removed. At `q`: the transform decides.
             return (n == q.len() && !matches!(a, Act::Pseudo(_))).then_some("generalised");
+        }
+        // Where paths lie beneath, a step of the other shape (an array where
+        // only keys are named, or the reverse) is a mismatch, removed.
+        let (keys, each) = tree.beneath(&q[..n]);
+        let fits = match q.get(n) {
+            Some(Step::I) => each,
+            Some(Step::K(_)) => keys,
+            None => true,
+        };
+        if (keys || each) && !fits {
+            return None;
         }
     }
     let (keys, each) = tree.beneath(q);

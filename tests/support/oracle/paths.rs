@@ -18,6 +18,26 @@ pub fn names(pattern: &[Seg], path: &[Step]) -> bool {
     pattern.len() == path.len() && pattern.iter().zip(path).all(|(s, c)| seg_matches(s, c))
 }
 
+/// The object keys of a path, its array steps left out.
+fn keys_of(path: &[Step]) -> Vec<&Step> {
+    path.iter().filter(|c| !matches!(c, Step::I)).collect()
+}
+
+/// `pattern` names `path` in some shape: compared key by key with the
+/// array steps of both left out, so `a.b` names `a[0].b` and `a[].b` names
+/// `a.b`. A subject identifier is the same value whatever an event wraps
+/// it in.
+pub(crate) fn names_any_shape(pattern: &[Seg], path: &[Step]) -> bool {
+    let keys: Vec<&Seg> = pattern.iter().filter(|s| !matches!(s, Seg::Each)).collect();
+    let at = keys_of(path);
+    keys.len() == at.len() && keys.iter().zip(at).all(|(s, c)| seg_matches(s, c))
+}
+
+/// [`names_any_shape`] for `path` or one of its ancestors.
+pub(crate) fn covers_any_shape(pattern: &[Seg], path: &[Step]) -> bool {
+    (0..=path.len()).any(|n| names_any_shape(pattern, &path[..n]))
+}
+
 /// `pattern` names `path` or one of its ancestors.
 pub(crate) fn covers(pattern: &[Seg], path: &[Step]) -> bool {
     pattern.len() <= path.len() && names(pattern, &path[..pattern.len()])
