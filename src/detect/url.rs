@@ -81,8 +81,8 @@ fn has_escapes(text: &[u8], plus_in_query: bool) -> bool {
 /// `%XX` escapes decoded once (and, with `plus_in_query`, `+` after the
 /// first `?` as a space), with `start..end` positions in `text`. When
 /// `text` is valid UTF-8 those positions are `char` boundaries: a match
-/// starts and ends on ASCII bytes, and what precedes or follows one in
-/// `text` is an escape or that same ASCII byte.
+/// starts and ends on whole characters of the decoded text, and each maps
+/// back to the escape that spelled it or to that same character.
 pub fn find_decoded(
     text: &[u8],
     plus_in_query: bool,
