@@ -306,6 +306,12 @@ impl Oracle {
         self.tree(fields).beneath(path)
     }
 
+    /// Whether a subject path names `path` or one of its ancestors, in any
+    /// shape ([`covers_any_shape`]).
+    pub fn is_subject(&self, path: &[Step]) -> bool {
+        self.model.subject.iter().any(|s| covers_any_shape(s, path))
+    }
+
     /// Whether `s` has the form of a pseudonym under this policy's options.
     pub fn looks_like_pseudonym(&self, s: &str) -> bool {
         let s = match self.model.key_id_prefix {
