@@ -505,15 +505,23 @@ fn ipv4(text: &[u8], i: usize) -> Option<Match> {
     })
 }
 
-/// Whether a dotted version starts at `i` (`120.0`, `5.0`, `1.2.3.4`): a
-/// product name's version always has one; a bare number after `word/` is a
-/// number (`users/4111111111111111`, `calls/+442079460958`).
+/// Whether a product's version starts at `i`: a dotted one (`120.0`,
+/// `5.0`, `1.2.3.4`) or a bare build number too short for a card or phone
+/// number (`Gecko/20100101`: fewer than 10 digits, not grouped). Anything
+/// else after `word/` is a number (`users/4111111111111111`,
+/// `calls/+442079460958`, `calls/020 7946 0958`).
 fn version_at(text: &[u8], i: usize) -> bool {
     let mut j = i;
     while at(text, j).is_ascii_digit() {
         j += 1;
     }
-    j > i && at(text, j) == b'.' && at(text, j + 1).is_ascii_digit()
+    let next_digit = at(text, j + 1).is_ascii_digit();
+    match at(text, j) {
+        _ if j == i => false,
+        b'.' => next_digit,
+        b' ' | b'-' | b'(' | b')' if next_digit => false,
+        _ => j - i < 10,
+    }
 }
 
 /// Whether the `/` at `slash` ends a product name, as in a user agent's

@@ -340,6 +340,7 @@ PATH_ADDRESSES = [
 PRODUCT_VERSIONS = [
     lambda: f"{R.choice(['MyApp', 'ShopKit', 'com.example.shop'])}/{R.randint(1, 9)}.{R.randint(0, 20)}.{R.randint(0, 9)}.{R.randint(1, 200)} (iPhone; iOS 17.{R.randint(0, 5)})",
     lambda: f"Mozilla/5.0 (Windows NT 10.0; Win64; x64) Chrome/{R.randint(100, 131)}.0.0.0 Safari/537.36 Edg/{R.randint(100, 131)}.0.0.0",
+    lambda: f"Mozilla/5.0 (X11; Linux x86_64; rv:{R.randint(100, 131)}.0) Gecko/20100101 Firefox/{R.randint(100, 131)}.0",
 ]
 
 # Addresses with letters outside ASCII (RFC 6531), in the local part or the domain.

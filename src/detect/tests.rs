@@ -201,6 +201,8 @@ fn after_a_product_name_only_a_dotted_version_is_exempt() {
             "4111111111111111",
         ),
         ("calls/+442079460958", Kind::Phone, "+442079460958"),
+        ("calls/020 7946 0958", Kind::Phone, "020 7946 0958"),
+        ("calls/02079460958", Kind::Phone, "02079460958"),
         ("q=Mozilla/4111111111111111", Kind::Card, "4111111111111111"),
     ] {
         assert_eq!(kinds(text), vec![(kind, hit)], "{text}");
@@ -211,8 +213,10 @@ fn after_a_product_name_only_a_dotted_version_is_exempt() {
         "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15",
         "Chrome/120.0.0.0 Safari/537.36",
         "MyApp/1.2.3.4 (iPhone)",
+        "Mozilla/5.0 (X11; Linux x86_64; rv:125.0) Gecko/20100101 Firefox/125.0",
     ] {
         assert_eq!(kinds(ua), vec![], "{ua}");
+        assert!(!may_match(ua.as_bytes()), "prefilter stops at {ua}");
     }
 }
 
