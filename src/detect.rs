@@ -352,7 +352,7 @@ fn domain_char(b: u8) -> bool {
     is_alnum(b) || b == b'-' || b == b'.'
 }
 
-/// The length in bytes of the non-ASCII letter or digit (`é`, `ü`, `и`)
+/// The length in bytes of the non-ASCII letter, digit or mark (`é`, `ü`, `и`; see [`one_letter`])
 /// that ends at `end` in UTF-8, if one does: an address's local part and
 /// domain may hold them (RFC 6531), so `josé@example.com` is one address.
 fn letter_before(text: &[u8], end: usize) -> Option<usize> {
@@ -364,7 +364,7 @@ fn letter_before(text: &[u8], end: usize) -> Option<usize> {
     })
 }
 
-/// The length of the non-ASCII letter or digit that starts at `i`, if one does.
+/// The length of the non-ASCII letter, digit or mark that starts at `i`, if one does.
 fn letter_at(text: &[u8], i: usize) -> Option<usize> {
     let n = match at(text, i) {
         0xC0..=0xDF => 2,
@@ -378,10 +378,21 @@ fn letter_at(text: &[u8], i: usize) -> Option<usize> {
         .then_some(n)
 }
 
-/// Whether `c` is one character, a letter or digit.
+/// Whether `c` is one character that can be part of an address's word: a
+/// letter or digit, a combining mark (`e` + U+0301 is how macOS writes
+/// `é`), or an invisible zero-width character (which would otherwise cut
+/// `ana@\u{200b}example.com` in two and hide it).
 fn one_letter(c: &str) -> bool {
     let mut chars = c.chars();
-    matches!((chars.next(), chars.next()), (Some(ch), None) if ch.is_alphanumeric())
+    matches!((chars.next(), chars.next()), (Some(ch), None) if ch.is_alphanumeric() || matches!(ch,
+        '\u{0300}'..='\u{036F}'
+            | '\u{1AB0}'..='\u{1AFF}'
+            | '\u{1DC0}'..='\u{1DFF}'
+            | '\u{20D0}'..='\u{20FF}'
+            | '\u{FE20}'..='\u{FE2F}'
+            | '\u{200B}'..='\u{200D}'
+            | '\u{2060}'
+            | '\u{FEFF}'))
 }
 
 /// Top-level "domains" that are file names (`logo@2x.png`).

@@ -231,6 +231,11 @@ fn an_address_may_hold_letters_of_any_script() {
         "ana@bücher.de",
         "名前@例え.jp",
         "user@пример.рф",
+        // Decomposed (NFD) letters and zero-width characters.
+        "jose\u{301}@example.com",
+        "ana@exa\u{308}mple.de",
+        "ana@\u{200b}example.com",
+        "an\u{200d}a@example.com",
     ] {
         assert_eq!(
             kinds(&format!("write to {text}, thanks")),
