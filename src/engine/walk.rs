@@ -444,12 +444,9 @@ impl<'a, 'b> Walker<'a, 'b> {
     }
 
     /// Write the kept string `whole` (quotes included; its JSON content
-    /// `content`), unescaped if need be and scanned: redacted, or as it was.
+    /// `content`, which the prefilter has passed), unescaped if need be and
+    /// scanned: redacted, or as it was.
     fn emit_scanned_string(&mut self, whole: &[u8], content: &[u8], mode: ScanMode) -> Scan<()> {
-        if !detect::may_match(content) {
-            self.out.extend_from_slice(whole);
-            return Ok(());
-        }
         let text = unescaped(content, self.scratch);
         let url = &mut *self.url;
         let found = redact_matches(text, mode, &mut self.counts.scan, self.redacted, |r| {
